@@ -1,0 +1,13 @@
+# Pinned versions of everything the test bed builds or installs.
+# Sourced by the other hack/ scripts; change a version here and the cache key changes with it.
+KUBE_VERSION="${KUBE_VERSION:-v1.34.4}"
+ETCD_VERSION="${ETCD_VERSION:-v3.6.16}"
+KWOK_VERSION="${KWOK_VERSION:-v0.7.0}"
+
+GUARDED_CACHE="${GUARDED_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/guarded-rollouts}"
+KUBE_BIN_DIR="$GUARDED_CACHE/bin/kubernetes-$KUBE_VERSION"
+ETCD_BIN_DIR="$GUARDED_CACHE/bin/etcd-$ETCD_VERSION"
+KWOK_BIN_DIR="$GUARDED_CACHE/bin/kwok-$KWOK_VERSION"
+
+export GOTOOLCHAIN=local
+export GOFLAGS="${GOFLAGS:--buildvcs=false}"

@@ -1,0 +1,1 @@
+"""The resources' shapes (pydantic models); the CRDs are generated from them."""

@@ -1,0 +1,160 @@
+"""Generates the CustomResourceDefinitions in crds/ from the pydantic models.
+
+    python -m guarded.api.crdgen crds/        write the files
+    python -m guarded.api.crdgen --check crds/  exit 1 if a checked-in file differs
+
+Pydantic emits JSON Schema; a CRD needs a *structural* OpenAPI v3 schema: no $ref, no anyOf with
+null, no additionalProperties next to properties, every node typed. This module does that
+translation and nothing else.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel
+
+from guarded.api import rollout
+from guarded.api.common import GROUP, VERSION
+
+_DROP_KEYS = {"title", "additionalProperties", "$defs", "discriminator"}
+
+
+def _resolve(node: Any, defs: dict[str, Any]) -> Any:
+    if isinstance(node, list):
+        return [_resolve(n, defs) for n in node]
+    if not isinstance(node, dict):
+        return node
+    if "$ref" in node:
+        target = defs[node["$ref"].split("/")[-1]]
+        merged = {**copy.deepcopy(target), **{k: v for k, v in node.items() if k != "$ref"}}
+        return _resolve(merged, defs)
+    if "anyOf" in node:
+        branches = [b for b in node["anyOf"] if b.get("type") != "null"]
+        rest = {k: v for k, v in node.items() if k != "anyOf"}
+        if len(branches) == 1:
+            merged = {**_resolve(branches[0], defs), **rest}
+            if merged.get("default", 0) is None:
+                merged.pop("default")
+            return _resolve(merged, defs)
+        raise ValueError(f"a CRD schema cannot express anyOf {node['anyOf']}")
+    out: dict[str, Any] = {}
+    for key, value in node.items():
+        if key in _DROP_KEYS:
+            continue
+        if key == "properties":
+            out[key] = {name: _resolve(sub, defs) for name, sub in value.items()}
+        elif key == "items":
+            out[key] = _resolve(value, defs)
+        elif key == "const":
+            out["enum"] = [value]
+        else:
+            out[key] = value
+    # Free-form maps: either string maps or anything (preserve unknown fields).
+    if out.get("type") == "object" and "properties" not in out:
+        extra = node.get("additionalProperties")
+        if isinstance(extra, dict) and extra.get("type") == "string":
+            out["additionalProperties"] = {"type": "string"}
+        else:
+            out["x-kubernetes-preserve-unknown-fields"] = True
+    if "enum" in out and "type" not in out:
+        out["type"] = "string"
+    # Defaults: keep scalars only; lists and objects default in the models.
+    if isinstance(out.get("default"), (list, dict)):
+        out.pop("default")
+    return out
+
+
+def structural_schema(model: type[BaseModel]) -> dict[str, Any]:
+    raw = model.model_json_schema(by_alias=True, mode="validation")
+    return _resolve(raw, raw.get("$defs", {}))
+
+
+def guarded_rollout_crd() -> dict[str, Any]:
+    spec_schema = structural_schema(rollout.GuardedRolloutSpec)
+    status_schema = structural_schema(rollout.GuardedRolloutStatus)
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": f"{rollout.PLURAL}.{GROUP}"},
+        "spec": {
+            "group": GROUP,
+            "names": {
+                "kind": rollout.KIND,
+                "listKind": f"{rollout.KIND}List",
+                "plural": rollout.PLURAL,
+                "singular": rollout.KIND.lower(),
+                "shortNames": rollout.SHORT_NAMES,
+                "categories": ["guarded"],
+            },
+            "scope": "Namespaced",
+            "versions": [
+                {
+                    "name": VERSION,
+                    "served": True,
+                    "storage": True,
+                    "subresources": {"status": {}},
+                    "additionalPrinterColumns": [
+                        {"name": "Target", "type": "string", "jsonPath": ".spec.target.name"},
+                        {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
+                        {"name": "Wave", "type": "string", "jsonPath": ".status.waveProgress"},
+                        {"name": "Canary", "type": "string", "jsonPath": ".status.canaryWeight",
+                         "description": "Canary share of ready pods, percent"},
+                        {"name": "Message", "type": "string", "jsonPath": ".status.message", "priority": 0},
+                        {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+                    ],
+                    "schema": {
+                        "openAPIV3Schema": {
+                            "type": "object",
+                            "description": "One change to one workload, moved out in guarded waves.",
+                            "required": ["spec"],
+                            "properties": {
+                                "apiVersion": {"type": "string"},
+                                "kind": {"type": "string"},
+                                "metadata": {"type": "object"},
+                                "spec": spec_schema,
+                                "status": status_schema,
+                            },
+                        }
+                    },
+                }
+            ],
+        },
+    }
+
+
+CRDS = {"guardedrollouts.yaml": guarded_rollout_crd}
+
+
+def render() -> dict[str, str]:
+    header = "# Generated by `python -m guarded.api.crdgen crds/` from operator/guarded/api. Do not edit.\n"
+    return {name: header + yaml.safe_dump(build(), sort_keys=False, width=120) for name, build in CRDS.items()}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("directory", type=Path)
+    parser.add_argument("--check", action="store_true", help="fail if the files differ from the models")
+    args = parser.parse_args(argv)
+    stale = []
+    for name, text in render().items():
+        path = args.directory / name
+        if args.check:
+            if not path.exists() or path.read_text() != text:
+                stale.append(str(path))
+        else:
+            args.directory.mkdir(parents=True, exist_ok=True)
+            path.write_text(text)
+    if stale:
+        print("out of date, run `make crds`: " + ", ".join(stale), file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

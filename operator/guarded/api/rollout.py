@@ -1,0 +1,213 @@
+"""The GuardedRollout resource: one change to one workload, moved out in waves.
+
+These pydantic models are the single source of the resource's shape: the CRD in crds/ is
+generated from them (``python -m guarded.api.crdgen``), the operator parses objects with them,
+and the core reasons about them. They are frozen value objects: the core never mutates its inputs.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any, Literal
+
+from pydantic import ConfigDict, Field, model_validator
+
+from guarded.api.common import GROUP, VERSION, ApiModel, Condition, Duration, DnsName
+
+KIND = "GuardedRollout"
+PLURAL = "guardedrollouts"
+SHORT_NAMES = ["gro"]
+
+REQUEST_ANNOTATION = f"{GROUP}/request"
+
+
+class TargetRef(ApiModel):
+    """The stable Deployment the change applies to, in the rollout's namespace."""
+
+    kind: Literal["Deployment"] = "Deployment"
+    name: DnsName
+
+
+class EnvVar(ApiModel):
+    name: str = Field(min_length=1, max_length=253)
+    value: str = ""
+
+
+class ContainerChange(ApiModel):
+    """New image and/or environment for one container of the target's pod template."""
+
+    name: str = Field(min_length=1, max_length=63, description="Container name in the target's pod template.")
+    image: str | None = Field(default=None, min_length=1, max_length=1024)
+    env: list[EnvVar] = Field(default_factory=list, max_length=256,
+                              description="Variables set (added or replaced by name).")
+
+
+class Change(ApiModel):
+    """What changes in the target's pod template. Applied to the canary first, to the target at promotion."""
+
+    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": [{
+        "rule": "(has(self.containers) && size(self.containers) > 0) || has(self.podTemplatePatch)",
+        "message": "give at least one of containers or podTemplatePatch",
+    }]})
+
+    containers: list[ContainerChange] = Field(default_factory=list, max_length=64)
+    pod_template_patch: dict[str, Any] | None = Field(
+        default=None,
+        description="A strategic-merge patch of the pod template (lists of containers, env, volumes, "
+        "ports merge by name; null deletes a key).",
+        json_schema_extra={"x-kubernetes-preserve-unknown-fields": True},
+    )
+
+    @model_validator(mode="after")
+    def _not_empty(self) -> Change:
+        if not self.containers and not self.pod_template_patch:
+            raise ValueError("spec.change: give at least one of containers or podTemplatePatch")
+        names = [c.name for c in self.containers]
+        if len(names) != len(set(names)):
+            raise ValueError("spec.change.containers: each container may appear only once")
+        return self
+
+
+class Wave(ApiModel):
+    """One step: a share of the ready pods (weight, percent) or a number of canary pods (replicas)."""
+
+    weight: int | None = Field(default=None, ge=1, le=100, description="Percent of ready pods that run the canary.")
+    replicas: int | None = Field(default=None, ge=1, le=10000, description="Number of canary pods.")
+    bake: Duration = Field(default="60s", description="How long the wave runs healthy before the next one.")
+    manual_gate: bool = Field(default=False, description="After the bake, wait for a promote request.")
+
+    @model_validator(mode="after")
+    def _one_size(self) -> Wave:
+        if (self.weight is None) == (self.replicas is None):
+            raise ValueError("a wave needs exactly one of weight or replicas")
+        return self
+
+
+def default_waves() -> list[Wave]:
+    return [Wave(replicas=1), Wave(weight=10), Wave(weight=50), Wave(weight=100)]
+
+
+WAVES_CEL = [
+    {
+        "rule": "self.all(w, has(w.weight) != has(w.replicas))",
+        "message": "each wave needs exactly one of weight or replicas",
+    },
+    {
+        "rule": "self.filter(w, has(w.weight)).map(w, w.weight).isSorted()"
+        " && self.filter(w, has(w.weight)).map(w, w.weight).all(x,"
+        " self.filter(w, has(w.weight) && w.weight == x).size() == 1)",
+        "message": "wave weights must increase strictly",
+        "fieldPath": "",
+    },
+    {
+        "rule": "self.filter(w, has(w.replicas)).map(w, w.replicas).isSorted()"
+        " && self.filter(w, has(w.replicas)).map(w, w.replicas).all(x,"
+        " self.filter(w, has(w.replicas) && w.replicas == x).size() == 1)",
+        "message": "wave replica counts must increase strictly",
+    },
+]
+
+
+class GuardedRolloutSpec(ApiModel):
+    target: TargetRef
+    change: Change
+    waves: list[Wave] = Field(
+        default_factory=default_waves, min_length=1, max_length=20,
+        description="Ordered steps. Default: 1 pod, 10%, 50%, 100%.",
+        json_schema_extra={"x-kubernetes-validations": WAVES_CEL},
+    )
+    progress_deadline: Duration = Field(
+        default="10m", description="How long a wave may wait for its canary pods to be Ready before rolling back."
+    )
+    description: str | None = Field(default=None, max_length=4096, description="What changes and why.")
+    ticket: str | None = Field(default=None, max_length=256, description="Change ticket or issue reference.")
+    rollback_plan: str | None = Field(default=None, max_length=4096)
+    ai_assisted: bool = Field(default=False, description="The change was written with AI assistance.")
+
+    @model_validator(mode="after")
+    def _waves_increase(self) -> GuardedRolloutSpec:
+        for attr in ("weight", "replicas"):
+            sizes = [getattr(w, attr) for w in self.waves if getattr(w, attr) is not None]
+            for i in range(1, len(sizes)):
+                if sizes[i] <= sizes[i - 1]:
+                    raise ValueError(f"spec.waves: wave {attr}s must increase strictly, got {sizes}")
+        return self
+
+
+class Stage(StrEnum):
+    """Where the engine is. The phase shown to users is derived from conditions and this."""
+
+    PENDING = "Pending"
+    SCALE_CANARY = "ScaleCanary"
+    SCALE_STABLE = "ScaleStable"
+    BAKE = "Bake"
+    GATE = "Gate"
+    PROMOTE = "Promote"
+    CLEANUP = "Cleanup"
+    SUCCEEDED = "Succeeded"
+    RETIRING = "Retiring"
+    ROLLING_BACK = "RollingBack"
+    ROLLED_BACK = "RolledBack"
+    FAILED = "Failed"
+
+
+class Phase(StrEnum):
+    PENDING = "Pending"
+    AWAITING_APPROVAL = "AwaitingApproval"
+    BLOCKED = "Blocked"
+    PROGRESSING = "Progressing"
+    PAUSED = "Paused"
+    ROLLING_BACK = "RollingBack"
+    ROLLED_BACK = "RolledBack"
+    SUCCEEDED = "Succeeded"
+    FAILED = "Failed"
+
+
+class HistoryEntry(ApiModel):
+    time: str
+    reason: str
+    message: str
+    wave: int | None = None
+    revision: str | None = None
+
+
+class RequestRecord(ApiModel):
+    id: str
+    action: str
+    result: Literal["Accepted", "Rejected"]
+    message: str = ""
+    time: str
+
+
+class GuardedRolloutStatus(ApiModel):
+    phase: Phase = Phase.PENDING
+    message: str = ""
+    observed_generation: int | None = None
+    stage: Stage = Stage.PENDING
+    revision: str | None = Field(default=None, description="Hash of the change being rolled out.")
+    wave: int | None = Field(default=None, description="Index of the current wave (0-based).")
+    waves_total: int | None = None
+    wave_progress: str | None = Field(default=None, description="Current wave of all, 1-based (\"2/4\").")
+    canary_weight: int | None = Field(default=None, description="Canary share of ready pods, percent.")
+    canary_replicas: int | None = None
+    stable_replicas: int | None = Field(default=None, description="The target's replica count before the rollout.")
+    stable_template_hash: str | None = None
+    wave_started_at: str | None = None
+    bake_started_at: str | None = None
+    paused: bool = False
+    paused_at: str | None = None
+    rollback_reason: str | None = None
+    attempt: int = 0
+    started_at: str | None = None
+    completed_at: str | None = None
+    last_request: RequestRecord | None = None
+    conditions: list[Condition] = Field(default_factory=list)
+    history: list[HistoryEntry] = Field(default_factory=list)
+
+
+class GuardedRollout(ApiModel):
+    api_version: Literal["rollouts.guarded.dev/v1alpha1"] = f"{GROUP}/{VERSION}"  # type: ignore[assignment]
+    kind: Literal["GuardedRollout"] = "GuardedRollout"
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    spec: GuardedRolloutSpec
+    status: GuardedRolloutStatus = Field(default_factory=GuardedRolloutStatus)

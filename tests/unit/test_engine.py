@@ -1,0 +1,201 @@
+"""The wave engine as a user sees it: waves, bakes, gates, promotion, rollback, requests."""
+
+from __future__ import annotations
+
+from guarded.api.rollout import GuardedRolloutSpec, Phase, Stage
+from guarded.core.model import Request
+from guarded.core.templates import REVISION_ANNOTATION
+
+from world import World
+
+
+def spec(**overrides: object) -> GuardedRolloutSpec:
+    base: dict = {
+        "target": {"name": "shop"},
+        "change": {"containers": [{"name": "app", "image": "shop:2.0.0"}]},
+        "waves": [{"replicas": 1, "bake": "5s"}, {"weight": 10, "bake": "5s"},
+                  {"weight": 50, "bake": "5s"}, {"weight": 100, "bake": "5s"}],
+    }
+    base.update(overrides)
+    return GuardedRolloutSpec.model_validate(base)
+
+
+def wave_starts(world: World) -> list[int]:
+    return [h.wave for h in world.status.history if h.reason == "WaveStarted"]  # type: ignore[misc]
+
+
+def test_a_healthy_change_goes_through_every_wave_and_is_promoted() -> None:
+    world = World(spec())
+    world.run_until_done()
+    assert world.status.phase == Phase.SUCCEEDED
+    assert wave_starts(world) == [0, 1, 2, 3]
+    target = world.deployments["shop"]
+    assert target.template["spec"]["containers"][0]["image"] == "shop:2.0.0"
+    assert target.replicas == 10
+    assert "shop-canary" not in world.deployments
+    completed = [c for c in world.status.conditions if c.type == "Completed"][0]
+    assert completed.status == "True" and completed.reason == "Promoted"
+
+
+def test_the_first_decision_creates_a_one_pod_canary_and_leaves_the_stable_alone() -> None:
+    world = World(spec())
+    decision = world.step()
+    assert [type(a).__name__ for a in decision.actions] == ["ApplyCanary"]
+    manifest = decision.actions[0].manifest  # type: ignore[union-attr]
+    assert manifest["metadata"]["name"] == "shop-canary"
+    assert manifest["spec"]["replicas"] == 1
+    assert manifest["spec"]["template"]["metadata"]["labels"]["app"] == "shop"
+    assert manifest["spec"]["selector"]["matchLabels"] == {"app": "shop", "rollouts.guarded.dev/role": "canary"}
+    assert decision.status.phase == Phase.PROGRESSING
+    assert decision.status.wave_progress == "1/4"
+
+
+def test_bake_holds_the_wave_until_its_time_has_passed() -> None:
+    world = World(spec(waves=[{"replicas": 1, "bake": "30s"}, {"weight": 100, "bake": "1s"}]))
+    while world.status.stage != Stage.BAKE:
+        world.step()
+    started = world.tick
+    while world.status.stage == Stage.BAKE:
+        world.step()
+    assert world.tick - started >= 30
+    assert world.status.wave == 1
+
+
+def test_a_manual_gate_waits_for_a_promote_request() -> None:
+    world = World(spec(waves=[{"replicas": 1, "bake": "2s", "manualGate": True}, {"weight": 100, "bake": "1s"}]))
+    for _ in range(40):
+        world.step()
+    assert world.status.stage == Stage.GATE
+    assert world.status.phase == Phase.PAUSED
+    world.request = Request(id="r1", action="promote")
+    world.run_until_done()
+    assert world.status.phase == Phase.SUCCEEDED
+    assert world.status.last_request is not None and world.status.last_request.result == "Accepted"
+
+
+def test_abort_mid_wave_removes_the_canary_and_restores_the_stable() -> None:
+    world = World(spec())
+    while world.status.wave != 2 or world.status.stage != Stage.BAKE:
+        world.step()
+    assert world.deployments["shop"].replicas == 5
+    world.request = Request(id="a1", action="abort")
+    decision = world.step()
+    names = {type(a).__name__ for a in decision.actions}
+    assert names == {"DeleteDeployment", "ScaleDeployment"}, "the canary goes and the stable comes back at once"
+    world.run_until_done()
+    assert world.status.phase == Phase.ROLLED_BACK
+    assert world.status.rollback_reason == "Aborted"
+    assert "shop-canary" not in world.deployments
+    assert world.deployments["shop"].replicas == 10
+    assert world.deployments["shop"].template["spec"]["containers"][0]["image"] == "shop:1.0.0"
+
+
+def test_a_rolled_back_rollout_can_be_retried() -> None:
+    world = World(spec())
+    world.step()
+    world.request = Request(id="a1", action="abort")
+    world.run_until_done()
+    world.request = Request(id="r2", action="retry")
+    world.run_until_done()
+    assert world.status.phase == Phase.SUCCEEDED
+    assert world.status.attempt == 2
+
+
+def test_abort_during_promotion_is_refused_with_a_reason() -> None:
+    world = World(spec(waves=[{"weight": 100, "bake": "1s"}]))
+    while world.status.stage != Stage.PROMOTE:
+        world.step()
+    world.request = Request(id="late", action="abort")
+    world.step()
+    assert world.status.last_request is not None
+    assert world.status.last_request.result == "Rejected"
+    assert "promoted" in world.status.last_request.message
+    world.run_until_done()
+    assert world.status.phase == Phase.SUCCEEDED
+
+
+def test_pause_stops_the_bake_clock_and_resume_continues() -> None:
+    world = World(spec(waves=[{"replicas": 1, "bake": "10s"}, {"weight": 100, "bake": "1s"}]))
+    while world.status.stage != Stage.BAKE:
+        world.step()
+    world.request = Request(id="p", action="pause")
+    for _ in range(50):
+        world.step()
+    assert world.status.stage == Stage.BAKE and world.status.phase == Phase.PAUSED
+    world.request = Request(id="r", action="resume")
+    world.step()
+    assert world.status.stage == Stage.BAKE, "the paused time does not count as bake time"
+    world.run_until_done()
+    assert world.status.phase == Phase.SUCCEEDED
+
+
+def test_a_spec_change_mid_rollout_retires_the_canary_and_restarts_from_wave_one() -> None:
+    world = World(spec())
+    while world.status.wave != 2:
+        world.step()
+    old_revision = world.status.revision
+    world.spec = spec(change={"containers": [{"name": "app", "image": "shop:2.0.1"}]})
+    world.generation = 2
+    world.run_until_done()
+    assert world.status.phase == Phase.SUCCEEDED
+    assert world.status.revision != old_revision
+    reasons = [h.reason for h in world.status.history]
+    assert "SpecChanged" in reasons and "Retired" in reasons
+    new_waves = [h.wave for h in world.status.history if h.reason == "WaveStarted" and h.revision == world.status.revision]
+    assert new_waves == [0, 1, 2, 3]
+    assert world.deployments["shop"].template["spec"]["containers"][0]["image"] == "shop:2.0.1"
+
+
+def test_a_missing_target_is_reported_by_name_and_nothing_is_done() -> None:
+    world = World(spec(target={"name": "shop"}))
+    del world.deployments["shop"]
+    decision = world.step()
+    assert decision.actions == ()
+    assert decision.status.phase == Phase.BLOCKED
+    found = [c for c in decision.status.conditions if c.type == "TargetFound"][0]
+    assert found.status == "False" and found.reason == "TargetNotFound"
+    assert "spec.target.name" in found.message and "'shop'" in found.message
+
+
+def test_a_template_changed_underneath_holds_with_a_clear_condition() -> None:
+    world = World(spec())
+    while world.status.stage != Stage.BAKE:
+        world.step()
+    world.deployments["shop"].template["spec"]["containers"][0]["image"] = "shop:9.9.9"
+    decision = world.step()
+    assert decision.actions == ()
+    assert decision.status.phase == Phase.BLOCKED
+    assert any(c.reason == "TargetTemplateChanged" for c in decision.status.conditions)
+
+
+def test_a_change_naming_an_unknown_container_fails_naming_the_field() -> None:
+    world = World(spec(change={"containers": [{"name": "sidecar", "image": "x:1"}]}))
+    decision = world.step()
+    assert decision.actions == ()
+    assert decision.status.phase == Phase.FAILED
+    assert "spec.change.containers[0].name" in decision.status.message
+
+
+def test_a_canary_that_never_becomes_ready_is_rolled_back_at_the_progress_deadline() -> None:
+    world = World(spec(progressDeadline="20s"), ready_delay=10_000)
+    world.run_until_done()
+    assert world.status.phase == Phase.ROLLED_BACK
+    assert world.status.rollback_reason == "ProgressDeadlineExceeded"
+    assert world.deployments["shop"].replicas == 10
+
+
+def test_promoted_template_carries_the_revision() -> None:
+    world = World(spec())
+    world.run_until_done()
+    annotations = world.deployments["shop"].template["metadata"]["annotations"]
+    assert annotations[REVISION_ANNOTATION] == world.status.revision
+
+
+def test_unknown_and_malformed_requests_are_rejected_and_recorded() -> None:
+    world = World(spec())
+    world.request = Request(id="x", action="explode")
+    world.step()
+    assert world.status.last_request is not None and world.status.last_request.result == "Rejected"
+    assert "unknown action" in world.status.last_request.message
+    assert world.status.history[-1].reason == "RequestRejected" or any(
+        h.reason == "RequestRejected" for h in world.status.history)

@@ -1,0 +1,172 @@
+"""A tiny, pure model of the Deployment controller for driving the engine in unit tests.
+
+Plain data only (no Kubernetes client, no mocks of its API): Deployments have a spec replica
+count and a template; new pods become Ready a configurable number of ticks after they are asked
+for; removed pods stop serving at once. That is enough to check the engine's invariants over
+thousands of random runs.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from guarded.api.rollout import GuardedRolloutSpec, GuardedRolloutStatus
+from guarded.core.engine import Decision, decide
+from guarded.core.model import (
+    ApplyCanary,
+    DeleteDeployment,
+    DeploymentState,
+    Observations,
+    PromoteTarget,
+    Request,
+    ScaleDeployment,
+)
+from guarded.core.templates import content_hash
+
+T0 = datetime(2026, 11, 22, 12, 0, 0, tzinfo=UTC)
+
+
+def pod_template(image: str = "shop:1.0.0") -> dict[str, Any]:
+    return {
+        "metadata": {"labels": {"app": "shop"}},
+        "spec": {"containers": [{"name": "app", "image": image}]},
+    }
+
+
+@dataclass
+class FakeDeployment:
+    name: str
+    replicas: int
+    template: dict[str, Any]
+    selector: dict[str, Any] = field(default_factory=lambda: {"matchLabels": {"app": "shop"}})
+    annotations: dict[str, str] = field(default_factory=dict)
+    generation: int = 1
+    # Pods: (template hash, tick at which it becomes Ready)
+    pods: list[tuple[str, int]] = field(default_factory=list)
+
+    def ready_pods(self, tick: int) -> list[tuple[str, int]]:
+        return [p for p in self.pods if p[1] <= tick]
+
+
+@dataclass
+class World:
+    spec: GuardedRolloutSpec
+    replicas: int = 10
+    ready_delay: int = 1  # ticks for a new pod to become Ready
+    tick: int = 0
+    seconds_per_tick: float = 1.0
+    deployments: dict[str, FakeDeployment] = field(default_factory=dict)
+    status: GuardedRolloutStatus = field(default_factory=GuardedRolloutStatus)
+    generation: int = 1
+    request: Request | None = None
+    log: list[Decision] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        tpl = pod_template()
+        h = content_hash(tpl)
+        self.deployments["shop"] = FakeDeployment("shop", self.replicas, tpl,
+                                                   pods=[(h, 0) for _ in range(self.replicas)])
+
+    @property
+    def now(self) -> datetime:
+        return T0 + timedelta(seconds=self.tick * self.seconds_per_tick)
+
+    def state(self, name: str) -> DeploymentState | None:
+        d = self.deployments.get(name)
+        if d is None:
+            return None
+        h = content_hash(d.template)
+        current = [p for p in d.pods if p[0] == h]
+        ready = d.ready_pods(self.tick)
+        return DeploymentState(
+            name=d.name, generation=d.generation, observed_generation=d.generation, replicas=d.replicas,
+            status_replicas=len(d.pods), ready=len(ready), available=len(ready),
+            updated=len(current), selector=copy.deepcopy(d.selector), template=copy.deepcopy(d.template),
+            annotations=dict(d.annotations),
+        )
+
+    def observe(self) -> Observations:
+        return Observations(now=self.now, namespace="shop", name="release", uid="uid-1",
+                            generation=self.generation, target=self.state("shop"),
+                            canary=self.state("shop-canary"), request=self.request)
+
+    def decide(self) -> Decision:
+        return decide(self.spec, self.status, self.observe())
+
+    def apply(self, decision: Decision) -> None:
+        for action in decision.actions:
+            if isinstance(action, ApplyCanary):
+                m = action.manifest
+                name = m["metadata"]["name"]
+                d = self.deployments.get(name)
+                if d is None:
+                    d = FakeDeployment(name, 0, m["spec"]["template"], selector=m["spec"]["selector"])
+                    self.deployments[name] = d
+                if d.template != m["spec"]["template"]:
+                    d.template = copy.deepcopy(m["spec"]["template"])
+                    d.generation += 1
+                d.annotations = dict(m["metadata"]["annotations"])
+                if d.replicas != action.replicas:
+                    d.replicas = action.replicas
+                    d.generation += 1
+            elif isinstance(action, ScaleDeployment):
+                d = self.deployments[action.name]
+                if d.replicas != action.replicas:
+                    d.replicas = action.replicas
+                    d.generation += 1
+            elif isinstance(action, DeleteDeployment):
+                self.deployments.pop(action.name, None)
+            elif isinstance(action, PromoteTarget):
+                d = self.deployments[action.name]
+                d.template = copy.deepcopy(action.template)
+                d.replicas = action.replicas
+                d.generation += 1
+
+    def controllers(self) -> None:
+        """One tick of the Deployment controller: reach spec replicas of the current template.
+
+        Rolling update with maxSurge 1 / maxUnavailable 0: old pods go only once a new one is Ready.
+        """
+        for d in self.deployments.values():
+            h = content_hash(d.template)
+            current = [p for p in d.pods if p[0] == h]
+            old = [p for p in d.pods if p[0] != h]
+            if len(current) < d.replicas:
+                current.append((h, self.tick + self.ready_delay))
+            elif len(current) > d.replicas:
+                current = sorted(current, key=lambda p: p[1])[: d.replicas]
+            ready_new = [p for p in current if p[1] <= self.tick]
+            if old and len(ready_new) + len([p for p in old if p[1] <= self.tick]) > d.replicas:
+                old = old[1:]
+            elif old and len(current) >= d.replicas and len(ready_new) == len(current):
+                old = old[1:]
+            d.pods = old + current
+
+    def step(self, *, persist: bool = True) -> Decision:
+        """decide, act, and (unless the operator 'crashes' before writing status) persist status."""
+        decision = self.decide()
+        self.log.append(decision)
+        self.apply(decision)
+        if persist:
+            self.status = decision.status
+            if self.request is not None and self.status.last_request and self.status.last_request.id == self.request.id:
+                pass
+        self.tick += 1
+        self.controllers()
+        return decision
+
+    def serving(self) -> tuple[int, int]:
+        """Ready pods of (canary, stable)."""
+        canary = self.deployments.get("shop-canary")
+        stable = self.deployments["shop"]
+        return (len(canary.ready_pods(self.tick)) if canary else 0, len(stable.ready_pods(self.tick)))
+
+    def run_until_done(self, limit: int = 2000) -> None:
+        for _ in range(limit):
+            self.step()
+            if self.status.stage in ("Succeeded", "RolledBack", "Failed"):
+                return
+        raise AssertionError(f"did not finish in {limit} ticks: {self.status.stage} {self.status.message}")
