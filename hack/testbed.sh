@@ -263,6 +263,7 @@ cmd_up() {
     --leader-elect=false --bind-address 127.0.0.1 --secure-port "$KCM_PORT" \
     --controllers '*' --service-account-private-key-file "$RUN/pki/sa.key" --root-ca-file "$RUN/pki/apiserver-ca.crt" \
     --authorization-always-allow-paths /healthz,/readyz,/livez,/metrics \
+    --node-monitor-grace-period 120s \
     --concurrent-deployment-syncs 10 --concurrent-replicaset-syncs 10 --kube-api-qps 100 --kube-api-burst 200 \
     --v=1
   start kube-scheduler "$KUBE_BIN_DIR/kube-scheduler" \
@@ -273,7 +274,8 @@ cmd_up() {
     --v=1
   start kwok "$KWOK_BIN_DIR/kwok" \
     --kubeconfig "$RUN/kubeconfig" --manage-all-nodes=true \
-    --server-address "127.0.0.1:$KWOK_PORT" --cidr 10.244.0.1/16 --node-ip 10.0.0.1
+    --server-address "127.0.0.1:$KWOK_PORT" --cidr 10.244.0.1/16 --node-ip 10.0.0.1 \
+    --node-lease-duration-seconds 40
   start prometheus prometheus --config.file "$RUN/prometheus/prometheus.yml" \
     --storage.tsdb.path "$RUN/prometheus/data" --web.listen-address "127.0.0.1:$PROM_PORT" \
     --web.enable-lifecycle --storage.tsdb.retention.time 1d --log.level warn

@@ -10,6 +10,7 @@ from pathlib import Path
 import kubernetes
 import pytest
 
+from operator_process import OperatorProcess
 from testbed import Cluster, connect
 
 HERE = Path(__file__).resolve().parent
@@ -42,3 +43,13 @@ def namespace(cluster: Cluster, request: pytest.FixtureRequest) -> Iterator[str]
     )
     yield name
     core.delete_namespace(name, propagation_policy="Background")
+
+
+@pytest.fixture(scope="session")
+def operator(cluster: Cluster) -> Iterator[OperatorProcess]:
+    """The operator running against the test cluster as its own identity, for the whole session."""
+    proc = OperatorProcess(cluster)
+    proc.install()
+    proc.start()
+    yield proc
+    proc.stop()

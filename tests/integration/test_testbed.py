@@ -94,7 +94,7 @@ def test_the_api_server_knows_who_each_user_is(cluster: Cluster) -> None:
 class _Metrics(http.server.BaseHTTPRequestHandler):
     body = b""
 
-    def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+    def do_GET(self) -> None:
         self.send_response(200)
         self.send_header("Content-Type", "text/plain; version=0.0.4")
         self.end_headers()

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+from world import World
+
 from guarded.api.rollout import GuardedRolloutSpec, Phase, Stage
 from guarded.core.model import Request
 from guarded.core.templates import REVISION_ANNOTATION
-
-from world import World
 
 
 def spec(**overrides: object) -> GuardedRolloutSpec:
@@ -33,7 +33,7 @@ def test_a_healthy_change_goes_through_every_wave_and_is_promoted() -> None:
     assert target.template["spec"]["containers"][0]["image"] == "shop:2.0.0"
     assert target.replicas == 10
     assert "shop-canary" not in world.deployments
-    completed = [c for c in world.status.conditions if c.type == "Completed"][0]
+    completed = next(c for c in world.status.conditions if c.type == "Completed")
     assert completed.status == "True" and completed.reason == "Promoted"
 
 
@@ -141,7 +141,8 @@ def test_a_spec_change_mid_rollout_retires_the_canary_and_restarts_from_wave_one
     assert world.status.revision != old_revision
     reasons = [h.reason for h in world.status.history]
     assert "SpecChanged" in reasons and "Retired" in reasons
-    new_waves = [h.wave for h in world.status.history if h.reason == "WaveStarted" and h.revision == world.status.revision]
+    new_waves = [h.wave for h in world.status.history
+                 if h.reason == "WaveStarted" and h.revision == world.status.revision]
     assert new_waves == [0, 1, 2, 3]
     assert world.deployments["shop"].template["spec"]["containers"][0]["image"] == "shop:2.0.1"
 
@@ -152,7 +153,7 @@ def test_a_missing_target_is_reported_by_name_and_nothing_is_done() -> None:
     decision = world.step()
     assert decision.actions == ()
     assert decision.status.phase == Phase.BLOCKED
-    found = [c for c in decision.status.conditions if c.type == "TargetFound"][0]
+    found = next(c for c in decision.status.conditions if c.type == "TargetFound")
     assert found.status == "False" and found.reason == "TargetNotFound"
     assert "spec.target.name" in found.message and "'shop'" in found.message
 

@@ -9,6 +9,7 @@ thousands of random runs.
 from __future__ import annotations
 
 import copy
+import random
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -56,6 +57,8 @@ class World:
     spec: GuardedRolloutSpec
     replicas: int = 10
     ready_delay: int = 1  # ticks for a new pod to become Ready
+    jitter: int = 0  # each new pod waits 0..jitter further ticks, drawn from a Random seeded with `seed`
+    seed: int = 0
     tick: int = 0
     seconds_per_tick: float = 1.0
     deployments: dict[str, FakeDeployment] = field(default_factory=dict)
@@ -63,8 +66,11 @@ class World:
     generation: int = 1
     request: Request | None = None
     log: list[Decision] = field(default_factory=list)
+    # The inputs of every decision, in order: (spec, status, observations), for replaying it.
+    inputs: list[tuple[GuardedRolloutSpec, GuardedRolloutStatus, Observations]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
+        self.rng = random.Random(self.seed)
         tpl = pod_template()
         h = content_hash(tpl)
         self.deployments["shop"] = FakeDeployment("shop", self.replicas, tpl,
@@ -135,19 +141,20 @@ class World:
             current = [p for p in d.pods if p[0] == h]
             old = [p for p in d.pods if p[0] != h]
             if len(current) < d.replicas:
-                current.append((h, self.tick + self.ready_delay))
+                delay = self.ready_delay + (self.rng.randint(0, self.jitter) if self.jitter else 0)
+                current.append((h, self.tick + delay))
             elif len(current) > d.replicas:
                 current = sorted(current, key=lambda p: p[1])[: d.replicas]
             ready_new = [p for p in current if p[1] <= self.tick]
-            if old and len(ready_new) + len([p for p in old if p[1] <= self.tick]) > d.replicas:
-                old = old[1:]
-            elif old and len(current) >= d.replicas and len(ready_new) == len(current):
+            if (old and len(ready_new) + len([p for p in old if p[1] <= self.tick]) > d.replicas) or (old and len(current) >= d.replicas and len(ready_new) == len(current)):
                 old = old[1:]
             d.pods = old + current
 
     def step(self, *, persist: bool = True) -> Decision:
         """decide, act, and (unless the operator 'crashes' before writing status) persist status."""
-        decision = self.decide()
+        obs = self.observe()
+        self.inputs.append((self.spec, self.status, obs))
+        decision = decide(self.spec, self.status, obs)
         self.log.append(decision)
         self.apply(decision)
         if persist:

@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 from pydantic import ConfigDict, Field, model_validator
 
-from guarded.api.common import GROUP, VERSION, ApiModel, Condition, Duration, DnsName
+from guarded.api.common import GROUP, VERSION, ApiModel, Condition, DnsName, Duration
 
 KIND = "GuardedRollout"
 PLURAL = "guardedrollouts"

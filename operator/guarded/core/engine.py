@@ -166,6 +166,13 @@ class _Reconcile:
     def run(self) -> Decision:
         self.s["observed_generation"] = self.obs.generation
         self.s["waves_total"] = len(self.spec.waves)
+        if self.stage in GUARDED_STAGES and self.target_promoted():
+            # Our own PromoteTarget was carried out but the status saying so was never written (the
+            # operator stopped in between): the waves are over, so resume in Promote (before any
+            # request is judged against the stale stage, and instead of holding on a changed template).
+            self.goto(Stage.PROMOTE)
+            self.record("Promoting", f"the target already runs revision {self.s['revision']}: resuming the "
+                        "promotion whose status was not written")
         request = self.obs.request
         last = self.s.get("last_request")
         if request is not None and (last is None or last.id != request.id):
@@ -365,11 +372,17 @@ class _Reconcile:
         self.goto(Stage.SCALE_CANARY)
         self.record_wave_started()
 
+    def target_promoted(self) -> bool:
+        """The target's template is the changed one of this revision (set by PromoteTarget)."""
+        t = self.obs.target
+        annotations = t.template.get("metadata", {}).get("annotations", {}) if t is not None else {}
+        revision = self.s.get("revision")
+        return revision is not None and annotations.get(REVISION_ANNOTATION) == revision
+
     def promote(self) -> None:
         t = self.obs.target
         assert t is not None
-        promoted = t.template.get("metadata", {}).get("annotations", {}).get(REVISION_ANNOTATION) == self.s["revision"]
-        if not promoted:
+        if not self.target_promoted():
             template = changed_template(t.template, self.spec.change, self.s["revision"])
             self.actions.append(PromoteTarget(name=t.name, template=template, replicas=self.total))
             self.wait(POLL_SECONDS)

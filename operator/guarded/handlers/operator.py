@@ -1,0 +1,110 @@
+"""kopf registrations. Thin on purpose: each handler delegates to handlers.reconcile.
+
+Level-based, as kopf's own docs advise for serious operators: one daemon per GuardedRollout runs
+observe -> decide -> act in a loop, sleeping for what the decision asks (a bake's remainder) or
+until a watch event on the rollout or its Deployments wakes it. No handler chains, no progress
+kept in kopf's annotations: all progress state is in .status, so a killed operator resumes from it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+from typing import Any
+
+import kopf
+import kubernetes
+
+from guarded import logs
+from guarded.api.common import GROUP, VERSION
+from guarded.api.rollout import PLURAL
+from guarded.core.templates import canary_name
+from guarded.handlers.reconcile import clean_up, reconcile
+from guarded.kube.client import Conflict, KubeClient
+
+IDLE_SECONDS = 10.0     # re-check a quiet rollout this often even without events
+ERROR_BACKOFF = 2.0
+
+_wakers: dict[tuple[str, str], asyncio.Event] = {}
+_targets: dict[tuple[str, str], str] = {}
+
+
+def _kube_configuration() -> kubernetes.client.Configuration:
+    cfg = kubernetes.client.Configuration()
+    try:
+        kubernetes.config.load_incluster_config(client_configuration=cfg)
+    except kubernetes.config.ConfigException:
+        kubernetes.config.load_kube_config(context=os.environ.get("GUARDED_KUBE_CONTEXT") or None,
+                                           client_configuration=cfg)
+    return cfg
+
+
+@kopf.on.login()
+def login(**_: Any) -> kopf.ConnectionInfo:
+    cfg = _kube_configuration()
+    auth = cfg.api_key.get("authorization") or cfg.api_key.get("BearerToken") or ""
+    token = auth.removeprefix("Bearer ").strip() or None
+    return kopf.ConnectionInfo(
+        server=cfg.host, ca_path=cfg.ssl_ca_cert, insecure=not cfg.verify_ssl, token=token,
+        certificate_path=cfg.cert_file, private_key_path=cfg.key_file,
+    )
+
+
+@kopf.on.startup()
+def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    settings.persistence.finalizer = f"{GROUP}/finalizer"
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix=GROUP)
+    settings.posting.level = logging.WARNING
+    settings.watching.server_timeout = 120
+    settings.peering.name = "guarded-rollouts"
+    memo.client = KubeClient(kubernetes.client.ApiClient(_kube_configuration()))
+
+
+@kopf.daemon(GROUP, VERSION, PLURAL, id="reconcile", cancellation_timeout=10.0)
+async def run_rollout(namespace: str, name: str, stopped: kopf.DaemonStopped, memo: kopf.Memo,
+                      **_: Any) -> None:
+    key = (namespace, name)
+    wake = _wakers.setdefault(key, asyncio.Event())
+    log = logs.logger(rollout=name, namespace=namespace, wave=None)
+    try:
+        while not stopped:
+            wake.clear()
+            try:
+                outcome = await reconcile(memo.client, namespace, name)
+                if outcome.target:
+                    _targets[key] = outcome.target
+                delay = IDLE_SECONDS if outcome.requeue_after is None else min(outcome.requeue_after, IDLE_SECONDS)
+            except Conflict:
+                delay = 0.05  # the object moved on; decide again on fresh data
+            except Exception as exc:  # one bad reconcile must not kill the loop
+                log.exception("reconcile failed", error=str(exc))
+                delay = ERROR_BACKOFF
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(wake.wait(), timeout=max(delay, 0.05))
+    finally:
+        _wakers.pop(key, None)
+        _targets.pop(key, None)
+
+
+@kopf.on.event(GROUP, VERSION, PLURAL)
+def rollout_changed(namespace: str, name: str, **_: Any) -> None:
+    waker = _wakers.get((namespace, name))
+    if waker is not None:
+        waker.set()
+
+
+@kopf.on.event("apps", "v1", "deployments")
+def deployment_changed(namespace: str, name: str, **_: Any) -> None:
+    for (ns, rollout), target in list(_targets.items()):
+        if ns == namespace and name in (target, canary_name(target)):
+            waker = _wakers.get((ns, rollout))
+            if waker is not None:
+                waker.set()
+
+
+@kopf.on.delete(GROUP, VERSION, PLURAL, id="cleanup")
+async def rollout_deleted(namespace: str, name: str, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    await clean_up(memo.client, namespace, name, dict(body))
