@@ -17,6 +17,7 @@ or -> Retiring -> Pending when the spec changes mid-rollout.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 from guarded.api.common import parse_duration
@@ -28,7 +29,7 @@ from guarded.api.rollout import (
     Stage,
 )
 from guarded.core import conditions as cond
-from guarded.core.clock import parse, seconds_between, stamp
+from guarded.core.clock import parse, seconds_between, stamp, stamp_seconds
 from guarded.core.model import (
     Action,
     ApplyCanary,
@@ -573,9 +574,10 @@ class _Reconcile:
             Stage.FAILED: "failed",
         }
         if stage == Stage.BAKE:
-            bake = parse_duration(self.spec.waves[self.wave_index].bake)
-            elapsed = min(bake, seconds_between(self.s["bake_started_at"], self.now))
-            return f"{wave}: baking {int(elapsed)}s of {int(bake)}s"
+            # Static while the bake runs, so that status is written on transitions only.
+            wave_spec = self.spec.waves[self.wave_index]
+            until = parse(self.s["bake_started_at"]) + timedelta(seconds=parse_duration(wave_spec.bake))
+            return f"{wave}: baking {wave_spec.bake} (until {stamp_seconds(until)})"
         return texts[stage]
 
 
