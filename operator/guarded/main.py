@@ -16,6 +16,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="coordinate replicas through kopf peering (one active at a time)")
     parser.add_argument("--liveness", default=os.environ.get("GUARDED_LIVENESS", "http://0.0.0.0:8080/healthz"),
                         help="health endpoint URL (empty to disable)")
+    parser.add_argument("--prometheus-url", default=os.environ.get("GUARDED_PROMETHEUS_URL", ""),
+                        help="Prometheus for metric analysis and alerts")
+    parser.add_argument("--alerts-listen", default=os.environ.get("GUARDED_ALERTS_LISTEN", ""),
+                        help="host:port for the Alertmanager webhook (POST /alertmanager); empty: off")
     parser.add_argument("--log-level", default=os.environ.get("GUARDED_LOG_LEVEL", "INFO"))
     args = parser.parse_args(argv)
 
@@ -23,6 +27,8 @@ def main(argv: list[str] | None = None) -> int:
     logs.configure(args.log_level)
     if args.context:
         os.environ["GUARDED_KUBE_CONTEXT"] = args.context
+    os.environ["GUARDED_PROMETHEUS_URL"] = args.prometheus_url
+    os.environ["GUARDED_ALERTS_LISTEN"] = args.alerts_listen
 
     import kopf
 

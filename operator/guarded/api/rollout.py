@@ -12,6 +12,7 @@ from typing import Any, Literal
 
 from pydantic import ConfigDict, Field, model_validator
 
+from guarded.api.analysis import Analysis
 from guarded.api.common import GROUP, VERSION, ApiModel, Condition, DnsName, Duration
 
 KIND = "GuardedRollout"
@@ -123,6 +124,7 @@ class GuardedRolloutSpec(ApiModel):
     ticket: str | None = Field(default=None, max_length=256, description="Change ticket or issue reference.")
     rollback_plan: str | None = Field(default=None, max_length=4096)
     ai_assisted: bool = Field(default=False, description="The change was written with AI assistance.")
+    analysis: Analysis | None = Field(default=None, description="Metric analysis and alerts that guard every wave.")
 
     @model_validator(mode="after")
     def _waves_increase(self) -> GuardedRolloutSpec:
@@ -179,6 +181,52 @@ class RequestRecord(ApiModel):
     time: str
 
 
+class EvidenceRecord(ApiModel):
+    judge: str
+    verdict: str
+    canary_events: float = 0
+    canary_requests: float = 0
+    reference_events: float = 0
+    reference_requests: float = 0
+    canary_ratio: float | None = None
+    reference_ratio: float | None = None
+    threshold_rho: float | None = None
+    log_lr: float = 0
+    log_threshold: float = 0
+    reason: str = ""
+
+
+class JudgementRecord(ApiModel):
+    metric: str
+    verdict: str
+    reason: str = ""
+    evidence: list[EvidenceRecord] = Field(default_factory=list)
+
+
+class AnalysisRecord(ApiModel):
+    time: str
+    wave: int | None = None
+    verdict: str
+    intervals: int = 0
+    alerts: list[str] = Field(default_factory=list)
+    judgements: list[JudgementRecord] = Field(default_factory=list)
+
+
+class PreRolloutCounts(ApiModel):
+    metric: str
+    events: float
+    requests: float
+
+
+class AnalysisStatus(ApiModel):
+    since: str | None = Field(default=None, description="Start of the current wave's analysis window.")
+    last_at: str | None = None
+    last_verdict: str | None = None
+    consecutive_inconclusive: int = 0
+    pre_rollout: list[PreRolloutCounts] = Field(default_factory=list)
+    recent: list[AnalysisRecord] = Field(default_factory=list, description="The latest judgements, newest last.")
+
+
 class GuardedRolloutStatus(ApiModel):
     phase: Phase = Phase.PENDING
     message: str = ""
@@ -201,6 +249,7 @@ class GuardedRolloutStatus(ApiModel):
     started_at: str | None = None
     completed_at: str | None = None
     last_request: RequestRecord | None = None
+    analysis: AnalysisStatus = Field(default_factory=AnalysisStatus)
     conditions: list[Condition] = Field(default_factory=list)
     history: list[HistoryEntry] = Field(default_factory=list)
 

@@ -25,11 +25,15 @@ from guarded.api.rollout import (
     GuardedRolloutSpec,
     GuardedRolloutStatus,
     HistoryEntry,
+    PreRolloutCounts,
     RequestRecord,
     Stage,
 )
+from guarded.core import analysis
 from guarded.core import conditions as cond
+from guarded.core.analysis import ANALYSIS_STAGES
 from guarded.core.clock import parse, seconds_between, stamp, stamp_seconds
+from guarded.core.judges import Verdict
 from guarded.core.model import (
     Action,
     ApplyCanary,
@@ -95,6 +99,7 @@ class _Reconcile:
         self.events: list[Event] = []
         self.requeue: float | None = None
         self.revision = rollout_revision(spec)
+        self.started = False  # this decision starts the rollout (records stable_replicas)
 
     # -- small helpers --------------------------------------------------------------------
     @property
@@ -184,11 +189,18 @@ class _Reconcile:
         self.check_revision()
         if self.stage in GUARDED_STAGES and not self.check_target_unchanged():
             return self.finish()
+        self.analyze()
 
         for _ in range(8):  # a decision may pass through several stages; each step is bounded
             before = self.stage
             self.step()
             if self.stage == before:
+                break
+            if self.started and self.stage != Stage.SCALE_CANARY:
+                # Record before acting: the stable is lowered only by a decision whose input status
+                # already holds stable_replicas. Were the decision that records it also to lower the
+                # stable and its status never be written, the next start would take the lowered
+                # count for the original (and a crash loop could scale the target to zero).
                 break
         return self.finish()
 
@@ -286,6 +298,7 @@ class _Reconcile:
             attempt=int(self.s.get("attempt") or 0) + 1,
         )
         self.goto(Stage.SCALE_CANARY)
+        self.started = True
         self.record("RolloutStarted", f"rolling out revision {self.revision} to {t.replicas} pods of "
                     f"{t.name!r} in {len(self.spec.waves)} waves (attempt {self.s['attempt']})")
         self.record_wave_started()
@@ -306,6 +319,8 @@ class _Reconcile:
         )
         if ready:
             self.goto(Stage.SCALE_STABLE)
+            self.s["analysis"] = self.s["analysis"].model_copy(update={
+                "since": stamp(self.now), "last_at": None, "last_verdict": None, "consecutive_inconclusive": 0})
             return
         deadline = parse_duration(self.spec.progress_deadline)
         waited = seconds_between(self.s["wave_started_at"], self.now)
@@ -348,6 +363,10 @@ class _Reconcile:
         elapsed = seconds_between(self.s["bake_started_at"], self.now)
         if elapsed < bake:
             self.wait(max(0.2, bake - elapsed))
+            return
+        if self.spec.analysis is not None and self.s["analysis"].last_verdict != Verdict.PASS:
+            # A wave advances on evidence, never on a lack of it.
+            self.wait(parse_duration(self.spec.analysis.interval))
             return
         if self.spec.waves[self.wave_index].manual_gate:
             self.goto(Stage.GATE)
@@ -425,6 +444,52 @@ class _Reconcile:
                 self.restart()
         return handler
 
+    def analyze(self) -> None:
+        """Judge the wave on what the shell fetched; alerts and failures roll back at once."""
+        if self.stage not in WAVE_STAGES:
+            return
+        if self.obs.webhook_alerts:
+            self.rollback("AlertFiring", f"wave {self.wave_label()}: alert firing (Alertmanager): "
+                          f"{', '.join(self.obs.webhook_alerts)}")
+            return
+        obs, spec = self.obs.analysis, self.spec.analysis
+        if obs is None or spec is None or self.stage not in ANALYSIS_STAGES:
+            return
+        state = self.s["analysis"]
+        stable_serving = self.total - self.canary_target() > 0
+        judgements = analysis.evaluate(self.spec, obs, stable_serving=stable_serving)
+        verdict = analysis.overall(judgements, obs.alerts, obs.alerts_error)
+        intervals = max((len(d.canary) for d in obs.metrics.values()), default=0)
+        rec = analysis.record(judgements, verdict=verdict, now=self.now, wave=self.s.get("wave"),
+                              alerts=obs.alerts, intervals=intervals)
+        pre = list(state.pre_rollout)
+        known = {p.metric for p in pre}
+        for name, data in sorted(obs.metrics.items()):
+            if name not in known and data.pre_rollout is not None and data.error is None:
+                pre.append(PreRolloutCounts(metric=name, events=data.pre_rollout.events,
+                                            requests=data.pre_rollout.requests))
+        inconclusive = state.consecutive_inconclusive + 1 if verdict is Verdict.INCONCLUSIVE else 0
+        self.s["analysis"] = state.model_copy(update={
+            "last_at": stamp(self.now), "last_verdict": str(verdict), "consecutive_inconclusive": inconclusive,
+            "pre_rollout": pre, "recent": [*state.recent, rec][-analysis.RECENT_LIMIT:],
+        })
+        text = analysis.summary(judgements, obs.alerts)
+        changed = state.last_verdict != str(verdict)
+        if verdict is Verdict.FAIL:
+            reason = "AlertFiring" if obs.alerts else "AnalysisFailed"
+            self.rollback(reason, f"wave {self.wave_label()}: {text}")
+        elif verdict is Verdict.INCONCLUSIVE:
+            if changed:
+                self.record("AnalysisInconclusive", f"wave {self.wave_label()}: holding: "
+                            f"{obs.alerts_error or '; '.join(j.metric + ': ' + j.reason for j in judgements)}",
+                            warning=True)
+            if inconclusive >= spec.max_inconclusive and spec.on_inconclusive == "Rollback":
+                self.rollback("AnalysisInconclusive", f"wave {self.wave_label()}: {inconclusive} inconclusive "
+                              f"judgements in a row (spec.analysis.maxInconclusive {spec.max_inconclusive})")
+        elif changed:
+            self.record("AnalysisPassed", f"wave {self.wave_label()}: {text}")
+        self.wait(parse_duration(spec.interval))
+
     def rollback(self, reason: str, message: str) -> None:
         self.s["rollback_reason"] = reason
         self.s["paused"] = False
@@ -440,6 +505,9 @@ class _Reconcile:
             verdict = req.error
         elif req.action == "abort":
             if stage in WAVE_STAGES:
+                self.rollback("Aborted", f"abort requested (request {req.id})")
+            elif stage == Stage.PENDING and self.obs.canary is not None:
+                # A start whose status was never written may have created the canary: remove it.
                 self.rollback("Aborted", f"abort requested (request {req.id})")
             elif stage == Stage.PENDING:
                 self.s["rollback_reason"] = "Aborted"

@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from guarded.core.analysis import AnalysisObservation
+
 
 @dataclass(frozen=True, kw_only=True)
 class DeploymentState:
@@ -53,6 +55,8 @@ class Observations:
     target: DeploymentState | None
     canary: DeploymentState | None
     request: Request | None = None
+    analysis: AnalysisObservation | None = None     # present when an analysis step was due
+    webhook_alerts: tuple[str, ...] = ()            # firing alerts pushed by Alertmanager that match
 
 
 # -- actions: absolute targets, so doing one twice is harmless --

@@ -16,13 +16,16 @@ from typing import Any
 
 import kopf
 import kubernetes
+from aiohttp import web
 
 from guarded import logs
 from guarded.api.common import GROUP, VERSION
 from guarded.api.rollout import PLURAL
 from guarded.core.templates import canary_name
+from guarded.handlers import alerts
 from guarded.handlers.reconcile import clean_up, reconcile
 from guarded.kube.client import Conflict, KubeClient
+from guarded.metrics.prometheus import PrometheusProvider
 
 IDLE_SECONDS = 10.0     # re-check a quiet rollout this often even without events
 ERROR_BACKOFF = 2.0
@@ -53,7 +56,7 @@ def login(**_: Any) -> kopf.ConnectionInfo:
 
 
 @kopf.on.startup()
-def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     settings.persistence.finalizer = f"{GROUP}/finalizer"
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix=GROUP)
@@ -61,6 +64,20 @@ def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     settings.watching.server_timeout = 120
     settings.peering.name = "guarded-rollouts"
     memo.client = KubeClient(kubernetes.client.ApiClient(_kube_configuration()))
+    url = os.environ.get("GUARDED_PROMETHEUS_URL")
+    memo.provider = PrometheusProvider(url) if url else None
+    listen = os.environ.get("GUARDED_ALERTS_LISTEN", "")
+    if listen:
+        host, _, port = listen.rpartition(":")
+        runner = web.AppRunner(alerts.app(wake_all))
+        await runner.setup()
+        await web.TCPSite(runner, host or "0.0.0.0", int(port)).start()
+        memo.alerts_runner = runner
+
+
+def wake_all() -> None:
+    for waker in _wakers.values():
+        waker.set()
 
 
 @kopf.daemon(GROUP, VERSION, PLURAL, id="reconcile", cancellation_timeout=10.0)
@@ -73,7 +90,7 @@ async def run_rollout(namespace: str, name: str, stopped: kopf.DaemonStopped, me
         while not stopped:
             wake.clear()
             try:
-                outcome = await reconcile(memo.client, namespace, name)
+                outcome = await reconcile(memo.client, namespace, name, memo.provider)
                 if outcome.target:
                     _targets[key] = outcome.target
                 delay = IDLE_SECONDS if outcome.requeue_after is None else min(outcome.requeue_after, IDLE_SECONDS)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -13,13 +14,17 @@ from guarded import logs
 from guarded.api import errors
 from guarded.api.rollout import GuardedRolloutSpec, GuardedRolloutStatus
 from guarded.core import conditions as cond
+from guarded.core.analysis import AnalysisObservation, analysis_due
 from guarded.core.engine import Decision, decide, decide_cleanup
 from guarded.core.model import Event, Observations
 from guarded.core.templates import canary_name
+from guarded.handlers import alerts
 from guarded.kube.act import apply_actions
 from guarded.kube.client import Conflict, KubeClient
 from guarded.kube.events import post_events
 from guarded.kube.observe import deployment_state, request_from
+from guarded.metrics.gather import gather
+from guarded.metrics.provider import MetricProvider
 
 
 @dataclass(frozen=True)
@@ -33,7 +38,8 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-async def reconcile(client: KubeClient, namespace: str, name: str) -> Outcome:
+async def reconcile(client: KubeClient, namespace: str, name: str,
+                    provider: MetricProvider | None = None) -> Outcome:
     obj = await client.get_rollout(namespace, name)
     if obj is None or obj["metadata"].get("deletionTimestamp"):
         return Outcome(None, None)
@@ -53,10 +59,20 @@ async def reconcile(client: KubeClient, namespace: str, name: str) -> Outcome:
 
     target = await client.get_deployment(namespace, spec.target.name)
     canary = await client.get_deployment(namespace, canary_name(spec.target.name))
+    now = _now()
+    analysis_obs = None
+    if analysis_due(spec, status, now):
+        if provider is None:
+            analysis_obs = AnalysisObservation(metrics={}, alerts_error="no Prometheus configured (--prometheus-url)")
+        else:
+            analysis_obs = await asyncio.to_thread(gather, provider, spec, status, namespace=namespace, now=now)
+    webhook_alerts: tuple[str, ...] = ()
+    if spec.analysis is not None and spec.analysis.alerts is not None:
+        webhook_alerts = alerts.STORE.matching(spec.analysis.alerts.match_labels, time.time())
     obs = Observations(
-        now=_now(), namespace=namespace, name=name, uid=meta.get("uid"), generation=int(meta.get("generation", 1)),
+        now=now, namespace=namespace, name=name, uid=meta.get("uid"), generation=int(meta.get("generation", 1)),
         target=deployment_state(target), canary=deployment_state(canary),
-        request=request_from(meta.get("annotations")),
+        request=request_from(meta.get("annotations")), analysis=analysis_obs, webhook_alerts=webhook_alerts,
     )
     started = time.perf_counter()
     decision = decide(spec, status, obs)

@@ -1,0 +1,84 @@
+"""spec.analysis: which counters judge a wave, against which baselines, and what no data means."""
+
+from __future__ import annotations
+
+import re
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from guarded.api.common import ApiModel, Duration
+
+Direction = Literal["HigherIsBetter", "LowerIsBetter"]
+
+
+class Metric(ApiModel):
+    """A ratio of two counters' increases (events per request), judged canary against baselines.
+
+    Templates are PromQL returning one number: the counter increase over `{{interval}}` for the pods
+    `{{selector}}` selects (label matchers, already escaped: `namespace="…",pod=~"…"`). Also available:
+    `{{namespace}}`, `{{target}}`.
+    """
+
+    name: str = Field(min_length=1, max_length=63, pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+    direction: Direction = Field(description="HigherIsBetter for orders, LowerIsBetter for errors.")
+    events: str = Field(min_length=1, max_length=4096, description="Events counter increase (numerator).")
+    requests: str = Field(min_length=1, max_length=4096, description="Requests counter increase (denominator).")
+    stable_tolerance: float | None = Field(
+        default=0.2, ge=0, le=10,
+        description="Allowed relative degradation against the stable pods (0.2: orders may be 20% lower, "
+        "errors 20% higher). Null disables this judge.")
+    pre_rollout_tolerance: float | None = Field(
+        default=0.5, ge=0, le=10,
+        description="Allowed relative degradation against the whole service before the rollout. Null disables.")
+    min_ratio: float | None = Field(default=None, ge=0, le=1, description="Absolute floor (HigherIsBetter).")
+    max_ratio: float | None = Field(default=None, ge=0, le=1, description="Absolute ceiling (LowerIsBetter).")
+    min_requests: int = Field(default=100, ge=1, description="Canary requests needed before a Pass.")
+
+    @model_validator(mode="after")
+    def _tolerance_fits_direction(self) -> Metric:
+        if self.direction == "HigherIsBetter" and self.stable_tolerance is not None and self.stable_tolerance >= 1:
+            raise ValueError("stableTolerance must be below 1 for HigherIsBetter metrics")
+        if self.direction == "HigherIsBetter" and self.pre_rollout_tolerance is not None \
+                and self.pre_rollout_tolerance >= 1:
+            raise ValueError("preRolloutTolerance must be below 1 for HigherIsBetter metrics")
+        return self
+
+
+class AlertSelector(ApiModel):
+    match_labels: dict[str, str] = Field(min_length=1, description="Labels a firing alert must carry.")
+
+    @model_validator(mode="after")
+    def _label_names(self) -> AlertSelector:
+        for key in self.match_labels:
+            if not re.fullmatch(r"[a-zA-Z_][a-zA-Z0-9_]*", key):
+                raise ValueError(f"spec.analysis.alerts.matchLabels: {key!r} is not a Prometheus label name")
+        return self
+
+
+class Analysis(ApiModel):
+    interval: Duration = Field(default="5s", description="How often a wave is judged.")
+    false_rollback_rate: float = Field(
+        default=0.01, gt=0, lt=0.5,
+        description="Bound on the chance that a healthy wave is rolled back, however long it runs.")
+    max_inconclusive: int = Field(default=12, ge=1, le=1000,
+                                  description="Consecutive Inconclusive judgements before onInconclusive applies.")
+    on_inconclusive: Literal["Rollback", "Hold"] = "Rollback"
+    pre_rollout_window: Duration = Field(default="10m", description="Service window before the rollout started.")
+    requests: str | None = Field(default=None, max_length=253, pattern=r"^[a-zA-Z_:][a-zA-Z0-9_:]*$",
+                                 description="Shortcut: the requests counter (e.g. http_requests_total).")
+    orders: str | None = Field(default=None, max_length=253, pattern=r"^[a-zA-Z_:][a-zA-Z0-9_:]*$",
+                               description="Shortcut: the orders counter; adds an order-rate guard.")
+    error_matcher: str = Field(default='code=~"5.."', max_length=253,
+                               description="Shortcut: label matcher that marks a request as an error.")
+    metrics: list[Metric] = Field(default_factory=list, max_length=20)
+    alerts: AlertSelector | None = None
+
+    @model_validator(mode="after")
+    def _something_to_judge(self) -> Analysis:
+        if self.orders and not self.requests:
+            raise ValueError("spec.analysis.orders needs spec.analysis.requests (orders are judged per request)")
+        names = [m.name for m in self.metrics]
+        if len(names) != len(set(names)):
+            raise ValueError("spec.analysis.metrics: names must be unique")
+        return self

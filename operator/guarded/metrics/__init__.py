@@ -1,0 +1,1 @@
+"""Metric providers: turning templated queries into numbers. Unaware of Kubernetes."""

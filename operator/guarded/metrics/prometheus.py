@@ -1,0 +1,66 @@
+"""Prometheus, through prometheus-api-client, with timeouts, retries and errors returned as data."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import requests
+from prometheus_api_client import PrometheusApiClientException, PrometheusConnect
+from urllib3.util.retry import Retry
+
+from guarded.metrics.provider import Labels, Series
+
+
+class PrometheusProvider:
+    def __init__(self, url: str, *, timeout: float = 5.0, retries: int = 2) -> None:
+        self.url = url
+        retry = Retry(total=retries, backoff_factor=0.2, status_forcelist=(502, 503, 504),
+                      allowed_methods=frozenset({"GET", "POST"}))
+        self.client = PrometheusConnect(url=url, disable_ssl=True, retry=retry, timeout=int(max(1, timeout)))
+
+    def _describe(self, exc: Exception, query: str) -> str:
+        text = str(exc)
+        if isinstance(exc, PrometheusApiClientException) and ("bad_data" in text or "parse error" in text):
+            return f"bad query {query!r}: {text[:300]}"
+        if isinstance(exc, requests.RequestException):
+            return f"Prometheus at {self.url} unreachable: {type(exc).__name__}"
+        return f"query failed: {text[:300]}"
+
+    def range(self, query: str, *, start: datetime, end: datetime, step_seconds: float) -> Series:
+        if end <= start:
+            return Series()
+        try:
+            result = self.client.custom_query_range(query, start_time=start, end_time=end, step=f"{step_seconds:g}s")
+        except Exception as exc:  # errors are data
+            return Series(error=self._describe(exc, query))
+        if len(result) > 1:
+            return Series(error=f"query {query!r} returned {len(result)} series; aggregate it to one (sum)")
+        if not result:
+            return Series()
+        return Series(values={float(t): float(v) for t, v in result[0].get("values", [])})
+
+    def instant(self, query: str, *, at: datetime | None = None) -> Series:
+        params = {"time": f"{at.timestamp():.3f}"} if at is not None else None
+        try:
+            result = self.client.custom_query(query, params=params)
+        except Exception as exc:
+            return Series(error=self._describe(exc, query))
+        if len(result) > 1:
+            return Series(error=f"query {query!r} returned {len(result)} series; aggregate it to one (sum)")
+        if not result:
+            return Series()
+        t, v = result[0]["value"]
+        return Series(values={float(t): float(v)})
+
+    def labels(self, query: str) -> Labels:
+        try:
+            result = self.client.custom_query(query)
+        except Exception as exc:
+            return Labels(error=self._describe(exc, query))
+        return Labels(items=tuple(dict(r.get("metric", {})) for r in result))
+
+    def online(self) -> bool:
+        try:
+            return bool(self.client.check_prometheus_connection())
+        except Exception:
+            return False

@@ -1,0 +1,37 @@
+"""The provider interface, apart from any implementation (as Argo Rollouts keeps metric/provider.go).
+
+Errors are data: a provider returns a result that may carry an error instead of raising, and the
+judge decides what an error means (Inconclusive, never Pass).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Protocol
+
+
+@dataclass(frozen=True)
+class Series:
+    """One query's values by Unix timestamp (a single series: the query aggregates)."""
+
+    values: dict[float, float] = field(default_factory=dict)
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class Labels:
+    items: tuple[dict[str, str], ...] = ()
+    error: str | None = None
+
+
+class MetricProvider(Protocol):
+    def range(self, query: str, *, start: datetime, end: datetime, step_seconds: float) -> Series: ...
+
+    def instant(self, query: str, *, at: datetime | None = None) -> Series: ...
+
+    def labels(self, query: str) -> Labels:
+        """Label sets of the series an instant query returns (for ALERTS)."""
+        ...
+
+    def online(self) -> bool: ...

@@ -1,0 +1,117 @@
+"""Analysis inside the engine: failures and alerts roll back, no data holds, evidence is kept."""
+
+from __future__ import annotations
+
+from world import World
+
+from guarded.api.rollout import GuardedRolloutSpec, Phase, Stage
+from guarded.core.analysis import AnalysisObservation
+from guarded.core.judges import Counts, MetricData
+
+
+def spec(**analysis: object) -> GuardedRolloutSpec:
+    return GuardedRolloutSpec.model_validate({
+        "target": {"name": "shop"},
+        "change": {"containers": [{"name": "app", "image": "shop:2.0.0"}]},
+        "waves": [{"replicas": 1, "bake": "10s"}, {"weight": 50, "bake": "10s"}, {"weight": 100, "bake": "10s"}],
+        "analysis": {"interval": "5s", "requests": "http_requests_total", "orders": "orders_total",
+                     "maxInconclusive": 4, **analysis},
+    })
+
+
+def metrics(world: World, *, canary_orders: float, canary_errors: float = 0.5) -> AnalysisObservation:
+    """Per 5 s interval since the wave's analysis began: 50 req/s per pod, 5% orders, 0.5% errors."""
+    since = world.status.analysis.since
+    assert since is not None
+    elapsed = (world.now.timestamp() - _ts(since))
+    steps = max(int(elapsed // 5), 0)
+    canary_pods = world.state("shop-canary").ready if world.state("shop-canary") else 0  # type: ignore[union-attr]
+    stable_pods = world.state("shop").ready  # type: ignore[union-attr]
+    c_req, s_req = 250.0 * canary_pods, 250.0 * stable_pods
+    pre = Counts(events=0.05 * 30000, requests=30000)
+    pre_errors = Counts(events=0.005 * 30000, requests=30000)
+    orders = MetricData(canary=(Counts(c_req * canary_orders, c_req),) * steps,
+                        stable=(Counts(s_req * 0.05, s_req),) * steps, pre_rollout=pre)
+    errors = MetricData(canary=(Counts(c_req * canary_errors / 100, c_req),) * steps,
+                        stable=(Counts(s_req * 0.005, s_req),) * steps, pre_rollout=pre_errors)
+    return AnalysisObservation(metrics={"order-rate": orders, "error-rate": errors})
+
+
+def _ts(text: str) -> float:
+    from guarded.core.clock import parse
+    return parse(text).timestamp()
+
+
+def test_a_healthy_release_passes_analysis_in_every_wave_and_is_promoted() -> None:
+    world = World(spec(), analysis_source=lambda w: metrics(w, canary_orders=0.05))
+    world.run_until_done()
+    assert world.status.phase == Phase.SUCCEEDED
+    assert world.status.analysis.recent[-1].verdict in ("Pass", "Inconclusive")
+    assert any(h.reason == "AnalysisPassed" for h in world.status.history)
+
+
+def test_an_order_collapse_rolls_back_during_the_first_wave_with_evidence() -> None:
+    world = World(spec(), analysis_source=lambda w: metrics(w, canary_orders=0.0005))
+    world.run_until_done()
+    assert world.status.phase == Phase.ROLLED_BACK
+    assert world.status.rollback_reason == "AnalysisFailed"
+    failing = [h for h in world.status.history if h.reason == "RollingBack"][0]
+    assert failing.wave == 0 and "order-rate" in failing.message
+    record = world.status.analysis.recent[-1]
+    assert record.verdict == "Fail"
+    order = next(j for j in record.judgements if j.metric == "order-rate")
+    stable = next(e for e in order.evidence if e.judge == "Stable")
+    assert stable.log_lr >= stable.log_threshold and stable.canary_requests > 0
+    assert world.deployments["shop"].replicas == 10 and "shop-canary" not in world.deployments
+
+
+def test_no_data_holds_the_wave_past_its_bake_and_then_rolls_back_by_default() -> None:
+    world = World(spec(), analysis_source=lambda w: AnalysisObservation(
+        metrics={}, alerts_error="Prometheus unreachable"))
+    for _ in range(60):
+        world.step()
+        assert world.status.wave in (0, None), "a wave never advances without evidence"
+        if world.status.stage == Stage.ROLLED_BACK:
+            break
+    assert world.status.rollback_reason == "AnalysisInconclusive"
+
+
+def test_with_on_inconclusive_hold_no_data_holds_forever_and_data_resumes_it() -> None:
+    source = {"down": True}
+
+    def prometheus(w: World) -> AnalysisObservation:
+        if source["down"]:
+            return AnalysisObservation(metrics={}, alerts_error="Prometheus unreachable")
+        return metrics(w, canary_orders=0.05)
+
+    world = World(spec(onInconclusive="Hold"), analysis_source=prometheus)
+    for _ in range(200):
+        world.step()
+    assert world.status.stage == Stage.BAKE and world.status.wave == 0
+    assert world.status.analysis.consecutive_inconclusive > 4
+    source["down"] = False
+    world.run_until_done()
+    assert world.status.phase == Phase.SUCCEEDED
+
+
+def test_an_alert_pushed_by_alertmanager_rolls_back_at_once() -> None:
+    world = World(spec(alerts={"matchLabels": {"service": "shop"}}),
+                  analysis_source=lambda w: metrics(w, canary_orders=0.05))
+    while world.status.stage != Stage.BAKE:
+        world.step()
+    world.webhook_alerts = ("CheckoutDown",)
+    decision = world.step()
+    assert decision.status.stage == Stage.ROLLING_BACK
+    assert decision.status.rollback_reason == "AlertFiring"
+    assert "CheckoutDown" in decision.status.history[-1].message
+
+
+def test_a_firing_alert_from_prometheus_rolls_back() -> None:
+    def firing(w: World) -> AnalysisObservation:
+        healthy = metrics(w, canary_orders=0.05)
+        return AnalysisObservation(metrics=healthy.metrics, alerts=("HighLatency",))
+
+    world = World(spec(alerts={"matchLabels": {"service": "shop"}}), analysis_source=firing)
+    world.run_until_done()
+    assert world.status.rollback_reason == "AlertFiring"
+    assert world.status.analysis.recent[-1].alerts == ["HighLatency"]
