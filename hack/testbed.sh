@@ -22,8 +22,9 @@ KCM_PORT="${GUARDED_KCM_PORT:-20257}"
 SCHED_PORT="${GUARDED_SCHEDULER_PORT:-20259}"
 KWOK_PORT="${GUARDED_KWOK_PORT:-20260}"
 PROM_PORT="${GUARDED_PROMETHEUS_PORT:-19090}"
+SIM_PORT="${GUARDED_SIM_PORT:-19100}"
 NODES="${GUARDED_TESTBED_NODES:-4}"
-PYTHON="${PYTHON:-python3}"
+PYTHON="${PYTHON:-$ROOT/.venv/bin/python}"
 
 log() { printf '[testbed] %s\n' "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
@@ -61,7 +62,7 @@ start() { # start NAME COMMAND... : run detached, record the PID, log to logs/NA
 }
 
 running_complete() {
-  for p in etcd kube-apiserver kube-controller-manager kube-scheduler kwok prometheus; do
+  for p in etcd kube-apiserver kube-controller-manager kube-scheduler kwok prometheus traffic-sim; do
     pid_alive "$p" || return 1
   done
   api_ok /readyz && prom_ok
@@ -221,7 +222,9 @@ cmd_up() {
 
   "$HERE/build-binaries.sh" all
   ensure_prometheus
-  for port in "$ETCD_PORT" "$ETCD_PEER_PORT" "$APISERVER_PORT" "$KCM_PORT" "$SCHED_PORT" "$KWOK_PORT" "$PROM_PORT"; do
+  [[ -x "$PYTHON" ]] || die "no Python environment at $PYTHON for the traffic simulator: run 'make venv' first"
+  for port in "$ETCD_PORT" "$ETCD_PEER_PORT" "$APISERVER_PORT" "$KCM_PORT" "$SCHED_PORT" "$KWOK_PORT" "$PROM_PORT" \
+      "$SIM_PORT"; do
     if ss -ltnH "sport = :$port" 2>/dev/null | grep -q .; then
       die "port $port on 127.0.0.1 is taken by a process that is not this test bed's (set GUARDED_*_PORT to move)"
     fi
@@ -276,16 +279,45 @@ cmd_up() {
     --kubeconfig "$RUN/kubeconfig" --manage-all-nodes=true \
     --server-address "127.0.0.1:$KWOK_PORT" --cidr 10.244.0.1/16 --node-ip 10.0.0.1 \
     --node-lease-duration-seconds 40
-  start prometheus prometheus --config.file "$RUN/prometheus/prometheus.yml" \
-    --storage.tsdb.path "$RUN/prometheus/data" --web.listen-address "127.0.0.1:$PROM_PORT" \
-    --web.enable-lifecycle --storage.tsdb.retention.time 1d --log.level warn
+  start_prometheus
 
   create_nodes
   wait_for 90 "$NODES Ready kwok nodes" nodes_ready
   wait_for 90 "the default ServiceAccount" default_sa_ready
   wait_for 60 "Prometheus" prom_ok
+  # The traffic simulator: per-pod request, error, order and latency series for pods that opt in
+  # (annotation sim.guarded.dev/enabled), scraped by Prometheus. The operator never talks to it.
+  start traffic-sim "$PYTHON" -m guarded.sim.main --kubeconfig "$RUN/kubeconfig" --context guarded-admin \
+    --listen 127.0.0.1 --port "$SIM_PORT" --seed 1
+  wait_for 60 "the traffic simulator" curl -sf -o /dev/null --max-time 2 "http://127.0.0.1:$SIM_PORT/healthz"
+  printf '[{"targets": ["127.0.0.1:%s"], "labels": {"source": "traffic-sim"}}]\n' "$SIM_PORT" \
+    > "$RUN/prometheus/targets/traffic-sim.json"
   log "up in $((SECONDS - t0))s"
   print_summary
+}
+
+start_prometheus() {
+  start prometheus prometheus --config.file "$RUN/prometheus/prometheus.yml" \
+    --storage.tsdb.path "$RUN/prometheus/data" --web.listen-address "127.0.0.1:$PROM_PORT" \
+    --web.enable-lifecycle --storage.tsdb.retention.time 1d --log.level warn
+}
+
+# Outage drills: stop Prometheus (keeping its data) and start it again.
+cmd_prometheus() {
+  case "${1:-}" in
+    stop)
+      if pid_alive prometheus; then
+        kill -TERM "$(cat "$RUN/pids/prometheus.pid")"
+        for _ in $(seq 1 40); do pid_alive prometheus || break; sleep 0.25; done
+        pid_alive prometheus && kill -KILL "$(cat "$RUN/pids/prometheus.pid")"
+      fi
+      log "prometheus stopped" ;;
+    start)
+      pid_alive prometheus || start_prometheus
+      wait_for 60 "Prometheus" prom_ok
+      log "prometheus started" ;;
+    *) die "usage: $0 prometheus stop|start" ;;
+  esac
 }
 
 print_summary() {
@@ -293,6 +325,7 @@ print_summary() {
   log "prometheus:     http://127.0.0.1:$PROM_PORT"
   log "kubectl:        $KUBE_BIN_DIR/kubectl"
   log "scrape targets: $RUN/prometheus/targets/*.json   alert rules: $RUN/prometheus/rules/*.yml"
+  log "simulator:      http://127.0.0.1:$SIM_PORT/metrics"
   write_env_file
 }
 
@@ -301,6 +334,7 @@ write_env_file() {
 export KUBECONFIG=$RUN/kubeconfig
 export GUARDED_TESTBED_DIR=$RUN
 export GUARDED_PROMETHEUS_URL=http://127.0.0.1:$PROM_PORT
+export GUARDED_SIM_URL=http://127.0.0.1:$SIM_PORT
 export GUARDED_KUBECTL=$KUBE_BIN_DIR/kubectl
 export PATH=$KUBE_BIN_DIR:\$PATH
 EOF
@@ -312,7 +346,7 @@ cmd_env() {
 }
 
 cmd_status() {
-  for p in etcd kube-apiserver kube-controller-manager kube-scheduler kwok prometheus; do
+  for p in etcd kube-apiserver kube-controller-manager kube-scheduler kwok prometheus traffic-sim; do
     if pid_alive "$p"; then echo "$p running (pid $(cat "$RUN/pids/$p.pid"))"; else echo "$p not running"; fi
   done
 }
@@ -322,5 +356,6 @@ case "${1:-}" in
   down) cmd_down ;;
   env) cmd_env ;;
   status) cmd_status ;;
-  *) echo "usage: $0 up|down|env|status" >&2; exit 2 ;;
+  prometheus) cmd_prometheus "${2:-}" ;;
+  *) echo "usage: $0 up|down|env|status|prometheus stop|start" >&2; exit 2 ;;
 esac

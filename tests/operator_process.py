@@ -28,6 +28,11 @@ class OperatorProcess:
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path = Path(tempfile.mkdtemp(prefix="guarded-operator-")) / "operator.log"
         self.port = _free_port()
+        self.alerts_port = _free_port()
+
+    @property
+    def alerts_url(self) -> str:
+        return f"http://127.0.0.1:{self.alerts_port}/alertmanager"
 
     def install(self) -> None:
         """CRDs and the operator's least-privilege RBAC, from the same manifests users install."""
@@ -37,7 +42,10 @@ class OperatorProcess:
 
     def start(self) -> None:
         env = dict(os.environ, KUBECONFIG=self.cluster.kubeconfig, PYTHONUNBUFFERED="1")
-        args = [sys.executable, "-m", "guarded.main", "--liveness", f"http://127.0.0.1:{self.port}/healthz"]
+        args = [sys.executable, "-m", "guarded.main", "--liveness", f"http://127.0.0.1:{self.port}/healthz",
+                "--alerts-listen", f"127.0.0.1:{self.alerts_port}"]
+        if self.cluster.prometheus_url:
+            args += ["--prometheus-url", self.cluster.prometheus_url]
         context = self.cluster.context_for("operator")
         if context:
             args += ["--context", context]

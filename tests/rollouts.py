@@ -128,3 +128,23 @@ class Shop:
     def events(self, name: str) -> list[Any]:
         return [e for e in self.core.list_namespaced_event(self.namespace).items
                 if e.involved_object.kind == "GuardedRollout" and e.involved_object.name == name]
+
+
+SIM_ANNOTATIONS = {"sim.guarded.dev/enabled": "true", "sim.guarded.dev/rps": "300"}
+
+
+def simulated_shop(name: str = "shop", replicas: int = 10) -> dict:
+    """The shop as the traffic simulator serves it: 300 req/s over its ready pods, 5% order, 0.5% fail."""
+    d = shop_deployment(name, replicas)
+    d["spec"]["template"]["metadata"]["annotations"] = dict(SIM_ANNOTATIONS)
+    return d
+
+
+def behaviour_change(**annotations: str) -> dict:
+    """A change whose pods behave differently in the simulator (a bad release is just this)."""
+    return {"metadata": {"annotations": {f"sim.guarded.dev/{k.replace('_', '-')}": v
+                                          for k, v in annotations.items()}}}
+
+
+ANALYSIS = {"interval": "2s", "requests": "http_requests_total", "orders": "orders_total",
+            "falseRollbackRate": 0.001, "maxInconclusive": 30, "preRolloutWindow": "5m"}

@@ -55,7 +55,7 @@ def test_an_order_collapse_rolls_back_during_the_first_wave_with_evidence() -> N
     world.run_until_done()
     assert world.status.phase == Phase.ROLLED_BACK
     assert world.status.rollback_reason == "AnalysisFailed"
-    failing = [h for h in world.status.history if h.reason == "RollingBack"][0]
+    failing = next(h for h in world.status.history if h.reason == "RollingBack")
     assert failing.wave == 0 and "order-rate" in failing.message
     record = world.status.analysis.recent[-1]
     assert record.verdict == "Fail"

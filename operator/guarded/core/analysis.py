@@ -85,11 +85,19 @@ def effective_metrics(analysis: Analysis) -> list[Metric]:
     return metrics
 
 
+def judges_of(metric: Metric) -> int:
+    bound = metric.min_ratio if metric.direction == "HigherIsBetter" else metric.max_ratio
+    return sum(x is not None for x in (metric.stable_tolerance, metric.pre_rollout_tolerance, bound))
+
+
 def judge_config(metric: Metric, analysis: Analysis) -> JudgeConfig:
+    """The wave's false-rollback budget is split evenly over every (metric, judge) test (Bonferroni),
+    so `falseRollbackRate` bounds the chance that a healthy wave is rolled back by any of them."""
+    tests = max(1, sum(judges_of(m) for m in effective_metrics(analysis)))
     return JudgeConfig(
         name=metric.name, direction=Direction(metric.direction), stable_tolerance=metric.stable_tolerance,
         pre_rollout_tolerance=metric.pre_rollout_tolerance, min_ratio=metric.min_ratio, max_ratio=metric.max_ratio,
-        alpha=analysis.false_rollback_rate, min_requests=float(metric.min_requests),
+        alpha=analysis.false_rollback_rate / tests, min_requests=float(metric.min_requests),
     )
 
 

@@ -1,0 +1,173 @@
+"""Metric analysis against real Prometheus fed by the traffic simulator: bad releases are caught on
+their first wave, healthy ones go through, no data holds, alerts roll back at once."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import kubernetes
+import pytest
+import requests
+
+from operator_process import OperatorProcess
+from rollouts import ANALYSIS, Shop, behaviour_change, guarded_rollout, simulated_shop
+from testbed import ROOT, Cluster
+from waiting import eventually
+
+WAVES = [{"replicas": 1, "bake": "8s"}, {"weight": 50, "bake": "6s"}, {"weight": 100, "bake": "6s"}]
+
+
+def prometheus_has_traffic(cluster: Cluster, namespace: str) -> bool:
+    r = requests.get(f"{cluster.prometheus_url}/api/v1/query", timeout=5, params={
+        "query": f'sum(increase(http_requests_total{{namespace="{namespace}"}}[20s]))'})
+    result = r.json()["data"]["result"]
+    return bool(result) and float(result[0]["value"][1]) > 500
+
+
+@pytest.fixture
+def shop(cluster: Cluster, namespace: str, operator: OperatorProcess) -> Shop:
+    if cluster.prometheus_url is None:
+        pytest.skip("needs a Prometheus that scrapes the traffic simulator (GUARDED_TEST_PROMETHEUS_URL)")
+    s = Shop(cluster, namespace)
+    s.apps.create_namespaced_deployment(namespace, simulated_shop())
+    eventually(lambda: s.ready("shop") == 10, timeout=90, what="10 ready shop pods")
+    eventually(lambda: prometheus_has_traffic(cluster, namespace), timeout=60, what="shop traffic in Prometheus")
+    return s
+
+
+def release(name: str, *, patch: dict | None = None, waves: list[dict] | None = None, **analysis: object) -> dict:
+    body = guarded_rollout(name, waves=waves or WAVES, analysis={**ANALYSIS, **analysis})
+    if patch:
+        body["spec"]["change"]["podTemplatePatch"] = patch
+    return body
+
+
+def rollback_wave(status: dict) -> int | None:
+    return next((h.get("wave") for h in status["history"] if h["reason"] == "RollingBack"), None)
+
+
+def test_a_healthy_release_on_noisy_traffic_is_promoted(shop: Shop) -> None:
+    shop.create_rollout(release("healthy"))
+    status = shop.wait_phase("healthy", "Succeeded", timeout=180)
+    assert shop.image() == "registry.example/shop:2.0.0"
+    passed = [h for h in status["history"] if h["reason"] == "AnalysisPassed"]
+    assert {h["wave"] for h in passed} == {0, 1, 2}, "every wave advanced on a Pass"
+    record = status["analysis"]["recent"][-1]
+    assert record["verdict"] == "Pass"
+    assert {j["metric"] for j in record["judgements"]} == {"order-rate", "error-rate"}
+
+
+def test_a_release_that_drops_orders_99_percent_is_rolled_back_in_its_first_wave(shop: Shop) -> None:
+    shop.create_rollout(release("no-orders", patch=behaviour_change(order_ratio="0.0005")))
+    status = shop.wait_phase("no-orders", "RolledBack", timeout=120)
+    assert status["rollbackReason"] == "AnalysisFailed"
+    assert rollback_wave(status) == 0, "caught on the one-pod wave"
+    failed = status["analysis"]["recent"][-1]
+    order = next(j for j in failed["judgements"] if j["metric"] == "order-rate")
+    assert order["verdict"] == "Fail"
+    evidence = next(e for e in order["evidence"] if e["judge"] == "Stable")
+    assert evidence["canaryRequests"] > 0 and evidence["logLr"] >= evidence["logThreshold"]
+    assert shop.deployment("shop-canary") is None and shop.ready("shop") == 10
+    assert shop.image() == "registry.example/shop:1.0.0"
+    warning = [e for e in shop.events("no-orders") if e.reason == "RollingBack"]
+    assert warning and "order-rate" in warning[0].message
+
+
+def test_a_release_that_raises_errors_from_half_a_percent_to_five_is_rolled_back(shop: Shop) -> None:
+    shop.create_rollout(release("errors", patch=behaviour_change(error_ratio="0.05")))
+    status = shop.wait_phase("errors", "RolledBack", timeout=120)
+    assert status["rollbackReason"] == "AnalysisFailed"
+    assert rollback_wave(status) == 0
+    failed = status["analysis"]["recent"][-1]
+    assert next(j for j in failed["judgements"] if j["metric"] == "error-rate")["verdict"] == "Fail"
+
+
+def test_a_change_that_drops_orders_for_every_version_is_caught_by_the_pre_rollout_baseline(
+        shop: Shop, namespace: str) -> None:
+    shop.create_rollout(release("shared-config", waves=[{"replicas": 1, "bake": "30s"}, {"weight": 100}]))
+    eventually(lambda: shop.status("shared-config").get("stage") == "Bake", timeout=60, what="wave 1 baking")
+    # A shared configuration breaks checkout for every version at once, stable included.
+    shop.core.patch_namespace(namespace, {"metadata": {"annotations": {"sim.guarded.dev/order-ratio-factor": "0.01"}}})
+    status = shop.wait_phase("shared-config", "RolledBack", timeout=90)
+    failed = status["analysis"]["recent"][-1]
+    order = next(j for j in failed["judgements"] if j["metric"] == "order-rate")
+    by_judge = {e["judge"]: e["verdict"] for e in order["evidence"]}
+    assert by_judge["PreRollout"] == "Fail"
+    assert by_judge["Stable"] != "Fail", "canary and stable are equally bad; only the pre-rollout baseline sees it"
+
+
+def test_prometheus_down_mid_wave_holds_and_the_rollout_resumes_or_rolls_back_per_policy(
+        cluster: Cluster, shop: Shop, namespace: str) -> None:
+    if cluster.testbed_dir is None:
+        pytest.skip("stopping Prometheus needs the local test bed")
+    apps = kubernetes.client.AppsV1Api(cluster.api())
+    core = kubernetes.client.CoreV1Api(cluster.api())
+    other = f"{namespace}-b"
+    core.create_namespace({"metadata": {"name": other, "labels": {"guarded.dev/test": "true"}}})
+    try:
+        strict = Shop(cluster, other)
+        apps.create_namespaced_deployment(other, simulated_shop())
+        eventually(lambda: strict.ready("shop") == 10, timeout=90, what="10 ready pods in the second shop")
+        eventually(lambda: prometheus_has_traffic(cluster, other), timeout=60, what="traffic of the second shop")
+        shop.create_rollout(release("patient", onInconclusive="Hold"))
+        strict.create_rollout(release("strict", maxInconclusive=4))
+        for s, n in ((shop, "patient"), (strict, "strict")):
+            eventually(lambda s=s, n=n: s.status(n).get("stage") == "Bake"
+                       and s.status(n)["analysis"].get("lastVerdict") == "Pass", timeout=90, what=f"{n} passing")
+        subprocess_run(["bash", str(ROOT / "hack" / "testbed.sh"), "prometheus", "stop"])
+        try:
+            time.sleep(20)  # well past the 8 s bake: without data neither may advance
+            held = shop.status("patient")
+            assert held["wave"] == 0 and held["stage"] == "Bake" and held["phase"] == "Progressing"
+            assert held["analysis"]["lastVerdict"] == "Inconclusive"
+            assert "unreachable" in json.dumps(held["history"][-3:]) or "no data" in json.dumps(held["analysis"])
+            strict_status = strict.wait_phase("strict", "RolledBack", timeout=30)
+            assert strict_status["rollbackReason"] == "AnalysisInconclusive"
+            assert rollback_wave(strict_status) == 0
+        finally:
+            subprocess_run(["bash", str(ROOT / "hack" / "testbed.sh"), "prometheus", "start"])
+        status = shop.wait_phase("patient", "Succeeded", timeout=180)
+        assert [h["wave"] for h in status["history"] if h["reason"] == "WaveStarted"] == [0, 1, 2]
+    finally:
+        core.delete_namespace(other)
+
+
+def subprocess_run(args: list[str]) -> None:
+    import subprocess
+    subprocess.run(args, check=True, timeout=120, capture_output=True)
+
+
+def test_a_matching_firing_alert_in_prometheus_rolls_back(cluster: Cluster, shop: Shop, namespace: str) -> None:
+    if cluster.testbed_dir is None:
+        pytest.skip("adding alert rules needs the local test bed's Prometheus")
+    shop.create_rollout(release("alerting", waves=[{"replicas": 1, "bake": "5m"}, {"weight": 100}],
+                                alerts={"matchLabels": {"service": namespace}}))
+    eventually(lambda: shop.status("alerting").get("stage") == "Bake", timeout=60, what="wave 1 baking")
+    rules = cluster.testbed_dir / "prometheus" / "rules" / f"{namespace}.yml"
+    rules.write_text(
+        "groups:\n- name: test\n  rules:\n  - alert: CheckoutBroken\n    expr: vector(1)\n"
+        f"    labels: {{service: \"{namespace}\", severity: page}}\n")
+    try:
+        requests.post(f"{cluster.prometheus_url}/-/reload", timeout=10).raise_for_status()
+        status = shop.wait_phase("alerting", "RolledBack", timeout=60)
+    finally:
+        rules.unlink()
+        requests.post(f"{cluster.prometheus_url}/-/reload", timeout=10)
+    assert status["rollbackReason"] == "AlertFiring"
+    assert "CheckoutBroken" in json.dumps(status["history"])
+
+
+def test_an_alertmanager_webhook_rolls_back_without_waiting_for_an_interval(
+        shop: Shop, namespace: str, operator: OperatorProcess) -> None:
+    shop.create_rollout(release("paged", waves=[{"replicas": 1, "bake": "5m"}, {"weight": 100}],
+                                interval="1m", alerts={"matchLabels": {"service": namespace}}))
+    eventually(lambda: shop.status("paged").get("stage") == "Bake", timeout=60, what="wave 1 baking")
+    sent = time.monotonic()
+    requests.post(operator.alerts_url, timeout=10, json={
+        "version": "4", "status": "firing",
+        "alerts": [{"status": "firing", "labels": {"alertname": "OrdersDropped", "service": namespace}}],
+    }).raise_for_status()
+    status = shop.wait_phase("paged", "RolledBack", timeout=30)
+    assert time.monotonic() - sent < 30
+    assert status["rollbackReason"] == "AlertFiring" and "OrdersDropped" in json.dumps(status["history"])
