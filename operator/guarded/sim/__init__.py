@@ -14,6 +14,7 @@ Modules, from pure to I/O:
   * ``sampling``  random draws (Poisson, binomial, latency histogram) from a ``random.Random``;
   * ``model``     the simulation on plain data: observations in, counters out (unit-tested);
   * ``observe``   the API server's JSON lists turned into plain observations;
+  * ``kube``      the two list calls per tick (polling, not watching);
   * ``exporter``  the Prometheus collector and the /metrics and /healthz HTTP server;
   * ``main``      the CLI and the poll loop.
 
