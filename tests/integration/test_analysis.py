@@ -110,21 +110,22 @@ def test_prometheus_down_mid_wave_holds_and_the_rollout_resumes_or_rolls_back_pe
         apps.create_namespaced_deployment(other, simulated_shop())
         eventually(lambda: strict.ready("shop") == 10, timeout=90, what="10 ready pods in the second shop")
         eventually(lambda: prometheus_has_traffic(cluster, other), timeout=60, what="traffic of the second shop")
-        shop.create_rollout(release("patient", onInconclusive="Hold"))
-        strict.create_rollout(release("strict", maxInconclusive=4))
+        waves = [{"replicas": 1, "bake": "2s"}, {"weight": 50, "bake": "15s"}, {"weight": 100, "bake": "2s"}]
+        shop.create_rollout(release("patient", waves=waves, onInconclusive="Hold"))
+        strict.create_rollout(release("strict", waves=waves, maxInconclusive=4))
         for s, n in ((shop, "patient"), (strict, "strict")):
-            eventually(lambda s=s, n=n: s.status(n).get("stage") == "Bake"
-                       and s.status(n)["analysis"].get("lastVerdict") == "Pass", timeout=90, what=f"{n} passing")
+            eventually(lambda s=s, n=n: s.status(n).get("stage") == "Bake" and s.status(n).get("wave") == 1,
+                       timeout=120, what=f"{n} baking its second wave")
         subprocess_run(["bash", str(ROOT / "hack" / "testbed.sh"), "prometheus", "stop"])
         try:
-            time.sleep(20)  # well past the 8 s bake: without data neither may advance
+            time.sleep(25)  # well past the 15 s bake: without data neither may advance
             held = shop.status("patient")
-            assert held["wave"] == 0 and held["stage"] == "Bake" and held["phase"] == "Progressing"
+            assert held["wave"] == 1 and held["stage"] == "Bake" and held["phase"] == "Progressing"
             assert held["analysis"]["lastVerdict"] == "Inconclusive"
             assert "unreachable" in json.dumps(held["history"][-3:]) or "no data" in json.dumps(held["analysis"])
             strict_status = strict.wait_phase("strict", "RolledBack", timeout=30)
             assert strict_status["rollbackReason"] == "AnalysisInconclusive"
-            assert rollback_wave(strict_status) == 0
+            assert rollback_wave(strict_status) == 1
         finally:
             subprocess_run(["bash", str(ROOT / "hack" / "testbed.sh"), "prometheus", "start"])
         status = shop.wait_phase("patient", "Succeeded", timeout=180)

@@ -26,6 +26,8 @@ def test_the_crd_is_structural_and_has_what_kubectl_users_expect() -> None:
     def walk(node: object, path: str) -> None:
         if isinstance(node, dict):
             assert "$ref" not in node and "anyOf" not in node, path
+            for key in ("exclusiveMinimum", "exclusiveMaximum"):
+                assert isinstance(node.get(key, False), bool), f"{path}.{key} must be a boolean in OpenAPI v3.0"
             if "properties" in node:
                 assert node.get("type") == "object", path
             for key, value in node.items():

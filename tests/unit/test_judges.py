@@ -128,3 +128,17 @@ def test_absolute_bounds() -> None:
 def test_the_stable_judge_steps_aside_when_no_stable_pod_serves() -> None:
     data = MetricData(canary=(Counts(25, 500),) * 3, stable=(Counts(0, 0),) * 3, pre_rollout=Counts(2500, 50000))
     assert judge(ORDERS, data, stable_serving=False).verdict is Verdict.PASS
+
+
+@pytest.mark.parametrize("config, bad, good", [(ORDERS, 0.0005, 0.05), (ERRORS, 0.05, 0.005)])
+def test_a_degraded_canary_is_never_passed_on_thin_evidence(config: JudgeConfig, bad: float, good: float) -> None:
+    # One canary pod among ten at low traffic: evidence builds slowly, so Pass must wait for it.
+    rng = random.Random(99)
+    for _ in range(100):
+        data = traffic(rng, intervals=40, rps=60, seconds=2, canary_share=0.1, canary_ratio=bad, stable_ratio=good)
+        for look in range(1, 41):
+            partial = MetricData(canary=data.canary[:look], stable=data.stable[:look], pre_rollout=data.pre_rollout)
+            verdict = judge(config, partial).verdict
+            assert verdict is not Verdict.PASS, f"passed a degraded canary after {look} intervals"
+            if verdict is Verdict.FAIL:
+                break

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import copy
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from guarded.api.rollout import GuardedRolloutSpec, GuardedRolloutStatus
+from guarded.core.analysis import AnalysisObservation, analysis_due
 from guarded.core.engine import Decision, decide
 from guarded.core.model import (
     ApplyCanary,
@@ -66,6 +68,9 @@ class World:
     generation: int = 1
     request: Request | None = None
     log: list[Decision] = field(default_factory=list)
+    # What "Prometheus" returns when an analysis step is due (None: no analysis observations).
+    analysis_source: Callable[[World], AnalysisObservation] | None = None
+    webhook_alerts: tuple[str, ...] = ()
     # The inputs of every decision, in order: (spec, status, observations), for replaying it.
     inputs: list[tuple[GuardedRolloutSpec, GuardedRolloutStatus, Observations]] = field(default_factory=list)
 
@@ -95,9 +100,13 @@ class World:
         )
 
     def observe(self) -> Observations:
+        analysis = None
+        if self.analysis_source is not None and analysis_due(self.spec, self.status, self.now):
+            analysis = self.analysis_source(self)
         return Observations(now=self.now, namespace="shop", name="release", uid="uid-1",
                             generation=self.generation, target=self.state("shop"),
-                            canary=self.state("shop-canary"), request=self.request)
+                            canary=self.state("shop-canary"), request=self.request,
+                            analysis=analysis, webhook_alerts=self.webhook_alerts)
 
     def decide(self) -> Decision:
         return decide(self.spec, self.status, self.observe())
@@ -146,7 +155,10 @@ class World:
             elif len(current) > d.replicas:
                 current = sorted(current, key=lambda p: p[1])[: d.replicas]
             ready_new = [p for p in current if p[1] <= self.tick]
-            if (old and len(ready_new) + len([p for p in old if p[1] <= self.tick]) > d.replicas) or (old and len(current) >= d.replicas and len(ready_new) == len(current)):
+            ready_old = [p for p in old if p[1] <= self.tick]
+            surplus = len(ready_new) + len(ready_old) > d.replicas
+            rolled = len(current) >= d.replicas and len(ready_new) == len(current)
+            if old and (surplus or rolled):
                 old = old[1:]
             d.pods = old + current
 

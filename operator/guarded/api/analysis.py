@@ -61,7 +61,7 @@ class Analysis(ApiModel):
     false_rollback_rate: float = Field(
         default=0.01, gt=0, lt=0.5,
         description="Bound on the chance that a healthy wave is rolled back, however long it runs.")
-    max_inconclusive: int = Field(default=12, ge=1, le=1000,
+    max_inconclusive: int = Field(default=60, ge=1, le=10000,
                                   description="Consecutive Inconclusive judgements before onInconclusive applies.")
     on_inconclusive: Literal["Rollback", "Hold"] = "Rollback"
     pre_rollout_window: Duration = Field(default="10m", description="Service window before the rollout started.")

@@ -53,6 +53,10 @@ def _resolve(node: Any, defs: dict[str, Any]) -> Any:
             out[key] = _resolve(value, defs)
         elif key == "const":
             out["enum"] = [value]
+        elif key in ("exclusiveMinimum", "exclusiveMaximum") and not isinstance(value, bool):
+            # JSON Schema 2020 numbers -> OpenAPI v3.0 booleans next to minimum/maximum
+            out["minimum" if key == "exclusiveMinimum" else "maximum"] = value
+            out[key] = True
         else:
             out[key] = value
     # Free-form maps: either string maps or anything (preserve unknown fields).

@@ -100,6 +100,7 @@ class _Reconcile:
         self.requeue: float | None = None
         self.revision = rollout_revision(spec)
         self.started = False  # this decision starts the rollout (records stable_replicas)
+        self.advanced = False  # this decision moves to the next wave
 
     # -- small helpers --------------------------------------------------------------------
     @property
@@ -191,16 +192,24 @@ class _Reconcile:
             return self.finish()
         self.analyze()
 
+        # Record before acting: the decision that starts the rollout or moves to the next wave stops
+        # there and asks to decide again at once (requeue 0), so that the stable is lowered only by a decision
+        # whose input status already holds stable_replicas, and a wave is sized only by one whose
+        # input status already names that wave. Were such a decision's status never written (the
+        # operator stopped, or the write conflicted), the next one would otherwise start from a status
+        # behind the cluster: take a lowered stable for the original count (a crash loop could scale the
+        # target to zero), or shrink a canary that already has the next wave's size while the stable
+        # stays lowered (below capacity and above the weight bound).
         for _ in range(8):  # a decision may pass through several stages; each step is bounded
+            if self.advanced:
+                self.wait(0.0)
+                break
             before = self.stage
             self.step()
             if self.stage == before:
                 break
             if self.started and self.stage != Stage.SCALE_CANARY:
-                # Record before acting: the stable is lowered only by a decision whose input status
-                # already holds stable_replicas. Were the decision that records it also to lower the
-                # stable and its status never be written, the next start would take the lowered
-                # count for the original (and a crash loop could scale the target to zero).
+                self.wait(0.0)
                 break
         return self.finish()
 
@@ -391,6 +400,7 @@ class _Reconcile:
         self.s.update(wave=self.wave_index + 1, wave_started_at=stamp(self.now), bake_started_at=None)
         self.goto(Stage.SCALE_CANARY)
         self.record_wave_started()
+        self.advanced = True
 
     def target_promoted(self) -> bool:
         """The target's template is the changed one of this revision (set by PromoteTarget)."""

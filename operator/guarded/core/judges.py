@@ -137,16 +137,18 @@ def against_stable(cfg: JudgeConfig, data: MetricData) -> Evidence:
     for c in data.canary:
         if c is not None and c.requests > 0:
             kc, nc = kc + c.events, nc + c.requests
+    expected = 0.0  # canary events expected if it behaved exactly like the stable
     for c, s in zip(data.canary, data.stable, strict=False):
         if c is None or s is None or c.requests <= 0 or s.requests <= 0:
             continue
         ks, ns = ks + s.events, ns + s.requests
+        expected += c.requests * s.events / s.requests
         pi0 = c.requests * rho0 / (c.requests * rho0 + s.requests)
         for j, rho in enumerate(grid):
             pi = c.requests * rho / (c.requests * rho + s.requests)
             sums[j] += c.events * (_safe_log(pi) - _safe_log(pi0)) + s.events * (
                 _safe_log(1 - pi) - _safe_log(1 - pi0))
-    return _conclude(cfg, "Stable", sums, kc, nc, ks, ns, rho0, reference_missing=ns <= 0)
+    return _conclude(cfg, "Stable", sums, kc, nc, ks, ns, rho0, reference_missing=ns <= 0, expected=expected)
 
 
 def _against_reference(cfg: JudgeConfig, data: MetricData, *, judge: str, p_ref: float, rho0: float,
@@ -164,7 +166,7 @@ def _against_reference(cfg: JudgeConfig, data: MetricData, *, judge: str, p_ref:
             sums[j] += c.events * (_safe_log(rho) - _safe_log(rho0)) - mu * (rho - rho0)
     return _conclude(cfg, judge, sums, kc, nc, ref_events, ref_requests, rho0,
                      reference_missing=p_ref <= 0 and cfg.direction is Direction.HIGHER_IS_BETTER,
-                     reference_ratio=p_ref)
+                     reference_ratio=p_ref, expected=nc * p_ref)
 
 
 def against_pre_rollout(cfg: JudgeConfig, data: MetricData) -> Evidence:
@@ -194,8 +196,28 @@ def against_bound(cfg: JudgeConfig, data: MetricData) -> Evidence:
     return _against_reference(cfg, data, judge="Bound", p_ref=bound, rho0=1.0, ref_events=0.0, ref_requests=0.0)
 
 
+# The degradation a Pass must have been able to see: an order collapse, an error ratio ten times higher.
+DETECT_RHO = {Direction.HIGHER_IS_BETTER: 0.01, Direction.LOWER_IS_BETTER: 10.0}
+
+
+POWER_Z = 3.0  # a degraded canary keeps its log LR below the needed level with probability ~0.1%
+
+
+def power(direction: Direction, rho0: float, expected: float) -> float:
+    """A low quantile (mean - 3 sd) of the log likelihood ratio the test would have gathered had the
+    canary been degraded to DETECT_RHO, given `expected` canary events at the reference's rate
+    (Poisson approximation: k ~ Poisson(E*rho1), log LR = k log(rho1/rho0) - E (rho1 - rho0))."""
+    rho1 = max(DETECT_RHO[direction], rho0 * 1.5) if direction is Direction.LOWER_IS_BETTER \
+        else min(DETECT_RHO[direction], rho0 / 2)
+    step = math.log(rho1 / rho0)
+    mean = expected * (rho1 * step - (rho1 - rho0))
+    sd = math.sqrt(max(expected * rho1, 0.0)) * abs(step)
+    return mean - POWER_Z * sd
+
+
 def _conclude(cfg: JudgeConfig, judge: str, sums: list[float], kc: float, nc: float, kr: float, nr: float,
-              rho0: float, *, reference_missing: bool, reference_ratio: float | None = None) -> Evidence:
+              rho0: float, *, reference_missing: bool, reference_ratio: float | None = None,
+              expected: float = 0.0) -> Evidence:
     log_lr = _mixture(sums) if sums else 0.0
     log_threshold = math.log(1 / cfg.alpha)
     ref_ratio = reference_ratio if reference_ratio is not None else (kr / nr if nr > 0 else None)
@@ -215,6 +237,14 @@ def _conclude(cfg: JudgeConfig, judge: str, sums: list[float], kc: float, nc: fl
     if nc < cfg.min_requests:
         return Evidence(verdict=Verdict.INCONCLUSIVE,
                         reason=f"{nc:.0f} of {cfg.min_requests:.0f} canary requests needed", **common)  # type: ignore[arg-type]
+    # A Pass must mean something: only once the evidence so far would have sufficed to fail a canary
+    # degraded to DETECT_RHO (orders -99%, errors x10) does "no failure" count as a Pass.
+    needed = log_threshold + math.log(len(sums) or 1)
+    gathered = power(cfg.direction, rho0, expected)
+    if gathered < needed:
+        return Evidence(verdict=Verdict.INCONCLUSIVE, reason=(
+            f"not enough evidence yet: {expected:.1f} expected canary events give power {gathered:.1f} "
+            f"of {needed:.1f} needed"), **common)  # type: ignore[arg-type]
     return Evidence(verdict=Verdict.PASS, reason="not degraded", **common)  # type: ignore[arg-type]
 
 

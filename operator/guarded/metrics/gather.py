@@ -3,7 +3,8 @@ analysis began, the pre-rollout service counts, and the firing alerts that match
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+import math
+from datetime import UTC, datetime, timedelta
 
 from guarded.api.common import parse_duration
 from guarded.api.rollout import GuardedRolloutSpec, GuardedRolloutStatus
@@ -40,7 +41,9 @@ def gather(provider: MetricProvider, spec: GuardedRolloutSpec, status: GuardedRo
     assert analysis is not None and status.analysis.since is not None
     interval = parse_duration(analysis.interval)
     window = f"{analysis.interval}"
-    since = parse(status.analysis.since)
+    # Whole seconds: the client library sends range bounds as integer Unix times, and the steps
+    # Prometheus returns must line up with the ones judged here.
+    since = datetime.fromtimestamp(math.ceil(parse(status.analysis.since).timestamp()), tz=UTC)
     end = now - SCRAPE_LAG
     n_steps = int((end - since).total_seconds() // interval)
     steps_dt = [since + timedelta(seconds=interval * (i + 1)) for i in range(max(n_steps, 0))]
