@@ -112,7 +112,7 @@ def test_prometheus_down_mid_wave_holds_and_the_rollout_resumes_or_rolls_back_pe
         eventually(lambda: prometheus_has_traffic(cluster, other), timeout=60, what="traffic of the second shop")
         waves = [{"replicas": 1, "bake": "2s"}, {"weight": 50, "bake": "15s"}, {"weight": 100, "bake": "2s"}]
         shop.create_rollout(release("patient", waves=waves, onInconclusive="Hold"))
-        strict.create_rollout(release("strict", waves=waves, maxInconclusive=4))
+        strict.create_rollout(release("strict", waves=waves, maxInconclusive=6))
         for s, n in ((shop, "patient"), (strict, "strict")):
             eventually(lambda s=s, n=n: s.status(n).get("stage") == "Bake" and s.status(n).get("wave") == 1,
                        timeout=120, what=f"{n} baking its second wave")

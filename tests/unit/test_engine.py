@@ -200,3 +200,11 @@ def test_unknown_and_malformed_requests_are_rejected_and_recorded() -> None:
     assert "unknown action" in world.status.last_request.message
     assert world.status.history[-1].reason == "RequestRejected" or any(
         h.reason == "RequestRejected" for h in world.status.history)
+
+
+def test_mixed_waves_that_would_shrink_the_canary_are_refused_naming_the_field() -> None:
+    world = World(spec(waves=[{"replicas": 3}, {"weight": 10}, {"weight": 100}]))
+    decision = world.step()
+    assert decision.actions == ()
+    assert decision.status.phase == Phase.FAILED
+    assert "spec.waves" in decision.status.message and "[3, 1, 10]" in decision.status.message

@@ -292,6 +292,13 @@ class _Reconcile:
                            f"spec.target.name: Deployment {t.name!r} has 0 replicas; a canary needs at least 1")
             self.wait(10.0)
             return
+        sizes = [canary_replicas(w, t.replicas) for w in self.spec.waves]
+        if any(b < a for a, b in zip(sizes, sizes[1:], strict=False)):
+            self.condition(cond.VALID, False, "WavesShrinkCanary",
+                           f"spec.waves: on {t.replicas} replicas the waves run {sizes} canary pods; each wave "
+                           "must run at least as many as the one before")
+            self.wait(10.0)
+            return
         try:
             changed_template(t.template, self.spec.change, self.revision)
         except ChangeError as err:
@@ -374,7 +381,13 @@ class _Reconcile:
             self.wait(max(0.2, bake - elapsed))
             return
         if self.spec.analysis is not None and self.s["analysis"].last_verdict != Verdict.PASS:
-            # A wave advances on evidence, never on a lack of it.
+            # A wave advances on evidence, never on a lack of it; evidence that never comes (too little
+            # traffic) is bounded by progressDeadline after the bake.
+            deadline = parse_duration(self.spec.progress_deadline)
+            if elapsed >= bake + deadline and self.spec.analysis.on_inconclusive == "Rollback":
+                self.rollback("AnalysisInconclusive", f"wave {self.wave_label()}: no Pass within "
+                              f"spec.progressDeadline ({self.spec.progress_deadline}) after the bake")
+                return
             self.wait(parse_duration(self.spec.analysis.interval))
             return
         if self.spec.waves[self.wave_index].manual_gate:
@@ -478,7 +491,11 @@ class _Reconcile:
             if name not in known and data.pre_rollout is not None and data.error is None:
                 pre.append(PreRolloutCounts(metric=name, events=data.pre_rollout.events,
                                             requests=data.pre_rollout.requests))
-        inconclusive = state.consecutive_inconclusive + 1 if verdict is Verdict.INCONCLUSIVE else 0
+        # Only a lack of *data* (Prometheus down, failed queries, no traffic, no baseline) counts
+        # towards maxInconclusive; evidence that is still accumulating is bounded by the bake's deadline.
+        no_data = verdict is Verdict.INCONCLUSIVE and (obs.alerts_error is not None or any(
+            j.no_data for j in judgements if j.verdict is Verdict.INCONCLUSIVE))
+        inconclusive = state.consecutive_inconclusive + 1 if no_data else 0
         self.s["analysis"] = state.model_copy(update={
             "last_at": stamp(self.now), "last_verdict": str(verdict), "consecutive_inconclusive": inconclusive,
             "pre_rollout": pre, "recent": [*state.recent, rec][-analysis.RECENT_LIMIT:],
@@ -494,7 +511,7 @@ class _Reconcile:
                             f"{obs.alerts_error or '; '.join(j.metric + ': ' + j.reason for j in judgements)}",
                             warning=True)
             if inconclusive >= spec.max_inconclusive and spec.on_inconclusive == "Rollback":
-                self.rollback("AnalysisInconclusive", f"wave {self.wave_label()}: {inconclusive} inconclusive "
+                self.rollback("AnalysisInconclusive", f"wave {self.wave_label()}: no data for {inconclusive} "
                               f"judgements in a row (spec.analysis.maxInconclusive {spec.max_inconclusive})")
         elif changed:
             self.record("AnalysisPassed", f"wave {self.wave_label()}: {text}")

@@ -90,6 +90,7 @@ class Evidence:
     log_lr: float = 0.0
     log_threshold: float = 0.0
     reason: str = ""
+    no_data: bool = False      # Inconclusive for want of data, not for want of evidence yet
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -98,6 +99,7 @@ class Judgement:
     verdict: Verdict
     reason: str
     evidence: tuple[Evidence, ...] = field(default_factory=tuple)
+    no_data: bool = False
 
 
 # Degraded ratios the mixture puts its (uniform) weight on, per direction.
@@ -173,7 +175,7 @@ def against_pre_rollout(cfg: JudgeConfig, data: MetricData) -> Evidence:
     assert cfg.pre_rollout_tolerance is not None
     pre = data.pre_rollout
     if pre is None or pre.requests <= 0:
-        return Evidence(judge="PreRollout", verdict=Verdict.INCONCLUSIVE,
+        return Evidence(judge="PreRollout", verdict=Verdict.INCONCLUSIVE, no_data=True,
                         reason="no pre-rollout baseline (no service traffic before the rollout started)")
     # A conservative reference: the end of a ~99.9% interval on the pre-rollout event count that
     # makes a Fail harder, so that the baseline's own sampling noise cannot cause a rollback
@@ -226,9 +228,11 @@ def _conclude(cfg: JudgeConfig, judge: str, sums: list[float], kc: float, nc: fl
                   canary_ratio=(kc / nc) if nc > 0 else None, reference_ratio=ref_ratio,
                   threshold_rho=rho0, log_lr=round(log_lr, 4), log_threshold=round(log_threshold, 4))
     if nc <= 0:
-        return Evidence(verdict=Verdict.INCONCLUSIVE, reason="no canary requests yet", **common)  # type: ignore[arg-type]
+        return Evidence(verdict=Verdict.INCONCLUSIVE, reason="no canary requests yet", no_data=True,
+                        **common)  # type: ignore[arg-type]
     if reference_missing:
-        return Evidence(verdict=Verdict.INCONCLUSIVE, reason="no baseline data", **common)  # type: ignore[arg-type]
+        return Evidence(verdict=Verdict.INCONCLUSIVE, reason="no baseline data", no_data=True,
+                        **common)  # type: ignore[arg-type]
     if log_lr >= log_threshold:
         worse = "lower" if cfg.direction is Direction.HIGHER_IS_BETTER else "higher"
         return Evidence(verdict=Verdict.FAIL, reason=(
@@ -252,7 +256,8 @@ def judge(cfg: JudgeConfig, data: MetricData, *, stable_serving: bool = True) ->
     """Judge one metric. `stable_serving` is False in a wave that runs no stable pod (100%),
     where the stable judge has no reference and the other judges decide alone."""
     if data.error:
-        return Judgement(metric=cfg.name, verdict=Verdict.INCONCLUSIVE, reason=f"no data: {data.error}")
+        return Judgement(metric=cfg.name, verdict=Verdict.INCONCLUSIVE, reason=f"no data: {data.error}",
+                         no_data=True)
     evidence: list[Evidence] = []
     if cfg.stable_tolerance is not None and stable_serving:
         evidence.append(against_stable(cfg, data))
@@ -269,5 +274,6 @@ def judge(cfg: JudgeConfig, data: MetricData, *, stable_serving: bool = True) ->
     pending = [e for e in evidence if e.verdict is Verdict.INCONCLUSIVE]
     if pending:
         return Judgement(metric=cfg.name, verdict=Verdict.INCONCLUSIVE,
-                         reason="; ".join(f"{e.judge}: {e.reason}" for e in pending), evidence=tuple(evidence))
+                         reason="; ".join(f"{e.judge}: {e.reason}" for e in pending), evidence=tuple(evidence),
+                         no_data=any(e.no_data for e in pending))
     return Judgement(metric=cfg.name, verdict=Verdict.PASS, reason="not degraded", evidence=tuple(evidence))
