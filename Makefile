@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 TESTBED := hack/testbed.sh
 
-.PHONY: help venv test unit lint integration e2e testbed-up testbed-down testbed-env crds demo clean bench
+.PHONY: help venv test unit lint integration e2e testbed-up testbed-down testbed-env crds demo clean bench-detection
 
 help:
 	@echo "make test          install into $(VENV), build or reuse the test bed, run every test"
@@ -14,6 +14,7 @@ help:
 	@echo "make testbed-up    start the local control plane + Prometheus (idempotent)"
 	@echo "make testbed-down  stop everything the test bed started"
 	@echo "make crds          regenerate crds/ from the pydantic models"
+	@echo "make bench-detection  time-to-rollback and orders lost per bad-release scenario"
 
 $(VENV)/.installed: pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -24,7 +25,7 @@ $(VENV)/.installed: pyproject.toml
 venv: $(VENV)/.installed
 
 lint: venv
-	$(VENV)/bin/ruff check operator tests
+	$(VENV)/bin/ruff check operator tests bench
 	$(VENV)/bin/lint-imports --config pyproject.toml
 
 unit: lint
@@ -61,6 +62,11 @@ demo: venv
 	@echo "  source <($(TESTBED) env)"
 	@echo "  kubectl get nodes"
 	@echo "Stop it with: make testbed-down"
+
+# Benchmarks: run on demand, never by the test suite. Results land in bench/results/.
+bench-detection: venv
+	$(TESTBED) up
+	$(PY) bench/detection.py
 
 clean: testbed-down
 	rm -rf $(VENV) .pytest_cache

@@ -107,7 +107,8 @@ class Shop:
             s = d.status
             lines.append(f"deployment {d.metadata.name}: spec {d.spec.replicas} ready {s.ready_replicas} "
                          f"updated {s.updated_replicas} available {s.available_replicas} replicas {s.replicas} "
-                         f"gen {d.metadata.generation}/{s.observed_generation} deleting {d.metadata.deletion_timestamp}")
+                         f"gen {d.metadata.generation}/{s.observed_generation} "
+                         f"deleting {d.metadata.deletion_timestamp}")
         for p in self.core.list_namespaced_pod(self.namespace).items:
             lines.append(f"pod {p.metadata.name}: {p.status.phase} node {p.spec.node_name} "
                          f"deleting {p.metadata.deletion_timestamp}")

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import timedelta
+from itertools import pairwise
 from typing import Any
 
 from guarded.api.common import parse_duration
@@ -293,7 +294,7 @@ class _Reconcile:
             self.wait(10.0)
             return
         sizes = [canary_replicas(w, t.replicas) for w in self.spec.waves]
-        if any(b < a for a, b in zip(sizes, sizes[1:], strict=False)):
+        if any(b < a for a, b in pairwise(sizes)):
             self.condition(cond.VALID, False, "WavesShrinkCanary",
                            f"spec.waves: on {t.replicas} replicas the waves run {sizes} canary pods; each wave "
                            "must run at least as many as the one before")

@@ -1,0 +1,182 @@
+"""bench/detection: how fast a bad release is caught, and how many orders that saves.
+
+For each bad-release scenario, on the local test bed with the traffic simulator and real Prometheus:
+
+* guarded: a GuardedRollout with the default waves and analysis; measured from the moment the bad
+  canary pod is Ready (the canary Deployment's first Ready pod, polled) to the
+  moment rollback is complete (status RolledBack), and the orders its canary pods lost
+  (expected orders at the baseline ratio minus actual orders, on the canary pods only);
+* unguarded: the same change as a plain rolling update of the Deployment; orders lost over a fixed
+  horizon after the first bad pod is Ready, and the rate at which it keeps losing them.
+
+Run with `make bench-detection` (or `python bench/detection.py`); writes bench/results/detection.json
+and bench/results/detection.md. Not part of the test suite.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import secrets
+import statistics
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import kubernetes
+import requests
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))
+
+from operator_process import OperatorProcess  # noqa: E402
+from rollouts import Shop, behaviour_change, guarded_rollout, simulated_shop  # noqa: E402
+from testbed import Cluster, connect  # noqa: E402
+from waiting import eventually  # noqa: E402
+
+BASE_ORDER_RATIO = 0.05
+SCENARIOS = {
+    "orders-drop-99pct": {"order_ratio": "0.0005"},
+    "orders-drop-50pct": {"order_ratio": "0.025"},
+    "errors-0.5-to-5pct": {"error_ratio": "0.05"},
+}
+ANALYSIS = {"interval": "2s", "requests": "http_requests_total", "orders": "orders_total"}
+
+
+def prom(cluster: Cluster, query: str, at: float | None = None) -> float:
+    params = {"query": query}
+    if at is not None:
+        params["time"] = f"{at:.3f}"
+    r = requests.get(f"{cluster.prometheus_url}/api/v1/query", params=params, timeout=10)
+    r.raise_for_status()
+    result = r.json()["data"]["result"]
+    return float(result[0]["value"][1]) if result else 0.0
+
+
+def lost_orders(cluster: Cluster, namespace: str, pods: str, start: float, end: float) -> dict:
+    """Orders the selected pods should have taken at the baseline ratio, minus those they took."""
+    window = max(1, round(end - start))
+    sel = f'namespace="{namespace}",pod=~"{pods}"'
+    reqs = prom(cluster, f"sum(increase(http_requests_total{{{sel}}}[{window}s]))", at=end)
+    orders = prom(cluster, f"sum(increase(orders_total{{{sel}}}[{window}s]))", at=end)
+    expected = reqs * BASE_ORDER_RATIO * (1 - 0.005)  # orders come from successful requests
+    return {"requests": round(reqs, 1), "orders": round(orders, 1), "expected_orders": round(expected, 1),
+            "orders_lost": round(max(expected - orders, 0.0), 1), "window_seconds": window}
+
+
+def fresh_shop(cluster: Cluster) -> tuple[Shop, str]:
+    namespace = f"bench-{secrets.token_hex(3)}"
+    kubernetes.client.CoreV1Api(cluster.api()).create_namespace(
+        {"metadata": {"name": namespace, "labels": {"guarded.dev/test": "true"}}})
+    shop = Shop(cluster, namespace)
+    shop.apps.create_namespaced_deployment(namespace, simulated_shop())
+    eventually(lambda: shop.ready("shop") == 10, timeout=120, what="10 ready pods")
+    eventually(lambda: prom(cluster, f'sum(increase(http_requests_total{{namespace="{namespace}"}}[20s]))') > 3000,
+               timeout=90, what="20 s of traffic in Prometheus")
+    return shop, namespace
+
+
+def first_ready(shop: Shop, name: str) -> float:
+    eventually(lambda: shop.ready(name) >= 1, timeout=120, interval=0.1, what=f"{name} ready")
+    return time.time()
+
+
+def guarded(cluster: Cluster, scenario: str, annotations: dict) -> dict:
+    shop, namespace = fresh_shop(cluster)
+    body = guarded_rollout("release", waves=None, analysis=ANALYSIS)
+    body["spec"]["change"]["podTemplatePatch"] = behaviour_change(**annotations)
+    shop.create_rollout(body)
+    ready_at = first_ready(shop, "shop-canary")
+    status = shop.wait_phase("release", "RolledBack", timeout=300)
+    done_at = time.time()
+    rolling_back = next(h for h in status["history"] if h["reason"] == "RollingBack")
+    detected_at = datetime.fromisoformat(rolling_back["time"].replace("Z", "+00:00")).timestamp()
+    time.sleep(4)  # let the last scrapes of the canary pods land
+    lost = lost_orders(cluster, namespace, "shop-canary-.*", ready_at - 1, done_at + 2)
+    cleanup(cluster, namespace)
+    return {"detect_seconds": round(detected_at - ready_at, 2),
+            "rollback_complete_seconds": round(done_at - ready_at, 2),
+            "rollback_wave": rolling_back.get("wave"), "reason": status.get("rollbackReason"),
+            "message": rolling_back["message"][:300], **lost}
+
+
+def unguarded(cluster: Cluster, annotations: dict, horizon: float) -> dict:
+    shop, namespace = fresh_shop(cluster)
+    patch = {"spec": {"template": behaviour_change(**annotations)}}
+    shop.apps.patch_namespaced_deployment("shop", namespace, patch)
+    start = time.time()
+    def new_pod_ready() -> bool:
+        d = shop.deployment("shop")
+        return (d.status.updated_replicas or 0) >= 1 and (d.status.ready_replicas or 0) >= 1
+    eventually(new_pod_ready, timeout=120, interval=0.1, what="the first updated pod")
+    ready_at = time.time()
+    eventually(lambda: (shop.deployment("shop").status.updated_replicas or 0) == 10
+               and (shop.deployment("shop").status.available_replicas or 0) == 10, timeout=120,
+               what="the rolling update to finish")
+    rolled_out = time.time() - start
+    time.sleep(max(0.0, ready_at + horizon - time.time()) + 2)
+    lost = lost_orders(cluster, namespace, "shop-.*", ready_at - 1, ready_at + horizon)
+    cleanup(cluster, namespace)
+    return {"rolling_update_seconds": round(rolled_out, 2), "horizon_seconds": horizon,
+            "orders_lost_per_hour": round(lost["orders_lost"] * 3600 / horizon), **lost}
+
+
+def cleanup(cluster: Cluster, namespace: str) -> None:
+    kubernetes.client.CoreV1Api(cluster.api()).delete_namespace(namespace, propagation_policy="Background")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--horizon", type=float, default=60.0, help="seconds of unguarded damage to measure")
+    parser.add_argument("--repeat", type=int, default=2, help="guarded runs per scenario")
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
+    args = parser.parse_args()
+
+    cluster = connect()
+    operator = OperatorProcess(cluster)
+    operator.install()
+    operator.start()
+    results: dict = {"when": datetime.now(UTC).isoformat(timespec="seconds"), "traffic": {
+        "pods": 10, "requests_per_second": 300, "order_ratio": BASE_ORDER_RATIO, "error_ratio": 0.005},
+        "analysis": ANALYSIS, "waves": "default (1 pod, 10%, 50%, 100%; 60 s bakes)", "scenarios": {}}
+    try:
+        for name, annotations in SCENARIOS.items():
+            runs = [guarded(cluster, name, annotations) for _ in range(args.repeat)]
+            bad = unguarded(cluster, annotations, args.horizon)
+            results["scenarios"][name] = {
+                "change": {f"sim.guarded.dev/{k.replace('_', '-')}": v for k, v in annotations.items()},
+                "guarded": runs, "unguarded": bad,
+                "median_detect_seconds": statistics.median(r["detect_seconds"] for r in runs),
+                "median_rollback_complete_seconds": statistics.median(r["rollback_complete_seconds"] for r in runs),
+                "median_guarded_orders_lost": statistics.median(r["orders_lost"] for r in runs),
+            }
+            print(json.dumps({name: results["scenarios"][name]}, indent=1), flush=True)
+    finally:
+        operator.stop()
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "detection.json").write_text(json.dumps(results, indent=2) + "\n")
+    (args.out / "detection.md").write_text(summary(results))
+    print(summary(results))
+    return 0
+
+
+def summary(results: dict) -> str:
+    lines = ["# bench/detection", "", f"Run {results['when']} on the local test bed: 10 pods, 300 req/s, "
+             "5% order ratio, 0.5% errors; default waves; analysis every 2 s.", "",
+             "| scenario | caught in wave | detect (s, median) | rollback complete (s, median) | orders lost guarded "
+             "(median) | orders lost unguarded in horizon | unguarded per hour |", "|---|---|---|---|---|---|---|"]
+    for name, s in results["scenarios"].items():
+        waves = sorted({r["rollback_wave"] for r in s["guarded"]})
+        u = s["unguarded"]
+        lines.append(f"| {name} | {', '.join(str(w + 1) for w in waves if w is not None)} | "
+                     f"{s['median_detect_seconds']} | {s['median_rollback_complete_seconds']} | "
+                     f"{s['median_guarded_orders_lost']} | {u['orders_lost']} in {u['horizon_seconds']:.0f} s | "
+                     f"{u['orders_lost_per_hour']} |")
+    lines += ["", "Times run from the first Ready bad pod. Orders lost = orders expected at the baseline ratio on "
+              "the pods that ran the change, minus orders taken (Prometheus increase over the window).", ""]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
