@@ -1,0 +1,44 @@
+"""The Prometheus provider against a real Prometheus: values, clear errors, never an exception."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from guarded.metrics.prometheus import PrometheusProvider
+from testbed import Cluster
+
+
+@pytest.fixture
+def provider(cluster: Cluster) -> PrometheusProvider:
+    if cluster.prometheus_url is None:
+        pytest.skip("needs GUARDED_TEST_PROMETHEUS_URL")
+    return PrometheusProvider(cluster.prometheus_url)
+
+
+def test_a_range_query_returns_one_value_per_step(provider: PrometheusProvider) -> None:
+    end = datetime.now(UTC).replace(microsecond=0)
+    series = provider.range("vector(7)", start=end - timedelta(seconds=10), end=end, step_seconds=2)
+    assert series.error is None
+    assert sorted(series.values) == [(end - timedelta(seconds=s)).timestamp() for s in (10, 8, 6, 4, 2, 0)]
+    assert set(series.values.values()) == {7.0}
+
+
+def test_a_bad_query_is_an_error_that_says_so(provider: PrometheusProvider) -> None:
+    series = provider.instant("sum(rate(http_requests_total[5s]")
+    assert series.values == {}
+    assert series.error is not None and series.error.startswith("bad query")
+
+
+def test_an_unreachable_prometheus_is_an_error_not_an_exception() -> None:
+    down = PrometheusProvider("http://127.0.0.1:9", timeout=1, retries=0)
+    series = down.instant("vector(1)")
+    assert series.error is not None and "unreachable" in series.error
+    assert down.online() is False
+
+
+def test_a_query_that_returns_several_series_is_refused(provider: PrometheusProvider) -> None:
+    two = 'label_replace(vector(1), "a", "x", "", "") or label_replace(vector(2), "a", "y", "", "")'
+    series = provider.instant(two)
+    assert series.error is not None and "aggregate" in series.error
