@@ -12,26 +12,15 @@ import pytest
 import requests
 from kubernetes.client.rest import ApiException
 
+from rollouts import shop_deployment
 from testbed import Cluster
 from waiting import eventually
 
 
 def deployment(name: str, replicas: int, image: str) -> dict:
-    labels = {"app": name}
-    return {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {"name": name, "labels": labels},
-        "spec": {
-            "replicas": replicas,
-            "selector": {"matchLabels": labels},
-            "strategy": {"rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}},
-            "template": {
-                "metadata": {"labels": labels},
-                "spec": {"containers": [{"name": "app", "image": image}]},
-            },
-        },
-    }
+    d = shop_deployment(name, replicas, image)
+    d["spec"]["strategy"] = {"rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}}
+    return d
 
 
 def test_deployment_pods_become_ready_and_a_rolling_update_completes(cluster: Cluster, namespace: str) -> None:

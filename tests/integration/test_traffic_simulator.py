@@ -18,6 +18,7 @@ import kubernetes
 import pytest
 import requests
 
+from rollouts import shop_deployment
 from testbed import ROOT, Cluster
 from waiting import eventually
 
@@ -81,21 +82,10 @@ def simulator(cluster: Cluster) -> Iterator[Simulator]:
 
 
 def deployment(name: str, replicas: int, rps: int) -> dict:
-    labels = {"app": name}
-    return {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {"name": name, "labels": labels},
-        "spec": {
-            "replicas": replicas,
-            "selector": {"matchLabels": labels},
-            "template": {
-                "metadata": {"labels": labels,
-                             "annotations": {"sim.guarded.dev/enabled": "true", "sim.guarded.dev/rps": str(rps)}},
-                "spec": {"containers": [{"name": "app", "image": "registry.example/shop:1.0.0"}]},
-            },
-        },
-    }
+    d = shop_deployment(name, replicas)
+    d["spec"]["template"]["metadata"]["annotations"] = {"sim.guarded.dev/enabled": "true",
+                                                        "sim.guarded.dev/rps": str(rps)}
+    return d
 
 
 def test_simulated_traffic_reaches_prometheus_and_follows_the_pods(
