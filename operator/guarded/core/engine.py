@@ -23,6 +23,7 @@ from typing import Any
 
 from guarded.api.common import parse_duration
 from guarded.api.rollout import (
+    AnalysisStatus,
     GuardedRolloutSpec,
     GuardedRolloutStatus,
     HistoryEntry,
@@ -279,6 +280,7 @@ class _Reconcile:
             self.s[key] = None
         self.s["conditions"] = [c for c in self.s["conditions"]
                                 if c.type not in (cond.COMPLETED, cond.ROLLED_BACK)]
+        self.s["analysis"] = AnalysisStatus(recent=self.s["analysis"].recent)
         self.s["revision"] = self.revision
         self.goto(Stage.PENDING)
 
@@ -336,8 +338,13 @@ class _Reconcile:
         )
         if ready:
             self.goto(Stage.SCALE_STABLE)
-            self.s["analysis"] = self.s["analysis"].model_copy(update={
-                "since": stamp(self.now), "last_at": None, "last_verdict": None, "consecutive_inconclusive": 0})
+            # Evidence accumulates over the whole rollout (each interval's likelihood ratio is
+            # conditioned on that interval's traffic split, so the test stays valid across waves);
+            # each wave still needs a fresh Pass after its own bake.
+            state = self.s["analysis"]
+            self.s["analysis"] = state.model_copy(update={
+                "since": state.since or stamp(self.now), "last_at": None, "last_verdict": None,
+                "consecutive_inconclusive": 0})
             return
         deadline = parse_duration(self.spec.progress_deadline)
         waited = seconds_between(self.s["wave_started_at"], self.now)

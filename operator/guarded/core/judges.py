@@ -253,14 +253,18 @@ def _conclude(cfg: JudgeConfig, judge: str, sums: list[float], kc: float, nc: fl
 
 
 def judge(cfg: JudgeConfig, data: MetricData, *, stable_serving: bool = True) -> Judgement:
-    """Judge one metric. `stable_serving` is False in a wave that runs no stable pod (100%),
-    where the stable judge has no reference and the other judges decide alone."""
+    """Judge one metric. `stable_serving` is False in a wave that runs no stable pod (100%): the
+    stable judge then counts only if earlier intervals gave it a reference."""
     if data.error:
         return Judgement(metric=cfg.name, verdict=Verdict.INCONCLUSIVE, reason=f"no data: {data.error}",
                          no_data=True)
     evidence: list[Evidence] = []
-    if cfg.stable_tolerance is not None and stable_serving:
-        evidence.append(against_stable(cfg, data))
+    if cfg.stable_tolerance is not None:
+        stable = against_stable(cfg, data)
+        # A wave without stable pods (100%) keeps the evidence gathered while they served; only
+        # a rollout whose stable never served anything has no stable reference at all.
+        if stable_serving or stable.reference_requests > 0:
+            evidence.append(stable)
     if cfg.pre_rollout_tolerance is not None:
         evidence.append(against_pre_rollout(cfg, data))
     if (cfg.min_ratio if cfg.direction is Direction.HIGHER_IS_BETTER else cfg.max_ratio) is not None:

@@ -19,7 +19,8 @@ from guarded.core.clock import parse
 from guarded.core.judges import Counts, MetricData
 from guarded.metrics.provider import MetricProvider, Series
 
-SCRAPE_LAG = timedelta(seconds=2)   # the newest interval is left out until its samples are in
+SCRAPE_LAG = timedelta(seconds=2)
+MAX_STEPS = 10_000   # the newest interval is left out until its samples are in
 
 
 def _counts(events: Series, requests: Series, steps: list[float]) -> tuple[Counts | None, ...]:
@@ -46,6 +47,9 @@ def gather(provider: MetricProvider, spec: GuardedRolloutSpec, status: GuardedRo
     since = datetime.fromtimestamp(math.ceil(parse(status.analysis.since).timestamp()), tz=UTC)
     end = now - SCRAPE_LAG
     n_steps = int((end - since).total_seconds() // interval)
+    if n_steps > MAX_STEPS:  # Prometheus answers at most 11,000 points per series
+        since += timedelta(seconds=interval * (n_steps - MAX_STEPS))
+        n_steps = MAX_STEPS
     steps_dt = [since + timedelta(seconds=interval * (i + 1)) for i in range(max(n_steps, 0))]
     steps = [round(t.timestamp(), 3) for t in steps_dt]
     sel = selectors(namespace, spec.target.name)

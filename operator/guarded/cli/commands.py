@@ -1,0 +1,92 @@
+"""One function per command: read through `Kube`, format with the pure modules, return the exit code."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import TextIO
+
+from guarded.cli.errors import EXIT_OK, EXIT_REJECTED
+from guarded.cli.flow import await_answer, new_request_id, request_patch, watch
+from guarded.cli.kube import Kube
+from guarded.cli.parser import request_action
+from guarded.cli.tables import as_list, dump, history_table, list_table, without_managed_fields
+from guarded.cli.view import status_view
+
+
+class Io:
+    """Where a command writes: results to `out`, diagnostics to `err`, both flushed line by line."""
+
+    def __init__(self, out: TextIO, err: TextIO) -> None:
+        self.out, self.err = out, err
+
+    def print(self, text: str) -> None:
+        self.out.write(text + "\n")
+        self.out.flush()
+
+    def error(self, text: str) -> None:
+        self.err.write(text + "\n")
+        self.err.flush()
+
+
+def cmd_list(kube: Kube, args: argparse.Namespace, io: Io) -> int:
+    namespace = None if args.all_namespaces else kube.namespace(args.namespace)
+    items = kube.list(namespace)
+    if args.output != "table":
+        io.print(dump(as_list(items), args.output))
+    elif not items:
+        io.error("No resources found" + (f" in {namespace} namespace." if namespace else "."))
+    else:
+        io.print(list_table(items, datetime.now(UTC), all_namespaces=namespace is None))
+    return EXIT_OK
+
+
+def cmd_status(kube: Kube, args: argparse.Namespace, io: Io) -> int:
+    obj = kube.get(kube.namespace(args.namespace), args.name)
+    io.print(status_view(obj) if args.output == "table" else dump(without_managed_fields(obj), args.output))
+    return EXIT_OK
+
+
+def cmd_history(kube: Kube, args: argparse.Namespace, io: Io) -> int:
+    namespace = kube.namespace(args.namespace)
+    status = kube.get(namespace, args.name).get("status") or {}
+    if args.output != "table":
+        io.print(dump(status.get("history") or [], args.output))
+    elif not status.get("history"):
+        io.error(f'No history recorded yet for guardedrollout "{args.name}" in namespace "{namespace}".')
+    else:
+        io.print(history_table(status))
+    return EXIT_OK
+
+
+def cmd_watch(kube: Kube, args: argparse.Namespace, io: Io) -> int:
+    namespace = kube.namespace(args.namespace)
+    tty = io.out.isatty()
+    result = watch(lambda: kube.get(namespace, args.name), io.print, tty=tty, timeout=args.timeout)
+    if result.timed_out:
+        io.error(f'Error: timed out after {args.timeout:g}s waiting for guardedrollout "{args.name}" to finish '
+                 f"(phase {result.phase})")
+    elif tty:
+        io.print(f'guardedrollout "{args.name}": {result.phase}')
+    return result.code
+
+
+def cmd_request(kube: Kube, args: argparse.Namespace, io: Io) -> int:
+    namespace = kube.namespace(args.namespace)
+    request_id = new_request_id()
+    kube.merge_patch(namespace, args.name, request_patch(request_id, request_action(args)))
+    answer = await_answer(request_id, lambda: kube.get(namespace, args.name).get("status"), args.wait)
+    (io.error if answer.code not in (EXIT_OK, EXIT_REJECTED) else io.print)(answer.text)
+    return answer.code
+
+
+COMMANDS: dict[str, Callable[[Kube, argparse.Namespace, Io], int]] = {
+    "list": cmd_list, "status": cmd_status, "history": cmd_history, "watch": cmd_watch,
+    "abort": cmd_request, "pause": cmd_request, "resume": cmd_request, "promote": cmd_request, "retry": cmd_request,
+}
+
+
+def run(kube: Kube, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    return COMMANDS[args.command](kube, args, Io(out, err))
+

@@ -1,0 +1,117 @@
+"""The loops of the plugin, free of I/O: reading, printing, the clock and sleeping are passed in.
+
+`await_answer` waits until the operator records a request's result in status.lastRequest; `watch`
+re-renders a rollout until its phase is terminal. Both are driven by fakes in the unit tests.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from guarded.api.rollout import REQUEST_ANNOTATION
+from guarded.cli.errors import EXIT_ERROR, EXIT_NO_ANSWER, EXIT_OK, EXIT_REJECTED, EXIT_USAGE
+from guarded.cli.view import TERMINAL_PHASES, progress_line, status_view, summary_line
+
+ACTIONS = ("abort", "pause", "resume", "promote", "promote-full", "retry")
+CLEAR_SCREEN = "\x1b[H\x1b[2J"
+
+
+@dataclass(frozen=True)
+class Answer:
+    code: int
+    text: str
+
+
+def new_request_id() -> str:
+    return secrets.token_hex(8)
+
+
+def request_patch(request_id: str, action: str) -> dict[str, Any]:
+    """The merge patch that asks the operator for `action`; the id makes the request count once."""
+    if action not in ACTIONS:
+        raise ValueError(f"unknown action {action!r}")
+    value = json.dumps({"id": request_id, "action": action})
+    return {"metadata": {"annotations": {REQUEST_ANNOTATION: value}}}
+
+
+def answer_of(request_id: str, status: dict[str, Any] | None) -> Answer | None:
+    """The operator's answer to this request, if status.lastRequest holds it yet."""
+    last = (status or {}).get("lastRequest") or {}
+    if last.get("id") != request_id:
+        return None
+    if last.get("result") == "Accepted":
+        return Answer(EXIT_OK, "accepted")
+    return Answer(EXIT_REJECTED, f"rejected: {last.get('message') or 'no reason given'}")
+
+
+def await_answer(request_id: str, read_status: Callable[[], dict[str, Any] | None], wait: float, *,
+                 interval: float = 0.5, clock: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], None] = time.sleep) -> Answer:
+    """Poll `read_status` until status.lastRequest.id is `request_id`, for at most `wait` seconds."""
+    if wait <= 0:
+        return Answer(EXIT_OK, f"requested (id {request_id}); not waiting for the operator's answer")
+    deadline = clock() + wait
+    while True:
+        answer = answer_of(request_id, read_status())
+        if answer is not None:
+            return answer
+        remaining = deadline - clock()
+        if remaining <= 0:
+            return Answer(EXIT_NO_ANSWER, f"no answer from the operator within {wait:g}s (request id {request_id}); "
+                                          "is the operator running?")
+        sleep(min(interval, remaining))
+
+
+@dataclass(frozen=True)
+class WatchResult:
+    code: int
+    phase: str
+    timed_out: bool = False
+
+
+def _stamp(now: datetime) -> str:
+    return now.astimezone(UTC).strftime("%H:%M:%SZ")
+
+
+def tty_frame(obj: dict[str, Any], now: datetime) -> str:
+    """One full screen for a terminal: a headline with the progress bar, then the status view."""
+    status = obj.get("status") or {}
+    head = f"{status.get('phase') or 'Pending'}  {progress_line(obj)}   (at {_stamp(now)}; Ctrl-C stops watching)"
+    return f"{CLEAR_SCREEN}{head}\n\n{status_view(obj)}"
+
+
+def watch(read_object: Callable[[], dict[str, Any]], emit: Callable[[str], None], *, tty: bool,
+          timeout: float | None = None, interval: float = 1.0, clock: Callable[[], float] = time.monotonic,
+          sleep: Callable[[float], None] = time.sleep,
+          now: Callable[[], datetime] = lambda: datetime.now(UTC)) -> WatchResult:
+    """Render the rollout every `interval` until its phase is terminal (0 if Succeeded, else 1) or timeout (2).
+
+    On a terminal the whole view is redrawn; otherwise one line is emitted per change of state.
+    """
+    start = clock()
+    previous: str | None = None
+    while True:
+        obj = read_object()
+        phase = (obj.get("status") or {}).get("phase") or "Pending"
+        if tty:
+            emit(tty_frame(obj, now()))
+        else:
+            line = summary_line(obj)
+            if line != previous:
+                emit(f"{_stamp(now())}  {line}")
+                previous = line
+        if phase in TERMINAL_PHASES:
+            return WatchResult(EXIT_OK if phase == "Succeeded" else EXIT_ERROR, phase)
+        if timeout is not None:
+            remaining = start + timeout - clock()
+            if remaining <= 0:
+                return WatchResult(EXIT_USAGE, phase, timed_out=True)
+            sleep(min(interval, remaining))
+        else:
+            sleep(interval)

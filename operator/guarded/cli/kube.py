@@ -1,0 +1,101 @@
+"""The plugin's only contact with the API server: kubeconfig, namespace, get, list, patch.
+
+Objects come back as plain dicts with the API's camelCase keys. Every API failure becomes a
+`CliError` whose text is what the user sees, so no command ever shows a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+import kubernetes
+import urllib3
+from kubernetes.client.rest import ApiException
+
+from guarded.api.common import GROUP, VERSION
+from guarded.api.rollout import PLURAL
+from guarded.cli.errors import CliError
+
+SINGULAR = "guardedrollout"
+MERGE_PATCH = "application/merge-patch+json"
+
+
+def default_kubeconfig() -> str:
+    return os.environ.get("KUBECONFIG") or os.path.expanduser("~/.kube/config")
+
+
+def api_message(exc: ApiException) -> str:
+    """The API server's own message (from its Status body), or the HTTP reason."""
+    try:
+        body = json.loads(exc.body or "")
+        if isinstance(body, dict) and body.get("message"):
+            return str(body["message"])
+    except (TypeError, ValueError):
+        pass
+    return str(exc.reason or f"HTTP {exc.status}")
+
+
+def api_error(exc: ApiException, namespace: str | None = None, name: str | None = None) -> CliError:
+    if exc.status == 404 and name is not None:
+        return CliError(f'Error: {SINGULAR} "{name}" not found in namespace "{namespace}"')
+    if exc.status == 404:
+        return CliError(f"Error: {api_message(exc)} (is the GuardedRollout CRD installed?)")
+    reasons = {401: "Unauthorized", 403: "Forbidden", 409: "Conflict", 422: "Invalid"}
+    reason = reasons.get(exc.status or 0, str(exc.reason or exc.status))
+    return CliError(f"Error from server ({reason}): {api_message(exc)}")
+
+
+class Kube:
+    """A connection as kubectl would make it from --kubeconfig and --context."""
+
+    def __init__(self, kubeconfig: str | None = None, context: str | None = None) -> None:
+        self.kubeconfig = kubeconfig or default_kubeconfig()
+        self.context = context
+        paths = [p for p in self.kubeconfig.split(os.pathsep) if p]
+        if not any(os.path.exists(p) for p in paths):
+            raise CliError(f"Error: kubeconfig {self.kubeconfig} does not exist (give --kubeconfig or set KUBECONFIG)")
+        try:
+            contexts, current = kubernetes.config.list_kube_config_contexts(self.kubeconfig)
+            chosen = current if context is None else next((c for c in contexts if c.get("name") == context), None)
+            if chosen is None:
+                raise CliError(f'Error: context "{context}" does not exist in {self.kubeconfig}')
+            self.context_namespace: str | None = (chosen.get("context") or {}).get("namespace")
+            self.api_client = kubernetes.config.new_client_from_config(config_file=self.kubeconfig, context=context)
+        except kubernetes.config.ConfigException as exc:
+            raise CliError(f"Error: cannot use kubeconfig {self.kubeconfig}: {exc}") from None
+        except OSError as exc:
+            raise CliError(f"Error: cannot read kubeconfig {self.kubeconfig}: {exc}") from None
+        self.custom = kubernetes.client.CustomObjectsApi(self.api_client)
+
+    def namespace(self, explicit: str | None) -> str:
+        """-n wins, then the context's namespace, then "default" (as kubectl does)."""
+        return explicit or self.context_namespace or "default"
+
+    def _call(self, fn: Any, *args: Any, namespace: str | None = None, name: str | None = None,
+              **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except ApiException as exc:
+            raise api_error(exc, namespace, name) from None
+        except (urllib3.exceptions.HTTPError, OSError) as exc:
+            host = self.api_client.configuration.host
+            raise CliError(f"Error: cannot reach the API server at {host}: {exc}") from None
+
+    def get(self, namespace: str, name: str) -> dict[str, Any]:
+        return self._call(self.custom.get_namespaced_custom_object, GROUP, VERSION, namespace, PLURAL, name,
+                          namespace=namespace, name=name)
+
+    def list(self, namespace: str | None) -> list[dict[str, Any]]:
+        """The GuardedRollouts of one namespace, or of all when `namespace` is None."""
+        if namespace is None:
+            result = self._call(self.custom.list_cluster_custom_object, GROUP, VERSION, PLURAL)
+        else:
+            result = self._call(self.custom.list_namespaced_custom_object, GROUP, VERSION, namespace, PLURAL,
+                                namespace=namespace)
+        return list(result.get("items") or [])
+
+    def merge_patch(self, namespace: str, name: str, body: dict[str, Any]) -> dict[str, Any]:
+        return self._call(self.custom.patch_namespaced_custom_object, GROUP, VERSION, namespace, PLURAL, name,
+                          body, _content_type=MERGE_PATCH, namespace=namespace, name=name)

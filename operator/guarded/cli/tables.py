@@ -1,0 +1,127 @@
+"""Pure formatting of tables on plain dicts: the list, the history, ages, JSON and YAML output."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from typing import Any
+
+import yaml
+
+LIST_HEADERS = ["NAME", "TARGET", "PHASE", "WAVE", "CANARY", "AGE", "MESSAGE"]
+HISTORY_HEADERS = ["TIME", "WAVE", "REASON", "MESSAGE"]
+
+
+def one_line(value: Any) -> str:
+    """A table cell: None is empty, newlines become spaces."""
+    if value is None:
+        return ""
+    return " ".join(str(value).split("\n")).strip()
+
+
+def format_table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
+    """kubectl's plain table: left-aligned columns, three spaces apart, the last one not padded."""
+    cells = [list(headers)] + [[one_line(c) for c in row] for row in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+    lines = []
+    for row in cells:
+        padded = [cell.ljust(widths[i]) for i, cell in enumerate(row[:-1])] + [row[-1]]
+        lines.append("   ".join(padded).rstrip())
+    return "\n".join(lines)
+
+
+def parse_time(text: str | None) -> datetime | None:
+    """An RFC 3339 time as the API writes it ("2026-01-02T03:04:05Z", optionally with a fraction)."""
+    if not text:
+        return None
+    try:
+        return datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+
+
+def human_duration(seconds: float) -> str:
+    """kubectl's short durations: 45s, 3m20s, 17m, 5h12m, 20h, 3d4h, 40d, 2y100d."""
+    s = max(0, int(seconds))
+    if s < 120:
+        return f"{s}s"
+    minutes = s // 60
+    if minutes < 10:
+        return f"{minutes}m{s % 60}s" if s % 60 else f"{minutes}m"
+    if minutes < 180:
+        return f"{minutes}m"
+    hours = minutes // 60
+    if hours < 8:
+        return f"{hours}h{minutes % 60}m" if minutes % 60 else f"{hours}h"
+    if hours < 48:
+        return f"{hours}h"
+    days = hours // 24
+    if days < 8:
+        return f"{days}d{hours % 24}h" if hours % 24 else f"{days}d"
+    if days < 365 * 2:
+        return f"{days}d"
+    years, rest = divmod(days, 365)
+    return f"{years}y{rest}d" if rest and years < 8 else f"{years}y"
+
+
+def age(created: str | None, now: datetime) -> str:
+    when = parse_time(created)
+    return "<unknown>" if when is None else human_duration((now - when).total_seconds())
+
+
+def percent(value: Any) -> str:
+    return "" if value is None else f"{value}%"
+
+
+def list_rows(items: Iterable[dict[str, Any]], now: datetime, all_namespaces: bool = False) -> list[list[str]]:
+    rows = []
+    for obj in items:
+        meta, spec, status = obj.get("metadata") or {}, obj.get("spec") or {}, obj.get("status") or {}
+        row = [meta.get("name", ""), (spec.get("target") or {}).get("name", ""), status.get("phase", ""),
+               status.get("waveProgress", ""), percent(status.get("canaryWeight")),
+               age(meta.get("creationTimestamp"), now), status.get("message", "")]
+        rows.append(([meta.get("namespace", "")] if all_namespaces else []) + row)
+    return rows
+
+
+def list_table(items: Iterable[dict[str, Any]], now: datetime, all_namespaces: bool = False) -> str:
+    ordered = sorted(items, key=lambda o: ((o.get("metadata") or {}).get("namespace", ""),
+                                           (o.get("metadata") or {}).get("name", "")))
+    headers = (["NAMESPACE"] if all_namespaces else []) + LIST_HEADERS
+    return format_table(headers, list_rows(ordered, now, all_namespaces))
+
+
+def history_rows(status: dict[str, Any]) -> list[list[str]]:
+    rows = []
+    for entry in status.get("history") or []:
+        wave = entry.get("wave")
+        rows.append([entry.get("time", ""), "" if wave is None else str(wave + 1),
+                     entry.get("reason", ""), entry.get("message", "")])
+    return rows
+
+
+def history_table(status: dict[str, Any]) -> str:
+    return format_table(HISTORY_HEADERS, history_rows(status))
+
+
+def without_managed_fields(obj: dict[str, Any]) -> dict[str, Any]:
+    """What kubectl prints by default: the object without metadata.managedFields."""
+    meta = obj.get("metadata")
+    if not isinstance(meta, dict) or "managedFields" not in meta:
+        return obj
+    return {**obj, "metadata": {k: v for k, v in meta.items() if k != "managedFields"}}
+
+
+def as_list(items: Iterable[dict[str, Any]]) -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "List", "items": [without_managed_fields(o) for o in items],
+            "metadata": {"resourceVersion": ""}}
+
+
+def dump(data: Any, output: str) -> str:
+    """JSON (two-space indent, like kubectl) or YAML (block style, keys in the API's order)."""
+    if output == "json":
+        return json.dumps(data, indent=2)
+    if output == "yaml":
+        return yaml.safe_dump(data, sort_keys=False, default_flow_style=False, allow_unicode=True).rstrip("\n")
+    raise ValueError(f"unknown output format {output!r}")

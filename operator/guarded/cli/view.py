@@ -1,0 +1,236 @@
+"""The status view of one GuardedRollout, as pure functions of the object (a plain dict)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import ValidationError
+
+from guarded.api.rollout import Wave, default_waves
+from guarded.cli.tables import format_table, one_line, percent
+from guarded.core.waves import canary_replicas
+
+TERMINAL_PHASES = ("Succeeded", "RolledBack", "Failed")
+PROMOTED_STAGES = ("Promote", "Cleanup", "Succeeded")
+ROLLBACK_STAGES = ("RollingBack", "RolledBack")
+STAGE_DOING = {
+    "ScaleCanary": "raising the canary",
+    "ScaleStable": "lowering the stable",
+    "Bake": "baking",
+    "Gate": "waiting for promote",
+    "Retiring": "retiring an old canary",
+    "Pending": "starting",
+}
+LABEL_WIDTH = 14
+
+
+def spec_waves(spec: dict[str, Any]) -> list[dict[str, Any]]:
+    """The waves as written, or the default ones (1 pod, 10%, 50%, 100%) when the spec has none."""
+    waves = spec.get("waves")
+    return list(waves) if waves else [w.to_wire() for w in default_waves()]
+
+
+def wave_size(wave: dict[str, Any], total: int | None = None) -> str:
+    """ "1 pod", "3 pods", "10%" or "10% (1 pod)" when the target's replica count is known."""
+    if wave.get("replicas") is not None:
+        n = wave["replicas"]
+        return f"{n} pod" if n == 1 else f"{n} pods"
+    text = f"{wave.get('weight')}%"
+    if total:
+        try:
+            n = canary_replicas(Wave.model_validate(wave), total)
+        except ValidationError:
+            return text
+        text += f" ({n} pod)" if n == 1 else f" ({n} pods)"
+    return text
+
+
+def wave_states(count: int, status: dict[str, Any]) -> list[str]:
+    """Per wave: done, pending, or what the current one is doing (or that it was rolled back)."""
+    stage, phase, current = status.get("stage"), status.get("phase"), status.get("wave")
+    if phase == "Succeeded" or stage in PROMOTED_STAGES:
+        return ["done"] * count
+    states = []
+    for i in range(count):
+        if current is None or i > current:
+            states.append("pending")
+        elif i < current:
+            states.append("done")
+        elif phase in ROLLBACK_STAGES or stage in ROLLBACK_STAGES:
+            states.append("rolled back")
+        elif phase == "Failed":
+            states.append("failed")
+        elif status.get("paused"):
+            states.append("current: paused")
+        else:
+            states.append(f"current: {STAGE_DOING.get(stage or '', stage or 'unknown')}")
+    return states
+
+
+def progress_bar(done: int, total: int, width: int = 20) -> str:
+    """[##########----------] for 2 of 4."""
+    filled = 0 if total <= 0 else max(0, min(width, round(width * done / total)))
+    return "[" + "#" * filled + "-" * (width - filled) + "]"
+
+
+def progress(obj: dict[str, Any]) -> tuple[int, int]:
+    """(current wave 1-based, all waves); every wave counts as done once the change is promoted."""
+    status = obj.get("status") or {}
+    total = status.get("wavesTotal") or len(spec_waves(obj.get("spec") or {}))
+    if status.get("phase") == "Succeeded" or status.get("stage") in PROMOTED_STAGES:
+        return total, total
+    wave = status.get("wave")
+    return (0 if wave is None else min(total, wave + 1)), total
+
+
+def progress_line(obj: dict[str, Any], width: int = 20) -> str:
+    done, total = progress(obj)
+    return f"{progress_bar(done, total, width)} wave {done}/{total}"
+
+
+def summary_line(obj: dict[str, Any]) -> str:
+    """One line per state, for `watch` when the output is not a terminal."""
+    status = obj.get("status") or {}
+    canary = status.get("canaryWeight")
+    parts = [status.get("phase") or "Pending", progress_line(obj)]
+    if canary is not None:
+        parts.append(f"canary {canary}%")
+    if status.get("message"):
+        parts.append(one_line(status["message"]))
+    return "  ".join(parts)
+
+
+def _kv(label: str, value: Any) -> str:
+    return f"{(label + ':').ljust(LABEL_WIDTH)}{one_line(value)}"
+
+
+def _indent(text: str, by: str = "  ") -> list[str]:
+    return [by + line for line in text.splitlines()]
+
+
+def _num(value: Any, digits: int = 4) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float) and value.is_integer() and abs(value) < 1e15:
+        return str(int(value))
+    return f"{value:.{digits}g}" if isinstance(value, float) else str(value)
+
+
+def change_summary(spec: dict[str, Any]) -> str:
+    change = spec.get("change") or {}
+    parts = []
+    for c in change.get("containers") or []:
+        bits = [f"image {c['image']}"] if c.get("image") else []
+        if c.get("env"):
+            bits.append(f"{len(c['env'])} env var(s)")
+        parts.append(f"{c.get('name')}: {', '.join(bits) or 'unchanged'}")
+    if change.get("podTemplatePatch"):
+        parts.append("pod template patch")
+    return "; ".join(parts)
+
+
+def waves_section(obj: dict[str, Any]) -> list[str]:
+    spec, status = obj.get("spec") or {}, obj.get("status") or {}
+    waves = spec_waves(spec)
+    states = wave_states(len(waves), status)
+    rows = []
+    for i, (wave, state) in enumerate(zip(waves, states, strict=True)):
+        marker = ">" if state.startswith("current") or (state in ("rolled back", "failed")) else " "
+        gate = "manual gate" if wave.get("manualGate") else ""
+        rows.append([marker, str(i + 1), wave_size(wave, status.get("stableReplicas")),
+                     f"bake {wave.get('bake', '60s')}", gate, state])
+    lines = [f"Waves:        {progress_line(obj)}" + ("" if spec.get("waves") else "  (default waves)")]
+    lines += _indent(format_table(["", "#", "SIZE", "BAKE", "GATE", "STATE"], rows))
+    return lines
+
+
+def conditions_section(status: dict[str, Any]) -> list[str]:
+    conditions = status.get("conditions") or []
+    if not conditions:
+        return ["Conditions:   <none>"]
+    rows = [[c.get("type"), c.get("status"), c.get("reason"), c.get("message")] for c in conditions]
+    return ["Conditions:", *_indent(format_table(["TYPE", "STATUS", "REASON", "MESSAGE"], rows))]
+
+
+def evidence_rows(evidence: list[dict[str, Any]]) -> list[list[str]]:
+    rows = []
+    for e in evidence:
+        events, requests = e.get("canaryEvents", 0), e.get("canaryRequests", 0)
+        ratio = e.get("canaryRatio")
+        if ratio is None and requests:
+            ratio = events / requests
+        rows.append([e.get("judge", ""), e.get("verdict", ""), f"{_num(events)}/{_num(requests)}", _num(ratio),
+                     _num(e.get("referenceRatio")), _num(e.get("thresholdRho")),
+                     f"{_num(e.get('logLr', 0.0), 3)} / {_num(e.get('logThreshold', 0.0), 3)}",
+                     e.get("reason", "")])
+    return rows
+
+
+EVIDENCE_HEADERS = ["JUDGE", "VERDICT", "CANARY EV/REQ", "RATIO", "REFERENCE", "RHO", "LOGLR / THRESHOLD", "REASON"]
+
+
+def analysis_section(status: dict[str, Any]) -> list[str]:
+    recent = (status.get("analysis") or {}).get("recent") or []
+    if not recent:
+        return ["Analysis:     <none yet>"]
+    last = recent[-1]
+    wave = last.get("wave")
+    where = "" if wave is None else f"wave {wave + 1}, "
+    lines = [f"Analysis:     {last.get('verdict', '?')} at {last.get('time', '?')} "
+             f"({where}{last.get('intervals', 0)} intervals)"]
+    if last.get("alerts"):
+        lines.append(f"  alerts firing: {', '.join(last['alerts'])}")
+    for judgement in last.get("judgements") or []:
+        lines.append(f"  {judgement.get('metric', '?')}: {judgement.get('verdict', '?')}")
+        evidence = judgement.get("evidence") or []
+        if evidence:
+            lines += _indent(format_table(EVIDENCE_HEADERS, evidence_rows(evidence)), "    ")
+        elif judgement.get("reason"):
+            lines.append(f"    {one_line(judgement['reason'])}")
+    return lines
+
+
+def request_line(status: dict[str, Any]) -> str:
+    req = status.get("lastRequest")
+    if not req:
+        return _kv("Last request", "<none>")
+    text = f"{req.get('action')} (id {req.get('id')}): {req.get('result')} at {req.get('time')}"
+    if req.get("message"):
+        text += f": {req['message']}"
+    return _kv("Last request", text)
+
+
+def replicas_line(status: dict[str, Any]) -> str:
+    canary, stable = status.get("canaryReplicas"), status.get("stableReplicas")
+    if status.get("phase") == "Succeeded":
+        return _kv("Replicas", f"the change runs on the target's {'-' if stable is None else stable} pods; "
+                               "canary removed")
+    canary_text = "-" if canary is None else str(canary)
+    if status.get("canaryWeight") is not None:
+        canary_text += f" ({percent(status['canaryWeight'])} of ready pods)"
+    stable_text = "-" if stable is None else f"{stable} (the target's count before the rollout)"
+    return _kv("Replicas", f"canary {canary_text}, stable {stable_text}")
+
+
+def status_view(obj: dict[str, Any]) -> str:
+    """What `kubectl guarded status NAME` prints."""
+    meta, spec, status = obj.get("metadata") or {}, obj.get("spec") or {}, obj.get("status") or {}
+    target = spec.get("target") or {}
+    phase = status.get("phase") or "Pending"
+    if status.get("stage"):
+        phase += f" (stage {status['stage']})"
+    lines = [_kv("Name", meta.get("name")), _kv("Namespace", meta.get("namespace")),
+             _kv("Target", f"{target.get('kind', 'Deployment')}/{target.get('name', '?')}"),
+             _kv("Phase", phase), _kv("Message", status.get("message") or "")]
+    if status.get("rollbackReason") and status.get("phase") in ROLLBACK_STAGES:
+        lines.append(_kv("Rollback", status["rollbackReason"]))
+    lines.append(_kv("Change", change_summary(spec)))
+    for label, key in (("Description", "description"), ("Ticket", "ticket")):
+        if spec.get(key):
+            lines.append(_kv(label, spec[key]))
+    lines.append(replicas_line(status))
+    lines += waves_section(obj)
+    lines += conditions_section(status)
+    lines += analysis_section(status)
+    lines.append(request_line(status))
+    return "\n".join(lines)

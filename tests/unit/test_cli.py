@@ -1,0 +1,365 @@
+"""The kubectl plugin's pure parts on plain dicts: tables, the status view, parsing and the waiting loops."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from kubernetes.client.rest import ApiException
+
+from guarded.cli import flow, parser, tables, view
+from guarded.cli.errors import EXIT_ERROR, EXIT_NO_ANSWER, EXIT_OK, EXIT_REJECTED, EXIT_USAGE
+from guarded.cli.kube import api_error
+from guarded.cli.main import main
+
+NOW = datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC)
+
+
+def evidence(judge: str, **fields: object) -> dict:
+    base = {"judge": judge, "verdict": "Pass", "canaryEvents": 12.0, "canaryRequests": 300.0,
+            "referenceEvents": 150.0, "referenceRequests": 3000.0, "canaryRatio": 0.04, "referenceRatio": 0.05,
+            "thresholdRho": 0.8, "logLr": -6.25, "logThreshold": 5.9915, "reason": "no degradation"}
+    return {**base, **fields}
+
+
+def rollout(name: str = "shop-2-0-0", namespace: str = "shop", **status: object) -> dict:
+    """A GuardedRollout as the API returns it, in wave 2 of the default waves unless told otherwise."""
+    base_status = {
+        "phase": "Progressing", "stage": "Bake", "message": "wave 2/4: baking 60s (until 12:01:00Z)",
+        "wave": 1, "wavesTotal": 4, "waveProgress": "2/4", "canaryWeight": 10, "canaryReplicas": 1,
+        "stableReplicas": 10,
+        "conditions": [
+            {"type": "TargetFound", "status": "True", "reason": "Found", "message": "Deployment 'shop' found",
+             "lastTransitionTime": "2026-03-01T11:58:00Z"},
+            {"type": "Progressing", "status": "True", "reason": "Baking", "message": "stage Bake",
+             "lastTransitionTime": "2026-03-01T11:58:00Z"},
+        ],
+        "analysis": {"recent": [
+            {"time": "2026-03-01T11:59:00Z", "wave": 0, "verdict": "Inconclusive", "intervals": 1},
+            {"time": "2026-03-01T11:59:55Z", "wave": 1, "verdict": "Pass", "intervals": 7, "alerts": [],
+             "judgements": [
+                 {"metric": "order-rate", "verdict": "Pass", "reason": "",
+                  "evidence": [evidence("Stable"), evidence("PreRollout", referenceRatio=0.0523, thresholdRho=0.5)]},
+                 {"metric": "error-rate", "verdict": "Inconclusive", "reason": "",
+                  "evidence": [evidence("Stable", verdict="Inconclusive", canaryEvents=1.0, canaryRequests=40.0,
+                                        canaryRatio=None, referenceRatio=0.005, thresholdRho=1.2, logLr=0.5,
+                                        reason="too few canary requests (40 < 100)")]},
+             ]},
+        ]},
+        "lastRequest": {"id": "ab12cd34", "action": "pause", "result": "Rejected",
+                        "message": "cannot pause in stage Promote", "time": "2026-03-01T11:59:30Z"},
+        "history": [
+            {"time": "2026-03-01T11:58:00Z", "wave": 0, "reason": "WaveStarted", "message": "wave 1/4 (1 pods)"},
+            {"time": "2026-03-01T11:59:00Z", "wave": 1, "reason": "WaveStarted", "message": "wave 2/4 (10%)"},
+            {"time": "2026-03-01T11:59:01Z", "reason": "Note", "message": "line one\nline two"},
+        ],
+    }
+    return {
+        "apiVersion": "rollouts.guarded.dev/v1alpha1", "kind": "GuardedRollout",
+        "metadata": {"name": name, "namespace": namespace, "creationTimestamp": "2026-03-01T11:57:00Z",
+                     "managedFields": [{"manager": "kubectl"}]},
+        "spec": {"target": {"name": "shop"}, "change": {"containers": [{"name": "app", "image": "shop:2.0.0"}]}},
+        "status": {**base_status, **status},
+    }
+
+
+# -- tables --------------------------------------------------------------------------------
+
+def test_a_table_aligns_columns_three_spaces_apart_and_does_not_pad_the_last():
+    text = tables.format_table(["NAME", "PHASE", "MESSAGE"], [["a", "Progressing", "x"], ["long-name", None, "y"]])
+    assert text.splitlines() == [
+        "NAME        PHASE         MESSAGE",
+        "a           Progressing   x",
+        "long-name                 y",
+    ]
+
+
+@pytest.mark.parametrize(("seconds", "text"), [
+    (0, "0s"), (45, "45s"), (119, "119s"), (200, "3m20s"), (300, "5m"), (17 * 60, "17m"),
+    (5 * 3600 + 12 * 60, "5h12m"), (20 * 3600, "20h"), (3 * 86400 + 4 * 3600, "3d4h"), (40 * 86400, "40d"),
+    (-5, "0s"),
+])
+def test_ages_read_like_kubectl(seconds, text):
+    assert tables.human_duration(seconds) == text
+
+
+def test_list_shows_target_phase_wave_canary_age_and_message():
+    items = [rollout("b-release"), rollout("a-release", status=None) | {"status": {}}]
+    lines = tables.list_table(items, NOW).splitlines()
+    assert lines[0].split() == ["NAME", "TARGET", "PHASE", "WAVE", "CANARY", "AGE", "MESSAGE"]
+    assert lines[1].split() == ["a-release", "shop", "3m"]
+    assert lines[2].split()[:6] == ["b-release", "shop", "Progressing", "2/4", "10%", "3m"]
+    assert lines[2].endswith("wave 2/4: baking 60s (until 12:01:00Z)")
+
+
+def test_list_across_namespaces_adds_a_namespace_column_and_sorts_by_it():
+    items = [rollout("x", "zeta"), rollout("y", "alpha")]
+    lines = tables.list_table(items, NOW, all_namespaces=True).splitlines()
+    assert lines[0].split()[:2] == ["NAMESPACE", "NAME"]
+    assert [line.split()[0] for line in lines[1:]] == ["alpha", "zeta"]
+
+
+def test_history_numbers_waves_from_one_and_keeps_messages_on_one_line():
+    lines = tables.history_table(rollout()["status"]).splitlines()
+    assert lines[0].split() == ["TIME", "WAVE", "REASON", "MESSAGE"]
+    assert lines[1].split()[:3] == ["2026-03-01T11:58:00Z", "1", "WaveStarted"]
+    assert lines[2].split()[:3] == ["2026-03-01T11:59:00Z", "2", "WaveStarted"]
+    assert lines[3].split()[1:] == ["Note", "line", "one", "line", "two"]
+
+
+def test_json_and_yaml_output_drop_managed_fields_like_kubectl():
+    obj = tables.without_managed_fields(rollout())
+    assert "managedFields" not in obj["metadata"]
+    assert json.loads(tables.dump(tables.as_list([rollout()]), "json"))["items"][0]["metadata"]["name"] == "shop-2-0-0"
+    assert tables.dump(obj, "yaml").startswith("apiVersion: rollouts.guarded.dev/v1alpha1\nkind: GuardedRollout\n")
+
+
+# -- the status view -----------------------------------------------------------------------
+
+@pytest.mark.parametrize(("done", "total", "bar"), [
+    (2, 4, "[##########----------]"), (0, 4, "[--------------------]"), (4, 4, "[####################]"),
+    (1, 3, "[#######-------------]"), (0, 0, "[--------------------]"),
+])
+def test_progress_bar(done, total, bar):
+    assert view.progress_bar(done, total) == bar
+
+
+def test_progress_counts_the_current_wave_and_everything_once_promoted():
+    assert view.progress_line(rollout()) == "[##########----------] wave 2/4"
+    assert view.progress_line(rollout(phase="Succeeded", stage="Succeeded")) == "[####################] wave 4/4"
+    pending = rollout(phase="Pending", stage="Pending", wave=None)
+    del pending["status"]["wavesTotal"]
+    assert view.progress_line(pending) == "[--------------------] wave 0/4", "the default four waves"
+
+
+def test_wave_states_mark_done_current_pending_and_rolled_back():
+    assert view.wave_states(4, rollout()["status"]) == ["done", "current: baking", "pending", "pending"]
+    assert view.wave_states(3, {"phase": "RolledBack", "stage": "RolledBack", "wave": 1}) == [
+        "done", "rolled back", "pending"]
+    assert view.wave_states(2, {"phase": "Paused", "stage": "Bake", "wave": 0, "paused": True}) == [
+        "current: paused", "pending"]
+    assert view.wave_states(2, {"phase": "Progressing", "stage": "Cleanup", "wave": 1}) == ["done", "done"]
+    assert view.wave_states(2, {}) == ["pending", "pending"]
+
+
+def test_status_view_shows_phase_target_waves_replicas_conditions_analysis_and_request():
+    text = view.status_view(rollout())
+    lines = text.splitlines()
+    assert "Phase:        Progressing (stage Bake)" in lines
+    assert "Message:      wave 2/4: baking 60s (until 12:01:00Z)" in lines
+    assert "Target:       Deployment/shop" in lines
+    assert "Change:       app: image shop:2.0.0" in lines
+    assert "Replicas:     canary 1 (10% of ready pods), stable 10 (the target's count before the rollout)" in lines
+    assert "Waves:        [##########----------] wave 2/4  (default waves)" in lines
+    waves = [line.split() for line in lines if line.startswith(("  >", "    "))][:5]
+    assert waves[1:] == [["1", "1", "pod", "bake", "60s", "done"],
+                         [">", "2", "10%", "(1", "pod)", "bake", "60s", "current:", "baking"],
+                         ["3", "50%", "(5", "pods)", "bake", "60s", "pending"],
+                         ["4", "100%", "(10", "pods)", "bake", "60s", "pending"]]
+    assert any(line.split() == ["TargetFound", "True", "Found", "Deployment", "'shop'", "found"] for line in lines)
+    assert "Analysis:     Pass at 2026-03-01T11:59:55Z (wave 2, 7 intervals)" in lines
+    assert "  order-rate: Pass" in lines and "  error-rate: Inconclusive" in lines
+    stable = next(line.split() for line in lines if line.strip().startswith("Stable       Pass"))
+    assert stable == ["Stable", "Pass", "12/300", "0.04", "0.05", "0.8", "-6.25", "/", "5.99", "no", "degradation"]
+    prerollout = next(line.split() for line in lines if line.strip().startswith("PreRollout"))
+    assert prerollout[3:6] == ["0.04", "0.0523", "0.5"]
+    computed = next(line.split() for line in lines if "too few" in line)
+    assert computed[2:8] == ["1/40", "0.025", "0.005", "1.2", "0.5", "/"], "the ratio is computed when absent"
+    assert ("Last request: pause (id ab12cd34): Rejected at 2026-03-01T11:59:30Z: cannot pause in stage Promote"
+            in lines)
+
+
+def test_status_view_of_a_new_rollout_with_explicit_waves_and_no_status():
+    obj = rollout()
+    obj["status"] = {}
+    obj["spec"]["waves"] = [{"replicas": 2, "bake": "2m"}, {"weight": 100, "bake": "5m", "manualGate": True}]
+    text = view.status_view(obj)
+    assert "Phase:        Pending" in text
+    assert "Waves:        [--------------------] wave 0/2" in text
+    assert "manual gate" in text and "2 pods" in text
+    assert "Conditions:   <none>" in text and "Analysis:     <none yet>" in text and "Last request: <none>" in text
+
+
+def test_status_view_of_a_rolled_back_rollout_names_the_reason_and_marks_the_wave():
+    text = view.status_view(rollout(phase="RolledBack", stage="RolledBack", rollbackReason="Aborted",
+                                    message="rolled back: Aborted"))
+    assert "Rollback:     Aborted" in text
+    assert any(line.split()[:2] == [">", "2"] and line.endswith("rolled back") for line in text.splitlines())
+
+
+def test_summary_line_for_watch_without_a_terminal():
+    assert view.summary_line(rollout()) == (
+        "Progressing  [##########----------] wave 2/4  canary 10%  wave 2/4: baking 60s (until 12:01:00Z)")
+
+
+# -- argument parsing ----------------------------------------------------------------------
+
+def test_global_flags_go_before_or_after_the_command():
+    before = parser.parse_args(["-n", "shop", "--context", "c1", "--kubeconfig", "/k", "status", "r"])
+    after = parser.parse_args(["status", "r", "-n", "shop", "--context", "c1", "--kubeconfig", "/k"])
+    for args in (before, after):
+        assert (args.namespace, args.context, args.kubeconfig, args.name) == ("shop", "c1", "/k", "r")
+        assert args.command == "status" and args.output == "table"
+    defaults = parser.parse_args(["ls"])
+    assert (defaults.command, defaults.namespace, defaults.context, defaults.all_namespaces) == (
+        "list", None, None, False)
+
+
+def test_request_commands_and_their_actions():
+    assert parser.request_action(parser.parse_args(["promote", "r"])) == "promote"
+    full = parser.parse_args(["promote", "r", "--full", "--wait", "0"])
+    assert parser.request_action(full) == "promote-full" and full.wait == 0
+    for action in ("abort", "pause", "resume", "retry"):
+        args = parser.parse_args([action, "r"])
+        assert parser.request_action(args) == action and args.wait == 15
+    assert parser.parse_args(["watch", "r", "--timeout", "180"]).timeout == 180
+    assert parser.parse_args(["list", "-A", "-o", "yaml"]).all_namespaces
+
+
+@pytest.mark.parametrize("argv", [[], ["status"], ["list", "-o", "wide"], ["frobnicate"], ["abort", "r", "--full"],
+                                  ["abort", "r", "--wait", "-1"], ["watch", "r", "--timeout", "soon"]])
+def test_usage_errors_exit_2(argv, capsys):
+    with pytest.raises(SystemExit) as exc:
+        parser.parse_args(argv)
+    assert exc.value.code == EXIT_USAGE
+    assert "usage: kubectl guarded" in capsys.readouterr().err
+
+
+COMMANDS = ["list", "status", "history", "watch", "abort", "pause", "resume", "promote", "retry"]
+
+
+@pytest.mark.parametrize("argv", [["--help"]] + [[c, "--help"] for c in COMMANDS])
+def test_help_describes_every_flag_and_gives_an_example(argv, capsys):
+    with pytest.raises(SystemExit) as exc:
+        parser.parse_args(argv)
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    assert "examples:" in out and "kubectl guarded " in out
+    for flag in ("--namespace", "--context", "--kubeconfig"):
+        assert flag in out
+    if argv == ["--help"]:
+        assert all(c in out for c in COMMANDS) and "exit codes:" in out
+    extra = {"list": ["--all-namespaces", "--output"], "status": ["--output"], "history": ["--output"],
+             "watch": ["--timeout"], "promote": ["--full", "--wait"], "abort": ["--wait"]}.get(argv[0], [])
+    assert all(flag in out for flag in extra)
+
+
+def test_main_reports_a_missing_kubeconfig_without_a_traceback(capsys, tmp_path):
+    assert main(["list", "--kubeconfig", str(tmp_path / "nope")]) == EXIT_ERROR
+    err = capsys.readouterr().err
+    assert err.startswith("Error: kubeconfig ") and "Traceback" not in err
+
+
+# -- API errors ----------------------------------------------------------------------------
+
+def test_not_found_and_forbidden_messages():
+    missing = api_error(ApiException(status=404, reason="Not Found"), "shop", "nope")
+    assert missing.message == 'Error: guardedrollout "nope" not found in namespace "shop"' and missing.code == 1
+    denied = ApiException(status=403, reason="Forbidden")
+    denied.body = json.dumps({"kind": "Status", "message": 'guardedrollouts "x" is forbidden: User "alice" cannot'})
+    error = api_error(denied, "shop", "x")
+    assert error.message == 'Error from server (Forbidden): guardedrollouts "x" is forbidden: User "alice" cannot'
+    assert error.code == 1
+
+
+# -- the request flow ----------------------------------------------------------------------
+
+class FakeTime:
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.sleeps: list[float] = []
+
+    def clock(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
+
+
+def answers(*statuses: dict | None):
+    seq = list(statuses)
+
+    def read_status() -> dict | None:
+        return seq.pop(0) if len(seq) > 1 else seq[0]
+    return read_status
+
+
+def test_the_request_patch_is_one_json_annotation():
+    patch = flow.request_patch("beef", "promote-full")
+    value = patch["metadata"]["annotations"]["rollouts.guarded.dev/request"]
+    assert json.loads(value) == {"id": "beef", "action": "promote-full"}
+    assert len(flow.new_request_id()) == 16 and flow.new_request_id() != flow.new_request_id()
+    with pytest.raises(ValueError):
+        flow.request_patch("beef", "explode")
+
+
+def test_an_accepted_request_exits_0_once_its_own_id_is_answered():
+    t = FakeTime()
+    read = answers(None, {"lastRequest": {"id": "old", "result": "Rejected", "message": "x"}},
+                   {"lastRequest": {"id": "mine", "result": "Accepted", "message": ""}})
+    answer = flow.await_answer("mine", read, 15, clock=t.clock, sleep=t.sleep)
+    assert answer == flow.Answer(EXIT_OK, "accepted")
+    assert t.sleeps == [0.5, 0.5]
+
+
+def test_a_rejected_request_exits_3_with_the_operators_reason():
+    read = answers({"lastRequest": {"id": "mine", "result": "Rejected", "message": "nothing to abort in stage X"}})
+    assert flow.await_answer("mine", read, 15) == flow.Answer(EXIT_REJECTED, "rejected: nothing to abort in stage X")
+
+
+def test_no_answer_within_the_wait_exits_4():
+    t = FakeTime()
+    answer = flow.await_answer("mine", answers({"lastRequest": {"id": "other"}}), 2, clock=t.clock, sleep=t.sleep)
+    assert answer.code == EXIT_NO_ANSWER and "within 2s" in answer.text and "mine" in answer.text
+    assert t.now == 2
+
+
+def test_wait_0_does_not_read_the_status():
+    def read() -> dict:
+        raise AssertionError("not called")
+    assert flow.await_answer("mine", read, 0).code == EXIT_OK
+
+
+# -- watch ---------------------------------------------------------------------------------
+
+def states(*phases_and_waves: tuple[str, int | None]):
+    objs = [rollout(phase=p, wave=w, stage="Succeeded" if p == "Succeeded" else "Bake",
+                    message=f"{p} {w}") for p, w in phases_and_waves]
+    return answers(*objs)
+
+
+def test_watch_prints_one_line_per_change_and_exits_0_on_success():
+    t, lines = FakeTime(), []
+    read = states(("Pending", None), ("Progressing", 0), ("Progressing", 0), ("Progressing", 1), ("Succeeded", 3))
+    result = flow.watch(read, lines.append, tty=False, clock=t.clock, sleep=t.sleep, now=lambda: NOW)
+    assert result == flow.WatchResult(EXIT_OK, "Succeeded")
+    assert [line.split()[1] for line in lines] == ["Pending", "Progressing", "Progressing", "Succeeded"]
+    assert lines[0].startswith("12:00:00Z  Pending  [--------------------] wave 0/4")
+    assert "[####################] wave 4/4" in lines[-1]
+    assert t.sleeps == [1.0] * 4
+
+
+@pytest.mark.parametrize("phase", ["RolledBack", "Failed"])
+def test_watch_exits_1_when_the_rollout_ends_otherwise(phase):
+    result = flow.watch(states(("Progressing", 1), (phase, 1)), lambda _: None, tty=False, sleep=lambda _: None)
+    assert result == flow.WatchResult(EXIT_ERROR, phase)
+
+
+def test_watch_exits_2_on_timeout():
+    t, lines = FakeTime(), []
+    result = flow.watch(states(("Progressing", 1)), lines.append, tty=False, timeout=2.5,
+                        clock=t.clock, sleep=t.sleep)
+    assert result == flow.WatchResult(EXIT_USAGE, "Progressing", timed_out=True)
+    assert t.sleeps == [1.0, 1.0, 0.5] and len(lines) == 1
+
+
+def test_watch_on_a_terminal_redraws_the_status_view_with_a_progress_bar():
+    frames: list[str] = []
+    flow.watch(states(("Progressing", 1), ("Succeeded", 3)), frames.append, tty=True, sleep=lambda _: None,
+               now=lambda: NOW + timedelta(seconds=5))
+    assert len(frames) == 2 and all(f.startswith(flow.CLEAR_SCREEN) for f in frames)
+    assert frames[0].splitlines()[0].endswith("Progressing  [##########----------] wave 2/4   "
+                                              "(at 12:00:05Z; Ctrl-C stops watching)")
+    assert "Name:         shop-2-0-0" in frames[1] and "Waves:        [####################] wave 4/4" in frames[1]
