@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import time
+from datetime import datetime
 
 import kubernetes
 import pytest
@@ -110,7 +111,7 @@ def test_prometheus_down_mid_wave_holds_and_the_rollout_resumes_or_rolls_back_pe
         apps.create_namespaced_deployment(other, simulated_shop())
         eventually(lambda: strict.ready("shop") == 10, timeout=90, what="10 ready pods in the second shop")
         eventually(lambda: prometheus_has_traffic(cluster, other), timeout=60, what="traffic of the second shop")
-        waves = [{"replicas": 1, "bake": "2s"}, {"weight": 50, "bake": "15s"}, {"weight": 100, "bake": "2s"}]
+        waves = [{"replicas": 1, "bake": "2s"}, {"weight": 50, "bake": "30s"}, {"weight": 100, "bake": "2s"}]
         shop.create_rollout(release("patient", waves=waves, onInconclusive="Hold"))
         strict.create_rollout(release("strict", waves=waves, maxInconclusive=6))
         for s, n in ((shop, "patient"), (strict, "strict")):
@@ -118,9 +119,12 @@ def test_prometheus_down_mid_wave_holds_and_the_rollout_resumes_or_rolls_back_pe
                        timeout=120, what=f"{n} baking its second wave")
         subprocess_run(["bash", str(ROOT / "hack" / "testbed.sh"), "prometheus", "stop"])
         try:
-            time.sleep(25)  # well past the 15 s bake: without data neither may advance
+            # Well past the wave's 30 s bake: without data it may not advance.
+            bake_end = datetime.fromisoformat(shop.status("patient")["bakeStartedAt"].replace("Z", "+00:00"))
+            time.sleep(max(0.0, (bake_end.timestamp() + 30 + 8) - time.time()))
             held = shop.status("patient")
-            assert held["wave"] == 1 and held["stage"] == "Bake" and held["phase"] == "Progressing"
+            assert (held["wave"], held["stage"], held["phase"]) == (1, "Bake", "Progressing"), \
+                json.dumps({k: held.get(k) for k in ("history", "analysis", "message")})[:4000]
             assert held["analysis"]["lastVerdict"] == "Inconclusive"
             assert "unreachable" in json.dumps(held["history"][-3:]) or "no data" in json.dumps(held["analysis"])
             strict_status = strict.wait_phase("strict", "RolledBack", timeout=30)
