@@ -88,14 +88,25 @@ def guarded(cluster: Cluster, scenario: str, annotations: dict) -> dict:
     body["spec"]["change"]["podTemplatePatch"] = behaviour_change(**annotations)
     shop.create_rollout(body)
     ready_at = first_ready(shop, "shop-canary")
-    status = shop.wait_phase("release", "RolledBack", timeout=300)
+
+    def finished() -> dict | None:
+        st = shop.status("release")
+        return st if st.get("phase") in ("RolledBack", "Succeeded", "Failed") else None
+    status = eventually(finished, timeout=900, interval=0.3, what="the rollout to end")
     done_at = time.time()
+    time.sleep(4)  # let the last scrapes of the canary pods land
+    if status["phase"] != "RolledBack":
+        # Not caught: the change was promoted; every pod now loses orders. Say so, with the damage
+        # the canary did on the way.
+        lost = lost_orders(cluster, namespace, "shop-(canary-)?.*", ready_at - 1, done_at + 2)
+        cleanup(cluster, namespace)
+        return {"outcome": status["phase"], "detect_seconds": None, "rollback_complete_seconds": None,
+                "rollback_wave": None, "seconds_to_end": round(done_at - ready_at, 2), **lost}
     rolling_back = next(h for h in status["history"] if h["reason"] == "RollingBack")
     detected_at = datetime.fromisoformat(rolling_back["time"].replace("Z", "+00:00")).timestamp()
-    time.sleep(4)  # let the last scrapes of the canary pods land
     lost = lost_orders(cluster, namespace, "shop-canary-.*", ready_at - 1, done_at + 2)
     cleanup(cluster, namespace)
-    return {"detect_seconds": round(detected_at - ready_at, 2),
+    return {"outcome": "RolledBack", "detect_seconds": round(detected_at - ready_at, 2),
             "rollback_complete_seconds": round(done_at - ready_at, 2),
             "rollback_wave": rolling_back.get("wave"), "reason": status.get("rollbackReason"),
             "message": rolling_back["message"][:300], **lost}
@@ -138,6 +149,7 @@ def main() -> int:
     parser.add_argument("--horizon", type=float, default=60.0, help="seconds of unguarded damage to measure")
     parser.add_argument("--repeat", type=int, default=2, help="guarded runs per scenario")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
+    parser.add_argument("--scenario", action="append", choices=sorted(SCENARIOS), help="run only these")
     args = parser.parse_args()
 
     cluster = connect()
@@ -149,34 +161,43 @@ def main() -> int:
         "analysis": ANALYSIS, "waves": "default (1 pod, 10%, 50%, 100%; 60 s bakes)", "scenarios": {}}
     try:
         for name, annotations in SCENARIOS.items():
+            if args.scenario and name not in args.scenario:
+                continue
             runs = [guarded(cluster, name, annotations) for _ in range(args.repeat)]
             bad = unguarded(cluster, annotations, args.horizon)
+            caught = [r for r in runs if r["outcome"] == "RolledBack"]
             results["scenarios"][name] = {
                 "change": {f"sim.guarded.dev/{k.replace('_', '-')}": v for k, v in annotations.items()},
-                "guarded": runs, "unguarded": bad,
-                "median_detect_seconds": statistics.median(r["detect_seconds"] for r in runs),
-                "median_rollback_complete_seconds": statistics.median(r["rollback_complete_seconds"] for r in runs),
+                "guarded": runs, "unguarded": bad, "caught": f"{len(caught)}/{len(runs)}",
+                "median_detect_seconds": statistics.median(r["detect_seconds"] for r in caught) if caught else None,
+                "median_rollback_complete_seconds":
+                    statistics.median(r["rollback_complete_seconds"] for r in caught) if caught else None,
                 "median_guarded_orders_lost": statistics.median(r["orders_lost"] for r in runs),
             }
             print(json.dumps({name: results["scenarios"][name]}, indent=1), flush=True)
+            write(args.out, results)
     finally:
         operator.stop()
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "detection.json").write_text(json.dumps(results, indent=2) + "\n")
-    (args.out / "detection.md").write_text(summary(results))
+    write(args.out, results)
     print(summary(results))
     return 0
+
+
+def write(out: Path, results: dict) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "detection.json").write_text(json.dumps(results, indent=2) + "\n")
+    (out / "detection.md").write_text(summary(results))
 
 
 def summary(results: dict) -> str:
     lines = ["# bench/detection", "", f"Run {results['when']} on the local test bed: 10 pods, 300 req/s, "
              "5% order ratio, 0.5% errors; default waves; analysis every 2 s.", "",
-             "| scenario | caught in wave | detect (s, median) | rollback complete (s, median) | orders lost guarded "
-             "(median) | orders lost unguarded in horizon | unguarded per hour |", "|---|---|---|---|---|---|---|"]
+             "| scenario | caught | in wave | detect (s, median) | rollback complete (s, median) | orders lost guarded "
+             "(median) | orders lost unguarded in horizon | unguarded per hour |", "|---|---|---|---|---|---|---|---|"]
     for name, s in results["scenarios"].items():
-        waves = sorted({r["rollback_wave"] for r in s["guarded"]})
+        waves = sorted({r["rollback_wave"] for r in s["guarded"] if r["rollback_wave"] is not None})
         u = s["unguarded"]
-        lines.append(f"| {name} | {', '.join(str(w + 1) for w in waves if w is not None)} | "
+        lines.append(f"| {name} | {s['caught']} | {', '.join(str(w + 1) for w in waves if w is not None) or '-'} | "
                      f"{s['median_detect_seconds']} | {s['median_rollback_complete_seconds']} | "
                      f"{s['median_guarded_orders_lost']} | {u['orders_lost']} in {u['horizon_seconds']:.0f} s | "
                      f"{u['orders_lost_per_hour']} |")
