@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from guarded.core.model import Action, ApplyCanary, DeleteDeployment, PromoteTarget, ScaleDeployment
@@ -25,23 +26,22 @@ async def apply_actions(client: KubeClient, namespace: str, actions: tuple[Actio
             raise TypeError(f"unknown action {action!r}")
 
 
-async def _apply_canary(client: KubeClient, namespace: str, manifest: dict[str, Any]) -> None:
-    name = manifest["metadata"]["name"]
+async def _replace_deployment(client: KubeClient, namespace: str, name: str,
+                              change: Callable[[dict[str, Any]], dict[str, Any] | None],
+                              missing: Callable[[], Awaitable[None]] | None = None) -> None:
+    """Read, change, replace with the read resourceVersion; on a conflict read again.
+
+    `change` returns the new body, or None when nothing is to be done; `missing` runs when the
+    Deployment does not exist (default: nothing, the next observation reports it)."""
     for _ in range(RETRIES):
         current = await client.get_deployment(namespace, name)
         if current is None:
-            await client.create_deployment(namespace, manifest)
+            if missing is not None:
+                await missing()
             return
-        if current["metadata"].get("deletionTimestamp"):
-            return  # still going away; the next reconcile creates the new one
-        body = copy.deepcopy(current)
-        body["metadata"]["labels"] = {**(current["metadata"].get("labels") or {}), **manifest["metadata"]["labels"]}
-        body["metadata"]["annotations"] = {**(current["metadata"].get("annotations") or {}),
-                                           **manifest["metadata"]["annotations"]}
-        if manifest["metadata"].get("ownerReferences"):
-            body["metadata"]["ownerReferences"] = manifest["metadata"]["ownerReferences"]
-        body["spec"]["replicas"] = manifest["spec"]["replicas"]
-        body["spec"]["template"] = manifest["spec"]["template"]
+        body = change(copy.deepcopy(current))
+        if body is None:
+            return
         body.pop("status", None)
         try:
             await client.replace_deployment(namespace, body)
@@ -51,18 +51,29 @@ async def _apply_canary(client: KubeClient, namespace: str, manifest: dict[str, 
     raise Conflict(f"could not update Deployment {name} after {RETRIES} conflicts")
 
 
+async def _apply_canary(client: KubeClient, namespace: str, manifest: dict[str, Any]) -> None:
+    def change(body: dict[str, Any]) -> dict[str, Any] | None:
+        meta = body["metadata"]
+        if meta.get("deletionTimestamp"):
+            return None  # still going away; the next reconcile creates the new one
+        meta["labels"] = {**(meta.get("labels") or {}), **manifest["metadata"]["labels"]}
+        meta["annotations"] = {**(meta.get("annotations") or {}), **manifest["metadata"]["annotations"]}
+        if manifest["metadata"].get("ownerReferences"):
+            meta["ownerReferences"] = manifest["metadata"]["ownerReferences"]
+        body["spec"]["replicas"] = manifest["spec"]["replicas"]
+        body["spec"]["template"] = manifest["spec"]["template"]
+        return body
+
+    async def create() -> None:
+        await client.create_deployment(namespace, manifest)
+
+    await _replace_deployment(client, namespace, manifest["metadata"]["name"], change, missing=create)
+
+
 async def _promote(client: KubeClient, namespace: str, action: PromoteTarget) -> None:
-    for _ in range(RETRIES):
-        current = await client.get_deployment(namespace, action.name)
-        if current is None:
-            return  # reported by the next observation
-        body = copy.deepcopy(current)
+    def change(body: dict[str, Any]) -> dict[str, Any]:
         body["spec"]["template"] = action.template
         body["spec"]["replicas"] = action.replicas
-        body.pop("status", None)
-        try:
-            await client.replace_deployment(namespace, body)
-            return
-        except Conflict:
-            continue
-    raise Conflict(f"could not promote Deployment {action.name} after {RETRIES} conflicts")
+        return body
+
+    await _replace_deployment(client, namespace, action.name, change)
