@@ -29,6 +29,7 @@ from guarded.metrics.prometheus import PrometheusProvider
 
 IDLE_SECONDS = 10.0     # re-check a quiet rollout this often even without events
 ERROR_BACKOFF = 2.0
+RECONCILE_TIMEOUT = 90.0  # a reconcile stuck on I/O is abandoned and started again
 
 _wakers: dict[tuple[str, str], asyncio.Event] = {}
 _targets: dict[tuple[str, str], str] = {}
@@ -90,7 +91,8 @@ async def run_rollout(namespace: str, name: str, stopped: kopf.DaemonStopped, me
         while not stopped:
             wake.clear()
             try:
-                outcome = await reconcile(memo.client, namespace, name, memo.provider)
+                outcome = await asyncio.wait_for(reconcile(memo.client, namespace, name, memo.provider),
+                                                 timeout=RECONCILE_TIMEOUT)
                 if outcome.target:
                     _targets[key] = outcome.target
                 delay = IDLE_SECONDS if outcome.requeue_after is None else min(outcome.requeue_after, IDLE_SECONDS)

@@ -19,6 +19,8 @@ from kubernetes.client.rest import ApiException
 from guarded.api.common import GROUP, VERSION
 from guarded.api.rollout import PLURAL
 
+REQUEST_TIMEOUT = (5.0, 30.0)  # connect, read (seconds)
+
 
 class Conflict(Exception):
     """The object changed since it was read (HTTP 409); re-read and decide again."""
@@ -41,6 +43,8 @@ class KubeClient:
 
     @staticmethod
     async def _call(fn: Any, *args: Any, **kwargs: Any) -> Any:
+        # A call never waits forever: a stuck connection fails, and the reconcile is retried.
+        kwargs.setdefault("_request_timeout", REQUEST_TIMEOUT)
         return await asyncio.to_thread(fn, *args, **kwargs)
 
     async def _get_json(self, fn: Any, *args: Any) -> dict[str, Any] | None:
