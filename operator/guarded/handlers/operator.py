@@ -108,15 +108,16 @@ async def run_rollout(namespace: str, name: str, stopped: kopf.DaemonStopped, me
         _targets.pop(key, None)
 
 
+# Async on purpose: kopf runs sync handlers in worker threads, and asyncio.Event is not thread-safe.
 @kopf.on.event(GROUP, VERSION, PLURAL)
-def rollout_changed(namespace: str, name: str, **_: Any) -> None:
+async def rollout_changed(namespace: str, name: str, **_: Any) -> None:
     waker = _wakers.get((namespace, name))
     if waker is not None:
         waker.set()
 
 
 @kopf.on.event("apps", "v1", "deployments")
-def deployment_changed(namespace: str, name: str, **_: Any) -> None:
+async def deployment_changed(namespace: str, name: str, **_: Any) -> None:
     for (ns, rollout), target in list(_targets.items()):
         if ns == namespace and name in (target, canary_name(target)):
             waker = _wakers.get((ns, rollout))
