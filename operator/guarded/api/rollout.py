@@ -20,6 +20,8 @@ PLURAL = "guardedrollouts"
 SHORT_NAMES = ["gro"]
 
 REQUEST_ANNOTATION = f"{GROUP}/request"
+# What a request in that annotation may ask for.
+REQUEST_ACTIONS = ("abort", "pause", "resume", "promote", "promote-full", "retry")
 
 
 class TargetRef(ApiModel):

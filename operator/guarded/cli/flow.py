@@ -14,11 +14,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from guarded.api.rollout import REQUEST_ANNOTATION
+from guarded.api.rollout import REQUEST_ACTIONS, REQUEST_ANNOTATION
 from guarded.cli.errors import EXIT_ERROR, EXIT_NO_ANSWER, EXIT_OK, EXIT_REJECTED, EXIT_USAGE
 from guarded.cli.view import TERMINAL_PHASES, progress_line, status_view, summary_line
 
-ACTIONS = ("abort", "pause", "resume", "promote", "promote-full", "retry")
+ACTIONS = REQUEST_ACTIONS
 CLEAR_SCREEN = "\x1b[H\x1b[2J"
 
 

@@ -23,6 +23,7 @@ from typing import Any
 
 from guarded.api.common import parse_duration
 from guarded.api.rollout import (
+    REQUEST_ACTIONS,
     AnalysisStatus,
     GuardedRolloutSpec,
     GuardedRolloutStatus,
@@ -584,7 +585,7 @@ class _Reconcile:
             else:
                 verdict = f"retry needs a rolled-back rollout; stage is {stage}"
         else:
-            verdict = f"unknown action {req.action!r} (abort, pause, resume, promote, promote-full, retry)"
+            verdict = f"unknown action {req.action!r} ({', '.join(REQUEST_ACTIONS)})"
 
         result = "Accepted" if verdict is None else "Rejected"
         self.s["last_request"] = RequestRecord(id=req.id, action=req.action, result=result,
