@@ -96,6 +96,7 @@ make_pki() {
     'alice|alice|engineers'
     'bob|bob|engineers'
     'carol|carol|engineers,senior-engineers'
+    'dave|dave|engineers'
     'operator|guarded-operator|guarded:operators'
   )
   : > "$RUN/pki/tokens.csv"
@@ -118,13 +119,13 @@ write_kubeconfig() {
     echo "    server: https://127.0.0.1:$APISERVER_PORT"
     echo "    certificate-authority-data: $ca"
     echo "users:"
-    for key in admin alice bob carol operator; do
+    for key in admin alice bob carol dave operator; do
       echo "- name: $key"
       echo "  user:"
       echo "    token: $(cat "$RUN/tokens/$key")"
     done
     echo "contexts:"
-    for key in admin alice bob carol operator; do
+    for key in admin alice bob carol dave operator; do
       echo "- name: guarded-$key"
       echo "  context: {cluster: guarded-testbed, user: $key}"
     done
@@ -321,7 +322,7 @@ cmd_prometheus() {
 }
 
 print_summary() {
-  log "kubeconfig:     $RUN/kubeconfig (contexts guarded-admin, guarded-alice, guarded-bob, guarded-carol, guarded-operator)"
+  log "kubeconfig:     $RUN/kubeconfig (contexts guarded-admin, guarded-alice, guarded-bob, guarded-carol, guarded-dave, guarded-operator)"
   log "prometheus:     http://127.0.0.1:$PROM_PORT"
   log "kubectl:        $KUBE_BIN_DIR/kubectl"
   log "scrape targets: $RUN/prometheus/targets/*.json   alert rules: $RUN/prometheus/rules/*.yml"

@@ -53,3 +53,4 @@ def operator(cluster: Cluster) -> Iterator[OperatorProcess]:
     proc.start()
     yield proc
     proc.stop()
+    proc.remove_webhooks()

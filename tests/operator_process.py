@@ -9,11 +9,14 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import requests
 
 from testbed import ROOT, Cluster
+
+WEBHOOK_CONFIGURATION = "guarded-rollouts.rollouts.guarded.dev"
 
 
 def _free_port() -> int:
@@ -23,12 +26,20 @@ def _free_port() -> int:
 
 
 class OperatorProcess:
-    def __init__(self, cluster: Cluster) -> None:
+    def __init__(self, cluster: Cluster, *, extra_args: Sequence[str] = (), env: dict[str, str] | None = None,
+                 webhooks: bool = True) -> None:
         self.cluster = cluster
+        self.extra_args, self.extra_env, self.webhooks = list(extra_args), dict(env or {}), webhooks
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path = Path(tempfile.mkdtemp(prefix="guarded-operator-")) / "operator.log"
         self.port = _free_port()
         self.alerts_port = _free_port()
+        self.metrics_port = _free_port()  # /metrics and /readyz; fixed too, so Prometheus keeps one target
+        self.webhook_port = _free_port()  # fixed for this process's lifetime: restarts keep the webhook URL
+
+    @property
+    def metrics_address(self) -> str:
+        return f"127.0.0.1:{self.metrics_port}"
 
     @property
     def alerts_url(self) -> str:
@@ -38,12 +49,36 @@ class OperatorProcess:
         """CRDs and the operator's least-privilege RBAC, from the same manifests users install."""
         self.cluster.kubectl("apply", "-k", str(ROOT / "manifests" / "base"))
         self.cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s",
-                             "crd/guardedrollouts.rollouts.guarded.dev")
+                             "crd/guardedrollouts.rollouts.guarded.dev", "crd/rolloutapprovals.rollouts.guarded.dev",
+                             "crd/rolloutpolicies.rollouts.guarded.dev")
+        self.remove_webhooks()
+
+    def webhook_args(self) -> list[str]:
+        """The API server must reach the webhooks: on the test bed at 127.0.0.1; a kind cluster's API server
+        runs in a container and needs the host's address on its network (GUARDED_TEST_WEBHOOK_HOST)."""
+        host = os.environ.get("GUARDED_TEST_WEBHOOK_HOST")
+        if host:
+            return ["--webhook-listen", f"0.0.0.0:{self.webhook_port}", "--webhook-host", host]
+        return ["--webhook-listen", f"127.0.0.1:{self.webhook_port}"]
+
+    def webhooks_registered(self) -> bool:
+        """kopf has pointed the webhook configuration at this process (it fails closed until then)."""
+        out = self.cluster.kubectl("get", "mutatingwebhookconfiguration", WEBHOOK_CONFIGURATION, "--ignore-not-found",
+                                   "-o", "jsonpath={.webhooks[*].clientConfig.url}", check=False)
+        return f":{self.webhook_port}/" in out.stdout
+
+    def remove_webhooks(self) -> None:
+        """The webhooks fail closed and outlive the operator; a test run leaves none behind pointing nowhere."""
+        for kind in ("mutatingwebhookconfiguration", "validatingwebhookconfiguration"):
+            self.cluster.kubectl("delete", kind, WEBHOOK_CONFIGURATION, "--ignore-not-found")
 
     def start(self) -> None:
-        env = dict(os.environ, KUBECONFIG=self.cluster.kubeconfig, PYTHONUNBUFFERED="1")
+        env = dict(os.environ, KUBECONFIG=self.cluster.kubeconfig, PYTHONUNBUFFERED="1", **self.extra_env)
         args = [sys.executable, "-m", "guarded.main", "--liveness", f"http://127.0.0.1:{self.port}/healthz",
-                "--alerts-listen", f"127.0.0.1:{self.alerts_port}"]
+                "--alerts-listen", f"127.0.0.1:{self.alerts_port}", "--metrics-listen", self.metrics_address,
+                *self.extra_args]
+        if self.webhooks:
+            args += self.webhook_args()
         if self.cluster.prometheus_url:
             args += ["--prometheus-url", self.cluster.prometheus_url]
         context = self.cluster.context_for("operator")
@@ -56,12 +91,16 @@ class OperatorProcess:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"operator exited with {self.proc.returncode}:\n{self.tail()}")
             try:
-                if requests.get(f"http://127.0.0.1:{self.port}/healthz", timeout=1).ok:
+                if (requests.get(f"http://127.0.0.1:{self.port}/healthz", timeout=1).ok and self.ready()
+                        and (not self.webhooks or self.webhooks_registered())):
                     return
             except requests.RequestException:
                 pass
             time.sleep(0.2)
         raise RuntimeError(f"operator not healthy after 60s:\n{self.tail()}")
+
+    def ready(self) -> bool:
+        return requests.get(f"http://{self.metrics_address}/readyz", timeout=5).status_code == 200
 
     def kill(self) -> None:
         """SIGKILL: no cleanup, no goodbye, as a node failure would do it."""

@@ -25,7 +25,11 @@ def shop_deployment(name: str = "shop", replicas: int = 10, image: str = "regist
             "selector": {"matchLabels": labels},
             "strategy": {"rollingUpdate": {"maxSurge": "25%", "maxUnavailable": 0}},
             "template": {"metadata": {"labels": labels},
-                         "spec": {"containers": [{"name": "app", "image": image}]}},
+                         "spec": {"containers": [{
+                             "name": "app", "image": image,
+                             "resources": {"requests": {"cpu": "50m", "memory": "32Mi"}, "limits": {"memory": "64Mi"}},
+                             "readinessProbe": {"httpGet": {"path": "/ready", "port": 8080}},
+                         }]}},
         },
     }
 

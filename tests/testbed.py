@@ -31,6 +31,7 @@ USERS: dict[str, tuple[str, list[str]]] = {
     "alice": ("alice", ["engineers"]),
     "bob": ("bob", ["engineers"]),
     "carol": ("carol", ["engineers", "senior-engineers"]),
+    "dave": ("dave", ["engineers"]),
     "operator": ("guarded-operator", ["guarded:operators"]),
 }
 

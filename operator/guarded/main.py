@@ -4,7 +4,21 @@ from __future__ import annotations
 
 import argparse
 import os
+import random
 import sys
+import time
+
+PEERING_NAME = "guarded-rollouts"  # the ClusterKopfPeering object in manifests/install
+
+
+def peering_priority(now: float, rng: random.Random) -> int:
+    """Older replicas outrank newer ones, so leadership stays put while a replica restarts.
+
+    kopf's peering is not leader election: operators of the *same* priority all pause. So every
+    replica takes its own, from its start time in milliseconds (earlier: higher) with a random
+    tie-break below it. Negative, so that a developer's operator at kopf's default priority 0
+    outranks the deployed ones, as kopf intends."""
+    return -(int(now * 1000) * 1000 + rng.randrange(1000))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -13,13 +27,27 @@ def main(argv: list[str] | None = None) -> int:
                         help="watch only this namespace (repeatable); default: all namespaces")
     parser.add_argument("--context", help="kubeconfig context to use outside a cluster")
     parser.add_argument("--peering", action="store_true",
-                        help="coordinate replicas through kopf peering (one active at a time)")
+                        help=f"coordinate replicas through kopf peering (one active at a time); needs the "
+                        f"ClusterKopfPeering {PEERING_NAME!r} (or a KopfPeering per namespace with -n)")
+    parser.add_argument("--peering-lifetime", type=int, default=int(os.environ.get("GUARDED_PEERING_LIFETIME", "60")),
+                        help="seconds after its last keep-alive that a replica counts as gone (takeover time "
+                        "after a crash)")
     parser.add_argument("--liveness", default=os.environ.get("GUARDED_LIVENESS", "http://0.0.0.0:8080/healthz"),
                         help="health endpoint URL (empty to disable)")
+    parser.add_argument("--metrics-listen", default=os.environ.get("GUARDED_METRICS_LISTEN", ""),
+                        help="host:port serving /metrics and /readyz; empty: off")
     parser.add_argument("--prometheus-url", default=os.environ.get("GUARDED_PROMETHEUS_URL", ""),
                         help="Prometheus for metric analysis and alerts")
     parser.add_argument("--alerts-listen", default=os.environ.get("GUARDED_ALERTS_LISTEN", ""),
                         help="host:port for the Alertmanager webhook (POST /alertmanager); empty: off")
+    parser.add_argument("--webhook-listen", default=os.environ.get("GUARDED_WEBHOOK_LISTEN", ""),
+                        help="host:port for the admission webhooks (HTTPS) that stamp authors and approvers; "
+                        "empty: off (policies that require approvals then hold every rollout: authors unknown)")
+    parser.add_argument("--webhook-host", default=os.environ.get("GUARDED_WEBHOOK_HOST", ""),
+                        help="the name the API server reaches the webhooks by (default: the listen host), "
+                        "e.g. guarded-rollouts-webhook.guarded-rollouts.svc")
+    parser.add_argument("--webhook-tls-dir", default=os.environ.get("GUARDED_WEBHOOK_TLS_DIR", ""),
+                        help="directory with tls.crt, tls.key and ca.crt; without them a private CA is made")
     parser.add_argument("--log-level", default=os.environ.get("GUARDED_LOG_LEVEL", "INFO"))
     args = parser.parse_args(argv)
 
@@ -29,16 +57,28 @@ def main(argv: list[str] | None = None) -> int:
         os.environ["GUARDED_KUBE_CONTEXT"] = args.context
     os.environ["GUARDED_PROMETHEUS_URL"] = args.prometheus_url
     os.environ["GUARDED_ALERTS_LISTEN"] = args.alerts_listen
+    os.environ["GUARDED_WEBHOOK_LISTEN"] = args.webhook_listen
+    os.environ["GUARDED_WEBHOOK_HOST"] = args.webhook_host
+    os.environ["GUARDED_WEBHOOK_TLS_DIR"] = args.webhook_tls_dir
+    os.environ["GUARDED_METRICS_LISTEN"] = args.metrics_listen
 
     import kopf
 
     import guarded.handlers.operator  # noqa: F401  (registers the handlers)
+    from guarded.handlers import endpoints
 
+    settings = kopf.OperatorSettings()
+    settings.peering.lifetime = args.peering_lifetime
     kopf.run(
         clusterwide=not args.namespace,
         namespaces=args.namespace,
+        settings=settings,
         standalone=not args.peering,
+        # Mandatory when asked for: without its peering object a replica waits rather than act alone.
+        peering_name=PEERING_NAME if args.peering else None,
+        priority=peering_priority(time.time(), random.Random()) if args.peering else None,
         liveness_endpoint=args.liveness or None,
+        ready_flag=endpoints.STARTED,
     )
     return 0
 

@@ -1,14 +1,18 @@
-"""The kubectl plugin's pure parts on plain dicts: tables, the status view, parsing and the waiting loops."""
+"""The kubectl plugin's pure parts on plain dicts: tables, the status view, parsing, the waiting loops and
+`approve` against a fake API (the audit report has its own file, test_cli_audit.py)."""
 
 from __future__ import annotations
 
+import copy
+import io
 import json
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 from kubernetes.client.rest import ApiException
 
-from guarded.cli import flow, parser, tables, view
+from guarded.cli import commands, flow, parser, tables, view
 from guarded.cli.errors import EXIT_ERROR, EXIT_NO_ANSWER, EXIT_OK, EXIT_REJECTED, EXIT_USAGE
 from guarded.cli.kube import api_error
 from guarded.cli.main import main
@@ -188,6 +192,55 @@ def test_status_view_of_a_rolled_back_rollout_names_the_reason_and_marks_the_wav
     assert any(line.split()[:2] == [">", "2"] and line.endswith("rolled back") for line in text.splitlines())
 
 
+GUARDED_STATUS = {
+    "phase": "AwaitingApproval", "stage": "Pending", "wave": None, "canaryWeight": None, "authors": ["alice"],
+    "approvals": [
+        {"name": "r-approval-1", "approver": "bob", "groups": ["engineers", "system:authenticated"], "revision": 2,
+         "counted": True, "reason": ""},
+        {"name": "r-approval-2", "approver": "alice", "groups": ["engineers"], "revision": 2, "counted": False,
+         "reason": "an author cannot approve their own change"},
+    ],
+    "gates": [
+        {"gate": "Validation", "passed": True, "reason": "Passed", "message": "the change passed every check"},
+        {"gate": "Approvals", "passed": False, "reason": "AwaitingApproval",
+         "message": "waiting for 1/2 approvals of revision 2 (required by tier-1; authors alice cannot approve)"},
+    ],
+    "policy": {"policies": ["tier-1", "company"], "safetyResets": ["tier-1"],
+               "rules": [{"rule": "requiredApprovals", "value": "2", "setBy": ["tier-1/safetyReset"]},
+                         {"rule": "minBake", "value": "5m", "setBy": ["company"]}]},
+    "lastRequest": {"id": "ab12", "action": "pause", "result": "Accepted", "message": "", "time": "t", "by": "carol"},
+}
+
+
+def test_status_view_shows_authors_gates_approvals_and_the_policy_rules_with_who_set_them():
+    lines = view.status_view(rollout(**GUARDED_STATUS)).splitlines()
+    assert "Authors:      alice" in lines
+    gates = lines.index("Gates:")
+    assert [line.split()[:3] for line in lines[gates + 1:gates + 4]] == [
+        ["GATE", "PASSED", "REASON"], ["Validation", "yes", "Passed"], ["Approvals", "no", "AwaitingApproval"]]
+    assert "Approvals:    1/2 counted: bob (engineers)" in lines
+    assert any(line.split() == ["r-approval-1", "bob", "engineers,", "system:authenticated", "2", "yes"]
+               for line in lines)
+    assert any(line.split()[:5] == ["r-approval-2", "alice", "engineers", "2", "no:"]
+               and line.endswith("an author cannot approve their own change") for line in lines)
+    assert "Policy:       tier-1, company (safety reset active: tier-1)" in lines
+    assert any(line.split() == ["requiredApprovals", "2", "tier-1/safetyReset"] for line in lines)
+    assert "Last request: pause (id ab12) by carol: Accepted at t" in lines
+
+
+def test_status_view_names_the_authors_from_admission_before_the_operator_judged_the_gates():
+    obj = rollout()
+    obj["status"] = {}
+    obj["metadata"]["annotations"] = {"rollouts.guarded.dev/authors": '["alice", "dave"]'}
+    lines = view.status_view(obj).splitlines()
+    assert "Authors:      alice, dave" in lines
+    assert "Gates:        <not evaluated yet>" in lines
+    assert "Approvals:    <not judged yet>" in lines and "Policy:       <not evaluated yet>" in lines
+    obj["status"] = {"gates": [{"gate": "Approvals", "passed": True, "reason": "NotRequired"}]}
+    lines = view.status_view(obj).splitlines()
+    assert "Approvals:    none required" in lines and "Policy:       <none applies>" in lines
+
+
 def test_summary_line_for_watch_without_a_terminal():
     assert view.summary_line(rollout()) == (
         "Progressing  [##########----------] wave 2/4  canary 10%  wave 2/4: baking 60s (until 12:01:00Z)")
@@ -217,8 +270,23 @@ def test_request_commands_and_their_actions():
     assert parser.parse_args(["list", "-A", "-o", "yaml"]).all_namespaces
 
 
+def test_approve_and_audit_arguments():
+    approve = parser.parse_args(["approve", "r", "-n", "shop"])
+    assert (approve.command, approve.name, approve.revision, approve.comment, approve.wait) == (
+        "approve", "r", None, "", 10.0)
+    pinned = parser.parse_args(["approve", "r", "--revision", "3", "--comment", "LGTM, see SHOP-1", "--wait", "0"])
+    assert (pinned.revision, pinned.comment, pinned.wait) == (3, "LGTM, see SHOP-1", 0)
+    report = parser.parse_args(["audit"])
+    assert (report.output, report.all_namespaces, report.since, report.until) == ("markdown", False, None, None)
+    ranged = parser.parse_args(["audit", "-A", "--since", "24h", "--until", "2026-03-01T00:00:00Z", "-o", "json"])
+    assert (ranged.all_namespaces, ranged.since, ranged.until, ranged.output) == (
+        True, "24h", "2026-03-01T00:00:00Z", "json")
+
+
 @pytest.mark.parametrize("argv", [[], ["status"], ["list", "-o", "wide"], ["frobnicate"], ["abort", "r", "--full"],
-                                  ["abort", "r", "--wait", "-1"], ["watch", "r", "--timeout", "soon"]])
+                                  ["abort", "r", "--wait", "-1"], ["watch", "r", "--timeout", "soon"],
+                                  ["approve"], ["approve", "r", "--revision", "0"], ["approve", "r", "--revision", "x"],
+                                  ["audit", "--since", "yesterday"], ["audit", "-o", "table"]])
 def test_usage_errors_exit_2(argv, capsys):
     with pytest.raises(SystemExit) as exc:
         parser.parse_args(argv)
@@ -226,7 +294,7 @@ def test_usage_errors_exit_2(argv, capsys):
     assert "usage: kubectl guarded" in capsys.readouterr().err
 
 
-COMMANDS = ["list", "status", "history", "watch", "abort", "pause", "resume", "promote", "retry"]
+COMMANDS = ["list", "status", "history", "watch", "abort", "pause", "resume", "promote", "retry", "approve", "audit"]
 
 
 @pytest.mark.parametrize("argv", [["--help"]] + [[c, "--help"] for c in COMMANDS])
@@ -241,7 +309,9 @@ def test_help_describes_every_flag_and_gives_an_example(argv, capsys):
     if argv == ["--help"]:
         assert all(c in out for c in COMMANDS) and "exit codes:" in out
     extra = {"list": ["--all-namespaces", "--output"], "status": ["--output"], "history": ["--output"],
-             "watch": ["--timeout"], "promote": ["--full", "--wait"], "abort": ["--wait"]}.get(argv[0], [])
+             "watch": ["--timeout"], "promote": ["--full", "--wait"], "abort": ["--wait"],
+             "approve": ["--comment", "--revision", "--wait"],
+             "audit": ["--all-namespaces", "--since", "--until", "--output"]}.get(argv[0], [])
     assert all(flag in out for flag in extra)
 
 
@@ -261,6 +331,23 @@ def test_not_found_and_forbidden_messages():
     error = api_error(denied, "shop", "x")
     assert error.message == 'Error from server (Forbidden): guardedrollouts "x" is forbidden: User "alice" cannot'
     assert error.code == 1
+
+
+def test_a_refusal_by_the_operators_admission_webhook_exits_3_with_its_reason():
+    refused = ApiException(status=403, reason="Forbidden")
+    refused.body = json.dumps({"kind": "Status", "code": 403, "message": (
+        'admission webhook "approval-identity.guarded-rollouts.rollouts.guarded.dev" denied the request: '
+        "'alice' is an author of rollout 'r' (authors: alice)")})
+    error = api_error(refused, "shop", kind="RolloutApproval")
+    assert error.code == EXIT_REJECTED
+    assert error.message == ('Error from server (Forbidden): admission webhook "approval-identity.guarded-rollouts.'
+                             "rollouts.guarded.dev\" denied the request: 'alice' is an author of rollout 'r' "
+                             "(authors: alice)")
+    other = ApiException(status=403, reason="Forbidden")
+    other.body = json.dumps({"message": 'admission webhook "policy.example.com" denied the request: no'})
+    assert api_error(other, "shop").code == EXIT_ERROR, "only the operator's webhooks speak for the operator"
+    missing = api_error(ApiException(status=404, reason="Not Found"), "shop", kind="RolloutApproval")
+    assert missing.message == "Error: Not Found (is the RolloutApproval CRD installed?)"
 
 
 # -- the request flow ----------------------------------------------------------------------
@@ -363,3 +450,89 @@ def test_watch_on_a_terminal_redraws_the_status_view_with_a_progress_bar():
     assert frames[0].splitlines()[0].endswith("Progressing  [##########----------] wave 2/4   "
                                               "(at 12:00:05Z; Ctrl-C stops watching)")
     assert "Name:         shop-2-0-0" in frames[1] and "Waves:        [####################] wave 4/4" in frames[1]
+
+
+# -- approve -------------------------------------------------------------------------------
+
+def test_an_approval_names_rollout_and_revision_and_never_the_approver():
+    body = flow.approval_body("shop-2-0-0", 3, "LGTM")
+    assert body == {"apiVersion": "rollouts.guarded.dev/v1alpha1", "kind": "RolloutApproval",
+                    "metadata": {"generateName": "shop-2-0-0-approval-"},
+                    "spec": {"rollout": "shop-2-0-0", "revision": 3, "comment": "LGTM"}}
+
+
+def test_waiting_for_the_operator_to_judge_an_approval():
+    t = FakeTime()
+    judged = {"phase": "Progressing", "approvals": [{"name": "mine", "approver": "bob", "counted": True}]}
+    status, seen = flow.await_judgement("mine", answers({"phase": "AwaitingApproval"}, judged), 10,
+                                        clock=t.clock, sleep=t.sleep)
+    assert seen == judged["approvals"][0] and status is judged and t.sleeps == [0.5]
+
+    status, seen = flow.await_judgement("mine", answers({"phase": "AwaitingApproval"}), 2, clock=t.clock,
+                                        sleep=t.sleep)
+    assert seen is None and status == {"phase": "AwaitingApproval"}, "gives up after --wait"
+
+    t.sleeps.clear()
+    _, seen = flow.await_judgement("mine", answers({"phase": "Succeeded", "approvals": []}), 10, clock=t.clock,
+                                   sleep=t.sleep)
+    assert seen is None and t.sleeps == [], "past its gates the operator judges no more approvals"
+
+
+class FakeKube:
+    """The two calls `approve` makes, with the rollout's status changing once the approval exists."""
+
+    def __init__(self, obj: dict, after: dict) -> None:
+        self.obj, self.after = obj, after
+        self.created: list[dict] = []
+
+    def namespace(self, explicit: str | None) -> str:
+        return explicit or "default"
+
+    def get(self, namespace: str, name: str) -> dict:
+        return self.after if self.created else self.obj
+
+    def create_approval(self, namespace: str, body: dict) -> dict[str, Any]:
+        self.created.append(body)
+        spec = {**body["spec"], "approver": "bob", "approverGroups": ["engineers"]}
+        return {**body, "metadata": {"name": "shop-2-0-0-approval-x7k2p", "namespace": namespace}, "spec": spec}
+
+
+def test_approve_shows_the_change_creates_the_approval_and_reports_the_tally():
+    obj = rollout(phase="AwaitingApproval", stage="Pending", wave=None, authors=["alice"])
+    obj["metadata"]["generation"] = 2
+    obj["spec"].update(ticket="SHOP-1234", aiAssisted=True)
+    after = rollout(**copy.deepcopy(GUARDED_STATUS))
+    after["status"]["approvals"][0]["name"] = "shop-2-0-0-approval-x7k2p"
+    kube, out, err = FakeKube(obj, after), io.StringIO(), io.StringIO()
+    args = parser.parse_args(["approve", "shop-2-0-0", "-n", "shop", "--comment", "LGTM"])
+    assert commands.run(kube, args, out, err) == EXIT_OK  # type: ignore[arg-type]
+    assert kube.created == [flow.approval_body("shop-2-0-0", 2, "LGTM")]
+    assert out.getvalue().splitlines() == [
+        'Approving revision 2 of guardedrollout "shop-2-0-0" in namespace "shop":',
+        "  Target:         Deployment/shop",
+        "  Change:         app: image shop:2.0.0",
+        "  Description:    <none>",
+        "  Ticket:         SHOP-1234",
+        "  Rollback plan:  <none>",
+        "  AI-assisted:    yes",
+        "  Authors:        alice",
+        "  Phase:          AwaitingApproval",
+        "rolloutapproval/shop-2-0-0-approval-x7k2p created: approved revision 2 of shop-2-0-0 as bob",
+        "Counted:      yes, for revision 2",
+        "Approvals:    1/2 counted: bob (engineers)",
+        "Gate:         Approvals not passed (AwaitingApproval): waiting for 1/2 approvals of revision 2 "
+        "(required by tier-1; authors alice cannot approve)",
+    ]
+    assert err.getvalue() == ""
+
+
+def test_approving_a_revision_that_is_no_longer_current_warns_before_the_operator_refuses():
+    obj = rollout()
+    obj["metadata"]["generation"] = 4
+    kube, out, err = FakeKube(obj, obj), io.StringIO(), io.StringIO()
+    args = parser.parse_args(["approve", "shop-2-0-0", "--revision", "3", "--wait", "0"])
+    commands.run(kube, args, out, err)  # type: ignore[arg-type]
+    assert out.getvalue().startswith('Approving revision 3 of guardedrollout "shop-2-0-0"')
+    assert err.getvalue() == ("Warning: the rollout is at revision 4, not 3; the operator approves only the current "
+                              "revision\n")
+    assert kube.created[0]["spec"]["revision"] == 3, "the admission webhook decides, with the revision reviewed"

@@ -98,7 +98,7 @@ class Scenario:
 @st.composite
 def scenarios(draw: st.DrawFn, *, gates: bool = True, requests: bool = False,
               crashes: bool = False) -> Scenario:
-    replicas = draw(st.integers(1, 40))
+    replicas = draw(st.integers(2, 40))  # one replica is refused before wave 1 (core.validation)
     spec = make_spec(draw(wave_lists(replicas, gates)))
     scenario = Scenario(spec=spec, replicas=replicas, ready_delay=draw(st.integers(0, 5)),
                         jitter=draw(st.integers(0, 3)), seed=draw(st.integers(0, 2**16)))
@@ -130,7 +130,7 @@ PAUSE_BEHIND = Scenario(spec=make_spec([{"replicas": 1, "bake": "2s"}, {"replica
 CRASHED_PROMOTION = Scenario(spec=make_spec([{"weight": 100, "bake": "0s"}]), replicas=2, ready_delay=0, jitter=0,
                              seed=0, crashes=frozenset({3}))
 # An unwritten start created the canary; an abort in Pending then left it serving.
-CRASHED_START_ABORT = Scenario(spec=make_spec([{"replicas": 1, "bake": "5s"}]), replicas=1, ready_delay=0, jitter=0,
+CRASHED_START_ABORT = Scenario(spec=make_spec([{"replicas": 1, "bake": "5s"}]), replicas=2, ready_delay=0, jitter=0,
                                seed=0, crashes=frozenset({0}))
 
 

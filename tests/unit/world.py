@@ -17,11 +17,13 @@ from typing import Any
 
 from guarded.api.rollout import GuardedRolloutSpec, GuardedRolloutStatus
 from guarded.core.analysis import AnalysisObservation, analysis_due
+from guarded.core.clock import stamp
 from guarded.core.engine import Decision, decide
 from guarded.core.model import (
     ApplyCanary,
     DeleteDeployment,
     DeploymentState,
+    GuardObservation,
     Observations,
     PromoteTarget,
     Request,
@@ -33,9 +35,14 @@ T0 = datetime(2026, 11, 22, 12, 0, 0, tzinfo=UTC)
 
 
 def pod_template(image: str = "shop:1.0.0") -> dict[str, Any]:
+    """A template that passes the pre-flight rules: pinned image, resources, readiness probe."""
     return {
         "metadata": {"labels": {"app": "shop"}},
-        "spec": {"containers": [{"name": "app", "image": image}]},
+        "spec": {"containers": [{
+            "name": "app", "image": image,
+            "resources": {"requests": {"cpu": "100m", "memory": "64Mi"}, "limits": {"memory": "128Mi"}},
+            "readinessProbe": {"httpGet": {"path": "/ready", "port": 8080}},
+        }]},
     }
 
 
@@ -71,6 +78,9 @@ class World:
     # What "Prometheus" returns when an analysis step is due (None: no analysis observations).
     analysis_source: Callable[[World], AnalysisObservation] | None = None
     webhook_alerts: tuple[str, ...] = ()
+    # What the pre-flight gates see (policies, approvals, dry run); by default: no policy, dry run passed.
+    guard: GuardObservation = field(default_factory=lambda: GuardObservation(dry_run_done=True, created=stamp(T0)))
+    requester: str | None = None
     # The inputs of every decision, in order: (spec, status, observations), for replaying it.
     inputs: list[tuple[GuardedRolloutSpec, GuardedRolloutStatus, Observations]] = field(default_factory=list)
 
@@ -96,7 +106,7 @@ class World:
             name=d.name, generation=d.generation, observed_generation=d.generation, replicas=d.replicas,
             status_replicas=len(d.pods), ready=len(ready), available=len(ready),
             updated=len(current), selector=copy.deepcopy(d.selector), template=copy.deepcopy(d.template),
-            annotations=dict(d.annotations),
+            annotations=dict(d.annotations), labels={"app": "shop", "tier": "1"},
         )
 
     def observe(self) -> Observations:
@@ -106,7 +116,8 @@ class World:
         return Observations(now=self.now, namespace="shop", name="release", uid="uid-1",
                             generation=self.generation, target=self.state("shop"),
                             canary=self.state("shop-canary"), request=self.request,
-                            analysis=analysis, webhook_alerts=self.webhook_alerts)
+                            analysis=analysis, webhook_alerts=self.webhook_alerts, guard=self.guard,
+                            requester=self.requester)
 
     def decide(self) -> Decision:
         return decide(self.spec, self.status, self.observe())

@@ -19,7 +19,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel
 
-from guarded.api import rollout
+from guarded.api import policy, rollout
 from guarded.api.common import GROUP, VERSION
 
 _DROP_KEYS = {"title", "additionalProperties", "$defs", "discriminator"}
@@ -79,60 +79,82 @@ def structural_schema(model: type[BaseModel]) -> dict[str, Any]:
     return _resolve(raw, raw.get("$defs", {}))
 
 
-def guarded_rollout_crd() -> dict[str, Any]:
-    spec_schema = structural_schema(rollout.GuardedRolloutSpec)
-    status_schema = structural_schema(rollout.GuardedRolloutStatus)
+def _crd(*, kind: str, plural: str, short_names: list[str], scope: str, description: str,
+         spec: type[BaseModel], status: type[BaseModel] | None, columns: list[dict[str, Any]]) -> dict[str, Any]:
+    properties: dict[str, Any] = {
+        "apiVersion": {"type": "string"},
+        "kind": {"type": "string"},
+        "metadata": {"type": "object"},
+        "spec": structural_schema(spec),
+    }
+    version: dict[str, Any] = {"name": VERSION, "served": True, "storage": True}
+    if status is not None:
+        properties["status"] = structural_schema(status)
+        version["subresources"] = {"status": {}}
+    version["additionalPrinterColumns"] = [
+        *columns, {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}]
+    version["schema"] = {"openAPIV3Schema": {
+        "type": "object", "description": description, "required": ["spec"], "properties": properties}}
     return {
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",
-        "metadata": {"name": f"{rollout.PLURAL}.{GROUP}"},
+        "metadata": {"name": f"{plural}.{GROUP}"},
         "spec": {
             "group": GROUP,
-            "names": {
-                "kind": rollout.KIND,
-                "listKind": f"{rollout.KIND}List",
-                "plural": rollout.PLURAL,
-                "singular": rollout.KIND.lower(),
-                "shortNames": rollout.SHORT_NAMES,
-                "categories": ["guarded"],
-            },
-            "scope": "Namespaced",
-            "versions": [
-                {
-                    "name": VERSION,
-                    "served": True,
-                    "storage": True,
-                    "subresources": {"status": {}},
-                    "additionalPrinterColumns": [
-                        {"name": "Target", "type": "string", "jsonPath": ".spec.target.name"},
-                        {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
-                        {"name": "Wave", "type": "string", "jsonPath": ".status.waveProgress"},
-                        {"name": "Canary", "type": "string", "jsonPath": ".status.canaryWeight",
-                         "description": "Canary share of ready pods, percent"},
-                        {"name": "Message", "type": "string", "jsonPath": ".status.message", "priority": 0},
-                        {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
-                    ],
-                    "schema": {
-                        "openAPIV3Schema": {
-                            "type": "object",
-                            "description": "One change to one workload, moved out in guarded waves.",
-                            "required": ["spec"],
-                            "properties": {
-                                "apiVersion": {"type": "string"},
-                                "kind": {"type": "string"},
-                                "metadata": {"type": "object"},
-                                "spec": spec_schema,
-                                "status": status_schema,
-                            },
-                        }
-                    },
-                }
-            ],
+            "names": {"kind": kind, "listKind": f"{kind}List", "plural": plural, "singular": kind.lower(),
+                      "shortNames": short_names, "categories": ["guarded"]},
+            "scope": scope,
+            "versions": [version],
         },
     }
 
 
-CRDS = {"guardedrollouts.yaml": guarded_rollout_crd}
+def guarded_rollout_crd() -> dict[str, Any]:
+    return _crd(
+        kind=rollout.KIND, plural=rollout.PLURAL, short_names=rollout.SHORT_NAMES, scope="Namespaced",
+        description="One change to one workload, moved out in guarded waves.",
+        spec=rollout.GuardedRolloutSpec, status=rollout.GuardedRolloutStatus,
+        columns=[
+            {"name": "Target", "type": "string", "jsonPath": ".spec.target.name"},
+            {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
+            {"name": "Wave", "type": "string", "jsonPath": ".status.waveProgress"},
+            {"name": "Canary", "type": "string", "jsonPath": ".status.canaryWeight",
+             "description": "Canary share of ready pods, percent"},
+            {"name": "Message", "type": "string", "jsonPath": ".status.message", "priority": 0},
+        ],
+    )
+
+
+def rollout_policy_crd() -> dict[str, Any]:
+    return _crd(
+        kind=policy.POLICY_KIND, plural=policy.POLICY_PLURAL, short_names=policy.POLICY_SHORT_NAMES,
+        scope="Cluster", description="Guardrails for the GuardedRollouts it selects; the strictest rule wins.",
+        spec=policy.RolloutPolicySpec, status=None,
+        columns=[
+            {"name": "Approvals", "type": "integer", "jsonPath": ".spec.rules.requiredApprovals"},
+            {"name": "MaxConcurrent", "type": "integer", "jsonPath": ".spec.rules.maxConcurrent"},
+        ],
+    )
+
+
+def rollout_approval_crd() -> dict[str, Any]:
+    return _crd(
+        kind=policy.APPROVAL_KIND, plural=policy.APPROVAL_PLURAL, short_names=policy.APPROVAL_SHORT_NAMES,
+        scope="Namespaced", description="One authenticated person's approval of one GuardedRollout revision.",
+        spec=policy.RolloutApprovalSpec, status=None,
+        columns=[
+            {"name": "Rollout", "type": "string", "jsonPath": ".spec.rollout"},
+            {"name": "Revision", "type": "integer", "jsonPath": ".spec.revision"},
+            {"name": "Approver", "type": "string", "jsonPath": ".spec.approver"},
+        ],
+    )
+
+
+CRDS = {
+    "guardedrollouts.yaml": guarded_rollout_crd,
+    "rolloutpolicies.yaml": rollout_policy_crd,
+    "rolloutapprovals.yaml": rollout_approval_crd,
+}
 
 
 def render() -> dict[str, str]:

@@ -22,6 +22,9 @@ SHORT_NAMES = ["gro"]
 REQUEST_ANNOTATION = f"{GROUP}/request"
 # What a request in that annotation may ask for.
 REQUEST_ACTIONS = ("abort", "pause", "resume", "promote", "promote-full", "retry")
+# Stamped by the operator's admission webhook from the API server's userInfo; never typed by users.
+AUTHORS_ANNOTATION = f"{GROUP}/authors"          # JSON list: the creator and everyone who changed the spec
+REQUESTER_ANNOTATION = f"{GROUP}/request-by"      # who set the request annotation
 
 
 class TargetRef(ApiModel):
@@ -181,6 +184,7 @@ class RequestRecord(ApiModel):
     result: Literal["Accepted", "Rejected"]
     message: str = ""
     time: str
+    by: str | None = Field(default=None, description="Who asked (the authenticated user, stamped at admission).")
 
 
 class EvidenceRecord(ApiModel):
@@ -229,6 +233,53 @@ class AnalysisStatus(ApiModel):
     recent: list[AnalysisRecord] = Field(default_factory=list, description="The latest judgements, newest last.")
 
 
+class ApprovalSeen(ApiModel):
+    """A RolloutApproval as the operator judged it for the current revision."""
+
+    name: str
+    approver: str
+    groups: list[str] = Field(default_factory=list)
+    revision: int | None = None
+    counted: bool
+    reason: str = Field(default="", description="Why it does not count (stale, the author's own, ...).")
+
+
+class GateRecord(ApiModel):
+    """One pre-flight gate: Validation, Documentation, Metrics, BlastRadius, Approvals, Freeze, Concurrency."""
+
+    gate: str
+    passed: bool
+    reason: str
+    message: str = ""
+
+
+class RuleSource(ApiModel):
+    rule: str
+    value: str
+    set_by: list[str] = Field(default_factory=list, description="The policies (or safety resets) that set it.")
+
+
+class PolicyStatus(ApiModel):
+    policies: list[str] = Field(default_factory=list, description="RolloutPolicies that select this rollout.")
+    safety_resets: list[str] = Field(default_factory=list, description="Policies whose safety reset is active.")
+    rules: list[RuleSource] = Field(default_factory=list, description="The strictest value of each rule.")
+
+
+class BlastRadius(ApiModel):
+    pods: int = Field(description="Pods that run the change once promoted.")
+    service_pods: int | None = Field(default=None, description="Pods behind the Services that route to the target.")
+    share_percent: int | None = None
+    namespaces: list[str] = Field(default_factory=list)
+    high: bool = False
+    reason: str = ""
+
+
+class ValidationFinding(ApiModel):
+    rule: str
+    field: str
+    message: str
+
+
 class GuardedRolloutStatus(ApiModel):
     phase: Phase = Phase.PENDING
     message: str = ""
@@ -251,6 +302,14 @@ class GuardedRolloutStatus(ApiModel):
     started_at: str | None = None
     completed_at: str | None = None
     last_request: RequestRecord | None = None
+    authors: list[str] = Field(default_factory=list, description="Who created or changed the spec (admission).")
+    approvals: list[ApprovalSeen] = Field(default_factory=list)
+    gates: list[GateRecord] = Field(default_factory=list, description="Pre-flight gates, evaluated before wave 1.")
+    policy: PolicyStatus | None = None
+    blast_radius: BlastRadius | None = None
+    validation: list[ValidationFinding] = Field(default_factory=list)
+    plan: list[Wave] = Field(default_factory=list,
+                             description="The waves in effect for this revision: spec.waves after policy limits.")
     analysis: AnalysisStatus = Field(default_factory=AnalysisStatus)
     conditions: list[Condition] = Field(default_factory=list)
     history: list[HistoryEntry] = Field(default_factory=list)

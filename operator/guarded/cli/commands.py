@@ -7,12 +7,13 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import TextIO
 
+from guarded.cli.audit import Range, build_report, render_markdown
 from guarded.cli.errors import EXIT_OK, EXIT_REJECTED
-from guarded.cli.flow import await_answer, new_request_id, request_patch, watch
+from guarded.cli.flow import approval_body, await_answer, await_judgement, new_request_id, request_patch, watch
 from guarded.cli.kube import Kube
 from guarded.cli.parser import request_action
-from guarded.cli.tables import as_list, dump, history_table, list_table, without_managed_fields
-from guarded.cli.view import status_view
+from guarded.cli.tables import as_list, dump, history_table, list_table, parse_bound, without_managed_fields
+from guarded.cli.view import approval_preview, approval_tally, generation, status_view
 
 
 class Io:
@@ -81,9 +82,40 @@ def cmd_request(kube: Kube, args: argparse.Namespace, io: Io) -> int:
     return answer.code
 
 
+def cmd_approve(kube: Kube, args: argparse.Namespace, io: Io) -> int:
+    namespace = kube.namespace(args.namespace)
+    obj = kube.get(namespace, args.name)
+    current = generation(obj)
+    revision = current if args.revision is None else args.revision
+    io.print(approval_preview(obj, revision))
+    if revision != current:
+        io.error(f"Warning: the rollout is at revision {current}, not {revision}; the operator approves only the "
+                 "current revision")
+    created = kube.create_approval(namespace, approval_body(args.name, revision, args.comment))
+    name, spec = created["metadata"]["name"], created.get("spec") or {}
+    io.print(f"rolloutapproval/{name} created: approved revision {spec.get('revision', revision)} of {args.name} "
+             f"as {spec.get('approver') or '<unknown>'}")
+    status, seen = await_judgement(name, lambda: kube.get(namespace, args.name).get("status"), args.wait)
+    for line in approval_tally(status, name, seen):
+        io.print(line)
+    return EXIT_OK
+
+
+def cmd_audit(kube: Kube, args: argparse.Namespace, io: Io) -> int:
+    now = datetime.now(UTC)
+    namespace = None if args.all_namespaces else kube.namespace(args.namespace)
+    rng = Range(since=None if args.since is None else parse_bound(args.since, now),
+                until=None if args.until is None else parse_bound(args.until, now))
+    report = build_report(kube.list(namespace), kube.list_approvals(namespace), rng=rng, now=now,
+                          scope="all namespaces" if namespace is None else f"namespace {namespace}")
+    io.print(render_markdown(report) if args.output == "markdown" else dump(report, args.output))
+    return EXIT_OK
+
+
 COMMANDS: dict[str, Callable[[Kube, argparse.Namespace, Io], int]] = {
     "list": cmd_list, "status": cmd_status, "history": cmd_history, "watch": cmd_watch,
     "abort": cmd_request, "pause": cmd_request, "resume": cmd_request, "promote": cmd_request, "retry": cmd_request,
+    "approve": cmd_approve, "audit": cmd_audit,
 }
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 EXIT_OK = 0
 EXIT_ERROR = 1          # an API error, or a watched rollout that ended other than Succeeded
 EXIT_USAGE = 2          # argparse's own code; also `watch --timeout` running out
-EXIT_REJECTED = 3       # the operator rejected the request
+EXIT_REJECTED = 3       # the operator rejected the request, or its admission webhook refused an approval
 EXIT_NO_ANSWER = 4      # the operator did not answer within --wait
 EXIT_INTERRUPTED = 130  # Ctrl-C
 

@@ -1,7 +1,8 @@
 """The loops of the plugin, free of I/O: reading, printing, the clock and sleeping are passed in.
 
-`await_answer` waits until the operator records a request's result in status.lastRequest; `watch`
-re-renders a rollout until its phase is terminal. Both are driven by fakes in the unit tests.
+`await_answer` waits until the operator records a request's result in status.lastRequest;
+`await_judgement` until it lists a new approval in status.approvals; `watch` re-renders a rollout
+until its phase is terminal. All are driven by fakes in the unit tests.
 """
 
 from __future__ import annotations
@@ -14,9 +15,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from guarded.api.common import GROUP, VERSION
+from guarded.api.policy import APPROVAL_KIND
 from guarded.api.rollout import REQUEST_ACTIONS, REQUEST_ANNOTATION
 from guarded.cli.errors import EXIT_ERROR, EXIT_NO_ANSWER, EXIT_OK, EXIT_REJECTED, EXIT_USAGE
-from guarded.cli.view import TERMINAL_PHASES, progress_line, status_view, summary_line
+from guarded.cli.view import TERMINAL_PHASES, WAITING_PHASES, progress_line, status_view, summary_line
 
 ACTIONS = REQUEST_ACTIONS
 CLEAR_SCREEN = "\x1b[H\x1b[2J"
@@ -38,6 +41,33 @@ def request_patch(request_id: str, action: str) -> dict[str, Any]:
         raise ValueError(f"unknown action {action!r}")
     value = json.dumps({"id": request_id, "action": action})
     return {"metadata": {"annotations": {REQUEST_ANNOTATION: value}}}
+
+
+def approval_body(rollout: str, revision: int, comment: str = "") -> dict[str, Any]:
+    """A RolloutApproval of `revision` of `rollout`. No approver: admission stamps the authenticated user."""
+    return {"apiVersion": f"{GROUP}/{VERSION}", "kind": APPROVAL_KIND,
+            "metadata": {"generateName": f"{rollout[:200]}-approval-"},
+            "spec": {"rollout": rollout, "revision": revision, "comment": comment}}
+
+
+def judgement_of(approval: str, status: dict[str, Any] | None) -> dict[str, Any] | None:
+    """How the operator judged the approval named `approval`, once status.approvals lists it."""
+    return next((a for a in (status or {}).get("approvals") or [] if a.get("name") == approval), None)
+
+
+def await_judgement(approval: str, read_status: Callable[[], dict[str, Any] | None], wait: float, *,
+                    interval: float = 0.5, clock: Callable[[], float] = time.monotonic,
+                    sleep: Callable[[float], None] = time.sleep) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """Poll until the operator lists `approval` in status.approvals (or the rollout is past its gates, or
+    `wait` runs out): (the last status, the judgement or None)."""
+    deadline = clock() + wait
+    while True:
+        status = read_status() or {}
+        seen = judgement_of(approval, status)
+        remaining = deadline - clock()
+        if seen is not None or remaining <= 0 or (status.get("phase") or "Pending") not in WAITING_PHASES:
+            return status, seen
+        sleep(min(interval, remaining))
 
 
 def answer_of(request_id: str, status: dict[str, Any] | None) -> Answer | None:

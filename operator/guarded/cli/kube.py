@@ -1,4 +1,4 @@
-"""The plugin's only contact with the API server: kubeconfig, namespace, get, list, patch.
+"""The plugin's only contact with the API server: kubeconfig, namespace, get, list, patch, create.
 
 Objects come back as plain dicts with the API's camelCase keys. Every API failure becomes a
 `CliError` whose text is what the user sees, so no command ever shows a traceback.
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from typing import Any
 
 import kubernetes
@@ -15,11 +16,15 @@ import urllib3
 from kubernetes.client.rest import ApiException
 
 from guarded.api.common import GROUP, VERSION
-from guarded.api.rollout import PLURAL
-from guarded.cli.errors import CliError
+from guarded.api.policy import APPROVAL_KIND, APPROVAL_PLURAL
+from guarded.api.rollout import KIND, PLURAL
+from guarded.cli.errors import EXIT_ERROR, EXIT_REJECTED, CliError
 
-SINGULAR = "guardedrollout"
 MERGE_PATCH = "application/merge-patch+json"
+Objects = list[dict[str, Any]]  # a name of its own: inside Kube, `list` is the method
+# How the API server reports a refusal by one of the operator's admission webhooks (kopf names them
+# "<handler id>.guarded-rollouts.rollouts.guarded.dev").
+OPERATOR_WEBHOOK_DENIAL = re.compile(rf'admission webhook "[^"]*\.{re.escape(GROUP)}" denied the request')
 
 
 def default_kubeconfig() -> str:
@@ -37,14 +42,18 @@ def api_message(exc: ApiException) -> str:
     return str(exc.reason or f"HTTP {exc.status}")
 
 
-def api_error(exc: ApiException, namespace: str | None = None, name: str | None = None) -> CliError:
+def api_error(exc: ApiException, namespace: str | None = None, name: str | None = None,
+              kind: str = KIND) -> CliError:
+    """kubectl's wording; a refusal by the operator's admission webhook exits 3 (the operator rejected it)."""
     if exc.status == 404 and name is not None:
-        return CliError(f'Error: {SINGULAR} "{name}" not found in namespace "{namespace}"')
+        return CliError(f'Error: {kind.lower()} "{name}" not found in namespace "{namespace}"')
     if exc.status == 404:
-        return CliError(f"Error: {api_message(exc)} (is the GuardedRollout CRD installed?)")
-    reasons = {401: "Unauthorized", 403: "Forbidden", 409: "Conflict", 422: "Invalid"}
+        return CliError(f"Error: {api_message(exc)} (is the {kind} CRD installed?)")
+    reasons = {400: "BadRequest", 401: "Unauthorized", 403: "Forbidden", 409: "Conflict", 422: "Invalid"}
     reason = reasons.get(exc.status or 0, str(exc.reason or exc.status))
-    return CliError(f"Error from server ({reason}): {api_message(exc)}")
+    message = api_message(exc)
+    code = EXIT_REJECTED if OPERATOR_WEBHOOK_DENIAL.search(message) else EXIT_ERROR
+    return CliError(f"Error from server ({reason}): {message}", code)
 
 
 class Kube:
@@ -74,11 +83,11 @@ class Kube:
         return explicit or self.context_namespace or "default"
 
     def _call(self, fn: Any, *args: Any, namespace: str | None = None, name: str | None = None,
-              **kwargs: Any) -> Any:
+              kind: str = KIND, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
         except ApiException as exc:
-            raise api_error(exc, namespace, name) from None
+            raise api_error(exc, namespace, name, kind) from None
         except (urllib3.exceptions.HTTPError, OSError) as exc:
             host = self.api_client.configuration.host
             raise CliError(f"Error: cannot reach the API server at {host}: {exc}") from None
@@ -87,14 +96,26 @@ class Kube:
         return self._call(self.custom.get_namespaced_custom_object, GROUP, VERSION, namespace, PLURAL, name,
                           namespace=namespace, name=name)
 
-    def list(self, namespace: str | None) -> list[dict[str, Any]]:
+    def list(self, namespace: str | None) -> Objects:
         """The GuardedRollouts of one namespace, or of all when `namespace` is None."""
+        return self._list(PLURAL, KIND, namespace)
+
+    def list_approvals(self, namespace: str | None) -> Objects:
+        """The RolloutApprovals of one namespace, or of all when `namespace` is None."""
+        return self._list(APPROVAL_PLURAL, APPROVAL_KIND, namespace)
+
+    def _list(self, plural: str, kind: str, namespace: str | None) -> Objects:
         if namespace is None:
-            result = self._call(self.custom.list_cluster_custom_object, GROUP, VERSION, PLURAL)
+            result = self._call(self.custom.list_cluster_custom_object, GROUP, VERSION, plural, kind=kind)
         else:
-            result = self._call(self.custom.list_namespaced_custom_object, GROUP, VERSION, namespace, PLURAL,
-                                namespace=namespace)
+            result = self._call(self.custom.list_namespaced_custom_object, GROUP, VERSION, namespace, plural,
+                                namespace=namespace, kind=kind)
         return list(result.get("items") or [])
+
+    def create_approval(self, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
+        """Create a RolloutApproval; the operator's admission webhook stamps (or refuses) the approver."""
+        return self._call(self.custom.create_namespaced_custom_object, GROUP, VERSION, namespace, APPROVAL_PLURAL,
+                          body, namespace=namespace, kind=APPROVAL_KIND)
 
     def merge_patch(self, namespace: str, name: str, body: dict[str, Any]) -> dict[str, Any]:
         return self._call(self.custom.patch_namespaced_custom_object, GROUP, VERSION, namespace, PLURAL, name,

@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import argparse
 import textwrap
+from datetime import UTC, datetime
+
+from guarded.cli.tables import parse_bound
 
 PROG = "kubectl guarded"
 OUTPUTS = ("table", "json", "yaml")
+AUDIT_OUTPUTS = ("markdown", "json", "yaml")
 
 EXIT_CODES = """exit codes:
-  0  done (watch: the rollout Succeeded; requests: accepted)
-  1  an error (not found, forbidden, unreachable), or a watched rollout that ended RolledBack or Failed
+  0  done (watch: the rollout Succeeded; requests: accepted; approve: the approval was created)
+  1  an error (not found, forbidden by RBAC, unreachable), or a watched rollout that ended RolledBack or Failed
   2  usage error, or watch --timeout ran out
-  3  the operator rejected the request
+  3  the operator rejected the request, or its admission webhook refused the approval (e.g. your own change)
   4  the operator did not answer the request within --wait seconds"""
 
 MAIN_EPILOG = f"""examples:
@@ -21,6 +25,8 @@ MAIN_EPILOG = f"""examples:
   kubectl guarded watch shop-2-0-0 --timeout 600
   kubectl guarded promote shop-2-0-0            skip the current bake or manual gate
   kubectl guarded abort shop-2-0-0              roll back now
+  kubectl guarded approve shop-2-0-0 --comment "reviewed, LGTM"
+  kubectl guarded audit -A --since 24h > audit.md
 
 Global flags (-n, --context, --kubeconfig) may come before or after the command.
 "{PROG} COMMAND --help" describes each command.
@@ -78,9 +84,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG, formatter_class=_Formatter, epilog=MAIN_EPILOG,
         description=textwrap.fill(
-            "Inspect, watch and steer GuardedRollouts (rollouts.guarded.dev/v1alpha1). Requests (abort, pause, "
-            "resume, promote, retry) are handed to the operator through the rollouts.guarded.dev/request "
-            "annotation; the command waits for the operator's answer.", 100, break_on_hyphens=False))
+            "Inspect, watch, approve and steer GuardedRollouts (rollouts.guarded.dev/v1alpha1), and report on "
+            "them. Requests (abort, pause, resume, promote, retry) are handed to the operator through the "
+            "rollouts.guarded.dev/request annotation; the command waits for the operator's answer. An approval is "
+            "a RolloutApproval whose approver the operator's admission webhook takes from your identity.", 100,
+            break_on_hyphens=False))
     add_connection_flags(parser, top=True)
     sub = parser.add_subparsers(title="commands", metavar="COMMAND", dest="command", required=True)
 
@@ -93,8 +101,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_output_flag(p, "a v1 List of the objects")
     add_connection_flags(p, top=False)
 
-    p = _command(sub, "status", "show one GuardedRollout: phase, waves, replicas, conditions, last analysis "
-                 "and last request",
+    p = _command(sub, "status", "show one GuardedRollout: phase, waves, gates, approvals, policy, conditions, "
+                 "analysis, last request",
                  "examples:\n  kubectl guarded status shop-2-0-0 -n shop\n  kubectl guarded status shop-2-0-0 -o json")
     p.add_argument("name", metavar="NAME", help="name of the GuardedRollout")
     add_output_flag(p, "the whole object")
@@ -133,13 +141,63 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--wait", type=float, metavar="SECONDS", default=15.0,
                        help="how long to wait for the operator's answer (default: 15; 0: do not wait)")
         add_connection_flags(p, top=False)
+
+    p = _command(sub, "approve", "approve a GuardedRollout's current revision as yourself (creates a "
+                 "RolloutApproval)",
+                 "examples:\n  kubectl guarded approve shop-2-0-0 -n shop\n"
+                 "  kubectl guarded approve shop-2-0-0 --comment \"reviewed SHOP-1234; rollback plan is sound\"\n"
+                 "  kubectl guarded approve shop-2-0-0 --revision 3   # only if the spec is still the one you "
+                 "reviewed\n\n"
+                 "Shows the change, its documentation and its authors, then creates a RolloutApproval named\n"
+                 "<NAME>-approval-<random> with spec {rollout, revision, comment}. The approver and their groups\n"
+                 "are never sent: the operator's admission webhook records the identity the API server\n"
+                 "authenticated, and refuses an approval by an author of the change or of a revision that is not\n"
+                 "the current one. Then it waits for the operator to count the approval and prints the tally.\n"
+                 "exit codes: 0 approved, 1 error (not found, forbidden by RBAC), 3 refused by the operator's\n"
+                 "admission webhook (the reason is printed)")
+    p.add_argument("name", metavar="NAME", help="name of the GuardedRollout")
+    p.add_argument("--comment", metavar="TEXT", default="", help="why you approve, kept with the approval")
+    p.add_argument("--revision", type=int, metavar="N", default=None,
+                   help="the revision (metadata.generation) you reviewed; refused unless it is still the current "
+                        "one (default: the current one)")
+    p.add_argument("--wait", type=float, metavar="SECONDS", default=10.0,
+                   help="how long to wait for the operator to count the approval (default: 10; 0: do not wait)")
+    add_connection_flags(p, top=False)
+
+    p = _command(sub, "audit", "report on GuardedRollouts: authors, approvers, gates, policy, blast radius, "
+                 "evidence, outcome",
+                 "examples:\n  kubectl guarded audit -n shop                       every rollout in shop, as Markdown\n"
+                 "  kubectl guarded audit -A --since 24h > audit.md     the last day, every namespace\n"
+                 "  kubectl guarded audit -A --since 2026-03-01T00:00:00Z --until 2026-04-01T00:00:00Z -o json\n\n"
+                 "A rollout is reported when it was created, or recorded anything in its history, in the range;\n"
+                 "its timeline and analysis evidence are limited to the range. Approvers come from the operator's\n"
+                 "judgement (status.approvals) and from every RolloutApproval naming the rollout. The report holds\n"
+                 "what the cluster still has: deleted rollouts are gone and status keeps the newest entries only.\n"
+                 "T is an RFC 3339 time or a duration back from now (30m, 24h, 7d).")
+    p.add_argument("-A", "--all-namespaces", action="store_true", help="report on every namespace")
+    p.add_argument("--since", metavar="T", default=None,
+                   help="only what happened at or after T (default: from the beginning)")
+    p.add_argument("--until", metavar="T", default=None, help="only what happened at or before T (default: now)")
+    p.add_argument("-o", "--output", choices=AUDIT_OUTPUTS, default="markdown", metavar="FORMAT",
+                   help="output format: markdown (default), json or yaml (the same report)")
+    add_connection_flags(p, top=False)
     return parser
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     if getattr(args, "wait", 0) < 0 or (getattr(args, "timeout", None) or 0) < 0:
-        build_parser().error("--wait and --timeout must not be negative")
+        parser.error("--wait and --timeout must not be negative")
+    if getattr(args, "revision", None) is not None and args.revision < 1:
+        parser.error("--revision must be 1 or more (it is the rollout's metadata.generation)")
+    now = datetime.now(UTC)
+    for flag in ("since", "until"):
+        if getattr(args, flag, None) is not None:
+            try:
+                parse_bound(getattr(args, flag), now)
+            except ValueError as exc:
+                parser.error(f"--{flag}: {exc}")
     return args
 
 

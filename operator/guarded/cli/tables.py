@@ -1,10 +1,11 @@
-"""Pure formatting of tables on plain dicts: the list, the history, ages, JSON and YAML output."""
+"""Pure formatting of tables on plain dicts: the list, the history, ages, times, JSON and YAML output."""
 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable, Sequence
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import yaml
@@ -39,6 +40,29 @@ def parse_time(text: str | None) -> datetime | None:
         return datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
         return None
+
+
+_DURATION = re.compile(r"^([0-9]+(\.[0-9]+)?(ms|s|m|h|d))+$")
+_DURATION_PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ms|s|m|h|d)")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+def parse_bound(text: str, now: datetime) -> datetime:
+    """A time bound for --since/--until: RFC 3339 ("2026-03-01T12:00:00Z"; no zone means UTC), or a
+    duration back from now ("24h", "7d", "1h30m"). ValueError when it is neither."""
+    value = text.strip()
+    if _DURATION.fullmatch(value):
+        seconds = sum(float(n) * _UNIT_SECONDS[u] for n, u in _DURATION_PART.findall(value))
+        return now - timedelta(seconds=seconds)
+    when = parse_time(value)
+    if when is None:
+        raise ValueError(f"{text!r} is neither an RFC 3339 time (2026-03-01T12:00:00Z) nor a duration (24h, 7d)")
+    return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
+
+
+def rfc3339(when: datetime) -> str:
+    """As the API writes times: UTC, seconds, "Z"."""
+    return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def human_duration(seconds: float) -> str:

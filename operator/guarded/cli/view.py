@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from pydantic import ValidationError
 
-from guarded.api.rollout import Wave, default_waves
+from guarded.api.rollout import AUTHORS_ANNOTATION, Wave, default_waves
 from guarded.cli.tables import format_table, one_line, percent
 from guarded.core.waves import canary_replicas
 
 TERMINAL_PHASES = ("Succeeded", "RolledBack", "Failed")
+WAITING_PHASES = ("Pending", "AwaitingApproval", "Blocked")  # before wave 1: the gates are still judged
 PROMOTED_STAGES = ("Promote", "Cleanup", "Succeeded")
 ROLLBACK_STAGES = ("RollingBack", "RolledBack")
 STAGE_DOING = {
@@ -22,6 +24,7 @@ STAGE_DOING = {
     "Pending": "starting",
 }
 LABEL_WIDTH = 14
+PREVIEW_WIDTH = 16
 
 
 def spec_waves(spec: dict[str, Any]) -> list[dict[str, Any]]:
@@ -100,8 +103,8 @@ def summary_line(obj: dict[str, Any]) -> str:
     return "  ".join(parts)
 
 
-def _kv(label: str, value: Any) -> str:
-    return f"{(label + ':').ljust(LABEL_WIDTH)}{one_line(value)}"
+def _kv(label: str, value: Any, width: int = LABEL_WIDTH) -> str:
+    return f"{(label + ':').ljust(width - 1)} {one_line(value)}"
 
 
 def _indent(text: str, by: str = "  ") -> list[str]:
@@ -194,7 +197,8 @@ def request_line(status: dict[str, Any]) -> str:
     req = status.get("lastRequest")
     if not req:
         return _kv("Last request", "<none>")
-    text = f"{req.get('action')} (id {req.get('id')}): {req.get('result')} at {req.get('time')}"
+    by = f" by {req['by']}" if req.get("by") else ""
+    text = f"{req.get('action')} (id {req.get('id')}){by}: {req.get('result')} at {req.get('time')}"
     if req.get("message"):
         text += f": {req['message']}"
     return _kv("Last request", text)
@@ -210,6 +214,117 @@ def replicas_line(status: dict[str, Any]) -> str:
         canary_text += f" ({percent(status['canaryWeight'])} of ready pods)"
     stable_text = "-" if stable is None else f"{stable} (the target's count before the rollout)"
     return _kv("Replicas", f"canary {canary_text}, stable {stable_text}")
+
+
+def authors_of(obj: dict[str, Any]) -> list[str]:
+    """Who wrote the change: the status's copy, else the annotation admission stamped on the object."""
+    authors = (obj.get("status") or {}).get("authors")
+    if authors:
+        return [str(a) for a in authors]
+    raw = ((obj.get("metadata") or {}).get("annotations") or {}).get(AUTHORS_ANNOTATION)
+    try:
+        names = json.loads(raw) if raw else []
+    except ValueError:
+        return []
+    return [str(n) for n in names] if isinstance(names, list) else []
+
+
+def required_approvals(status: dict[str, Any]) -> int | None:
+    """The requiredApprovals rule in force (the strictest of the policies), None when no policy sets it."""
+    for rule in (status.get("policy") or {}).get("rules") or []:
+        if rule.get("rule") == "requiredApprovals":
+            try:
+                return int(rule.get("value"))
+            except (TypeError, ValueError):
+                return None
+    return None
+
+
+def approver_text(approval: dict[str, Any]) -> str:
+    groups = [g for g in approval.get("groups") or [] if not str(g).startswith("system:")]
+    return f"{approval.get('approver', '?')} ({', '.join(groups)})" if groups else str(approval.get("approver", "?"))
+
+
+def approvals_headline(status: dict[str, Any]) -> str:
+    """ "1/2 counted: bob (engineers)", or "none required" when no policy asks for approvals."""
+    counted = [a for a in status.get("approvals") or [] if a.get("counted")]
+    required = required_approvals(status)
+    names = ", ".join(approver_text(a) for a in counted)
+    if required is None:
+        return f"{len(counted)} counted (none required): {names}" if counted else "none required"
+    return f"{len(counted)}/{required} counted" + (f": {names}" if names else "")
+
+
+def gate_of(status: dict[str, Any], name: str) -> dict[str, Any] | None:
+    return next((g for g in status.get("gates") or [] if g.get("gate") == name), None)
+
+
+def gates_section(status: dict[str, Any]) -> list[str]:
+    gates = status.get("gates") or []
+    if not gates:
+        return ["Gates:        <not evaluated yet>"]
+    rows = [[g.get("gate"), "yes" if g.get("passed") else "no", g.get("reason"), g.get("message")] for g in gates]
+    return ["Gates:", *_indent(format_table(["GATE", "PASSED", "REASON", "MESSAGE"], rows))]
+
+
+def approvals_section(status: dict[str, Any]) -> list[str]:
+    if not status.get("gates") and not status.get("approvals"):
+        return [_kv("Approvals", "<not judged yet>")]
+    lines = [_kv("Approvals", approvals_headline(status))]
+    rows = [[a.get("name"), a.get("approver"), ", ".join(a.get("groups") or []), _num(a.get("revision")),
+             "yes" if a.get("counted") else f"no: {a.get('reason') or '?'}"] for a in status.get("approvals") or []]
+    if rows:
+        lines += _indent(format_table(["APPROVAL", "APPROVER", "GROUPS", "REVISION", "COUNTED"], rows))
+    return lines
+
+
+def policy_section(status: dict[str, Any]) -> list[str]:
+    policy = status.get("policy") or {}
+    if not policy.get("policies"):
+        return [_kv("Policy", "<none applies>" if status.get("gates") else "<not evaluated yet>")]
+    text = ", ".join(policy["policies"])
+    if policy.get("safetyResets"):
+        text += f" (safety reset active: {', '.join(policy['safetyResets'])})"
+    rows = [[r.get("rule"), r.get("value"), ", ".join(r.get("setBy") or [])] for r in policy.get("rules") or []]
+    return [_kv("Policy", text), *_indent(format_table(["RULE", "VALUE", "SET BY"], rows))] if rows else \
+        [_kv("Policy", text)]
+
+
+def generation(obj: dict[str, Any]) -> int:
+    """The revision an approval names: the rollout's metadata.generation."""
+    return int((obj.get("metadata") or {}).get("generation") or 1)
+
+
+def approval_preview(obj: dict[str, Any], revision: int) -> str:
+    """What `approve` shows before it signs: the change, its documentation and who wrote it."""
+    meta, spec, status = obj.get("metadata") or {}, obj.get("spec") or {}, obj.get("status") or {}
+    target = spec.get("target") or {}
+    facts = [("Target", f"{target.get('kind', 'Deployment')}/{target.get('name', '?')}"),
+             ("Change", change_summary(spec)), ("Description", spec.get("description") or "<none>"),
+             ("Ticket", spec.get("ticket") or "<none>"), ("Rollback plan", spec.get("rollbackPlan") or "<none>"),
+             ("AI-assisted", "yes" if spec.get("aiAssisted") else "no"),
+             ("Authors", ", ".join(authors_of(obj)) or "<unknown>"), ("Phase", status.get("phase") or "Pending")]
+    head = (f'Approving revision {revision} of guardedrollout "{meta.get("name")}" in namespace '
+            f'"{meta.get("namespace")}":')
+    return "\n".join([head, *("  " + _kv(label, value, PREVIEW_WIDTH) for label, value in facts)])
+
+
+def approval_tally(status: dict[str, Any], approval: str, seen: dict[str, Any] | None) -> list[str]:
+    """After `approve`: whether the operator counted this approval, and where the rollout's approvals stand."""
+    phase = status.get("phase") or "Pending"
+    if seen is not None:
+        counted = f"yes, for revision {_num(seen.get('revision'))}" if seen.get("counted") else \
+            f"no: {seen.get('reason') or 'no reason given'}"
+    elif phase in WAITING_PHASES:
+        counted = "not judged by the operator yet (`kubectl guarded status` shows it once it is)"
+    else:
+        counted = f"not judged: the rollout passed its gates before (phase {phase}); {approval} is kept for the record"
+    lines = [_kv("Counted", counted), _kv("Approvals", approvals_headline(status))]
+    gate = gate_of(status, "Approvals")
+    if gate is not None:
+        lines.append(_kv("Gate", f"Approvals {'passed' if gate.get('passed') else 'not passed'} "
+                                 f"({gate.get('reason')}): {gate.get('message') or ''}".rstrip(": ")))
+    return lines
 
 
 def status_view(obj: dict[str, Any]) -> str:
@@ -228,8 +343,12 @@ def status_view(obj: dict[str, Any]) -> str:
     for label, key in (("Description", "description"), ("Ticket", "ticket")):
         if spec.get(key):
             lines.append(_kv(label, spec[key]))
+    lines.append(_kv("Authors", ", ".join(authors_of(obj)) or "<unknown>"))
     lines.append(replicas_line(status))
     lines += waves_section(obj)
+    lines += gates_section(status)
+    lines += approvals_section(status)
+    lines += policy_section(status)
     lines += conditions_section(status)
     lines += analysis_section(status)
     lines.append(request_line(status))

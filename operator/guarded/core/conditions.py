@@ -19,6 +19,10 @@ ROLLED_BACK = "RolledBack"
 TARGET_FOUND = "TargetFound"
 TARGET_UNCHANGED = "TargetUnchanged"
 VALID = "Valid"
+# Pre-flight gates (core/gates): they hold a rollout before wave 1.
+VALIDATED = "Validated"
+ADMITTED = "Admitted"
+APPROVED = "Approved"
 
 # Progressing=False/True reasons that the phase distinguishes.
 REASON_ROLLING_BACK = "RollingBack"
@@ -71,6 +75,10 @@ def derive_phase(conditions: list[Condition]) -> Phase:
         return Phase.ROLLING_BACK
     if is_false(conditions, TARGET_FOUND) or is_false(conditions, TARGET_UNCHANGED):
         return Phase.BLOCKED
+    if is_false(conditions, VALIDATED) or is_false(conditions, ADMITTED):
+        return Phase.BLOCKED
+    if is_false(conditions, APPROVED):
+        return Phase.AWAITING_APPROVAL
     if is_true(conditions, PAUSED) or (progressing is not None and progressing.reason == REASON_AWAITING_PROMOTION):
         return Phase.PAUSED
     if progressing is not None and progressing.status == "True":

@@ -31,8 +31,9 @@ from guarded.api.rollout import (
     PreRolloutCounts,
     RequestRecord,
     Stage,
+    Wave,
 )
-from guarded.core import analysis
+from guarded.core import analysis, gates
 from guarded.core import conditions as cond
 from guarded.core.analysis import ANALYSIS_STAGES
 from guarded.core.clock import parse, seconds_between, stamp, stamp_seconds
@@ -129,6 +130,11 @@ class _Reconcile:
         self.s["stage"] = stage
 
     @property
+    def waves(self) -> list[Wave]:
+        """The waves in effect: the plan fixed at start (policy limits applied), else spec.waves."""
+        return list(self.s.get("plan") or self.spec.waves)
+
+    @property
     def total(self) -> int:
         return int(self.s.get("stable_replicas") or 0)
 
@@ -137,10 +143,10 @@ class _Reconcile:
         return int(self.s.get("wave") or 0)
 
     def wave_label(self) -> str:
-        return f"{self.wave_index + 1}/{len(self.spec.waves)}"
+        return f"{self.wave_index + 1}/{len(self.waves)}"
 
     def canary_target(self) -> int:
-        return canary_replicas(self.spec.waves[self.wave_index], self.total)
+        return canary_replicas(self.waves[self.wave_index], self.total)
 
     def canary_manifest(self, replicas: int) -> dict[str, Any]:
         assert self.obs.target is not None
@@ -175,7 +181,7 @@ class _Reconcile:
     # -- the decision -----------------------------------------------------------------------
     def run(self) -> Decision:
         self.s["observed_generation"] = self.obs.generation
-        self.s["waves_total"] = len(self.spec.waves)
+        self.s["waves_total"] = len(self.waves)
         if self.stage in GUARDED_STAGES and self.target_promoted():
             # Our own PromoteTarget was carried out but the status saying so was never written (the
             # operator stopped in between): the waves are over, so resume in Promote (before any
@@ -279,6 +285,7 @@ class _Reconcile:
         for key in ("wave", "wave_started_at", "bake_started_at", "stable_replicas", "stable_template_hash",
                     "canary_weight", "canary_replicas", "rollback_reason", "completed_at", "started_at"):
             self.s[key] = None
+        self.s["plan"] = []
         self.s["conditions"] = [c for c in self.s["conditions"]
                                 if c.type not in (cond.COMPLETED, cond.ROLLED_BACK)]
         self.s["analysis"] = AnalysisStatus(recent=self.s["analysis"].recent)
@@ -296,7 +303,7 @@ class _Reconcile:
                            f"spec.target.name: Deployment {t.name!r} has 0 replicas; a canary needs at least 1")
             self.wait(10.0)
             return
-        sizes = [canary_replicas(w, t.replicas) for w in self.spec.waves]
+        sizes = [canary_replicas(w, t.replicas) for w in self.waves]
         if any(b < a for a, b in pairwise(sizes)):
             self.condition(cond.VALID, False, "WavesShrinkCanary",
                            f"spec.waves: on {t.replicas} replicas the waves run {sizes} canary pods; each wave "
@@ -309,8 +316,14 @@ class _Reconcile:
             self.condition(cond.VALID, False, "InvalidChange", str(err))
             return
         self.condition(cond.VALID, True, "Valid", "the change applies to the target")
+        outcome = self.pass_gates()
+        if outcome is None:
+            return
         if self.s.get("paused"):
             return
+        self.s["plan"] = outcome.plan
+        for note in outcome.plan_notes:
+            self.record("PolicyApplied", note)
         self.s.update(
             revision=self.revision, wave=0, stable_replicas=t.replicas,
             stable_template_hash=template_hash(t.template), started_at=stamp(self.now),
@@ -320,11 +333,44 @@ class _Reconcile:
         self.goto(Stage.SCALE_CANARY)
         self.started = True
         self.record("RolloutStarted", f"rolling out revision {self.revision} to {t.replicas} pods of "
-                    f"{t.name!r} in {len(self.spec.waves)} waves (attempt {self.s['attempt']})")
+                    f"{t.name!r} in {len(self.waves)} waves (attempt {self.s['attempt']})")
         self.record_wave_started()
 
+    def pass_gates(self) -> gates.GateOutcome | None:
+        """Evaluate the pre-flight gates; None while any holds the rollout (it proceeds by itself later)."""
+        if self.obs.guard is None:
+            self.wait(0.0)  # the shell gathers what the gates need on the next reconcile
+            return None
+        outcome = gates.evaluate(self.spec, self.obs)
+        before = {(g.gate, g.reason, g.message) for g in self.s["gates"] if not g.passed}
+        seen_before = {(a.name, a.counted, a.reason) for a in self.s["approvals"]}
+        self.s.update(gates=outcome.gates, approvals=outcome.approvals, policy=outcome.policy,
+                      blast_radius=outcome.blast_radius, validation=outcome.findings, authors=outcome.authors)
+        self.condition(cond.VALIDATED, outcome.validated.ok, outcome.validated.reason, outcome.validated.message)
+        self.condition(cond.ADMITTED, outcome.admitted.ok, outcome.admitted.reason, outcome.admitted.message)
+        self.condition(cond.APPROVED, outcome.approved.ok, outcome.approved.reason, outcome.approved.message)
+        for a in outcome.approvals:
+            if (a.name, a.counted, a.reason) not in seen_before:
+                if a.counted:
+                    self.record("ApprovalCounted", f"{a.approver} ({', '.join(a.groups) or 'no groups'}) approved "
+                                f"revision {a.revision} ({a.name})")
+                else:
+                    self.record("ApprovalNotCounted", f"{a.approver}'s approval {a.name} does not count: {a.reason}",
+                                warning=True)
+        failing = outcome.failing()
+        now_failing = {(g.gate, g.reason, g.message) for g in failing}
+        if now_failing != before and failing:
+            reason = "AwaitingApproval" if all(g.gate == "Approvals" for g in failing) else "Blocked"
+            self.record(reason, "; ".join(f"{g.gate}: {g.message}" for g in failing), warning=reason == "Blocked")
+        if failing:
+            self.wait(5.0)
+            return None
+        if not self.s.get("paused"):
+            self.record("GatesPassed", "; ".join(f"{g.gate}: {g.message}" for g in outcome.gates if g.message))
+        return outcome
+
     def record_wave_started(self) -> None:
-        wave = self.spec.waves[self.wave_index]
+        wave = self.waves[self.wave_index]
         size = f"{wave.weight}%" if wave.weight is not None else f"{wave.replicas} pods"
         self.record("WaveStarted", f"wave {self.wave_label()} ({size}): {self.canary_target()} of "
                     f"{self.total} pods on the canary")
@@ -372,7 +418,7 @@ class _Reconcile:
             self.s["bake_started_at"] = stamp(self.now)
             self.goto(Stage.BAKE)
             self.record("WaveReady", f"wave {self.wave_label()}: {c.ready} canary and {t.ready} stable pods "
-                        f"Ready; baking {self.spec.waves[self.wave_index].bake}")
+                        f"Ready; baking {self.waves[self.wave_index].bake}")
             return
         self.wait(POLL_SECONDS)
 
@@ -384,7 +430,7 @@ class _Reconcile:
             self.ensure_target_replicas(self.total - want_canary)
         if self.s.get("paused"):
             return
-        bake = parse_duration(self.spec.waves[self.wave_index].bake)
+        bake = parse_duration(self.waves[self.wave_index].bake)
         elapsed = seconds_between(self.s["bake_started_at"], self.now)
         if elapsed < bake:
             self.wait(max(0.2, bake - elapsed))
@@ -399,9 +445,9 @@ class _Reconcile:
                 return
             self.wait(parse_duration(self.spec.analysis.interval))
             return
-        if self.spec.waves[self.wave_index].manual_gate:
+        if self.waves[self.wave_index].manual_gate:
             self.goto(Stage.GATE)
-            self.record("AwaitingPromotion", f"wave {self.wave_label()} baked {self.spec.waves[self.wave_index].bake}; "
+            self.record("AwaitingPromotion", f"wave {self.wave_label()} baked {self.waves[self.wave_index].bake}; "
                         "waiting for a promote request (kubectl guarded promote)")
             return
         self.advance()
@@ -414,9 +460,9 @@ class _Reconcile:
             self.ensure_target_replicas(self.total - want_canary)
 
     def advance(self) -> None:
-        if self.wave_index + 1 >= len(self.spec.waves):
+        if self.wave_index + 1 >= len(self.waves):
             self.goto(Stage.PROMOTE)
-            self.record("Promoting", f"all {len(self.spec.waves)} waves passed: promoting revision "
+            self.record("Promoting", f"all {len(self.waves)} waves passed: promoting revision "
                         f"{self.s['revision']} to {self.spec.target.name!r}")
             return
         self.s.update(wave=self.wave_index + 1, wave_started_at=stamp(self.now), bake_started_at=None)
@@ -564,6 +610,8 @@ class _Reconcile:
                 self.unpause()
             else:
                 verdict = "not paused"
+        elif req.action in ("promote", "promote-full") and self.policy_forbids_skip():
+            verdict = self.policy_forbids_skip()
         elif req.action == "promote":
             if stage in (Stage.BAKE, Stage.GATE):
                 self.unpause()
@@ -588,12 +636,29 @@ class _Reconcile:
             verdict = f"unknown action {req.action!r} ({', '.join(REQUEST_ACTIONS)})"
 
         result = "Accepted" if verdict is None else "Rejected"
+        by = self.obs.requester
         self.s["last_request"] = RequestRecord(id=req.id, action=req.action, result=result,
-                                               message=verdict or "", time=stamp(self.now))
+                                               message=verdict or "", time=stamp(self.now), by=by)
+        who = f"request {req.id} by {by}" if by else f"request {req.id}"
         if verdict is None:
-            self.record(f"Request{req.action.title().replace('-', '')}", f"{req.action} accepted (request {req.id})")
+            self.record(f"Request{req.action.title().replace('-', '')}", f"{req.action} accepted ({who})")
         else:
-            self.record("RequestRejected", f"{req.action} rejected (request {req.id}): {verdict}", warning=True)
+            self.record("RequestRejected", f"{req.action} rejected ({who}): {verdict}", warning=True)
+
+    def policy_forbids_skip(self) -> str | None:
+        """A promote skips bake time; under a policy with minBake the current wave must have baked that long."""
+        policy = self.s.get("policy")
+        rule = next((r for r in policy.rules if r.rule == "minBake"), None) if policy is not None else None
+        if rule is None:
+            return None
+        stage = self.stage
+        if stage == Stage.GATE:
+            return None  # the wave's bake (at least minBake, see status.plan) is over
+        baked = seconds_between(self.s["bake_started_at"], self.now) if stage == Stage.BAKE else 0.0
+        if baked >= parse_duration(rule.value):
+            return None
+        return (f"policy {', '.join(rule.set_by)} requires every wave to bake {rule.value}; wave "
+                f"{self.wave_label()} has baked {int(baked)}s")
 
     def unpause(self) -> None:
         if not self.s.get("paused"):
@@ -660,6 +725,9 @@ class _Reconcile:
         wave = f"wave {self.wave_label()}"
         failing = [c for c in self.s["conditions"] if c.status == "False"
                    and c.type in (cond.TARGET_FOUND, cond.TARGET_UNCHANGED, cond.VALID)]
+        if stage == Stage.PENDING:
+            failing += [c for c in self.s["conditions"] if c.status == "False"
+                        and c.type in (cond.VALIDATED, cond.ADMITTED, cond.APPROVED)]
         if failing:
             return failing[0].message
         if self.s.get("paused") and stage in WAVE_STAGES | {Stage.PENDING}:
@@ -679,7 +747,7 @@ class _Reconcile:
         }
         if stage == Stage.BAKE:
             # Static while the bake runs, so that status is written on transitions only.
-            wave_spec = self.spec.waves[self.wave_index]
+            wave_spec = self.waves[self.wave_index]
             until = parse(self.s["bake_started_at"]) + timedelta(seconds=parse_duration(wave_spec.bake))
             return f"{wave}: baking {wave_spec.bake} (until {stamp_seconds(until)})"
         return texts[stage]

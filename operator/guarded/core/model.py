@@ -24,6 +24,7 @@ class DeploymentState:
     selector: dict[str, Any] = field(default_factory=dict)
     template: dict[str, Any] = field(default_factory=dict)
     annotations: dict[str, str] = field(default_factory=dict)
+    labels: dict[str, str] = field(default_factory=dict)
     deleting: bool = False
 
     @property
@@ -46,6 +47,47 @@ class Request:
 
 
 @dataclass(frozen=True, kw_only=True)
+class ApprovalObs:
+    """A RolloutApproval naming this rollout, with the identity admission stamped on it."""
+
+    name: str
+    approver: str | None
+    groups: tuple[str, ...] = ()
+    revision: int | None = None
+    rollout_uid: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class QueueEntry:
+    """Another rollout, as its own status describes it, for concurrency limits."""
+
+    namespace: str
+    name: str
+    created: str
+    policies: tuple[str, ...]
+    active: bool       # started and not finished: it holds a slot
+    waiting: bool      # its only failing gate is a concurrency limit: it is in the queue
+
+
+@dataclass(frozen=True, kw_only=True)
+class GuardObservation:
+    """What the pre-flight gates need from the cluster. Gathered only while a rollout waits to start.
+
+    Defaults are the fail-safe ones: no dry run has been done (so nothing starts), authors unknown.
+    """
+
+    created: str = ""
+    namespace_labels: dict[str, str] = field(default_factory=dict)
+    policies: tuple[Any, ...] = ()                 # core.policy.NamedPolicy, every policy in the cluster
+    authors: tuple[str, ...] | None = None         # None: not stamped by admission
+    approvals: tuple[ApprovalObs, ...] = ()
+    queue: tuple[QueueEntry, ...] = ()
+    service_pods: int | None = None                # pods behind the Services that route to the target
+    dry_run_done: bool = False
+    dry_run_error: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
 class Observations:
     now: datetime
     namespace: str
@@ -57,6 +99,8 @@ class Observations:
     request: Request | None = None
     analysis: AnalysisObservation | None = None     # present when an analysis step was due
     webhook_alerts: tuple[str, ...] = ()            # firing alerts pushed by Alertmanager that match
+    guard: GuardObservation | None = None           # present while the rollout waits to start
+    requester: str | None = None                    # who set the request annotation (admission)
 
 
 # -- actions: absolute targets, so doing one twice is harmless --

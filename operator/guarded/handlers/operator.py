@@ -20,9 +20,10 @@ from aiohttp import web
 
 from guarded import logs
 from guarded.api.common import GROUP, VERSION
+from guarded.api.policy import APPROVAL_PLURAL, POLICY_PLURAL
 from guarded.api.rollout import PLURAL
 from guarded.core.templates import canary_name
-from guarded.handlers import alerts
+from guarded.handlers import admission, alerts, endpoints, telemetry, tls
 from guarded.handlers.reconcile import clean_up, reconcile
 from guarded.kube.client import Conflict, KubeClient
 from guarded.metrics.prometheus import PrometheusProvider
@@ -30,6 +31,8 @@ from guarded.metrics.prometheus import PrometheusProvider
 IDLE_SECONDS = 10.0     # re-check a quiet rollout this often even without events
 ERROR_BACKOFF = 2.0
 RECONCILE_TIMEOUT = 90.0  # a reconcile stuck on I/O is abandoned and started again
+
+FINAL_PHASES = ("Succeeded", "RolledBack", "Failed")
 
 _wakers: dict[tuple[str, str], asyncio.Event] = {}
 _targets: dict[tuple[str, str], str] = {}
@@ -74,6 +77,19 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
         await runner.setup()
         await web.TCPSite(runner, host or "0.0.0.0", int(port)).start()
         memo.alerts_runner = runner
+    admission.use_client(memo.client)
+    webhook_listen = os.environ.get("GUARDED_WEBHOOK_LISTEN", "")
+    if webhook_listen:
+        host, _, port = webhook_listen.rpartition(":")
+        public = os.environ.get("GUARDED_WEBHOOK_HOST") or host or "localhost"
+        cert = tls.load_or_generate(os.environ.get("GUARDED_WEBHOOK_TLS_DIR"), sorted({public, host or public}))
+        settings.admission.server = kopf.WebhookServer(
+            addr=host or None, port=int(port), host=public, certfile=str(cert.certfile),
+            pkeyfile=str(cert.keyfile), cadata=cert.ca)
+        settings.admission.managed = admission.WEBHOOK_CONFIGURATION
+    metrics_listen = os.environ.get("GUARDED_METRICS_LISTEN", "")
+    if metrics_listen:  # /metrics and /readyz (ready once kopf has finished every startup handler)
+        memo.endpoints_runner = await endpoints.serve(metrics_listen, memo.client.api_client)
 
 
 def wake_all() -> None:
@@ -91,8 +107,9 @@ async def run_rollout(namespace: str, name: str, stopped: kopf.DaemonStopped, me
         while not stopped:
             wake.clear()
             try:
-                outcome = await asyncio.wait_for(reconcile(memo.client, namespace, name, memo.provider),
-                                                 timeout=RECONCILE_TIMEOUT)
+                with telemetry.reconciling():  # times it, counts the API error that failed it
+                    outcome = await asyncio.wait_for(reconcile(memo.client, namespace, name, memo.provider),
+                                                     timeout=RECONCILE_TIMEOUT)
                 if outcome.target:
                     _targets[key] = outcome.target
                 delay = IDLE_SECONDS if outcome.requeue_after is None else min(outcome.requeue_after, IDLE_SECONDS)
@@ -106,14 +123,29 @@ async def run_rollout(namespace: str, name: str, stopped: kopf.DaemonStopped, me
     finally:
         _wakers.pop(key, None)
         _targets.pop(key, None)
+        telemetry.forget(namespace, name)  # deleted, or this replica paused: another one reports it
 
 
 # Async on purpose: kopf runs sync handlers in worker threads, and asyncio.Event is not thread-safe.
 @kopf.on.event(GROUP, VERSION, PLURAL)
-async def rollout_changed(namespace: str, name: str, **_: Any) -> None:
+async def rollout_changed(namespace: str, name: str, body: kopf.Body, type: str | None, **_: Any) -> None:
     waker = _wakers.get((namespace, name))
     if waker is not None:
         waker.set()
+    if type == "DELETED" or (body.get("status") or {}).get("phase") in FINAL_PHASES:
+        wake_all()  # a concurrency slot may have freed up
+
+
+@kopf.on.event(GROUP, VERSION, APPROVAL_PLURAL)
+async def approval_changed(namespace: str, body: kopf.Body, **_: Any) -> None:
+    waker = _wakers.get((namespace, str((body.get("spec") or {}).get("rollout"))))
+    if waker is not None:
+        waker.set()
+
+
+@kopf.on.event(GROUP, VERSION, POLICY_PLURAL)
+async def policy_changed(**_: Any) -> None:
+    wake_all()
 
 
 @kopf.on.event("apps", "v1", "deployments")

@@ -12,16 +12,17 @@ from pydantic import ValidationError
 
 from guarded import logs
 from guarded.api import errors
-from guarded.api.rollout import GuardedRolloutSpec, GuardedRolloutStatus
+from guarded.api.rollout import REQUESTER_ANNOTATION, GuardedRolloutSpec, GuardedRolloutStatus, Stage
 from guarded.core import conditions as cond
 from guarded.core.analysis import AnalysisObservation, analysis_due
 from guarded.core.engine import Decision, decide, decide_cleanup
 from guarded.core.model import Event, Observations
 from guarded.core.templates import canary_name
-from guarded.handlers import alerts
+from guarded.handlers import alerts, telemetry
 from guarded.kube.act import apply_actions
 from guarded.kube.client import Conflict, KubeClient
 from guarded.kube.events import post_events
+from guarded.kube.guard import gather as gather_guard
 from guarded.kube.observe import deployment_state, request_from
 from guarded.metrics.gather import gather
 from guarded.metrics.provider import MetricProvider
@@ -66,6 +67,9 @@ async def reconcile(client: KubeClient, namespace: str, name: str,
             analysis_obs = AnalysisObservation(metrics={}, alerts_error="no Prometheus configured (--prometheus-url)")
         else:
             analysis_obs = await asyncio.to_thread(gather, provider, spec, status, namespace=namespace, now=now)
+    guard = None
+    if target is not None and (status.stage == Stage.PENDING or status.observed_generation != meta.get("generation")):
+        guard = await gather_guard(client, obj=obj, spec=spec, target=target)
     webhook_alerts: tuple[str, ...] = ()
     if spec.analysis is not None and spec.analysis.alerts is not None:
         webhook_alerts = alerts.STORE.matching(spec.analysis.alerts.match_labels, time.time())
@@ -73,6 +77,7 @@ async def reconcile(client: KubeClient, namespace: str, name: str,
         now=now, namespace=namespace, name=name, uid=meta.get("uid"), generation=int(meta.get("generation", 1)),
         target=deployment_state(target), canary=deployment_state(canary),
         request=request_from(meta.get("annotations")), analysis=analysis_obs, webhook_alerts=webhook_alerts,
+        guard=guard, requester=(meta.get("annotations") or {}).get(REQUESTER_ANNOTATION),
     )
     started = time.perf_counter()
     decision = decide(spec, status, obs)
@@ -89,6 +94,7 @@ async def reconcile(client: KubeClient, namespace: str, name: str,
             "status": decision.status.to_wire(),
         }
         await client.replace_rollout_status(body)  # Conflict propagates: decide again on fresh data
+    telemetry.record(obs, status, decision, elapsed)  # after the write: a conflicted decision never counts
     if decision.events:
         await post_events(client, obj, decision.events)
         for event in decision.events:

@@ -97,3 +97,38 @@ class KubeClient:
         except ApiException as exc:
             if exc.status != 404:
                 raise
+
+    # -- what the pre-flight gates read ------------------------------------------------------
+    async def list_cluster_custom(self, plural: str) -> list[dict[str, Any]]:
+        resp = await self._call(self.custom.list_cluster_custom_object, GROUP, VERSION, plural,
+                                _preload_content=False)
+        return list(json.loads(resp.data).get("items", []))
+
+    async def list_namespaced_custom(self, namespace: str, plural: str) -> list[dict[str, Any]]:
+        resp = await self._call(self.custom.list_namespaced_custom_object, GROUP, VERSION, namespace, plural,
+                                _preload_content=False)
+        return list(json.loads(resp.data).get("items", []))
+
+    async def get_namespace(self, name: str) -> dict[str, Any] | None:
+        return await self._get_json(self.core.read_namespace, name)
+
+    async def list_services(self, namespace: str) -> list[dict[str, Any]]:
+        resp = await self._call(self.core.list_namespaced_service, namespace, _preload_content=False)
+        return list(json.loads(resp.data).get("items", []))
+
+    async def list_pods(self, namespace: str) -> list[dict[str, Any]]:
+        resp = await self._call(self.core.list_namespaced_pod, namespace, _preload_content=False)
+        return list(json.loads(resp.data).get("items", []))
+
+    async def dry_run_create_deployment(self, namespace: str, body: dict[str, Any]) -> str | None:
+        """Ask the API server (validation and admission) whether it would accept this Deployment; None: yes."""
+        try:
+            await self._call(self.apps.create_namespaced_deployment, namespace, body, dry_run="All")
+        except ApiException as exc:
+            if exc.status in (400, 403, 422):
+                try:
+                    return str(json.loads(exc.body).get("message") or exc.reason)
+                except (ValueError, TypeError):
+                    return str(exc.reason)
+            raise
+        return None

@@ -27,6 +27,7 @@ def deployment_state(obj: dict[str, Any] | None) -> DeploymentState | None:
         selector=spec.get("selector", {}),
         template=spec.get("template", {}),
         annotations=meta.get("annotations", {}) or {},
+        labels=meta.get("labels", {}) or {},
         deleting=meta.get("deletionTimestamp") is not None,
     )
 

@@ -1,0 +1,127 @@
+"""RolloutPolicy (cluster-scoped) and RolloutApproval (namespaced): the guardrails and the sign-offs.
+
+A platform team writes RolloutPolicies: which rollouts they govern (namespace and target labels) and
+the rules those rollouts must meet before wave 1 (approvals, senior sign-off, documentation, first
+wave size, bake times, required metrics, concurrency, freeze windows, a time-boxed safety reset).
+Several policies may match one rollout; the strictest value of each rule wins (core/policy.py).
+
+A RolloutApproval is one person's sign-off of one rollout at one spec revision. Who approved is not
+typed by the approver: the operator's admission webhook stamps `spec.approver` and
+`spec.approverGroups` from the API server's authenticated userInfo, and rejects values that differ.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from guarded.api.common import ApiModel, DnsName, Duration
+
+POLICY_KIND = "RolloutPolicy"
+POLICY_PLURAL = "rolloutpolicies"
+POLICY_SHORT_NAMES = ["grp"]
+
+APPROVAL_KIND = "RolloutApproval"
+APPROVAL_PLURAL = "rolloutapprovals"
+APPROVAL_SHORT_NAMES = ["gra"]
+
+DOCUMENTATION_FIELDS = ("description", "ticket", "rollbackPlan")
+# Guards a policy can demand of spec.analysis: the two shortcuts, or a named metric.
+BUILTIN_METRICS = ("orders", "errors")
+
+
+class LabelSelectorRequirement(ApiModel):
+    key: str = Field(min_length=1, max_length=317)
+    operator: Literal["In", "NotIn", "Exists", "DoesNotExist"]
+    values: list[str] = Field(default_factory=list, max_length=64)
+
+
+class LabelSelector(ApiModel):
+    """A Kubernetes label selector. An empty selector matches everything."""
+
+    match_labels: dict[str, str] = Field(default_factory=dict)
+    match_expressions: list[LabelSelectorRequirement] = Field(default_factory=list, max_length=32)
+
+
+class PolicySelector(ApiModel):
+    namespace_selector: LabelSelector = Field(
+        default_factory=LabelSelector, description="Labels of the rollout's namespace.")
+    target_selector: LabelSelector = Field(
+        default_factory=LabelSelector, description="Labels of the target Deployment (e.g. tier: \"1\").")
+
+
+class FirstWave(ApiModel):
+    """The largest first wave: a wave 1 above either bound is lowered to it."""
+
+    max_replicas: int | None = Field(default=None, ge=1, description="At most this many canary pods in wave 1.")
+    max_weight: int | None = Field(default=None, ge=1, le=100, description="At most this percent in wave 1.")
+
+
+class BlastRadiusLine(ApiModel):
+    """Above either line a change is high blast radius and needs the senior groups' approval too."""
+
+    max_pods: int | None = Field(default=None, ge=1, description="Pods the change reaches in the end.")
+    max_share_percent: int | None = Field(default=None, ge=1, le=100,
+                                          description="Share of the pods behind the target's Services.")
+
+
+class PolicyRules(ApiModel):
+    required_approvals: int | None = Field(
+        default=None, ge=0, le=10, description="Distinct approvers, none of them an author of the change.")
+    senior_groups: list[str] = Field(
+        default_factory=list, max_length=16,
+        description="When the change is AI-assisted or high blast radius, one approver must be in one of "
+        "these groups.")
+    required_documentation: list[Literal["description", "ticket", "rollbackPlan"]] = Field(
+        default_factory=list, description="Spec fields that must be filled in.")
+    first_wave: FirstWave | None = None
+    min_bake: Duration | None = Field(default=None, description="Every wave bakes at least this long.")
+    required_metrics: list[str] = Field(
+        default_factory=list, max_length=16,
+        description="Guards spec.analysis must have: orders, errors, or a metric name.")
+    max_concurrent: int | None = Field(
+        default=None, ge=1, le=1000,
+        description="At most this many rollouts under this policy progress at once; the rest wait in order.")
+    blast_radius: BlastRadiusLine | None = None
+
+
+class TimeWindow(ApiModel):
+    start: str = Field(description="RFC 3339 time the window opens.", json_schema_extra={"format": "date-time"})
+    end: str = Field(description="RFC 3339 time the window closes.", json_schema_extra={"format": "date-time"})
+    reason: str = Field(default="", max_length=1024)
+
+
+class SafetyReset(TimeWindow):
+    """A time-boxed tightening: while active, these rules combine (strictest wins) with the policy's own."""
+
+    rules: PolicyRules = Field(default_factory=PolicyRules)
+
+
+class RolloutPolicySpec(ApiModel):
+    selector: PolicySelector = Field(default_factory=PolicySelector)
+    rules: PolicyRules = Field(default_factory=PolicyRules)
+    freeze_windows: list[TimeWindow] = Field(
+        default_factory=list, max_length=64, description="No rollout under this policy starts in a freeze.")
+    safety_reset: SafetyReset | None = None
+
+
+class RolloutApprovalSpec(ApiModel):
+    rollout: DnsName = Field(description="Name of the GuardedRollout in this namespace.")
+    revision: int | None = Field(
+        default=None, ge=1,
+        description="The rollout's metadata.generation being approved; admission fills in the current one.")
+    comment: str = Field(default="", max_length=4096)
+    approver: str | None = Field(
+        default=None, max_length=512,
+        description="Set by admission from the authenticated user; a different value is rejected.")
+    approver_groups: list[str] | None = Field(
+        default=None, max_length=128, description="Set by admission from the authenticated user's groups.")
+    rollout_uid: str | None = Field(default=None, max_length=64,
+                                    description="Set by admission: the approved rollout's uid.")
+
+    @model_validator(mode="after")
+    def _no_blank_approver(self) -> RolloutApprovalSpec:
+        if self.approver is not None and not self.approver.strip():
+            raise ValueError("spec.approver: leave it out or give your own user name")
+        return self

@@ -1,0 +1,120 @@
+"""Identity at admission: who wrote a change, who approved it. Pure functions of the admission request.
+
+The API server authenticates every request and hands the webhook its `userInfo`. These functions
+turn that into fields the gates trust, and refuse requests that claim another identity:
+
+- A GuardedRollout's authors (annotation rollouts.guarded.dev/authors, a JSON list) are its creator
+  plus everyone who later changed its spec. Whatever a client puts in that annotation is replaced,
+  so it can only ever say what the API server authenticated.
+- Whoever sets a manual request (the request annotation) is stamped in rollouts.guarded.dev/request-by.
+- A RolloutApproval's approver and groups come from userInfo. A different approver or group list is
+  refused, and so is approving one's own change, a revision that is not the current one, or a
+  rollout that does not exist. Approvals are immutable: to change one, delete it and approve again.
+
+Each function returns either the fields to set or a message for the user (AdmissionRefused).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from guarded.api.rollout import AUTHORS_ANNOTATION, REQUEST_ANNOTATION, REQUESTER_ANNOTATION
+
+
+class AdmissionRefused(Exception):
+    """The request is refused; the message is shown to the user by the API server."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class User:
+    username: str
+    groups: tuple[str, ...] = ()
+
+    @classmethod
+    def from_userinfo(cls, userinfo: Mapping[str, Any] | None) -> User:
+        info = userinfo or {}
+        if not info.get("username"):
+            raise AdmissionRefused("the API server sent no authenticated user; refusing (fail closed)")
+        return cls(username=str(info["username"]), groups=tuple(str(g) for g in info.get("groups") or ()))
+
+
+@dataclass(frozen=True, kw_only=True)
+class Stamp:
+    annotations: dict[str, str | None] = field(default_factory=dict)  # None: remove
+    spec: dict[str, Any] = field(default_factory=dict)
+
+
+def _authors(annotations: Mapping[str, str] | None) -> list[str] | None:
+    raw = (annotations or {}).get(AUTHORS_ANNOTATION)
+    if raw is None:
+        return None
+    try:
+        names = json.loads(raw)
+    except ValueError:
+        return None
+    return [str(n) for n in names] if isinstance(names, list) else None
+
+
+def rollout_stamp(*, operation: str, user: User, new: Mapping[str, Any], old: Mapping[str, Any] | None) -> Stamp:
+    """Annotations to set on a GuardedRollout being created or updated."""
+    new_ann = (new.get("metadata") or {}).get("annotations") or {}
+    old_ann = ((old or {}).get("metadata") or {}).get("annotations") or {}
+    out: dict[str, str | None] = {}
+    if operation == "CREATE" or old is None:
+        authors: list[str] | None = [user.username]
+    else:
+        authors = _authors(old_ann)
+        if new.get("spec") != old.get("spec"):
+            authors = [*(authors or []), user.username] if user.username not in (authors or []) else authors
+    out[AUTHORS_ANNOTATION] = json.dumps(authors) if authors is not None else None
+
+    request, old_request = new_ann.get(REQUEST_ANNOTATION), old_ann.get(REQUEST_ANNOTATION)
+    if request and (operation == "CREATE" or request != old_request):
+        out[REQUESTER_ANNOTATION] = user.username
+    elif request:
+        out[REQUESTER_ANNOTATION] = old_ann.get(REQUESTER_ANNOTATION)
+    else:
+        out[REQUESTER_ANNOTATION] = None
+    return Stamp(annotations={k: v for k, v in out.items() if new_ann.get(k) != v})
+
+
+def approval_stamp(*, operation: str, user: User, spec: Mapping[str, Any], old_spec: Mapping[str, Any] | None,
+                   rollout: Mapping[str, Any] | None) -> Stamp:
+    """Fields to set on a RolloutApproval, or AdmissionRefused with the reason."""
+    if operation == "UPDATE":
+        if old_spec is not None and dict(spec) != dict(old_spec):
+            raise AdmissionRefused("a RolloutApproval is immutable: delete it and approve again")
+        return Stamp()
+    name = spec.get("rollout")
+    given = spec.get("approver")
+    if given is not None and given != user.username:
+        raise AdmissionRefused(
+            f"spec.approver: you are authenticated as {user.username!r}, so you cannot approve as {given!r}; "
+            "leave spec.approver out and the API server's identity is recorded")
+    given_groups = spec.get("approverGroups")
+    if given_groups is not None and sorted(given_groups) != sorted(user.groups):
+        raise AdmissionRefused(
+            f"spec.approverGroups: {sorted(given_groups)} are not your groups {sorted(user.groups)}; leave it out")
+    if rollout is None:
+        raise AdmissionRefused(f"spec.rollout: no GuardedRollout {name!r} in this namespace")
+    uid = rollout["metadata"].get("uid")
+    if spec.get("rolloutUID") is not None and spec.get("rolloutUID") != uid:
+        raise AdmissionRefused(f"spec.rolloutUID: {spec.get('rolloutUID')!r} is not the uid of rollout {name!r}")
+    generation = int(rollout["metadata"].get("generation", 1))
+    revision = spec.get("revision")
+    if revision is not None and int(revision) != generation:
+        raise AdmissionRefused(
+            f"spec.revision: rollout {name!r} is at revision {generation}, not {revision}; its spec changed "
+            "since, so review the change again and approve revision " + str(generation))
+    authors = _authors((rollout["metadata"].get("annotations")) or {})
+    if authors is not None and user.username in authors:
+        raise AdmissionRefused(
+            f"{user.username!r} is an author of rollout {name!r} (authors: {', '.join(authors)}); "
+            "a change needs approval by someone who did not write it")
+    return Stamp(spec={"approver": user.username, "approverGroups": list(user.groups), "rolloutUID": uid,
+                       "revision": generation})
+
+

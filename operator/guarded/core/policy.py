@@ -1,0 +1,192 @@
+"""Which RolloutPolicies govern a rollout, and the strictest value of each rule among them. Pure.
+
+Several policies may select one rollout (a company-wide one, a tier-1 one, a team's own). Each rule
+combines to its strictest value: the most approvals, the longest minimum bake, the smallest first
+wave, every documentation field and metric any of them asks for, every senior-group requirement.
+While a policy's safety reset is active its rules join the combination as if they were a policy of
+their own ("tier-1/safetyReset"), so a reset can only tighten. Every combined value remembers which
+policies set it, for the status and the audit report.
+
+Concurrency is not combined: each policy counts the rollouts it governs against its own limit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from guarded.api.common import parse_duration
+from guarded.api.policy import LabelSelector, PolicyRules, RolloutPolicySpec, TimeWindow
+from guarded.api.rollout import PolicyStatus, RuleSource
+from guarded.core.clock import parse
+
+
+@dataclass(frozen=True, kw_only=True)
+class NamedPolicy:
+    name: str
+    spec: RolloutPolicySpec
+
+
+@dataclass(frozen=True, kw_only=True)
+class Rule:
+    value: int | float
+    set_by: tuple[str, ...]
+    text: str = ""
+
+    def __str__(self) -> str:
+        return self.text or str(self.value)
+
+
+@dataclass(frozen=True, kw_only=True)
+class SeniorRequirement:
+    groups: tuple[str, ...]
+    set_by: tuple[str, ...]
+
+
+@dataclass(frozen=True, kw_only=True)
+class ActiveFreeze:
+    policy: str
+    window: TimeWindow
+
+
+@dataclass(frozen=True, kw_only=True)
+class EffectiveRules:
+    policies: tuple[str, ...] = ()
+    safety_resets: tuple[str, ...] = ()
+    required_approvals: Rule | None = None
+    senior: tuple[SeniorRequirement, ...] = ()
+    documentation: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    metrics: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    first_wave_replicas: Rule | None = None
+    first_wave_weight: Rule | None = None
+    min_bake: Rule | None = None
+    blast_pods: Rule | None = None
+    blast_share: Rule | None = None
+    concurrency: Mapping[str, Rule] = field(default_factory=dict)  # policy name -> its own limit
+    freezes: tuple[ActiveFreeze, ...] = ()
+
+
+def selects(selector: LabelSelector, labels: Mapping[str, str]) -> bool:
+    """Kubernetes label-selector semantics; an empty selector selects everything."""
+    if any(labels.get(k) != v for k, v in selector.match_labels.items()):
+        return False
+    for req in selector.match_expressions:
+        present = req.key in labels
+        if req.operator == "Exists" and not present:
+            return False
+        if req.operator == "DoesNotExist" and present:
+            return False
+        if req.operator == "In" and (not present or labels[req.key] not in req.values):
+            return False
+        if req.operator == "NotIn" and present and labels[req.key] in req.values:
+            return False
+    return True
+
+
+def matching(policies: Iterable[NamedPolicy], *, namespace_labels: Mapping[str, str],
+             target_labels: Mapping[str, str]) -> list[NamedPolicy]:
+    return sorted(
+        (p for p in policies
+         if selects(p.spec.selector.namespace_selector, namespace_labels)
+         and selects(p.spec.selector.target_selector, target_labels)),
+        key=lambda p: p.name,
+    )
+
+
+def in_window(window: TimeWindow, now: datetime) -> bool:
+    return parse(window.start) <= now < parse(window.end)
+
+
+def _stricter(current: Rule | None, value: int | float | None, source: str, *, larger: bool,
+              text: str = "") -> Rule | None:
+    if value is None:
+        return current
+    if current is None or (value > current.value if larger else value < current.value):
+        return Rule(value=value, set_by=(source,), text=text)
+    if value == current.value:
+        return Rule(value=value, set_by=(*current.set_by, source), text=current.text)
+    return current
+
+
+def _rule_sets(policy: NamedPolicy, now: datetime) -> list[tuple[str, PolicyRules]]:
+    sets = [(policy.name, policy.spec.rules)]
+    reset = policy.spec.safety_reset
+    if reset is not None and in_window(reset, now):
+        sets.append((f"{policy.name}/safetyReset", reset.rules))
+    return sets
+
+
+def combine(policies: Iterable[NamedPolicy], now: datetime) -> EffectiveRules:
+    policies = list(policies)
+    approvals = first_replicas = first_weight = min_bake = blast_pods = blast_share = None
+    senior: dict[tuple[str, ...], tuple[str, ...]] = {}
+    documentation: dict[str, tuple[str, ...]] = {}
+    metrics: dict[str, tuple[str, ...]] = {}
+    concurrency: dict[str, Rule] = {}
+    resets: list[str] = []
+    for policy in policies:
+        for source, rules in _rule_sets(policy, now):
+            if source != policy.name:
+                resets.append(policy.name)
+            approvals = _stricter(approvals, rules.required_approvals, source, larger=True)
+            if rules.senior_groups:
+                key = tuple(sorted(set(rules.senior_groups)))
+                senior[key] = (*senior.get(key, ()), source)
+            for doc in rules.required_documentation:
+                documentation[doc] = (*documentation.get(doc, ()), source)
+            for metric in rules.required_metrics:
+                metrics[metric] = (*metrics.get(metric, ()), source)
+            if rules.first_wave is not None:
+                first_replicas = _stricter(first_replicas, rules.first_wave.max_replicas, source, larger=False)
+                first_weight = _stricter(first_weight, rules.first_wave.max_weight, source, larger=False)
+            if rules.min_bake is not None:
+                min_bake = _stricter(min_bake, parse_duration(rules.min_bake), source, larger=True,
+                                     text=rules.min_bake)
+            if rules.blast_radius is not None:
+                blast_pods = _stricter(blast_pods, rules.blast_radius.max_pods, source, larger=False)
+                blast_share = _stricter(blast_share, rules.blast_radius.max_share_percent, source, larger=False)
+            if rules.max_concurrent is not None:
+                limit = _stricter(concurrency.get(policy.name), rules.max_concurrent, source, larger=False)
+                assert limit is not None
+                concurrency[policy.name] = limit
+    freezes = tuple(ActiveFreeze(policy=p.name, window=w) for p in policies
+                    for w in p.spec.freeze_windows if in_window(w, now))
+    return EffectiveRules(
+        policies=tuple(p.name for p in policies), safety_resets=tuple(resets),
+        required_approvals=approvals,
+        senior=tuple(SeniorRequirement(groups=g, set_by=s) for g, s in sorted(senior.items())),
+        documentation=documentation, metrics=metrics, first_wave_replicas=first_replicas,
+        first_wave_weight=first_weight, min_bake=min_bake, blast_pods=blast_pods, blast_share=blast_share,
+        concurrency=concurrency, freezes=freezes,
+    )
+
+
+def describe(rules: EffectiveRules) -> PolicyStatus | None:
+    """What the status shows: the policies in force and who set each rule."""
+    if not rules.policies:
+        return None
+    out: list[RuleSource] = []
+
+    def add(name: str, rule: Rule | None) -> None:
+        if rule is not None:
+            out.append(RuleSource(rule=name, value=str(rule), set_by=list(rule.set_by)))
+
+    add("requiredApprovals", rules.required_approvals)
+    for req in rules.senior:
+        out.append(RuleSource(rule="seniorGroups", value=",".join(req.groups), set_by=list(req.set_by)))
+    for doc, by in sorted(rules.documentation.items()):
+        out.append(RuleSource(rule="requiredDocumentation", value=doc, set_by=list(by)))
+    for metric, by in sorted(rules.metrics.items()):
+        out.append(RuleSource(rule="requiredMetrics", value=metric, set_by=list(by)))
+    add("firstWave.maxReplicas", rules.first_wave_replicas)
+    add("firstWave.maxWeight", rules.first_wave_weight)
+    add("minBake", rules.min_bake)
+    add("blastRadius.maxPods", rules.blast_pods)
+    add("blastRadius.maxSharePercent", rules.blast_share)
+    for policy, rule in sorted(rules.concurrency.items()):
+        out.append(RuleSource(rule=f"maxConcurrent[{policy}]", value=str(rule), set_by=list(rule.set_by)))
+    for freeze in rules.freezes:
+        out.append(RuleSource(rule="freeze", value=f"{freeze.window.start}..{freeze.window.end}",
+                              set_by=[freeze.policy]))
+    return PolicyStatus(policies=list(rules.policies), safety_resets=sorted(set(rules.safety_resets)), rules=out)

@@ -1,0 +1,74 @@
+"""Admission webhooks served by the operator: identity stamped from the API server's userInfo.
+
+kopf serves them and keeps the Mutating/ValidatingWebhookConfiguration up to date. They fail
+closed (failurePolicy Fail) and persist when the operator stops: with no operator to vouch for
+identities, GuardedRollouts and approvals cannot be created or changed, rather than be admitted
+without an author. Why a webhook and not only a ValidatingAdmissionPolicy: a policy in CEL can
+refuse a forged approver (object.spec.approver != request.userInfo.username) but cannot *write*
+the author into an object, and MutatingAdmissionPolicy is still beta and off by default in
+Kubernetes 1.34. docs/guardrails.md has the full trade-off.
+
+The decisions are pure functions in core/admission; this module only adapts kopf to them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import kopf
+
+from guarded.api.common import GROUP, VERSION
+from guarded.api.policy import APPROVAL_PLURAL
+from guarded.api.rollout import PLURAL
+from guarded.core.admission import AdmissionRefused, User, approval_stamp, rollout_stamp
+from guarded.kube.client import KubeClient
+
+WEBHOOK_CONFIGURATION = f"guarded-rollouts.{GROUP}"
+_client: list[KubeClient] = []  # set at startup; admission handlers get no operator-wide memo
+
+
+def use_client(client: KubeClient) -> None:
+    _client[:] = [client]
+
+
+@kopf.on.mutate(GROUP, VERSION, PLURAL, id="rollout-identity", operations=["CREATE", "UPDATE"], persistent=True,
+                ignore_failures=False, side_effects=False)
+def stamp_rollout(body: kopf.Body, old: kopf.Body | None, operation: str, userinfo: dict[str, Any],
+                  patch: kopf.Patch, **_: Any) -> None:
+    try:
+        stamp = rollout_stamp(operation=operation, user=User.from_userinfo(userinfo), new=body,
+                              old=dict(old) if old is not None else None)
+    except AdmissionRefused as exc:
+        raise kopf.AdmissionError(str(exc), code=403) from exc
+    for key, value in stamp.annotations.items():
+        patch.metadata.annotations[key] = value
+
+
+@kopf.on.mutate(GROUP, VERSION, APPROVAL_PLURAL, id="approval-identity", operations=["CREATE", "UPDATE"],
+                persistent=True, ignore_failures=False, side_effects=False)
+async def stamp_approval(body: kopf.Body, old: kopf.Body | None, operation: str, userinfo: dict[str, Any],
+                         patch: kopf.Patch, **_: Any) -> None:
+    spec = dict(body.get("spec") or {})
+    rollout = None
+    if operation == "CREATE" and spec.get("rollout"):
+        if not _client:
+            raise kopf.AdmissionError("the operator is still starting; try again", code=503)
+        rollout = await _client[0].get_rollout(body.metadata.namespace or "", str(spec["rollout"]))
+    try:
+        stamp = approval_stamp(operation=operation, user=User.from_userinfo(userinfo), spec=spec,
+                               old_spec=dict(old.get("spec") or {}) if old is not None else None, rollout=rollout)
+    except AdmissionRefused as exc:
+        raise kopf.AdmissionError(str(exc), code=403) from exc
+    for key, value in stamp.spec.items():
+        patch.spec[key] = value
+
+
+@kopf.on.validate(GROUP, VERSION, APPROVAL_PLURAL, id="approval-identity-check", operations=["CREATE"],
+                  persistent=True, ignore_failures=False, side_effects=False)
+def check_approval(body: kopf.Body, userinfo: dict[str, Any], **_: Any) -> None:
+    """After every mutation (ours and anyone else's): the approver is still the authenticated user."""
+    user = User.from_userinfo(userinfo)
+    spec = body.get("spec") or {}
+    if spec.get("approver") != user.username or sorted(spec.get("approverGroups") or []) != sorted(user.groups):
+        raise kopf.AdmissionError(f"spec.approver must be the authenticated user {user.username!r} with their groups",
+                                  code=403)

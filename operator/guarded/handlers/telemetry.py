@@ -1,0 +1,228 @@
+"""The operator's own Prometheus metrics, read off what one reconcile already has.
+
+Why derived rather than instrumented: the core's Decision already says everything worth counting
+(the status it moves to, the events it records, the analysis record with its evidence), so the
+metrics are a reading of (observations, old status, decision, seconds) and the reconcile needs a
+single call, made after the status is written. Counting only persisted decisions matters: a
+decision whose write conflicts is thrown away and decided again on fresh data, and must not count
+its transitions twice.
+
+Metrics are per process. With peering only the active replica reconciles, so only it reports
+rollouts (its daemons stop when it pauses, and `forget` takes their phases out of the gauge);
+queries sum over replicas.
+
+Wave transitions name positions: a wave by its 1-based number ("1", "2", ...), otherwise the stage
+(Pending, Promote, Succeeded, RollingBack, RolledBack, Retiring, Failed). One decision may pass
+several positions (Retired -> Pending -> wave 1); each step is counted.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Iterator
+from itertools import pairwise
+
+import urllib3
+from kubernetes.client.rest import ApiException
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    GCCollector,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+)
+
+from guarded.api.rollout import AnalysisRecord, GuardedRolloutStatus, Stage
+from guarded.core.engine import Decision
+from guarded.core.model import Observations
+from guarded.kube.client import Conflict
+
+PREFIX = "guarded"
+DECISION_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
+RECONCILE_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 90.0)
+
+_WAVE_STAGES = frozenset({Stage.SCALE_CANARY, Stage.SCALE_STABLE, Stage.BAKE, Stage.GATE})
+_ROLLBACK = frozenset({"RollingBack", "RolledBack"})
+# Event reasons that move a rollout to another position (WaveStarted: to the wave it names).
+_EVENT_POSITIONS = {
+    "Promoting": "Promote", "PromoteFullRequested": "Promote", "Succeeded": "Succeeded",
+    "RollingBack": "RollingBack", "RolledBack": "RolledBack", "SpecChanged": "Retiring",
+    "Retired": "Pending", "NewRevision": "Pending", "RequestRetry": "Pending",
+}
+
+
+def position(status: GuardedRolloutStatus) -> str:
+    """Where a rollout is, as the wave-transition labels name it."""
+    if status.stage in _WAVE_STAGES and status.wave is not None:
+        return str(status.wave + 1)
+    if status.stage == Stage.CLEANUP:
+        return "Promote"  # the canary's removal after promotion is part of it
+    return str(status.stage)
+
+
+def transitions(old: GuardedRolloutStatus, decision: Decision) -> list[tuple[str, str]]:
+    """The (from, to) positions one decision passed through. Pure.
+
+    Walks the decision's events in order, because one decision may pass several positions; the
+    history entries recorded with them (the last len(events) entries) carry the wave each one
+    named. A final step covers moves that record no event of their own (abort while Pending)."""
+    new = decision.status
+    entries = new.history[-len(decision.events):] if decision.events else []
+    aligned = len(entries) == len(decision.events) and all(
+        e.reason == ev.reason for e, ev in zip(entries, decision.events, strict=True))
+    path = [position(old)]
+    for i, event in enumerate(decision.events):
+        if event.reason == "WaveStarted":
+            wave = entries[i].wave if aligned else new.wave
+            to = str((wave or 0) + 1)
+        else:
+            to = _EVENT_POSITIONS.get(event.reason, "")
+        if to and to != path[-1]:
+            path.append(to)
+    if position(new) != path[-1]:
+        path.append(position(new))
+    return list(pairwise(path))
+
+
+def new_analysis_record(old: GuardedRolloutStatus, new: GuardedRolloutStatus) -> AnalysisRecord | None:
+    """The analysis step this decision made, if it made one (a restart keeps old records: not new)."""
+    last_at = new.analysis.last_at
+    if last_at is None or last_at == old.analysis.last_at or not new.analysis.recent:
+        return None
+    record = new.analysis.recent[-1]
+    return record if record.time == last_at else None
+
+
+def _api_error_code(exc: BaseException) -> str | None:
+    """The Kubernetes API error an exception stands for: HTTP status, timeout, connection; else None."""
+    if isinstance(exc, Conflict):
+        return "409"
+    if isinstance(exc, ApiException):
+        return str(exc.status or "unknown")
+    if isinstance(exc, urllib3.exceptions.MaxRetryError):
+        exc = exc.reason or exc
+    if isinstance(exc, urllib3.exceptions.TimeoutError) and not isinstance(
+            exc, urllib3.exceptions.NewConnectionError):  # which urllib3 derives from ConnectTimeoutError
+        return "timeout"
+    if isinstance(exc, urllib3.exceptions.HTTPError | ConnectionError):
+        return "connection"
+    return None
+
+
+class Telemetry:
+    """One set of the operator's metrics in its own registry (tests make fresh ones)."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
+        r = self.registry
+        self.rollouts = Gauge(f"{PREFIX}_rollouts", "GuardedRollouts this replica drives, by phase.",
+                              ("namespace", "phase"), registry=r)
+        self.wave_transitions = Counter(
+            f"{PREFIX}_wave_transitions", "Moves of a rollout between waves and stages (from, to).",
+            ("namespace", "rollout", "from", "to"), registry=r)
+        self.judgements = Counter(
+            f"{PREFIX}_judgements", "Judgements of a guard (metric) by one judge, by result (Pass/Fail/Inconclusive).",
+            ("namespace", "guard", "judge", "result"), registry=r)
+        self.analysis_steps = Counter(f"{PREFIX}_analysis_steps", "Analysis steps by overall verdict.",
+                                      ("namespace", "result"), registry=r)
+        self.rollbacks = Counter(f"{PREFIX}_rollbacks", "Rollbacks started, by reason.", ("namespace", "reason"),
+                                 registry=r)
+        self.decision_seconds = Histogram(f"{PREFIX}_decision_seconds", "Time spent in the pure decide().",
+                                          buckets=DECISION_BUCKETS, registry=r)
+        self.reconcile_seconds = Histogram(
+            f"{PREFIX}_reconcile_seconds", "One observe-decide-act-persist round, by result "
+            "(ok, conflict, error, timeout).", ("result",), buckets=RECONCILE_BUCKETS, registry=r)
+        self.kube_errors = Counter(f"{PREFIX}_kubernetes_api_errors",
+                                   "Kubernetes API calls that failed a reconcile, by HTTP status or kind.",
+                                   ("code",), registry=r)
+        self.query_errors = Counter(f"{PREFIX}_metric_query_errors",
+                                    "Analysis queries that failed, by guard (alerts: the ALERTS query).",
+                                    ("namespace", "guard"), registry=r)
+        self._phases: dict[tuple[str, str], str] = {}
+
+    # -- reading one reconcile --------------------------------------------------------------
+    def record(self, obs: Observations, old: GuardedRolloutStatus, decision: Decision, seconds: float) -> None:
+        """Count what one persisted decision did. Called once per reconcile, after the status write."""
+        ns, name = obs.namespace, obs.name
+        self.decision_seconds.observe(seconds)
+        self._set_phase(ns, name, str(decision.status.phase))
+        for src, dst in transitions(old, decision):
+            self.wave_transitions.labels(ns, name, src, dst).inc()
+            if dst in _ROLLBACK and src not in _ROLLBACK:
+                self.rollbacks.labels(ns, decision.status.rollback_reason or "Unknown").inc()
+        record = new_analysis_record(old, decision.status)
+        if record is not None:
+            self.analysis_steps.labels(ns, record.verdict).inc()
+            for judgement in record.judgements:
+                for evidence in judgement.evidence:
+                    self.judgements.labels(ns, judgement.metric, evidence.judge, evidence.verdict).inc()
+                if not judgement.evidence:  # no data: the metric was judged without any judge running
+                    self.judgements.labels(ns, judgement.metric, "None", judgement.verdict).inc()
+            if record.alerts:
+                self.judgements.labels(ns, "alerts", "ALERTS", "Fail").inc()
+        if obs.analysis is not None:
+            for metric, data in sorted(obs.analysis.metrics.items()):
+                if data.error:
+                    self.query_errors.labels(ns, metric).inc()
+            if obs.analysis.alerts_error:
+                self.query_errors.labels(ns, "alerts").inc()
+
+    def forget(self, namespace: str, name: str) -> None:
+        """This replica no longer drives the rollout (deleted, or the replica paused): out of the gauge."""
+        phase = self._phases.pop((namespace, name), None)
+        if phase is not None:
+            self.rollouts.labels(namespace, phase).dec()
+
+    def _set_phase(self, namespace: str, name: str, phase: str) -> None:
+        previous = self._phases.get((namespace, name))
+        if previous == phase:
+            return
+        if previous is not None:
+            self.rollouts.labels(namespace, previous).dec()
+        self.rollouts.labels(namespace, phase).inc()
+        self._phases[(namespace, name)] = phase
+
+    @contextlib.contextmanager
+    def reconciling(self) -> Iterator[None]:
+        """Time one reconcile and count the API error that failed it; the exception goes on unchanged."""
+        started = time.perf_counter()
+        try:
+            yield
+        except Exception as exc:
+            code = _api_error_code(exc)
+            if code is not None:
+                self.kube_errors.labels(code).inc()
+            result = ("conflict" if isinstance(exc, Conflict)
+                      else "timeout" if isinstance(exc, TimeoutError) else "error")
+            self.reconcile_seconds.labels(result).observe(time.perf_counter() - started)
+            raise
+        self.reconcile_seconds.labels("ok").observe(time.perf_counter() - started)
+
+    # -- what is exposed ----------------------------------------------------------------------
+    def metric_names(self) -> frozenset[str]:
+        """Every series name a scrape can show (counters' _total, histograms' _bucket/_sum/_count)."""
+        suffixes = {"counter": ("_total", "_created"), "histogram": ("_bucket", "_sum", "_count", "_created"),
+                    "summary": ("", "_sum", "_count", "_created")}
+        names: set[str] = set()
+        for family in self.registry.collect():
+            names.update(family.name + s for s in suffixes.get(family.type, ("",)))
+            names.update(sample.name for sample in family.samples)
+        return frozenset(names)
+
+
+def _process_registry() -> CollectorRegistry:
+    """The served registry also carries the process's CPU, memory and GC (the operator's own health)."""
+    registry = CollectorRegistry()
+    ProcessCollector(registry=registry)
+    PlatformCollector(registry=registry)
+    GCCollector(registry=registry)
+    return registry
+
+
+TELEMETRY = Telemetry(_process_registry())
+record = TELEMETRY.record
+forget = TELEMETRY.forget
+reconciling = TELEMETRY.reconciling

@@ -1,0 +1,121 @@
+"""Gathering what the pre-flight gates need: policies, approvals, the queue, the service, a dry run.
+
+Read fresh from the API server while a rollout waits to start (not from a cache), so that two
+rollouts deciding at once about one concurrency slot see each other's latest status. What is read
+here is judged in core/gates; nothing is decided in this module.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from pydantic import ValidationError
+
+from guarded.api.policy import APPROVAL_PLURAL, POLICY_PLURAL, RolloutApprovalSpec, RolloutPolicySpec
+from guarded.api.rollout import AUTHORS_ANNOTATION, PLURAL, GuardedRolloutSpec, Stage
+from guarded.core.engine import CLEANING_STAGES, GUARDED_STAGES
+from guarded.core.model import ApprovalObs, GuardObservation, QueueEntry
+from guarded.core.policy import NamedPolicy
+from guarded.core.templates import canary_deployment, canary_name, changed_template
+from guarded.kube.client import KubeClient
+
+# Stages in which a rollout holds a concurrency slot: from its first canary pod until it is clean.
+ACTIVE_STAGES = frozenset({*GUARDED_STAGES, Stage.PROMOTE, Stage.CLEANUP, *CLEANING_STAGES})
+
+
+def authors_from(annotations: dict[str, str] | None) -> tuple[str, ...] | None:
+    raw = (annotations or {}).get(AUTHORS_ANNOTATION)
+    if not raw:
+        return None
+    try:
+        names = json.loads(raw)
+    except ValueError:
+        return None
+    return tuple(str(n) for n in names) if isinstance(names, list) else None
+
+
+def _policies(items: list[dict[str, Any]]) -> tuple[NamedPolicy, ...]:
+    out = []
+    for item in items:
+        try:
+            out.append(NamedPolicy(name=item["metadata"]["name"],
+                                   spec=RolloutPolicySpec.model_validate(item.get("spec") or {})))
+        except ValidationError:
+            continue  # the CRD schema admitted it; a model mismatch must not open the gates: skip is safe
+    return tuple(out)
+
+
+def _approvals(items: list[dict[str, Any]], rollout: str) -> tuple[ApprovalObs, ...]:
+    out = []
+    for item in items:
+        try:
+            spec = RolloutApprovalSpec.model_validate(item.get("spec") or {})
+        except ValidationError:
+            continue
+        if spec.rollout != rollout or item["metadata"].get("deletionTimestamp"):
+            continue
+        out.append(ApprovalObs(name=item["metadata"]["name"], approver=spec.approver,
+                               groups=tuple(spec.approver_groups or ()), revision=spec.revision,
+                               rollout_uid=spec.rollout_uid))
+    return tuple(out)
+
+
+def _queue(items: list[dict[str, Any]]) -> tuple[QueueEntry, ...]:
+    out = []
+    for item in items:
+        meta, status = item["metadata"], item.get("status") or {}
+        policies = tuple((status.get("policy") or {}).get("policies") or ())
+        if not policies:
+            continue
+        stage = status.get("stage") or Stage.PENDING
+        gates = status.get("gates") or []
+        failing = [g for g in gates if not g.get("passed")]
+        waiting = bool(failing) and all(g.get("gate") == "Concurrency" for g in failing)
+        out.append(QueueEntry(namespace=meta["namespace"], name=meta["name"],
+                              created=meta.get("creationTimestamp", ""), policies=policies,
+                              active=stage in ACTIVE_STAGES, waiting=waiting and stage == Stage.PENDING))
+    return tuple(out)
+
+
+def _selects(selector: dict[str, str], labels: dict[str, str]) -> bool:
+    return bool(selector) and all(labels.get(k) == v for k, v in selector.items())
+
+
+def _service_pods(services: list[dict[str, Any]], pods: list[dict[str, Any]], template_labels: dict[str, str]) -> int:
+    """Pods behind every Service that routes to the target's pods (0: no such Service)."""
+    routing = [s["spec"].get("selector") or {} for s in services
+               if _selects(s["spec"].get("selector") or {}, template_labels)]
+    live = [p for p in pods if not p["metadata"].get("deletionTimestamp")
+            and (p.get("status") or {}).get("phase") not in ("Succeeded", "Failed")]
+    return sum(1 for p in live if any(_selects(sel, p["metadata"].get("labels") or {}) for sel in routing))
+
+
+async def gather(client: KubeClient, *, obj: dict[str, Any], spec: GuardedRolloutSpec,
+                 target: dict[str, Any]) -> GuardObservation:
+    meta = obj["metadata"]
+    namespace, name = meta["namespace"], meta["name"]
+    ns = await client.get_namespace(namespace)
+    policies = _policies(await client.list_cluster_custom(POLICY_PLURAL))
+    approvals = _approvals(await client.list_namespaced_custom(namespace, APPROVAL_PLURAL), name)
+    queue = _queue(await client.list_cluster_custom(PLURAL)) if policies else ()
+    template = target.get("spec", {}).get("template", {})
+    labels = (template.get("metadata") or {}).get("labels") or {}
+    service_pods = _service_pods(await client.list_services(namespace), await client.list_pods(namespace), labels)
+    dry_run_error: str | None
+    try:
+        manifest = canary_deployment(
+            rollout_name=name, rollout_uid=meta.get("uid"), namespace=namespace, target_name=spec.target.name,
+            target_selector=target.get("spec", {}).get("selector", {}),
+            template=changed_template(template, spec.change, "dry-run"), replicas=1, revision="dry-run")
+    except Exception as exc:  # the change does not apply: core/gates reports it precisely
+        dry_run_error = str(exc)
+    else:
+        manifest["metadata"].pop("name")
+        manifest["metadata"]["generateName"] = f"{canary_name(spec.target.name)}-"
+        dry_run_error = await client.dry_run_create_deployment(namespace, manifest)
+    return GuardObservation(
+        created=meta.get("creationTimestamp", ""), namespace_labels=(ns or {}).get("metadata", {}).get("labels") or {},
+        policies=policies, authors=authors_from(meta.get("annotations")), approvals=approvals, queue=queue,
+        service_pods=service_pods or None, dry_run_done=True, dry_run_error=dry_run_error,
+    )
