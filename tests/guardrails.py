@@ -104,7 +104,9 @@ class Team:
     def wait_phase(self, name: str, *phases: str, timeout: float = 90) -> dict:
         def reached() -> dict:
             status = self.status(name)
-            assert status.get("phase") in phases, f"{status.get('phase')}: {status.get('message')}"
+            recent = (status.get("analysis") or {}).get("recent") or [{}]
+            judged = [(j.get("metric"), j.get("verdict"), j.get("reason")) for j in recent[-1].get("judgements", [])]
+            assert status.get("phase") in phases, f"{status.get('phase')}: {status.get('message')} {judged}"
             return status
         return eventually(reached, timeout=timeout, what=f"{name} in {phases}")
 

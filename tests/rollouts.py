@@ -7,6 +7,7 @@ import secrets
 from typing import Any
 
 import kubernetes
+import requests
 from kubernetes.client.rest import ApiException
 
 from testbed import Cluster
@@ -153,3 +154,11 @@ def behaviour_change(**annotations: str) -> dict:
 
 ANALYSIS = {"interval": "2s", "requests": "http_requests_total", "orders": "orders_total",
             "falseRollbackRate": 0.001, "maxInconclusive": 30, "preRolloutWindow": "5m"}
+
+
+def prometheus_has_traffic(cluster: Cluster, namespace: str) -> bool:
+    """The simulator's counters for this namespace are in Prometheus: a pre-rollout baseline exists."""
+    r = requests.get(f"{cluster.prometheus_url}/api/v1/query", timeout=5, params={
+        "query": f'sum(increase(http_requests_total{{namespace="{namespace}"}}[20s]))'})
+    result = r.json()["data"]["result"]
+    return bool(result) and float(result[0]["value"][1]) > 500

@@ -12,18 +12,11 @@ import pytest
 import requests
 
 from operator_process import OperatorProcess
-from rollouts import ANALYSIS, Shop, behaviour_change, guarded_rollout, simulated_shop
+from rollouts import ANALYSIS, Shop, behaviour_change, guarded_rollout, prometheus_has_traffic, simulated_shop
 from testbed import ROOT, Cluster
 from waiting import eventually
 
 WAVES = [{"replicas": 1, "bake": "8s"}, {"weight": 50, "bake": "6s"}, {"weight": 100, "bake": "6s"}]
-
-
-def prometheus_has_traffic(cluster: Cluster, namespace: str) -> bool:
-    r = requests.get(f"{cluster.prometheus_url}/api/v1/query", timeout=5, params={
-        "query": f'sum(increase(http_requests_total{{namespace="{namespace}"}}[20s]))'})
-    result = r.json()["data"]["result"]
-    return bool(result) and float(result[0]["value"][1]) > 500
 
 
 @pytest.fixture

@@ -115,3 +115,16 @@ def test_a_firing_alert_from_prometheus_rolls_back() -> None:
     world.run_until_done()
     assert world.status.rollback_reason == "AlertFiring"
     assert world.status.analysis.recent[-1].alerts == ["HighLatency"]
+
+
+def test_a_baking_wave_asks_to_be_woken_for_its_next_judgement_not_at_the_end_of_the_bake() -> None:
+    """A decision without analysis data (not due yet) must still come back within one interval, or a bad
+    canary would serve a whole bake (minutes in production) before it is judged again."""
+    world = World(spec(), analysis_source=lambda w: metrics(w, canary_orders=0.05))
+    world.analysis_source = None  # from here on, decisions get no analysis data, as between two judgements
+    for _ in range(200):
+        decision = world.step()
+        if decision.status.stage == Stage.BAKE:
+            break
+    assert decision.status.stage == Stage.BAKE
+    assert decision.requeue_after is not None and decision.requeue_after <= 5.0

@@ -531,7 +531,14 @@ class _Reconcile:
                           f"{', '.join(self.obs.webhook_alerts)}")
             return
         obs, spec = self.obs.analysis, self.spec.analysis
-        if obs is None or spec is None or self.stage not in ANALYSIS_STAGES:
+        if spec is None or self.stage not in ANALYSIS_STAGES:
+            return
+        if obs is None:
+            # Not due in this decision: come back when the next judgement is, whatever else waits longer
+            # (a bake), so that a bad canary is judged every interval and not only when its bake ends.
+            last = self.s["analysis"].last_at
+            interval = parse_duration(spec.interval)
+            self.wait(interval if last is None else max(0.05, interval - seconds_between(last, self.now)))
             return
         state = self.s["analysis"]
         stable_serving = self.total - self.canary_target() > 0
