@@ -10,7 +10,8 @@ TESTBED := hack/testbed.sh
 help:
 	@echo "make test          install into $(VENV), build or reuse the test bed, run every test"
 	@echo "make unit          unit tests and static checks only (no cluster)"
-	@echo "make demo          bring up the test bed and show how to reach it"
+	@echo "make demo          a healthy release promoted, a bad one rolled back, orders lost vs unguarded"
+	@echo "                  (timeline and chart in demo-output/; KEEP=1 keeps the test bed up)"
 	@echo "make testbed-up    start the local control plane + Prometheus (idempotent)"
 	@echo "make testbed-down  stop everything the test bed started"
 	@echo "make crds          regenerate crds/ from the pydantic models"
@@ -25,7 +26,7 @@ $(VENV)/.installed: pyproject.toml
 venv: $(VENV)/.installed
 
 lint: venv
-	$(VENV)/bin/ruff check operator tests bench
+	$(VENV)/bin/ruff check operator tests bench hack
 	$(VENV)/bin/lint-imports --config pyproject.toml
 
 unit: lint
@@ -55,13 +56,23 @@ e2e: venv
 crds: venv
 	$(PY) -m guarded.api.crdgen crds/
 
+# The demo, the README's first command: brings up the test bed (honouring GUARDED_TESTBED_DIR and
+# the GUARDED_*_PORT variables), runs hack/demo.py (a healthy release promoted, a bad one rolled
+# back, orders lost against an unguarded rolling update; timeline and chart in $(DEMO_OUT)/), then
+# takes the test bed down again, also when interrupted. KEEP=1 leaves the test bed and the demo's
+# namespace running; a test bed that was already running before the demo is left running too.
+DEMO_OUT ?= demo-output
+
 demo: venv
-	$(TESTBED) up
-	@echo
-	@echo "The test bed is up. Reach it with:"
-	@echo "  source <($(TESTBED) env)"
-	@echo "  kubectl get nodes"
-	@echo "Stop it with: make testbed-down"
+	@keep="$(KEEP)"; \
+	if ! $(TESTBED) status 2>/dev/null | grep -q 'not running'; then \
+	  keep=1; echo "[demo] the test bed was already running: it stays up afterwards"; \
+	fi; \
+	if [ "$$keep" != 1 ]; then trap '$(TESTBED) down' EXIT; trap 'exit 130' INT; trap 'exit 143' TERM; fi; \
+	$(TESTBED) up && $(PY) hack/demo.py --out $(DEMO_OUT) $(if $(filter 1,$(KEEP)),--keep) && \
+	if [ "$$keep" = 1 ]; then \
+	  echo "[demo] the test bed stays up: source <($(TESTBED) env); stop it with: make testbed-down"; \
+	fi
 
 # Benchmarks: run on demand, never by the test suite. Results land in bench/results/.
 bench-detection: venv

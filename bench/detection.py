@@ -17,25 +17,28 @@ from __future__ import annotations
 
 import argparse
 import json
-import secrets
 import statistics
 import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-import kubernetes
-import requests
-
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
 from operator_process import OperatorProcess  # noqa: E402
-from rollouts import Shop, behaviour_change, guarded_rollout, simulated_shop  # noqa: E402
+from rollouts import behaviour_change, guarded_rollout  # noqa: E402
 from testbed import Cluster, connect  # noqa: E402
+from traffic import (  # noqa: E402
+    BASE_ERROR_RATIO,
+    BASE_ORDER_RATIO,
+    delete_namespace,
+    first_ready,
+    lost_orders,
+    shop_with_traffic,
+)
 from waiting import eventually  # noqa: E402
 
-BASE_ORDER_RATIO = 0.05
 SCENARIOS = {
     "orders-drop-99pct": {"order_ratio": "0.0005"},
     "orders-drop-50pct": {"order_ratio": "0.025"},
@@ -44,46 +47,8 @@ SCENARIOS = {
 ANALYSIS = {"interval": "2s", "requests": "http_requests_total", "orders": "orders_total"}
 
 
-def prom(cluster: Cluster, query: str, at: float | None = None) -> float:
-    params = {"query": query}
-    if at is not None:
-        params["time"] = f"{at:.3f}"
-    r = requests.get(f"{cluster.prometheus_url}/api/v1/query", params=params, timeout=10)
-    r.raise_for_status()
-    result = r.json()["data"]["result"]
-    return float(result[0]["value"][1]) if result else 0.0
-
-
-def lost_orders(cluster: Cluster, namespace: str, pods: str, start: float, end: float) -> dict:
-    """Orders the selected pods should have taken at the baseline ratio, minus those they took."""
-    window = max(1, round(end - start))
-    sel = f'namespace="{namespace}",pod=~"{pods}"'
-    reqs = prom(cluster, f"sum(increase(http_requests_total{{{sel}}}[{window}s]))", at=end)
-    orders = prom(cluster, f"sum(increase(orders_total{{{sel}}}[{window}s]))", at=end)
-    expected = reqs * BASE_ORDER_RATIO * (1 - 0.005)  # orders come from successful requests
-    return {"requests": round(reqs, 1), "orders": round(orders, 1), "expected_orders": round(expected, 1),
-            "orders_lost": round(max(expected - orders, 0.0), 1), "window_seconds": window}
-
-
-def fresh_shop(cluster: Cluster) -> tuple[Shop, str]:
-    namespace = f"bench-{secrets.token_hex(3)}"
-    kubernetes.client.CoreV1Api(cluster.api()).create_namespace(
-        {"metadata": {"name": namespace, "labels": {"guarded.dev/test": "true"}}})
-    shop = Shop(cluster, namespace)
-    shop.apps.create_namespaced_deployment(namespace, simulated_shop())
-    eventually(lambda: shop.ready("shop") == 10, timeout=120, what="10 ready pods")
-    eventually(lambda: prom(cluster, f'sum(increase(http_requests_total{{namespace="{namespace}"}}[20s]))') > 3000,
-               timeout=90, what="20 s of traffic in Prometheus")
-    return shop, namespace
-
-
-def first_ready(shop: Shop, name: str) -> float:
-    eventually(lambda: shop.ready(name) >= 1, timeout=120, interval=0.1, what=f"{name} ready")
-    return time.time()
-
-
 def guarded(cluster: Cluster, scenario: str, annotations: dict) -> dict:
-    shop, namespace = fresh_shop(cluster)
+    shop, namespace = shop_with_traffic(cluster)
     body = guarded_rollout("release", waves=None, analysis=ANALYSIS)
     body["spec"]["change"]["podTemplatePatch"] = behaviour_change(**annotations)
     shop.create_rollout(body)
@@ -99,13 +64,13 @@ def guarded(cluster: Cluster, scenario: str, annotations: dict) -> dict:
         # Not caught: the change was promoted; every pod now loses orders. Say so, with the damage
         # the canary did on the way.
         lost = lost_orders(cluster, namespace, "shop-(canary-)?.*", ready_at - 1, done_at + 2)
-        cleanup(cluster, namespace)
+        delete_namespace(cluster, namespace)
         return {"outcome": status["phase"], "detect_seconds": None, "rollback_complete_seconds": None,
                 "rollback_wave": None, "seconds_to_end": round(done_at - ready_at, 2), **lost}
     rolling_back = next(h for h in status["history"] if h["reason"] == "RollingBack")
     detected_at = datetime.fromisoformat(rolling_back["time"].replace("Z", "+00:00")).timestamp()
     lost = lost_orders(cluster, namespace, "shop-canary-.*", ready_at - 1, done_at + 2)
-    cleanup(cluster, namespace)
+    delete_namespace(cluster, namespace)
     return {"outcome": "RolledBack", "detect_seconds": round(detected_at - ready_at, 2),
             "rollback_complete_seconds": round(done_at - ready_at, 2),
             "rollback_wave": rolling_back.get("wave"), "reason": status.get("rollbackReason"),
@@ -113,7 +78,7 @@ def guarded(cluster: Cluster, scenario: str, annotations: dict) -> dict:
 
 
 def unguarded(cluster: Cluster, annotations: dict, horizon: float) -> dict:
-    shop, namespace = fresh_shop(cluster)
+    shop, namespace = shop_with_traffic(cluster)
     patch = {"spec": {"template": behaviour_change(**annotations)}}
     shop.apps.patch_namespaced_deployment("shop", namespace, patch)
     generation = shop.deployment("shop").metadata.generation
@@ -135,13 +100,9 @@ def unguarded(cluster: Cluster, annotations: dict, horizon: float) -> dict:
     rolled_out = time.time() - ready_at
     time.sleep(max(0.0, ready_at + horizon - time.time()) + 2)
     lost = lost_orders(cluster, namespace, "shop-.*", ready_at - 1, ready_at + horizon)
-    cleanup(cluster, namespace)
+    delete_namespace(cluster, namespace)
     return {"rolling_update_seconds_after_first_bad_pod": round(rolled_out, 2), "horizon_seconds": horizon,
             "orders_lost_per_hour": round(lost["orders_lost"] * 3600 / horizon), **lost}
-
-
-def cleanup(cluster: Cluster, namespace: str) -> None:
-    kubernetes.client.CoreV1Api(cluster.api()).delete_namespace(namespace, propagation_policy="Background")
 
 
 def main() -> int:
@@ -157,7 +118,7 @@ def main() -> int:
     operator.install()
     operator.start()
     results: dict = {"when": datetime.now(UTC).isoformat(timespec="seconds"), "traffic": {
-        "pods": 10, "requests_per_second": 300, "order_ratio": BASE_ORDER_RATIO, "error_ratio": 0.005},
+        "pods": 10, "requests_per_second": 300, "order_ratio": BASE_ORDER_RATIO, "error_ratio": BASE_ERROR_RATIO},
         "analysis": ANALYSIS, "waves": "default (1 pod, 10%, 50%, 100%; 60 s bakes)", "scenarios": {}}
     try:
         for name, annotations in SCENARIOS.items():
