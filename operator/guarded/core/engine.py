@@ -17,56 +17,47 @@ or -> Retiring -> Pending when the spec changes mid-rollout.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import timedelta
 from itertools import pairwise
 from typing import Any
 
 from guarded.api.common import parse_duration
 from guarded.api.rollout import (
-    REQUEST_ACTIONS,
     AnalysisStatus,
     GuardedRolloutSpec,
     GuardedRolloutStatus,
-    HistoryEntry,
-    PreRolloutCounts,
-    RequestRecord,
     Stage,
-    Wave,
 )
-from guarded.core import analysis, gates
 from guarded.core import conditions as cond
-from guarded.core.analysis import ANALYSIS_STAGES
-from guarded.core.clock import parse, seconds_between, stamp, stamp_seconds
+from guarded.core.clock import seconds_between, stamp
 from guarded.core.judges import Verdict
+from guarded.core.judging import Judging
 from guarded.core.model import (
     Action,
-    ApplyCanary,
     DeleteDeployment,
     Event,
     Observations,
     PromoteTarget,
-    Request,
     ScaleDeployment,
 )
+from guarded.core.preflight import Preflight
+from guarded.core.requests import Requests
+from guarded.core.step import (
+    CLEANING_STAGES,
+    GUARDED_STAGES,
+    POLL_SECONDS,
+    TERMINAL_STAGES,
+    WAVE_STAGES,
+    rollout_revision,
+    template_hash,
+)
+from guarded.core.summary import Summary
 from guarded.core.templates import (
     REVISION_ANNOTATION,
     ChangeError,
-    canary_deployment,
     canary_name,
     changed_template,
-    content_hash,
 )
 from guarded.core.waves import canary_replicas, percent
-
-HISTORY_LIMIT = 60
-POLL_SECONDS = 1.0
-
-# Stages in which the canary may serve and the stable may be lowered.
-WAVE_STAGES = frozenset({Stage.SCALE_CANARY, Stage.SCALE_STABLE, Stage.BAKE, Stage.GATE})
-# Stages in which the target's template must still be the one recorded at start.
-GUARDED_STAGES = WAVE_STAGES
-CLEANING_STAGES = frozenset({Stage.ROLLING_BACK, Stage.RETIRING})
-TERMINAL_STAGES = frozenset({Stage.SUCCEEDED, Stage.ROLLED_BACK, Stage.FAILED})
 
 
 @dataclass(frozen=True)
@@ -77,108 +68,15 @@ class Decision:
     requeue_after: float | None  # None: nothing to wait for but a change
 
 
-def rollout_revision(spec: GuardedRolloutSpec) -> str:
-    """Identity of what is being rolled out: a new revision retires the running canary."""
-    wire = spec.to_wire()
-    return content_hash({k: wire.get(k) for k in ("target", "change", "waves")})
-
-
-def template_hash(template: dict[str, Any]) -> str:
-    return content_hash(template)
 
 
 def decide(spec: GuardedRolloutSpec, status: GuardedRolloutStatus, obs: Observations) -> Decision:
     return _Reconcile(spec, status, obs).run()
 
 
-class _Reconcile:
-    """The working state of one decision. Built, run once, thrown away."""
+class _Reconcile(Requests, Preflight, Judging, Summary):
+    """One decision: built, run once, thrown away. Its parts live in the mixins over core.step.Step."""
 
-    def __init__(self, spec: GuardedRolloutSpec, status: GuardedRolloutStatus, obs: Observations) -> None:
-        self.spec = spec
-        self.obs = obs
-        self.now = obs.now
-        self.s: dict[str, Any] = dict(status)  # field name -> value; rebuilt into a model at the end
-        self.actions: list[Action] = []
-        self.events: list[Event] = []
-        self.requeue: float | None = None
-        self.revision = rollout_revision(spec)
-        self.started = False  # this decision starts the rollout (records stable_replicas)
-        self.advanced = False  # this decision moves to the next wave
-
-    # -- small helpers --------------------------------------------------------------------
-    @property
-    def stage(self) -> Stage:
-        return Stage(self.s["stage"])
-
-    def wait(self, seconds: float) -> None:
-        self.requeue = seconds if self.requeue is None else min(self.requeue, seconds)
-
-    def record(self, reason: str, message: str, *, warning: bool = False) -> None:
-        entry = HistoryEntry(time=stamp(self.now), reason=reason, message=message,
-                             wave=self.s.get("wave"), revision=self.s.get("revision"))
-        self.s["history"] = [*self.s["history"], entry][-HISTORY_LIMIT:]
-        self.events.append(Event(type="Warning" if warning else "Normal", reason=reason, message=message))
-
-    def condition(self, type: str, status: bool, reason: str, message: str = "") -> None:
-        self.s["conditions"] = cond.set_condition(
-            self.s["conditions"], type=type, status=status, reason=reason, message=message,
-            now=self.now, generation=self.obs.generation,
-        )
-
-    def goto(self, stage: Stage) -> None:
-        self.s["stage"] = stage
-
-    @property
-    def waves(self) -> list[Wave]:
-        """The waves in effect: the plan fixed at start (policy limits applied), else spec.waves."""
-        return list(self.s.get("plan") or self.spec.waves)
-
-    @property
-    def total(self) -> int:
-        return int(self.s.get("stable_replicas") or 0)
-
-    @property
-    def wave_index(self) -> int:
-        return int(self.s.get("wave") or 0)
-
-    def wave_label(self) -> str:
-        return f"{self.wave_index + 1}/{len(self.waves)}"
-
-    def canary_target(self) -> int:
-        return canary_replicas(self.waves[self.wave_index], self.total)
-
-    def canary_manifest(self, replicas: int) -> dict[str, Any]:
-        assert self.obs.target is not None
-        template = changed_template(self.obs.target.template, self.spec.change, self.s["revision"])
-        return canary_deployment(
-            rollout_name=self.obs.name, rollout_uid=self.obs.uid, namespace=self.obs.namespace,
-            target_name=self.spec.target.name, target_selector=self.obs.target.selector,
-            template=template, replicas=replicas, revision=self.s["revision"],
-        )
-
-    def canary_current(self) -> bool:
-        c = self.obs.canary
-        return c is not None and not c.deleting and c.annotations.get(REVISION_ANNOTATION) == self.s["revision"]
-
-    def ensure_canary(self, replicas: int) -> None:
-        c = self.obs.canary
-        if c is not None and c.deleting:
-            return  # an older canary is still going away; wait for it
-        if not self.canary_current() or c is None or c.replicas != replicas:
-            self.actions.append(ApplyCanary(manifest=self.canary_manifest(replicas)))
-
-    def ensure_target_replicas(self, replicas: int) -> None:
-        t = self.obs.target
-        if t is not None and t.replicas != replicas:
-            self.actions.append(ScaleDeployment(name=t.name, replicas=replicas))
-
-    def remove_canary(self) -> None:
-        c = self.obs.canary
-        if c is not None and not c.deleting:
-            self.actions.append(DeleteDeployment(name=c.name))
-
-    # -- the decision -----------------------------------------------------------------------
     def run(self) -> Decision:
         self.s["observed_generation"] = self.obs.generation
         self.s["waves_total"] = len(self.waves)
@@ -336,39 +234,6 @@ class _Reconcile:
                     f"{t.name!r} in {len(self.waves)} waves (attempt {self.s['attempt']})")
         self.record_wave_started()
 
-    def pass_gates(self) -> gates.GateOutcome | None:
-        """Evaluate the pre-flight gates; None while any holds the rollout (it proceeds by itself later)."""
-        if self.obs.guard is None:
-            self.wait(0.0)  # the shell gathers what the gates need on the next reconcile
-            return None
-        outcome = gates.evaluate(self.spec, self.obs)
-        before = {(g.gate, g.reason, g.message) for g in self.s["gates"] if not g.passed}
-        seen_before = {(a.name, a.counted, a.reason) for a in self.s["approvals"]}
-        self.s.update(gates=outcome.gates, approvals=outcome.approvals, policy=outcome.policy,
-                      blast_radius=outcome.blast_radius, validation=outcome.findings, authors=outcome.authors)
-        self.condition(cond.VALIDATED, outcome.validated.ok, outcome.validated.reason, outcome.validated.message)
-        self.condition(cond.ADMITTED, outcome.admitted.ok, outcome.admitted.reason, outcome.admitted.message)
-        self.condition(cond.APPROVED, outcome.approved.ok, outcome.approved.reason, outcome.approved.message)
-        for a in outcome.approvals:
-            if (a.name, a.counted, a.reason) not in seen_before:
-                if a.counted:
-                    self.record("ApprovalCounted", f"{a.approver} ({', '.join(a.groups) or 'no groups'}) approved "
-                                f"revision {a.revision} ({a.name})")
-                else:
-                    self.record("ApprovalNotCounted", f"{a.approver}'s approval {a.name} does not count: {a.reason}",
-                                warning=True)
-        failing = outcome.failing()
-        now_failing = {(g.gate, g.reason, g.message) for g in failing}
-        if now_failing != before and failing:
-            reason = "AwaitingApproval" if all(g.gate == "Approvals" for g in failing) else "Blocked"
-            self.record(reason, "; ".join(f"{g.gate}: {g.message}" for g in failing), warning=reason == "Blocked")
-        if failing:
-            self.wait(5.0)
-            return None
-        if not self.s.get("paused"):
-            self.record("GatesPassed", "; ".join(f"{g.gate}: {g.message}" for g in outcome.gates if g.message))
-        return outcome
-
     def record_wave_started(self) -> None:
         wave = self.waves[self.wave_index]
         size = f"{wave.weight}%" if wave.weight is not None else f"{wave.replicas} pods"
@@ -522,162 +387,6 @@ class _Reconcile:
                 self.restart()
         return handler
 
-    def analyze(self) -> None:
-        """Judge the wave on what the shell fetched; alerts and failures roll back at once."""
-        if self.stage not in WAVE_STAGES:
-            return
-        if self.obs.webhook_alerts:
-            self.rollback("AlertFiring", f"wave {self.wave_label()}: alert firing (Alertmanager): "
-                          f"{', '.join(self.obs.webhook_alerts)}")
-            return
-        obs, spec = self.obs.analysis, self.spec.analysis
-        if spec is None or self.stage not in ANALYSIS_STAGES:
-            return
-        if obs is None:
-            # Not due in this decision: come back when the next judgement is, whatever else waits longer
-            # (a bake), so that a bad canary is judged every interval and not only when its bake ends.
-            last = self.s["analysis"].last_at
-            interval = parse_duration(spec.interval)
-            self.wait(interval if last is None else max(0.05, interval - seconds_between(last, self.now)))
-            return
-        state = self.s["analysis"]
-        stable_serving = self.total - self.canary_target() > 0
-        judgements = analysis.evaluate(self.spec, obs, stable_serving=stable_serving)
-        verdict = analysis.overall(judgements, obs.alerts, obs.alerts_error)
-        intervals = max((len(d.canary) for d in obs.metrics.values()), default=0)
-        rec = analysis.record(judgements, verdict=verdict, now=self.now, wave=self.s.get("wave"),
-                              alerts=obs.alerts, intervals=intervals)
-        pre = list(state.pre_rollout)
-        known = {p.metric for p in pre}
-        for name, data in sorted(obs.metrics.items()):
-            if name not in known and data.pre_rollout is not None and data.error is None:
-                pre.append(PreRolloutCounts(metric=name, events=data.pre_rollout.events,
-                                            requests=data.pre_rollout.requests))
-        # Only a lack of *data* (Prometheus down, failed queries, no traffic, no baseline) counts
-        # towards maxInconclusive; evidence that is still accumulating is bounded by the bake's deadline.
-        no_data = verdict is Verdict.INCONCLUSIVE and (obs.alerts_error is not None or any(
-            j.no_data for j in judgements if j.verdict is Verdict.INCONCLUSIVE))
-        inconclusive = state.consecutive_inconclusive + 1 if no_data else 0
-        self.s["analysis"] = state.model_copy(update={
-            "last_at": stamp(self.now), "last_verdict": str(verdict), "consecutive_inconclusive": inconclusive,
-            "pre_rollout": pre, "recent": [*state.recent, rec][-analysis.RECENT_LIMIT:],
-        })
-        text = analysis.summary(judgements, obs.alerts)
-        changed = state.last_verdict != str(verdict)
-        if verdict is Verdict.FAIL:
-            reason = "AlertFiring" if obs.alerts else "AnalysisFailed"
-            self.rollback(reason, f"wave {self.wave_label()}: {text}")
-        elif verdict is Verdict.INCONCLUSIVE:
-            if changed:
-                self.record("AnalysisInconclusive", f"wave {self.wave_label()}: holding: "
-                            f"{obs.alerts_error or '; '.join(j.metric + ': ' + j.reason for j in judgements)}",
-                            warning=True)
-            if inconclusive >= spec.max_inconclusive and spec.on_inconclusive == "Rollback":
-                self.rollback("AnalysisInconclusive", f"wave {self.wave_label()}: no data for {inconclusive} "
-                              f"judgements in a row (spec.analysis.maxInconclusive {spec.max_inconclusive})")
-        elif changed:
-            self.record("AnalysisPassed", f"wave {self.wave_label()}: {text}")
-        self.wait(parse_duration(spec.interval))
-
-    def rollback(self, reason: str, message: str) -> None:
-        self.s["rollback_reason"] = reason
-        self.s["paused"] = False
-        self.goto(Stage.ROLLING_BACK)
-        self.record("RollingBack", f"{reason}: {message}; removing the canary and restoring "
-                    f"{self.total} stable pods", warning=True)
-
-    # -- manual requests ---------------------------------------------------------------------
-    def handle_request(self, req: Request) -> None:
-        stage = self.stage
-        verdict: str | None = None  # None: accepted; otherwise the reason it was refused
-        if req.error:
-            verdict = req.error
-        elif req.action == "abort":
-            if stage in WAVE_STAGES:
-                self.rollback("Aborted", f"abort requested (request {req.id})")
-            elif stage == Stage.PENDING and self.obs.canary is not None:
-                # A start whose status was never written may have created the canary: remove it.
-                self.rollback("Aborted", f"abort requested (request {req.id})")
-            elif stage == Stage.PENDING:
-                self.s["rollback_reason"] = "Aborted"
-                self.goto(Stage.ROLLED_BACK)
-                self.s["completed_at"] = stamp(self.now)
-            elif stage in (Stage.PROMOTE, Stage.CLEANUP):
-                verdict = "the change is already being promoted to the target; abort is not allowed now"
-            else:
-                verdict = f"nothing to abort in stage {stage}"
-        elif req.action == "pause":
-            if stage in WAVE_STAGES or stage == Stage.PENDING:
-                if not self.s.get("paused"):
-                    self.s.update(paused=True, paused_at=stamp(self.now))
-            else:
-                verdict = f"cannot pause in stage {stage}"
-        elif req.action == "resume":
-            if self.s.get("paused"):
-                self.unpause()
-            else:
-                verdict = "not paused"
-        elif req.action in ("promote", "promote-full") and self.policy_forbids_skip():
-            verdict = self.policy_forbids_skip()
-        elif req.action == "promote":
-            if stage in (Stage.BAKE, Stage.GATE):
-                self.unpause()
-                self.record("PromoteRequested", f"wave {self.wave_label()}: bake skipped by request {req.id}")
-                self.advance()
-            else:
-                verdict = (f"promote skips a bake or a gate; in stage {stage} the wave is not Ready yet "
-                           "(use promote-full to skip every remaining wave)")
-        elif req.action == "promote-full":
-            if stage in WAVE_STAGES:
-                self.unpause()
-                self.record("PromoteFullRequested", f"remaining waves skipped by request {req.id}")
-                self.goto(Stage.PROMOTE)
-            else:
-                verdict = f"nothing to promote in stage {stage}"
-        elif req.action == "retry":
-            if stage in (Stage.ROLLED_BACK, Stage.FAILED):
-                self.restart()
-            else:
-                verdict = f"retry needs a rolled-back rollout; stage is {stage}"
-        else:
-            verdict = f"unknown action {req.action!r} ({', '.join(REQUEST_ACTIONS)})"
-
-        result = "Accepted" if verdict is None else "Rejected"
-        by = self.obs.requester
-        self.s["last_request"] = RequestRecord(id=req.id, action=req.action, result=result,
-                                               message=verdict or "", time=stamp(self.now), by=by)
-        who = f"request {req.id} by {by}" if by else f"request {req.id}"
-        if verdict is None:
-            self.record(f"Request{req.action.title().replace('-', '')}", f"{req.action} accepted ({who})")
-        else:
-            self.record("RequestRejected", f"{req.action} rejected ({who}): {verdict}", warning=True)
-
-    def policy_forbids_skip(self) -> str | None:
-        """A promote skips bake time; under a policy with minBake the current wave must have baked that long."""
-        policy = self.s.get("policy")
-        rule = next((r for r in policy.rules if r.rule == "minBake"), None) if policy is not None else None
-        if rule is None:
-            return None
-        stage = self.stage
-        if stage == Stage.GATE:
-            return None  # the wave's bake (at least minBake, see status.plan) is over
-        baked = seconds_between(self.s["bake_started_at"], self.now) if stage == Stage.BAKE else 0.0
-        if baked >= parse_duration(rule.value):
-            return None
-        return (f"policy {', '.join(rule.set_by)} requires every wave to bake {rule.value}; wave "
-                f"{self.wave_label()} has baked {int(baked)}s")
-
-    def unpause(self) -> None:
-        if not self.s.get("paused"):
-            return
-        paused_at = self.s.get("paused_at")
-        if self.s.get("bake_started_at") and paused_at:
-            # The bake clock stops while paused.
-            shifted = parse(self.s["bake_started_at"]) + (self.now - parse(paused_at))
-            self.s["bake_started_at"] = stamp(shifted)
-        self.s.update(paused=False, paused_at=None)
-
-    # -- summary ---------------------------------------------------------------------------
     def finish(self) -> Decision:
         stage = self.stage
         self.update_conditions(stage)
@@ -700,65 +409,6 @@ class _Reconcile:
                 unique.append(action)
         return Decision(actions=tuple(unique), status=status, events=tuple(self.events),
                         requeue_after=self.requeue)
-
-    def update_conditions(self, stage: Stage) -> None:
-        paused = bool(self.s.get("paused"))
-        self.condition(cond.PAUSED, paused, "PausedByRequest" if paused else "NotPaused",
-                       "paused by request" if paused else "")
-        reason, active = {
-            Stage.PENDING: ("NotStarted", False),
-            Stage.SCALE_CANARY: ("CanaryScaling", True),
-            Stage.SCALE_STABLE: ("StableScaling", True),
-            Stage.BAKE: ("Baking", True),
-            Stage.GATE: (cond.REASON_AWAITING_PROMOTION, False),
-            Stage.PROMOTE: ("Promoting", True),
-            Stage.CLEANUP: ("RemovingCanary", True),
-            Stage.RETIRING: ("RetiringCanary", True),
-            Stage.ROLLING_BACK: (cond.REASON_ROLLING_BACK, True),
-            Stage.ROLLED_BACK: ("RolledBack", False),
-            Stage.SUCCEEDED: ("Succeeded", False),
-            Stage.FAILED: ("Failed", False),
-        }[stage]
-        if paused and active and stage in WAVE_STAGES:
-            reason, active = "Paused", False
-        self.condition(cond.PROGRESSING, active, reason, f"stage {stage}")
-        self.condition(cond.COMPLETED, stage == Stage.SUCCEEDED,
-                       "Promoted" if stage == Stage.SUCCEEDED else "NotCompleted", "")
-        rolled_back = stage == Stage.ROLLED_BACK
-        self.condition(cond.ROLLED_BACK, rolled_back,
-                       (self.s.get("rollback_reason") or "RolledBack") if rolled_back else "NotRolledBack", "")
-
-    def summary(self, stage: Stage) -> str:
-        wave = f"wave {self.wave_label()}"
-        failing = [c for c in self.s["conditions"] if c.status == "False"
-                   and c.type in (cond.TARGET_FOUND, cond.TARGET_UNCHANGED, cond.VALID)]
-        if stage == Stage.PENDING:
-            failing += [c for c in self.s["conditions"] if c.status == "False"
-                        and c.type in (cond.VALIDATED, cond.ADMITTED, cond.APPROVED)]
-        if failing:
-            return failing[0].message
-        if self.s.get("paused") and stage in WAVE_STAGES | {Stage.PENDING}:
-            return f"paused at {wave}" if stage != Stage.PENDING else "paused before start"
-        texts = {
-            Stage.PENDING: "waiting to start",
-            Stage.SCALE_CANARY: f"{wave}: waiting for {self.canary_target() if self.total else '?'} canary pods",
-            Stage.SCALE_STABLE: f"{wave}: lowering the stable",
-            Stage.GATE: f"{wave}: waiting for promote",
-            Stage.PROMOTE: "promoting the change to the target",
-            Stage.CLEANUP: "removing the canary",
-            Stage.SUCCEEDED: "promoted",
-            Stage.RETIRING: "spec changed: retiring the old canary",
-            Stage.ROLLING_BACK: f"rolling back: {self.s.get('rollback_reason')}",
-            Stage.ROLLED_BACK: f"rolled back: {self.s.get('rollback_reason')}",
-            Stage.FAILED: "failed",
-        }
-        if stage == Stage.BAKE:
-            # Static while the bake runs, so that status is written on transitions only.
-            wave_spec = self.waves[self.wave_index]
-            until = parse(self.s["bake_started_at"]) + timedelta(seconds=parse_duration(wave_spec.bake))
-            return f"{wave}: baking {wave_spec.bake} (until {stamp_seconds(until)})"
-        return texts[stage]
-
 
 def decide_cleanup(status: GuardedRolloutStatus, obs: Observations) -> tuple[Action, ...]:
     """What deleting a GuardedRollout must undo: the canary goes, the stable gets its pods back."""

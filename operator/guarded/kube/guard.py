@@ -14,9 +14,9 @@ from pydantic import ValidationError
 
 from guarded.api.policy import APPROVAL_PLURAL, POLICY_PLURAL, RolloutApprovalSpec, RolloutPolicySpec
 from guarded.api.rollout import AUTHORS_ANNOTATION, PLURAL, GuardedRolloutSpec, Stage
-from guarded.core.engine import CLEANING_STAGES, GUARDED_STAGES
 from guarded.core.model import ApprovalObs, GuardObservation, QueueEntry
 from guarded.core.policy import NamedPolicy
+from guarded.core.step import CLEANING_STAGES, GUARDED_STAGES
 from guarded.core.templates import canary_deployment, canary_name, changed_template
 from guarded.kube.client import KubeClient
 
