@@ -64,7 +64,9 @@ def main(argv: list[str] | None = None) -> int:
 
     import kopf
 
-    import guarded.handlers.operator  # noqa: F401  (registers the handlers)
+    import guarded.handlers.operator  # registers the handlers
+    if args.webhook_listen:
+        import guarded.handlers.admission  # noqa: F401  (the admission webhooks; kopf refuses them without a server)
     from guarded.handlers import endpoints
 
     settings = kopf.OperatorSettings()

@@ -23,7 +23,7 @@ from guarded.api.common import GROUP, VERSION
 from guarded.api.policy import APPROVAL_PLURAL, POLICY_PLURAL
 from guarded.api.rollout import PLURAL
 from guarded.core.templates import canary_name
-from guarded.handlers import admission, alerts, endpoints, telemetry, tls
+from guarded.handlers import alerts, endpoints, telemetry, tls
 from guarded.handlers.reconcile import clean_up, reconcile
 from guarded.kube.client import Conflict, KubeClient
 from guarded.metrics.prometheus import PrometheusProvider
@@ -77,9 +77,10 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
         await runner.setup()
         await web.TCPSite(runner, host or "0.0.0.0", int(port)).start()
         memo.alerts_runner = runner
-    admission.use_client(memo.client)
     webhook_listen = os.environ.get("GUARDED_WEBHOOK_LISTEN", "")
-    if webhook_listen:
+    if webhook_listen:  # guarded.main registered the admission handlers (only then: kopf needs a server for them)
+        from guarded.handlers import admission
+        admission.use_client(memo.client)
         host, _, port = webhook_listen.rpartition(":")
         public = os.environ.get("GUARDED_WEBHOOK_HOST") or host or "localhost"
         cert = tls.load_or_generate(os.environ.get("GUARDED_WEBHOOK_TLS_DIR"), sorted({public, host or public}))
