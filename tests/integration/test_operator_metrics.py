@@ -76,8 +76,10 @@ def test_a_rollout_shows_in_prometheus_as_wave_transitions_and_a_succeeded_phase
 
     # The dashboard's queries run on real Prometheus, and its panels of this namespace show the rollout.
     shown = dashboard_results(cluster, namespace)
-    assert shown["Rollouts by phase"] and shown["Transitions per rollout (range)"], shown
-    assert shown["Decision latency (decide)"] and shown["Reconciles by result"], shown
+    table = shown["Transitions per rollout (since each replica started)"]
+    assert {(r["metric"]["from"], r["metric"]["to"]) for r in table} == expected
+    assert [float(r["value"][1]) for r in shown["Succeeded (range)"]] == [1.0], "counted though its series is new"
+    assert shown["Rollouts by phase"] and shown["Decision latency (decide)"] and shown["Reconciles by result"], shown
 
 
 def dashboard_results(cluster: Cluster, namespace: str) -> dict[str, list[dict]]:
