@@ -19,7 +19,7 @@ from waiting import eventually
 
 BIN = Path(sys.executable).parent
 PLUGIN = BIN / "kubectl-guarded"
-COMMANDS = ["list", "status", "history", "watch", "abort", "pause", "resume", "promote", "retry"]
+COMMANDS = ["list", "status", "history", "watch", "abort", "pause", "resume", "promote", "retry", "approve", "audit"]
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -161,7 +161,8 @@ def test_help_of_the_plugin_and_of_every_command(cluster: Cluster) -> None:
     assert "examples:" in top.stdout and "exit codes:" in top.stdout
     flags = {"list": ["--all-namespaces", "--output"], "status": ["--output"], "history": ["--output"],
              "watch": ["--timeout"], "promote": ["--full", "--wait"], "abort": ["--wait"], "pause": ["--wait"],
-             "resume": ["--wait"], "retry": ["--wait"]}
+             "resume": ["--wait"], "retry": ["--wait"], "approve": ["--comment", "--revision", "--wait"],
+             "audit": ["--all-namespaces", "--since", "--until", "--output"]}
     for command in COMMANDS:
         proc = via_kubectl(cluster, command, "--help")
         assert proc.returncode == 0, proc.stderr

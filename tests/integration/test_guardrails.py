@@ -189,3 +189,37 @@ def test_a_safety_reset_requires_approval_only_while_it_is_active(cluster: Clust
         status = team.wait_phase("after", "Succeeded", timeout=120)
         assert status["policy"]["safetyResets"] == []
         assert not any(a for a in status.get("approvals", []))
+
+
+def test_a_high_blast_radius_needs_a_senior_and_the_first_wave_is_capped(cluster: Cluster, team: Team) -> None:
+    shop = team.shop(replicas=4)
+    shop.core.create_namespaced_service(team.namespace, {
+        "metadata": {"name": "shop"},
+        "spec": {"selector": {"app": "shop"}, "ports": [{"port": 80, "targetPort": 8080}]}})
+    rules = {"requiredApprovals": 1, "seniorGroups": ["senior-engineers"], "firstWave": {"maxReplicas": 1},
+             "blastRadius": {"maxSharePercent": 50}}
+    with policy(cluster, team, rules) as name:
+        team.create_rollout("alice", "everything", waves=[{"weight": 50, "bake": "2s"}, {"weight": 100, "bake": "1s"}])
+        status = team.wait_phase("everything", "AwaitingApproval")
+        blast = status["blastRadius"]
+        assert (blast["pods"], blast["servicePods"], blast["sharePercent"], blast["high"]) == (4, 4, 100, True)
+        assert blast["namespaces"] == [team.namespace] and f"100% of the service > 50% ({name})" in blast["reason"]
+        team.approve("bob", "everything")
+        eventually(lambda: any(a["counted"] for a in team.status("everything").get("approvals", [])), timeout=30,
+                   what="bob's approval counted")
+        assert "high blast radius: an approval from a member of senior-engineers" in \
+            team.condition("everything", "Approved")["message"]
+        team.approve("carol", "everything")
+        eventually(lambda: team.ready("shop-canary") >= 1, timeout=60, what="the first canary pod")
+        seen = []
+        while team.phase("everything") not in ("Succeeded", "RolledBack", "Failed"):
+            status = team.status("everything")
+            if status.get("waveProgress") == "1/2":
+                seen.append(team.ready("shop-canary"))
+            time.sleep(0.2)
+        status = team.status("everything")
+    assert status["phase"] == "Succeeded"
+    assert status["plan"][0] == {"replicas": 1, "bake": "2s", "manualGate": False}
+    assert seen and max(seen) == 1, f"wave 1 ran {max(seen)} canary pods, not the policy's 1"
+    applied = [h["message"] for h in status["history"] if h["reason"] == "PolicyApplied"]
+    assert applied == [f"wave 1 lowered from 2 to 1 canary pods by {name}"]
