@@ -7,6 +7,18 @@ import sys
 
 import structlog
 
+# kopf logs every handler run at INFO; the watch-event handlers that only wake a rollout's loop run on
+# every change of every rollout and Deployment, and their "succeeded" lines would drown the rest.
+QUIET_HANDLERS = ("rollout_changed", "deployment_changed", "approval_changed", "policy_changed")
+
+
+class _QuietWakers(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno > logging.INFO:
+            return True
+        message = record.getMessage()
+        return not any(message == f"Handler {name!r} succeeded." for name in QUIET_HANDLERS)
+
 
 def configure(level: str = "INFO") -> None:
     shared = [
@@ -27,6 +39,7 @@ def configure(level: str = "INFO") -> None:
         processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta,
                     structlog.processors.format_exc_info, structlog.processors.JSONRenderer()],
     ))
+    handler.addFilter(_QuietWakers())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
