@@ -223,3 +223,17 @@ def test_a_high_blast_radius_needs_a_senior_and_the_first_wave_is_capped(cluster
     assert seen and max(seen) == 1, f"wave 1 ran {max(seen)} canary pods, not the policy's 1"
     applied = [h["message"] for h in status["history"] if h["reason"] == "PolicyApplied"]
     assert applied == [f"wave 1 lowered from 2 to 1 canary pods by {name}"]
+
+
+def test_with_no_operator_to_vouch_for_identities_no_rollout_is_admitted(team: Team, operator: OperatorProcess) -> None:
+    team.shop(replicas=2)
+    operator.stop()  # a clean stop: kopf leaves the (persistent) webhooks in place, pointing at nobody
+    try:
+        with pytest.raises(ApiException) as refused:
+            team.create_rollout("alice", "unvouched")
+        assert refused.value.status >= 500 and "failed calling webhook" in str(refused.value.body)
+        assert refused.value.body and "rollout-identity" in str(refused.value.body)
+    finally:
+        operator.start()
+    team.create_rollout("alice", "vouched")
+    assert team.wait_phase("vouched", "Succeeded", timeout=120)["authors"] == ["alice"]
