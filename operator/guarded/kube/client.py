@@ -116,8 +116,9 @@ class KubeClient:
         resp = await self._call(self.core.list_namespaced_service, namespace, _preload_content=False)
         return list(json.loads(resp.data).get("items", []))
 
-    async def list_pods(self, namespace: str) -> list[dict[str, Any]]:
-        resp = await self._call(self.core.list_namespaced_pod, namespace, _preload_content=False)
+    async def list_pods(self, namespace: str, label_selector: str = "") -> list[dict[str, Any]]:
+        resp = await self._call(self.core.list_namespaced_pod, namespace, label_selector=label_selector,
+                                _preload_content=False)
         return list(json.loads(resp.data).get("items", []))
 
     async def dry_run_create_deployment(self, namespace: str, body: dict[str, Any]) -> str | None:

@@ -82,13 +82,18 @@ def _selects(selector: dict[str, str], labels: dict[str, str]) -> bool:
     return bool(selector) and all(labels.get(k) == v for k, v in selector.items())
 
 
-def _service_pods(services: list[dict[str, Any]], pods: list[dict[str, Any]], template_labels: dict[str, str]) -> int:
-    """Pods behind every Service that routes to the target's pods (0: no such Service)."""
-    routing = [s["spec"].get("selector") or {} for s in services
-               if _selects(s["spec"].get("selector") or {}, template_labels)]
-    live = [p for p in pods if not p["metadata"].get("deletionTimestamp")
-            and (p.get("status") or {}).get("phase") not in ("Succeeded", "Failed")]
-    return sum(1 for p in live if any(_selects(sel, p["metadata"].get("labels") or {}) for sel in routing))
+def routing_selectors(services: list[dict[str, Any]], template_labels: dict[str, str]) -> list[dict[str, str]]:
+    """The selectors of the Services that send traffic to the target's pods."""
+    return [s["spec"].get("selector") or {} for s in services
+            if _selects(s["spec"].get("selector") or {}, template_labels)]
+
+
+def service_pods(pods_by_selector: list[list[dict[str, Any]]]) -> int:
+    """Live pods behind any of those Services, each counted once (0: no such Service)."""
+    live = {p["metadata"]["uid"] for pods in pods_by_selector for p in pods
+            if not p["metadata"].get("deletionTimestamp")
+            and (p.get("status") or {}).get("phase") not in ("Succeeded", "Failed")}
+    return len(live)
 
 
 async def gather(client: KubeClient, *, obj: dict[str, Any], spec: GuardedRolloutSpec,
@@ -101,7 +106,9 @@ async def gather(client: KubeClient, *, obj: dict[str, Any], spec: GuardedRollou
     queue = _queue(await client.list_cluster_custom(PLURAL)) if policies else ()
     template = target.get("spec", {}).get("template", {})
     labels = (template.get("metadata") or {}).get("labels") or {}
-    service_pods = _service_pods(await client.list_services(namespace), await client.list_pods(namespace), labels)
+    selectors = routing_selectors(await client.list_services(namespace), labels)
+    behind = service_pods([await client.list_pods(namespace, ",".join(f"{k}={v}" for k, v in sorted(sel.items())))
+                           for sel in selectors])
     dry_run_error: str | None
     try:
         manifest = canary_deployment(
@@ -117,5 +124,5 @@ async def gather(client: KubeClient, *, obj: dict[str, Any], spec: GuardedRollou
     return GuardObservation(
         created=meta.get("creationTimestamp", ""), namespace_labels=(ns or {}).get("metadata", {}).get("labels") or {},
         policies=policies, authors=authors_from(meta.get("annotations")), approvals=approvals, queue=queue,
-        service_pods=service_pods or None, dry_run_done=True, dry_run_error=dry_run_error,
+        service_pods=behind or None, dry_run_done=True, dry_run_error=dry_run_error,
     )
