@@ -70,3 +70,10 @@ def test_approvals_are_immutable_and_need_a_rollout() -> None:
         approval_stamp(operation="CREATE", user=BOB, spec={"rollout": "gone"}, old_spec=None, rollout=None)
     with pytest.raises(AdmissionRefused, match="no authenticated user"):
         User.from_userinfo({})
+
+
+def test_unknown_authors_stay_unknown_when_someone_else_edits_the_spec() -> None:
+    old = rollout({"image": "1"})  # created before the webhook: nobody knows who wrote it
+    edited = rollout({"image": "2"})
+    stamp = rollout_stamp(operation="UPDATE", user=BOB, new=edited, old=old)
+    assert stamp.annotations.get(AUTHORS_ANNOTATION) is None

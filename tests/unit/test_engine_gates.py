@@ -62,3 +62,25 @@ def test_a_promote_request_cannot_skip_the_policy_minimum_bake() -> None:
     world.step()
     assert world.status.last_request.result == "Accepted"  # type: ignore[union-attr]
     assert any("request p2 by dave" in h.message for h in world.status.history)
+
+
+def test_a_rollout_held_before_its_gates_keeps_no_place_in_a_concurrency_queue() -> None:
+    from guarded.api.rollout import GateRecord
+    world = governed_world()
+    world.status = world.status.model_copy(update={"gates": [
+        GateRecord(gate="Concurrency", passed=False, reason="ConcurrencyLimit", message="policy x allows 1")]})
+    world.deployments["shop"].replicas = 0  # its target scaled to zero: held before the gates are judged
+    world.step()
+    assert world.status.gates == []
+
+
+def test_a_canary_left_by_an_unwritten_start_is_removed_while_the_gates_hold() -> None:
+    world = governed_world()
+    world.guard = dataclasses.replace(world.guard, approvals=(
+        ApprovalObs(name="a", approver="bob", groups=(), revision=1, rollout_uid="uid-1"),))
+    world.step(persist=False)  # the start creates the canary, and its status is never written
+    assert "shop-canary" in world.deployments
+    world.guard = dataclasses.replace(world.guard, approvals=())  # meanwhile the approval was withdrawn
+    world.step()
+    world.step()
+    assert world.status.phase == Phase.AWAITING_APPROVAL and "shop-canary" not in world.deployments

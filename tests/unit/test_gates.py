@@ -185,3 +185,35 @@ def test_no_dry_run_is_no_pass() -> None:
     assert not outcome.validated.ok and outcome.validated.reason == "DryRunPending"
     refused = gates.evaluate(spec(), observe(guard=guard(dry_run_error="spec.template: Invalid value")))
     assert refused.validated.reason == "DryRun" and "Invalid value" in refused.validated.message
+
+
+# -- found in review: each of these opened a gate or held one for ever ---------------------------
+
+def test_no_service_means_the_target_is_the_whole_service() -> None:
+    p = named("tier-1", rules={"blastRadius": {"maxSharePercent": 50}})
+    outcome = gates.evaluate(spec(), observe(guard=guard(p, service_pods=None)))
+    assert outcome.blast_radius.share_percent == 100 and outcome.blast_radius.high  # type: ignore[union-attr]
+
+
+def test_a_policy_this_operator_cannot_read_holds_what_it_may_govern() -> None:
+    from guarded.api.policy import PolicySelector
+    from guarded.core.policy import UnreadablePolicy
+    anyone = UnreadablePolicy(name="future", selector=None, error="extra field")
+    others = UnreadablePolicy(name="other-team", error="extra field", selector=PolicySelector.model_validate(
+        {"targetSelector": {"matchLabels": {"team": "other"}}}))
+    held = gates.evaluate(spec(), observe(guard=guard(unreadable_policies=(anyone,))))
+    assert not held.admitted.ok and held.admitted.reason == "PolicyUnreadable" and "future" in held.admitted.message
+    assert gates.evaluate(spec(), observe(guard=guard(unreadable_policies=(others,)))).clear
+
+
+def test_init_container_images_are_pinned_too() -> None:
+    template = pod_template()
+    template["spec"]["initContainers"] = [{"name": "migrate", "image": "busybox:latest"}]
+    findings = check_template(spec(), template, replicas=2)
+    assert [(f.rule, f.field) for f in findings] == [
+        ("ImageNotLatest", "the target's spec.template.spec.initContainers[0].image")]
+
+
+def test_window_times_without_a_zone_are_utc() -> None:
+    from guarded.core.clock import parse
+    assert parse("2026-11-27T00:00:00") == parse("2026-11-27T00:00:00Z")

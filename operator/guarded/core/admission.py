@@ -67,9 +67,11 @@ def rollout_stamp(*, operation: str, user: User, new: Mapping[str, Any], old: Ma
         authors: list[str] | None = [user.username]
     else:
         authors = _authors(old_ann)
-        if new.get("spec") != old.get("spec"):
-            authors = [*(authors or []), user.username] if user.username not in (authors or []) else authors
-    out[AUTHORS_ANNOTATION] = json.dumps(authors) if authors is not None else None
+        # Unknown authors (the object predates the webhook) stay unknown: adding the next editor would
+        # leave out whoever wrote it, who could then approve their own change.
+        if authors is not None and new.get("spec") != old.get("spec") and user.username not in authors:
+            authors = [*authors, user.username]
+    out[AUTHORS_ANNOTATION] = json.dumps(authors, ensure_ascii=False) if authors is not None else None
 
     request, old_request = new_ann.get(REQUEST_ANNOTATION), old_ann.get(REQUEST_ANNOTATION)
     if request and (operation == "CREATE" or request != old_request):

@@ -15,7 +15,9 @@ def stamp_seconds(moment: datetime) -> str:
 
 
 def parse(text: str) -> datetime:
-    return datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone(UTC)
+    """A time without a zone is UTC: never the operator's local time, which would make decisions vary."""
+    moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    return (moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)).astimezone(UTC)
 
 
 def seconds_between(earlier: str, now: datetime) -> float:

@@ -216,6 +216,8 @@ class _Reconcile(Requests, Preflight, Judging, Summary):
         self.condition(cond.VALID, True, "Valid", "the change applies to the target")
         outcome = self.pass_gates()
         if outcome is None:
+            if self.obs.canary is not None:
+                self.remove_canary()  # a start whose status was never written left a canary: no wave, no pods
             return
         if self.s.get("paused"):
             return
@@ -389,6 +391,10 @@ class _Reconcile(Requests, Preflight, Judging, Summary):
 
     def finish(self) -> Decision:
         stage = self.stage
+        if stage == Stage.PENDING and not self.gates_judged and self.s["gates"]:
+            # Held before the gates (no target, invalid waves, paused): the gates of an earlier decision no
+            # longer describe it, and a stale "waiting for a concurrency slot" would hold a place in the queue.
+            self.s["gates"] = []
         self.update_conditions(stage)
         c, t = self.obs.canary, self.obs.target
         canary_ready = c.ready if c is not None and self.canary_current() else 0

@@ -92,6 +92,12 @@ def evaluate(spec: GuardedRolloutSpec, obs: Observations) -> GateOutcome:
     gates.append(_gate("Metrics", not missing, "MetricsMissing" if missing else "Passed", "; ".join(
         f"spec.analysis must guard {m!r} ({_how(m)}), required by {', '.join(rules.metrics[m])}" for m in missing)))
 
+    unreadable = pol.unreadable_matching(guard.unreadable_policies, namespace_labels=guard.namespace_labels,
+                                         target_labels=target.labels)
+    gates.append(_gate("Policies", not unreadable, "PolicyUnreadable" if unreadable else "Passed", "; ".join(
+        f"RolloutPolicy {u.name} may govern this rollout but this operator cannot read it ({u.error}); holding "
+        "until it is fixed or the operator upgraded" for u in unreadable)))
+
     frozen = rules.freezes
     gates.append(_gate("Freeze", not frozen, "Frozen" if frozen else "Passed", "; ".join(
         f"policy {f.policy}: change freeze until {f.window.end}" + (f" ({f.window.reason})" if f.window.reason else "")
@@ -110,7 +116,8 @@ def evaluate(spec: GuardedRolloutSpec, obs: Observations) -> GateOutcome:
         gates.append(_concurrency(obs, guard, rules))
     concurrency_ok = all(g.passed for g in gates if g.gate == "Concurrency")
 
-    blocking = [g for g in gates if not g.passed and g.gate in ("Documentation", "Metrics", "Freeze", "Concurrency")]
+    blocking = [g for g in gates if not g.passed
+                and g.gate in ("Documentation", "Metrics", "Policies", "Freeze", "Concurrency")]
     admitted = Verdict(ok=not blocking and concurrency_ok,
                        reason=blocking[0].reason if blocking else "Admitted",
                        message="; ".join(g.message for g in blocking) or "every policy rule is met")
@@ -160,13 +167,16 @@ def _blast_radius(obs: Observations, guard: GuardObservation, rules: pol.Effecti
     assert obs.target is not None
     pods = obs.target.replicas
     behind = guard.service_pods
-    share = None if not behind else min(100, round(100 * pods / max(behind, pods)))
+    # No Service routes to the target (or none with a selector): as far as we can see the target is the
+    # whole service, so its share is 100%. Unknown never counts as small.
+    share = 100 if not behind else min(100, round(100 * pods / max(behind, pods)))
     over: list[str] = []
     if rules.blast_pods is not None and pods > rules.blast_pods.value:
         over.append(f"{pods} pods > {rules.blast_pods} ({', '.join(rules.blast_pods.set_by)})")
     if rules.blast_share is not None and share is not None and share > rules.blast_share.value:
         over.append(f"{share}% of the service > {rules.blast_share}% ({', '.join(rules.blast_share.set_by)})")
-    where = f"{pods} pods" + (f", {share}% of the {behind} pods behind its Services" if share is not None else "")
+    where = f"{pods} pods, " + (f"{share}% of the {behind} pods behind its Services" if behind
+                                else "100% (no Service routes to other pods)")
     reason = (f"high blast radius: {'; '.join(over)}" if over else f"{where}, within the policy line") \
         if rules.policies else where
     return BlastRadius(pods=pods, service_pods=behind, share_percent=share, namespaces=[obs.namespace],

@@ -79,6 +79,7 @@ class GuardObservation:
     created: str = ""
     namespace_labels: dict[str, str] = field(default_factory=dict)
     policies: tuple[Any, ...] = ()                 # core.policy.NamedPolicy, every policy in the cluster
+    unreadable_policies: tuple[Any, ...] = ()      # core.policy.UnreadablePolicy: they hold what they may select
     authors: tuple[str, ...] | None = None         # None: not stamped by admission
     approvals: tuple[ApprovalObs, ...] = ()
     queue: tuple[QueueEntry, ...] = ()

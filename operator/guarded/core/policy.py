@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from guarded.api.common import parse_duration
-from guarded.api.policy import LabelSelector, PolicyRules, RolloutPolicySpec, TimeWindow
+from guarded.api.policy import LabelSelector, PolicyRules, PolicySelector, RolloutPolicySpec, TimeWindow
 from guarded.api.rollout import PolicyStatus, RuleSource
 from guarded.core.clock import parse
 
@@ -26,6 +26,26 @@ from guarded.core.clock import parse
 class NamedPolicy:
     name: str
     spec: RolloutPolicySpec
+
+
+@dataclass(frozen=True, kw_only=True)
+class UnreadablePolicy:
+    """A policy this operator's model refuses (say, a newer schema). Its selector, when readable, says whom
+    it may govern; without one it may govern anyone."""
+
+    name: str
+    selector: PolicySelector | None
+    error: str
+
+
+def unreadable_matching(policies: Iterable[UnreadablePolicy], *, namespace_labels: Mapping[str, str],
+                        target_labels: Mapping[str, str]) -> list[UnreadablePolicy]:
+    return sorted(
+        (p for p in policies if p.selector is None
+         or (selects(p.selector.namespace_selector, namespace_labels)
+             and selects(p.selector.target_selector, target_labels))),
+        key=lambda p: p.name,
+    )
 
 
 @dataclass(frozen=True, kw_only=True)

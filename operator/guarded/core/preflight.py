@@ -16,6 +16,7 @@ class Preflight(Step):
             self.wait(0.0)  # the shell gathers what the gates need on the next reconcile
             return None
         outcome = gates.evaluate(self.spec, self.obs)
+        self.gates_judged = True
         before = {(g.gate, g.reason, g.message) for g in self.s["gates"] if not g.passed}
         seen_before = {(a.name, a.counted, a.reason) for a in self.s["approvals"]}
         self.s.update(gates=outcome.gates, approvals=outcome.approvals, policy=outcome.policy,

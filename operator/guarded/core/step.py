@@ -71,6 +71,7 @@ class Step:
         self.revision = rollout_revision(spec)
         self.started = False  # this decision starts the rollout (records stable_replicas)
         self.advanced = False  # this decision moves to the next wave
+        self.gates_judged = False  # this decision evaluated the pre-flight gates
 
     # -- small helpers --------------------------------------------------------------------
     @property

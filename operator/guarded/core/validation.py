@@ -38,26 +38,40 @@ def _image_field(spec: GuardedRolloutSpec, container: str, index: int) -> str:
     return f"the target's spec.template.spec.containers[{index}].image"
 
 
-def check_template(spec: GuardedRolloutSpec, template: dict[str, Any], *, replicas: int) -> list[ValidationFinding]:
-    findings: list[ValidationFinding] = []
-    containers = (template.get("spec") or {}).get("containers") or []
-    for index, container in enumerate(containers):
+def _image_findings(spec: GuardedRolloutSpec, containers: list[dict[str, Any]], kind: str,
+                    first: int = 0) -> list[ValidationFinding]:
+    out = []
+    for offset, container in enumerate(containers):
+        index = first + offset
         name = container.get("name", f"#{index}")
-        where = f"the target's spec.template.spec.containers[{index}]"
         image = str(container.get("image") or "")
+        field = _image_field(spec, name, index) if kind == "containers" else \
+            f"the target's spec.template.spec.initContainers[{index}].image"
         tag = image_tag(image)
         if _DIGEST.search(image):
-            pass  # a digest pins the image whatever the tag says
-        elif tag is None:
-            findings.append(ValidationFinding(
-                rule="ImagePinned", field=_image_field(spec, name, index),
+            continue  # a digest pins the image whatever the tag says
+        if tag is None:
+            out.append(ValidationFinding(
+                rule="ImagePinned", field=field,
                 message=f"container {name!r}: image {image!r} has no tag or digest; pin it (name:1.2.3 or "
                         "name@sha256:...)"))
         elif tag == "latest":
-            findings.append(ValidationFinding(
-                rule="ImageNotLatest", field=_image_field(spec, name, index),
+            out.append(ValidationFinding(
+                rule="ImageNotLatest", field=field,
                 message=f"container {name!r}: image {image!r} uses the tag 'latest', which names no single "
                         "build; pin a version tag or a digest"))
+    return out
+
+
+def check_template(spec: GuardedRolloutSpec, template: dict[str, Any], *, replicas: int) -> list[ValidationFinding]:
+    findings: list[ValidationFinding] = []
+    pod = template.get("spec") or {}
+    findings += _image_findings(spec, pod.get("initContainers") or [], "initContainers")
+    containers = pod.get("containers") or []
+    for index, container in enumerate(containers):
+        name = container.get("name", f"#{index}")
+        where = f"the target's spec.template.spec.containers[{index}]"
+        findings += _image_findings(spec, [container], "containers", index)
         resources = container.get("resources") or {}
         for part in ("requests", "limits"):
             if not resources.get(part):

@@ -12,10 +12,16 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from guarded.api.policy import APPROVAL_PLURAL, POLICY_PLURAL, RolloutApprovalSpec, RolloutPolicySpec
+from guarded.api.policy import (
+    APPROVAL_PLURAL,
+    POLICY_PLURAL,
+    PolicySelector,
+    RolloutApprovalSpec,
+    RolloutPolicySpec,
+)
 from guarded.api.rollout import AUTHORS_ANNOTATION, PLURAL, GuardedRolloutSpec, Stage
 from guarded.core.model import ApprovalObs, GuardObservation, QueueEntry
-from guarded.core.policy import NamedPolicy
+from guarded.core.policy import NamedPolicy, UnreadablePolicy
 from guarded.core.step import CLEANING_STAGES, GUARDED_STAGES
 from guarded.core.templates import canary_deployment, canary_name, changed_template
 from guarded.kube.client import KubeClient
@@ -35,15 +41,21 @@ def authors_from(annotations: dict[str, str] | None) -> tuple[str, ...] | None:
     return tuple(str(n) for n in names) if isinstance(names, list) else None
 
 
-def _policies(items: list[dict[str, Any]]) -> tuple[NamedPolicy, ...]:
-    out = []
+def _policies(items: list[dict[str, Any]]) -> tuple[tuple[NamedPolicy, ...], tuple[UnreadablePolicy, ...]]:
+    """Policies this operator can read, and those it cannot (a newer schema): skipping those would open
+    their gates, so the core holds the rollouts they may select."""
+    readable, unreadable = [], []
     for item in items:
+        name, spec = item["metadata"]["name"], item.get("spec") or {}
         try:
-            out.append(NamedPolicy(name=item["metadata"]["name"],
-                                   spec=RolloutPolicySpec.model_validate(item.get("spec") or {})))
-        except ValidationError:
-            continue  # the CRD schema admitted it; a model mismatch must not open the gates: skip is safe
-    return tuple(out)
+            readable.append(NamedPolicy(name=name, spec=RolloutPolicySpec.model_validate(spec)))
+        except ValidationError as err:
+            try:
+                selector: PolicySelector | None = PolicySelector.model_validate(spec.get("selector") or {})
+            except ValidationError:
+                selector = None
+            unreadable.append(UnreadablePolicy(name=name, selector=selector, error=str(err).splitlines()[0]))
+    return tuple(readable), tuple(unreadable)
 
 
 def _approvals(items: list[dict[str, Any]], rollout: str) -> tuple[ApprovalObs, ...]:
@@ -71,7 +83,8 @@ def _queue(items: list[dict[str, Any]]) -> tuple[QueueEntry, ...]:
         stage = status.get("stage") or Stage.PENDING
         gates = status.get("gates") or []
         failing = [g for g in gates if not g.get("passed")]
-        waiting = bool(failing) and all(g.get("gate") == "Concurrency" for g in failing)
+        # Paused rollouts keep no place in the queue: one must not hold every later rollout by pausing.
+        waiting = bool(failing) and all(g.get("gate") == "Concurrency" for g in failing) and not status.get("paused")
         out.append(QueueEntry(namespace=meta["namespace"], name=meta["name"],
                               created=meta.get("creationTimestamp", ""), policies=policies,
                               active=stage in ACTIVE_STAGES, waiting=waiting and stage == Stage.PENDING))
@@ -101,7 +114,7 @@ async def gather(client: KubeClient, *, obj: dict[str, Any], spec: GuardedRollou
     meta = obj["metadata"]
     namespace, name = meta["namespace"], meta["name"]
     ns = await client.get_namespace(namespace)
-    policies = _policies(await client.list_cluster_custom(POLICY_PLURAL))
+    policies, unreadable = _policies(await client.list_cluster_custom(POLICY_PLURAL))
     approvals = _approvals(await client.list_namespaced_custom(namespace, APPROVAL_PLURAL), name)
     queue = _queue(await client.list_cluster_custom(PLURAL)) if policies else ()
     template = target.get("spec", {}).get("template", {})
@@ -123,6 +136,7 @@ async def gather(client: KubeClient, *, obj: dict[str, Any], spec: GuardedRollou
         dry_run_error = await client.dry_run_create_deployment(namespace, manifest)
     return GuardObservation(
         created=meta.get("creationTimestamp", ""), namespace_labels=(ns or {}).get("metadata", {}).get("labels") or {},
-        policies=policies, authors=authors_from(meta.get("annotations")), approvals=approvals, queue=queue,
+        policies=policies, unreadable_policies=unreadable, authors=authors_from(meta.get("annotations")),
+        approvals=approvals, queue=queue,
         service_pods=behind or None, dry_run_done=True, dry_run_error=dry_run_error,
     )
