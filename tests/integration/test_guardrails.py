@@ -13,7 +13,7 @@ from kubernetes.client.rest import ApiException
 
 from guardrails import Team, from_now, passed, policy
 from operator_process import OperatorProcess
-from rollouts import GROUP, PLURAL, VERSION
+from rollouts import GROUP, PLURAL, VERSION, guarded_rollout
 from testbed import Cluster
 from waiting import eventually
 
@@ -237,3 +237,37 @@ def test_with_no_operator_to_vouch_for_identities_no_rollout_is_admitted(team: T
         operator.start()
     team.create_rollout("alice", "vouched")
     assert team.wait_phase("vouched", "Succeeded", timeout=120)["authors"] == ["alice"]
+
+
+def test_the_api_server_itself_refuses_forged_identities_even_before_the_webhook_exists(
+        cluster: Cluster, team: Team, operator: OperatorProcess) -> None:
+    """A fresh install before the operator registers its webhook, or an operator that is down and whose
+    webhook was removed: the ValidatingAdmissionPolicies of manifests/base still hold the line."""
+    team.shop(replicas=2)
+    operator.stop()
+    operator.remove_webhooks()
+    custom = team.custom("alice")
+    body = guarded_rollout("forged", target="shop")
+
+    def refused(user_body: dict, user: str = "alice", plural: str = PLURAL) -> str:
+        with pytest.raises(ApiException) as denied:
+            team.custom(user).create_namespaced_custom_object(GROUP, VERSION, team.namespace, plural, user_body)
+        assert denied.value.status in (403, 422), denied.value.body
+        return str(denied.value.body)
+
+    try:
+        assert 'must be [\\"alice\\"]' in refused(body)  # nobody stamped an author
+        body["metadata"]["annotations"] = {"rollouts.guarded.dev/authors": '["bob"]'}
+        assert 'must be [\\"alice\\"]' in refused(body)
+        body["metadata"]["annotations"] = {"rollouts.guarded.dev/authors": '["alice"]'}  # the truth is allowed
+        custom.create_namespaced_custom_object(GROUP, VERSION, team.namespace, PLURAL, body)
+        with pytest.raises(ApiException) as erased:
+            custom.patch_namespaced_custom_object(GROUP, VERSION, team.namespace, PLURAL, "forged", {
+                "metadata": {"annotations": {"rollouts.guarded.dev/authors": "[]"}}})
+        assert "may only gain the user who changes the spec" in str(erased.value.body)
+        approval = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "RolloutApproval", "metadata": {"name": "as-carol"},
+                    "spec": {"rollout": "forged", "revision": 1, "approver": "carol",
+                             "approverGroups": ["engineers", "senior-engineers", "system:authenticated"]}}
+        assert "spec.approver must be the authenticated user bob" in refused(approval, "bob", "rolloutapprovals")
+    finally:
+        operator.start()

@@ -194,7 +194,9 @@ def _approvals(spec: GuardedRolloutSpec, obs: Observations, guard: GuardObservat
         why = ""
         if not a.approver:
             why = "no approver identity (not admitted by the operator's webhook)"
-        elif a.rollout_uid is not None and a.rollout_uid != obs.uid:
+        elif a.rollout_uid is None:
+            why = "no rollout uid (not admitted by the operator's webhook)"
+        elif a.rollout_uid != obs.uid:
             why = "approves an earlier rollout of the same name"
         elif a.revision != obs.generation:
             why = f"stale: approves revision {a.revision}, the spec is now at revision {obs.generation}"
