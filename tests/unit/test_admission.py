@@ -45,7 +45,7 @@ def test_the_requester_of_a_manual_request_is_stamped() -> None:
     (BOB, {"rollout": "release", "approver": "carol"}, "cannot approve as 'carol'"),
     (BOB, {"rollout": "release", "approverGroups": ["senior-engineers"]}, "are not your groups"),
     (BOB, {"rollout": "release", "revision": 1}, "is at revision 2, not 1"),
-    (BOB, {"rollout": "release", "rolloutUID": "other"}, "is not the uid"),
+    (BOB, {"rollout": "release", "rolloutUid": "other"}, "is not the uid"),
     (ALICE, {"rollout": "release"}, "'alice' is an author"),
 ])
 def test_an_approval_claiming_what_the_api_server_did_not_authenticate_is_refused(user: User, spec: dict,
@@ -59,7 +59,7 @@ def test_an_approval_gets_its_identity_from_the_request() -> None:
     target = rollout({}, **{AUTHORS_ANNOTATION: '["alice"]'})
     stamp = approval_stamp(operation="CREATE", user=BOB, spec={"rollout": "release", "approver": "bob"},
                            old_spec=None, rollout=target)
-    assert stamp.spec == {"approver": "bob", "approverGroups": ["engineers"], "rolloutUID": "uid-1", "revision": 2}
+    assert stamp.spec == {"approver": "bob", "approverGroups": ["engineers"], "rolloutUid": "uid-1", "revision": 2}
 
 
 def test_approvals_are_immutable_and_need_a_rollout() -> None:
@@ -77,3 +77,12 @@ def test_unknown_authors_stay_unknown_when_someone_else_edits_the_spec() -> None
     edited = rollout({"image": "2"})
     stamp = rollout_stamp(operation="UPDATE", user=BOB, new=edited, old=old)
     assert stamp.annotations.get(AUTHORS_ANNOTATION) is None
+
+
+def test_every_field_the_webhook_stamps_is_a_field_of_the_schema() -> None:
+    """The API server prunes unknown fields silently: a misspelt key would simply vanish (it once did)."""
+    from guarded.api.policy import RolloutApprovalSpec
+    target = rollout({}, **{AUTHORS_ANNOTATION: '["alice"]'})
+    stamp = approval_stamp(operation="CREATE", user=BOB, spec={"rollout": "release"}, old_spec=None, rollout=target)
+    parsed = RolloutApprovalSpec.model_validate({"rollout": "release", **stamp.spec})
+    assert (parsed.approver, parsed.rollout_uid, parsed.revision) == ("bob", "uid-1", 2)

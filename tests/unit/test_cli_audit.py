@@ -71,7 +71,7 @@ def rollout(name: str = "shop-2-0-0", namespace: str = "shop", created: float = 
 
 def approval(name: str, rollout_name: str = "shop-2-0-0", namespace: str = "shop", **spec: object) -> dict:
     return {"metadata": {"name": name, "namespace": namespace, "creationTimestamp": at(29)[:19] + "Z"},
-            "spec": {"rollout": rollout_name, "revision": 2, "comment": "", "rolloutUID": f"uid-{rollout_name}",
+            "spec": {"rollout": rollout_name, "revision": 2, "comment": "", "rolloutUid": f"uid-{rollout_name}",
                      **spec}}
 
 
@@ -79,7 +79,7 @@ APPROVALS = [
     approval("shop-2-0-0-approval-b0b", approver="bob", approverGroups=["engineers", "system:authenticated"],
              comment="reviewed SHOP-1234"),
     approval("shop-2-0-0-approval-dav", approver="dave", approverGroups=["engineers"]),
-    approval("shop-2-0-0-approval-gone", approver="erin", rolloutUID="uid-of-an-earlier-shop-2-0-0"),
+    approval("shop-2-0-0-approval-gone", approver="erin", rolloutUid="uid-of-an-earlier-shop-2-0-0"),
     approval("shop-2-0-0-approval-else", namespace="other", approver="frank"),
 ]
 

@@ -59,7 +59,7 @@ def approvals_for(rollout: dict[str, Any], approvals: Iterable[dict[str, Any]]) 
         spec = obj.get("spec") or {}
         if _meta(obj).get("namespace") != meta.get("namespace") or spec.get("rollout") != meta.get("name"):
             continue
-        if spec.get("rolloutUID") and meta.get("uid") and spec["rolloutUID"] != meta["uid"]:
+        if spec.get("rolloutUid") and meta.get("uid") and spec["rolloutUid"] != meta["uid"]:
             continue
         mine.append(obj)
     return sorted(mine, key=lambda o: (_meta(o).get("creationTimestamp") or "", _meta(o).get("name") or ""))

@@ -103,8 +103,8 @@ def approval_stamp(*, operation: str, user: User, spec: Mapping[str, Any], old_s
     if rollout is None:
         raise AdmissionRefused(f"spec.rollout: no GuardedRollout {name!r} in this namespace")
     uid = rollout["metadata"].get("uid")
-    if spec.get("rolloutUID") is not None and spec.get("rolloutUID") != uid:
-        raise AdmissionRefused(f"spec.rolloutUID: {spec.get('rolloutUID')!r} is not the uid of rollout {name!r}")
+    if spec.get("rolloutUid") is not None and spec.get("rolloutUid") != uid:
+        raise AdmissionRefused(f"spec.rolloutUid: {spec.get('rolloutUid')!r} is not the uid of rollout {name!r}")
     generation = int(rollout["metadata"].get("generation", 1))
     revision = spec.get("revision")
     if revision is not None and int(revision) != generation:
@@ -116,7 +116,7 @@ def approval_stamp(*, operation: str, user: User, spec: Mapping[str, Any], old_s
         raise AdmissionRefused(
             f"{user.username!r} is an author of rollout {name!r} (authors: {', '.join(authors)}); "
             "a change needs approval by someone who did not write it")
-    return Stamp(spec={"approver": user.username, "approverGroups": list(user.groups), "rolloutUID": uid,
+    return Stamp(spec={"approver": user.username, "approverGroups": list(user.groups), "rolloutUid": uid,
                        "revision": generation})
 
 
