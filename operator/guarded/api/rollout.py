@@ -7,6 +7,8 @@ and the core reasons about them. They are frozen value objects: the core never m
 
 from __future__ import annotations
 
+import json
+from collections.abc import Mapping
 from enum import StrEnum
 from typing import Any, Literal
 
@@ -25,6 +27,16 @@ REQUEST_ACTIONS = ("abort", "pause", "resume", "promote", "promote-full", "retry
 # Stamped by the operator's admission webhook from the API server's userInfo; never typed by users.
 AUTHORS_ANNOTATION = f"{GROUP}/authors"          # JSON list: the creator and everyone who changed the spec
 REQUESTER_ANNOTATION = f"{GROUP}/request-by"      # who set the request annotation
+
+
+def authors_in(annotations: Mapping[str, str] | None) -> list[str] | None:
+    """The authors admission stamped on a GuardedRollout; None when there are none or they are unreadable."""
+    raw = (annotations or {}).get(AUTHORS_ANNOTATION)
+    try:
+        names = json.loads(raw) if raw else None
+    except ValueError:
+        return None
+    return [str(n) for n in names] if isinstance(names, list) else None
 
 
 class TargetRef(ApiModel):

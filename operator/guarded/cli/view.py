@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from pydantic import ValidationError
 
-from guarded.api.rollout import AUTHORS_ANNOTATION, Wave, default_waves
+from guarded.api.rollout import Wave, authors_in, default_waves
 from guarded.cli.tables import format_table, one_line, percent
 from guarded.core.waves import canary_replicas
 
@@ -221,12 +220,7 @@ def authors_of(obj: dict[str, Any]) -> list[str]:
     authors = (obj.get("status") or {}).get("authors")
     if authors:
         return [str(a) for a in authors]
-    raw = ((obj.get("metadata") or {}).get("annotations") or {}).get(AUTHORS_ANNOTATION)
-    try:
-        names = json.loads(raw) if raw else []
-    except ValueError:
-        return []
-    return [str(n) for n in names] if isinstance(names, list) else []
+    return authors_in((obj.get("metadata") or {}).get("annotations")) or []
 
 
 def required_approvals(status: dict[str, Any]) -> int | None:

@@ -21,7 +21,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from guarded.api.rollout import AUTHORS_ANNOTATION, REQUEST_ANNOTATION, REQUESTER_ANNOTATION
+from guarded.api.rollout import AUTHORS_ANNOTATION, REQUEST_ANNOTATION, REQUESTER_ANNOTATION, authors_in
 
 
 class AdmissionRefused(Exception):
@@ -47,17 +47,6 @@ class Stamp:
     spec: dict[str, Any] = field(default_factory=dict)
 
 
-def _authors(annotations: Mapping[str, str] | None) -> list[str] | None:
-    raw = (annotations or {}).get(AUTHORS_ANNOTATION)
-    if raw is None:
-        return None
-    try:
-        names = json.loads(raw)
-    except ValueError:
-        return None
-    return [str(n) for n in names] if isinstance(names, list) else None
-
-
 def rollout_stamp(*, operation: str, user: User, new: Mapping[str, Any], old: Mapping[str, Any] | None) -> Stamp:
     """Annotations to set on a GuardedRollout being created or updated."""
     new_ann = (new.get("metadata") or {}).get("annotations") or {}
@@ -66,7 +55,7 @@ def rollout_stamp(*, operation: str, user: User, new: Mapping[str, Any], old: Ma
     if operation == "CREATE" or old is None:
         authors: list[str] | None = [user.username]
     else:
-        authors = _authors(old_ann)
+        authors = authors_in(old_ann)
         # Unknown authors (the object predates the webhook) stay unknown: adding the next editor would
         # leave out whoever wrote it, who could then approve their own change.
         if authors is not None and new.get("spec") != old.get("spec") and user.username not in authors:
@@ -111,7 +100,7 @@ def approval_stamp(*, operation: str, user: User, spec: Mapping[str, Any], old_s
         raise AdmissionRefused(
             f"spec.revision: rollout {name!r} is at revision {generation}, not {revision}; its spec changed "
             "since, so review the change again and approve revision " + str(generation))
-    authors = _authors((rollout["metadata"].get("annotations")) or {})
+    authors = authors_in((rollout["metadata"].get("annotations")) or {})
     if authors is not None and user.username in authors:
         raise AdmissionRefused(
             f"{user.username!r} is an author of rollout {name!r} (authors: {', '.join(authors)}); "

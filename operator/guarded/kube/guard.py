@@ -7,7 +7,6 @@ here is judged in core/gates; nothing is decided in this module.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from pydantic import ValidationError
@@ -19,7 +18,7 @@ from guarded.api.policy import (
     RolloutApprovalSpec,
     RolloutPolicySpec,
 )
-from guarded.api.rollout import AUTHORS_ANNOTATION, PLURAL, GuardedRolloutSpec, Stage
+from guarded.api.rollout import PLURAL, GuardedRolloutSpec, Stage, authors_in
 from guarded.core.model import ApprovalObs, GuardObservation, QueueEntry
 from guarded.core.policy import NamedPolicy, UnreadablePolicy
 from guarded.core.step import CLEANING_STAGES, GUARDED_STAGES
@@ -30,15 +29,8 @@ from guarded.kube.client import KubeClient
 ACTIVE_STAGES = frozenset({*GUARDED_STAGES, Stage.PROMOTE, Stage.CLEANUP, *CLEANING_STAGES})
 
 
-def authors_from(annotations: dict[str, str] | None) -> tuple[str, ...] | None:
-    raw = (annotations or {}).get(AUTHORS_ANNOTATION)
-    if not raw:
-        return None
-    try:
-        names = json.loads(raw)
-    except ValueError:
-        return None
-    return tuple(str(n) for n in names) if isinstance(names, list) else None
+def _tuple(names: list[str] | None) -> tuple[str, ...] | None:
+    return None if names is None else tuple(names)
 
 
 def _policies(items: list[dict[str, Any]]) -> tuple[tuple[NamedPolicy, ...], tuple[UnreadablePolicy, ...]]:
@@ -136,7 +128,7 @@ async def gather(client: KubeClient, *, obj: dict[str, Any], spec: GuardedRollou
         dry_run_error = await client.dry_run_create_deployment(namespace, manifest)
     return GuardObservation(
         created=meta.get("creationTimestamp", ""), namespace_labels=(ns or {}).get("metadata", {}).get("labels") or {},
-        policies=policies, unreadable_policies=unreadable, authors=authors_from(meta.get("annotations")),
+        policies=policies, unreadable_policies=unreadable, authors=_tuple(authors_in(meta.get("annotations"))),
         approvals=approvals, queue=queue,
         service_pods=behind or None, dry_run_done=True, dry_run_error=dry_run_error,
     )
