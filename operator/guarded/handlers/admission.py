@@ -1,6 +1,6 @@
 """Admission webhooks served by the operator: identity stamped from the API server's userInfo.
 
-kopf serves them and keeps the Mutating/ValidatingWebhookConfiguration up to date. They fail
+kopf serves them and keeps the MutatingWebhookConfiguration up to date. They fail
 closed (failurePolicy Fail) and persist when the operator stops: with no operator to vouch for
 identities, GuardedRollouts and approvals cannot be created or changed, rather than be admitted
 without an author. Why a webhook and not only a ValidatingAdmissionPolicy: a policy in CEL can
@@ -8,7 +8,9 @@ refuse a forged approver (object.spec.approver != request.userInfo.username) but
 the author into an object, and MutatingAdmissionPolicy is still beta and off by default in
 Kubernetes 1.34. docs/guardrails.md has the full trade-off.
 
-The decisions are pure functions in core/admission; this module only adapts kopf to them.
+The decisions are pure functions in core/admission; this module only adapts kopf to them. What the
+webhooks write is checked again after every mutation by the API server itself, with the
+ValidatingAdmissionPolicies in manifests/base/identity-policy.yaml.
 """
 
 from __future__ import annotations
@@ -61,14 +63,3 @@ async def stamp_approval(body: kopf.Body, old: kopf.Body | None, operation: str,
         raise kopf.AdmissionError(str(exc), code=403) from exc
     for key, value in stamp.spec.items():
         patch.spec[key] = value
-
-
-@kopf.on.validate(GROUP, VERSION, APPROVAL_PLURAL, id="approval-identity-check", operations=["CREATE"],
-                  persistent=True, ignore_failures=False, side_effects=False)
-def check_approval(body: kopf.Body, userinfo: dict[str, Any], **_: Any) -> None:
-    """After every mutation (ours and anyone else's): the approver is still the authenticated user."""
-    user = User.from_userinfo(userinfo)
-    spec = body.get("spec") or {}
-    if spec.get("approver") != user.username or sorted(spec.get("approverGroups") or []) != sorted(user.groups):
-        raise kopf.AdmissionError(f"spec.approver must be the authenticated user {user.username!r} with their groups",
-                                  code=403)
