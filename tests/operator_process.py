@@ -56,10 +56,13 @@ class OperatorProcess:
     def webhook_args(self) -> list[str]:
         """The API server must reach the webhooks: on the test bed at 127.0.0.1; a kind cluster's API server
         runs in a container and needs the host's address on its network (GUARDED_TEST_WEBHOOK_HOST)."""
+        # One certificate for this process's lifetime, as a Secret gives every replica: a restarted operator
+        # must not serve a new CA while the API server still holds the old caBundle.
+        tls = ["--webhook-tls-dir", str(self.log_path.parent / "webhook-tls")]
         host = os.environ.get("GUARDED_TEST_WEBHOOK_HOST")
         if host:
-            return ["--webhook-listen", f"0.0.0.0:{self.webhook_port}", "--webhook-host", host]
-        return ["--webhook-listen", f"127.0.0.1:{self.webhook_port}"]
+            return ["--webhook-listen", f"0.0.0.0:{self.webhook_port}", "--webhook-host", host, *tls]
+        return ["--webhook-listen", f"127.0.0.1:{self.webhook_port}", *tls]
 
     def webhooks_registered(self) -> bool:
         """kopf has pointed the webhook configuration at this process (it fails closed until then)."""

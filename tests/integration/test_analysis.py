@@ -104,17 +104,20 @@ def test_prometheus_down_mid_wave_holds_and_the_rollout_resumes_or_rolls_back_pe
         apps.create_namespaced_deployment(other, simulated_shop())
         eventually(lambda: strict.ready("shop") == 10, timeout=90, what="10 ready pods in the second shop")
         eventually(lambda: prometheus_has_traffic(cluster, other), timeout=60, what="traffic of the second shop")
-        waves = [{"replicas": 1, "bake": "2s"}, {"weight": 50, "bake": "30s"}, {"weight": 100, "bake": "2s"}]
+        # Both bake their second wave for long enough that each is still in it when the other (in its own
+        # shop, sometimes slower to a first Pass) gets there.
+        bake = 60
+        waves = [{"replicas": 1, "bake": "2s"}, {"weight": 50, "bake": f"{bake}s"}, {"weight": 100, "bake": "2s"}]
         shop.create_rollout(release("patient", waves=waves, onInconclusive="Hold"))
         strict.create_rollout(release("strict", waves=waves, maxInconclusive=6))
-        for s, n in ((shop, "patient"), (strict, "strict")):
+        for s, n in ((strict, "strict"), (shop, "patient")):
             eventually(lambda s=s, n=n: s.status(n).get("stage") == "Bake" and s.status(n).get("wave") == 1,
                        timeout=120, what=f"{n} baking its second wave")
         subprocess_run(["bash", str(ROOT / "hack" / "testbed.sh"), "prometheus", "stop"])
         try:
-            # Well past the wave's 30 s bake: without data it may not advance.
-            bake_end = datetime.fromisoformat(shop.status("patient")["bakeStartedAt"].replace("Z", "+00:00"))
-            time.sleep(max(0.0, (bake_end.timestamp() + 30 + 8) - time.time()))
+            # Well past the wave's bake: without data it may not advance.
+            bake_start = datetime.fromisoformat(shop.status("patient")["bakeStartedAt"].replace("Z", "+00:00"))
+            time.sleep(max(0.0, (bake_start.timestamp() + bake + 8) - time.time()))
             held = shop.status("patient")
             assert (held["wave"], held["stage"], held["phase"]) == (1, "Bake", "Progressing"), \
                 json.dumps({k: held.get(k) for k in ("history", "analysis", "message")})[:4000]
