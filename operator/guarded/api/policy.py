@@ -27,8 +27,9 @@ APPROVAL_PLURAL = "rolloutapprovals"
 APPROVAL_SHORT_NAMES = ["gra"]
 
 DOCUMENTATION_FIELDS = ("description", "ticket", "rollbackPlan")
-# Guards a policy can demand of spec.analysis: the two shortcuts, or a named metric.
-BUILTIN_METRICS = ("orders", "errors")
+# Guards a policy can demand of spec.analysis: the two shortcuts (by the metric each one adds), or a
+# named metric.
+BUILTIN_METRICS = {"orders": "order-rate", "errors": "error-rate"}
 
 
 class LabelSelectorRequirement(ApiModel):

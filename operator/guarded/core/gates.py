@@ -146,14 +146,11 @@ def _validate(spec: GuardedRolloutSpec, obs: Observations, guard: GuardObservati
     return findings
 
 
-_ALIASES = {"orders": "order-rate", "errors": "error-rate"}  # policy words for the shortcut guards
-
-
 def _guards(spec: GuardedRolloutSpec) -> set[str]:
     if spec.analysis is None:
         return set()
     names = {m.name for m in effective_metrics(spec.analysis)}
-    return names | {alias for alias, name in _ALIASES.items() if name in names}
+    return names | {alias for alias, name in BUILTIN_METRICS.items() if name in names}
 
 
 def _how(metric: str) -> str:
