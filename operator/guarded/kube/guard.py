@@ -7,6 +7,7 @@ here is judged in core/gates; nothing is decided in this module.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from pydantic import ValidationError
@@ -24,6 +25,16 @@ from guarded.core.policy import NamedPolicy, UnreadablePolicy
 from guarded.core.step import CLEANING_STAGES, GUARDED_STAGES
 from guarded.core.templates import canary_deployment, canary_name, changed_template
 from guarded.kube.client import KubeClient
+
+# The API server names an object created with generateName `prefix[:58]` + 5 random characters
+# (apiserver/pkg/storage/names: maxGeneratedNameLength = 63 - 5), from this alphabet (utilrand), before
+# validating it: the name, and so the random part, is in every message about that object.
+GENERATED_PREFIX_MAX = 58
+GENERATED_SUFFIX = "[a-z0-9]{5}"
+# An aggregate of field errors: `<Kind> "<name>" is invalid: [<error>, <error>, ...]`.
+_AGGREGATE = re.compile(r"^(?P<head>.*? is invalid: )\[(?P<errors>.*)\](?P<tail>\s*)$", re.DOTALL)
+# Where one field error starts inside the aggregate: ", <field.path[0].x>: ".
+_NEXT_ERROR = re.compile(r", (?=[A-Za-z][\w.\[\]/-]*: )")
 
 # Stages in which a rollout holds a concurrency slot: from its first canary pod until it is clean.
 ACTIVE_STAGES = frozenset({*GUARDED_STAGES, Stage.PROMOTE, Stage.CLEANUP, *CLEANING_STAGES})
@@ -87,6 +98,22 @@ def _selects(selector: dict[str, str], labels: dict[str, str]) -> bool:
     return bool(selector) and all(labels.get(k) == v for k, v in selector.items())
 
 
+def stable_dry_run_error(message: str, generate_name: str, placeholder: str) -> str:
+    """The API server's dry-run error, the same for the same state: the generated name (the
+    generateName prefix, truncated as the server does, plus 5 random characters) becomes
+    `placeholder` wherever it occurs, and the field errors of an aggregate are sorted (the server
+    lists a map's, e.g. labels', in Go's random map order). The message reaches status and Events:
+    a random part in it changes status on every reconcile, and each change is a write and an Event."""
+    prefix = re.escape(generate_name[:GENERATED_PREFIX_MAX])
+    generated = re.compile(rf"(?<![a-z0-9.-]){prefix}{GENERATED_SUFFIX}(?![a-z0-9-])")
+    message = generated.sub(lambda _: placeholder, message)
+    aggregate = _AGGREGATE.match(message)
+    if aggregate:
+        errors = sorted(_NEXT_ERROR.split(aggregate["errors"]))
+        message = f"{aggregate['head']}[{', '.join(errors)}]{aggregate['tail']}"
+    return message
+
+
 def routing_selectors(services: list[dict[str, Any]], template_labels: dict[str, str]) -> list[dict[str, str]]:
     """The selectors of the Services that send traffic to the target's pods."""
     return [s["spec"].get("selector") or {} for s in services
@@ -123,9 +150,12 @@ async def gather(client: KubeClient, *, obj: dict[str, Any], spec: GuardedRollou
     except Exception as exc:  # the change does not apply: core/gates reports it precisely
         dry_run_error = str(exc)
     else:
-        manifest["metadata"].pop("name")
-        manifest["metadata"]["generateName"] = f"{canary_name(spec.target.name)}-"
+        placeholder = manifest["metadata"].pop("name")
+        generate_name = f"{canary_name(spec.target.name)}-"
+        manifest["metadata"]["generateName"] = generate_name
         dry_run_error = await client.dry_run_create_deployment(namespace, manifest)
+        if dry_run_error is not None:
+            dry_run_error = stable_dry_run_error(dry_run_error, generate_name, placeholder)
     return GuardObservation(
         created=meta.get("creationTimestamp", ""), namespace_labels=(ns or {}).get("metadata", {}).get("labels") or {},
         policies=policies, unreadable_policies=unreadable, authors=_tuple(authors_in(meta.get("annotations"))),
