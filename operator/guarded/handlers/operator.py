@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 from typing import Any
@@ -31,11 +32,16 @@ from guarded.metrics.prometheus import PrometheusProvider
 IDLE_SECONDS = 10.0     # re-check a quiet rollout this often even without events
 ERROR_BACKOFF = 2.0
 RECONCILE_TIMEOUT = 90.0  # a reconcile stuck on I/O is abandoned and started again
+# A rollout that waits (a gate holds it, a bake runs) is reconciled at most this often, however many
+# watch events wake it: its own status write is one of them. Waves (requeue 0) are not slowed.
+HELD_AFTER = 2.0          # a reconcile that asks to wait this long or longer (longer than the 1 s poll of a wave)
+MIN_SPACING = 0.5         # seconds between the end of one reconcile of a held rollout and the next
 
 FINAL_PHASES = ("Succeeded", "RolledBack", "Failed")
 
 _wakers: dict[tuple[str, str], asyncio.Event] = {}
 _targets: dict[tuple[str, str], str] = {}
+_seen: dict[tuple[str, str], tuple[str, str | None]] = {}  # each rollout's last (fingerprint, phase) seen
 
 
 def _kube_configuration() -> kubernetes.client.Configuration:
@@ -98,12 +104,52 @@ def wake_all() -> None:
         waker.set()
 
 
+def spacing(delay: float, since_last: float) -> float:
+    """How long to hold back a reconcile woken `since_last` seconds after the previous one ended,
+    which asked to wait `delay` seconds: a held rollout is not reconciled more often than MIN_SPACING."""
+    if delay < HELD_AFTER:
+        return 0.0
+    return max(MIN_SPACING - since_last, 0.0)
+
+
+# What changes on every write of status alone, the operator's own: not a reason to look again.
+_VOLATILE_METADATA = ("resourceVersion", "managedFields")
+
+
+def fingerprint(body: dict[str, Any]) -> str:
+    """A rollout as others change it: everything but its status (only this operator writes status)."""
+    meta = {k: v for k, v in (body.get("metadata") or {}).items() if k not in _VOLATILE_METADATA}
+    rest = {k: v for k, v in body.items() if k not in ("metadata", "status")}
+    return json.dumps([meta, rest], sort_keys=True, default=str)
+
+
+def seen(key: tuple[str, str], body: dict[str, Any], deleted: bool) -> tuple[bool, bool]:
+    """(wake this rollout, wake every rollout) for a watch event of a rollout.
+
+    Its own status write does not wake a rollout again: the reconcile that wrote it knows it already,
+    and waking on it made every write cause the next reconcile (and, with a message that changed each
+    time, an endless stream of writes and Events). A change of its spec, metadata (annotations: requests,
+    deletion) or a first sight wakes it. Every rollout is woken when a concurrency slot may have freed:
+    a deletion, or a phase that has just become final (not on every later event of a finished rollout)."""
+    if deleted:
+        _seen.pop(key, None)
+        return True, True
+    phase = (body.get("status") or {}).get("phase")
+    before = _seen.get(key)
+    now = (fingerprint(body), phase)
+    _seen[key] = now
+    changed = before is None or before[0] != now[0]
+    final = phase in FINAL_PHASES and (before is None or before[1] != phase)
+    return changed, final
+
+
 @kopf.daemon(GROUP, VERSION, PLURAL, id="reconcile", cancellation_timeout=10.0)
 async def run_rollout(namespace: str, name: str, stopped: kopf.DaemonStopped, memo: kopf.Memo,
                       **_: Any) -> None:
     key = (namespace, name)
     wake = _wakers.setdefault(key, asyncio.Event())
     log = logs.logger(rollout=name, namespace=namespace, wave=None)
+    loop = asyncio.get_running_loop()
     try:
         while not stopped:
             wake.clear()
@@ -119,8 +165,12 @@ async def run_rollout(namespace: str, name: str, stopped: kopf.DaemonStopped, me
             except Exception as exc:  # one bad reconcile must not kill the loop
                 log.exception("reconcile failed", error=str(exc))
                 delay = ERROR_BACKOFF
+            finished = loop.time()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(wake.wait(), timeout=max(delay, 0.05))
+            hold = spacing(delay, loop.time() - finished)
+            if hold > 0:  # woken early by an event; the events meanwhile are served by the next reconcile
+                await asyncio.sleep(hold)
     finally:
         _wakers.pop(key, None)
         _targets.pop(key, None)
@@ -130,10 +180,11 @@ async def run_rollout(namespace: str, name: str, stopped: kopf.DaemonStopped, me
 # Async on purpose: kopf runs sync handlers in worker threads, and asyncio.Event is not thread-safe.
 @kopf.on.event(GROUP, VERSION, PLURAL)
 async def rollout_changed(namespace: str, name: str, body: kopf.Body, type: str | None, **_: Any) -> None:
+    wake_self, wake_others = seen((namespace, name), body, type == "DELETED")
     waker = _wakers.get((namespace, name))
-    if waker is not None:
+    if waker is not None and wake_self:
         waker.set()
-    if type == "DELETED" or (body.get("status") or {}).get("phase") in FINAL_PHASES:
+    if wake_others:
         wake_all()  # a concurrency slot may have freed up
 
 
