@@ -65,7 +65,7 @@ def wave_lists(draw: st.DrawFn, total: int, gates: bool) -> list[dict]:
     sizes.sort(key=key)
     waves = []
     for size in sizes:
-        wave = {**size, "bake": f"{draw(st.integers(0, 20))}s"}
+        wave = {**size, "bake": f"{draw(st.integers(1, 20))}s"}  # the schema refuses a 0s bake
         if gates and draw(st.integers(0, 4)) == 0:
             wave["manualGate"] = True
         waves.append(wave)
@@ -116,19 +116,20 @@ def scenarios(draw: st.DrawFn, *, gates: bool = True, requests: bool = False,
 
 # Regressions: runs that once broke a property (each needs a rare mix of crashes and timing).
 # An unwritten start whose successor lowered the stable: the next start took 1 pod for the original 2.
-CRASHED_START = Scenario(spec=make_spec([{"weight": 1, "bake": "0s"}]), replicas=2, ready_delay=0, jitter=0, seed=0,
+CRASHED_START = Scenario(spec=make_spec([{"weight": 1, "bake": "1s"}]), replicas=2, ready_delay=0, jitter=0, seed=0,
                          crashes=frozenset({0, 1}))
 # An unwritten move to wave 2: the next decision shrank the grown canary back to wave 1 and lowered the stable.
-CRASHED_ADVANCE = Scenario(spec=make_spec([{"replicas": 1, "bake": "1s"}, {"replicas": 2, "bake": "0s"},
-                                           {"replicas": 3, "bake": "0s"}]),
+CRASHED_ADVANCE = Scenario(spec=make_spec([{"replicas": 1, "bake": "1s"}, {"replicas": 2, "bake": "1s"},
+                                           {"replicas": 3, "bake": "1s"}]),
                            replicas=2, ready_delay=0, jitter=0, seed=0, crashes=frozenset({3}))
 # Unwritten decisions ran wave 2 and lowered the stable; a pause then found the status still in wave 1
 # (an engine that sizes a wave its input status does not name shrinks the canary below capacity here).
 PAUSE_BEHIND = Scenario(spec=make_spec([{"replicas": 1, "bake": "2s"}, {"replicas": 2, "bake": "2s"}]), replicas=2,
                         ready_delay=1, jitter=0, seed=0, requests=[(8, "pause")], crashes=frozenset(range(5, 8)))
 # An unwritten promotion: the next decision saw its own template as a foreign change and held forever.
-CRASHED_PROMOTION = Scenario(spec=make_spec([{"weight": 100, "bake": "0s"}]), replicas=2, ready_delay=0, jitter=0,
-                             seed=0, crashes=frozenset({3}))
+# (Step 4 promotes after the 1s bake; with the 0s bakes the schema once allowed, step 3 did.)
+CRASHED_PROMOTION = Scenario(spec=make_spec([{"weight": 100, "bake": "1s"}]), replicas=2, ready_delay=0, jitter=0,
+                             seed=0, crashes=frozenset({4}))
 # An unwritten start created the canary; an abort in Pending then left it serving.
 CRASHED_START_ABORT = Scenario(spec=make_spec([{"replicas": 1, "bake": "5s"}]), replicas=2, ready_delay=0, jitter=0,
                                seed=0, crashes=frozenset({0}))

@@ -5,9 +5,14 @@ from __future__ import annotations
 import re
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import ConfigDict, Field, model_validator
 
-from guarded.api.common import ApiModel, Duration
+from guarded.api.common import ApiModel, bounded_duration
+
+Interval = bounded_duration("spec.analysis.interval", "1s", "1h", "How often a wave is judged.")
+PreRolloutWindow = bounded_duration(
+    "spec.analysis.preRolloutWindow", "10s", "168h",
+    "Service window before the rollout started (a Prometheus range: at least a few scrapes).")
 
 Direction = Literal["HigherIsBetter", "LowerIsBetter"]
 
@@ -20,20 +25,30 @@ class Metric(ApiModel):
     `{{namespace}}`, `{{target}}`.
     """
 
+    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": [{
+        "rule": "self.direction != 'HigherIsBetter' || ((!has(self.stableTolerance) || self.stableTolerance < 1.0)"
+                " && (!has(self.preRolloutTolerance) || self.preRolloutTolerance < 1.0))",
+        "message": "stableTolerance and preRolloutTolerance must be below 1 for HigherIsBetter metrics",
+    }]})
+
     name: str = Field(min_length=1, max_length=63, pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
     direction: Direction = Field(description="HigherIsBetter for orders, LowerIsBetter for errors.")
     events: str = Field(min_length=1, max_length=4096, description="Events counter increase (numerator).")
     requests: str = Field(min_length=1, max_length=4096, description="Requests counter increase (denominator).")
     stable_tolerance: float | None = Field(
-        default=0.2, ge=0, le=10,
+        default=0.2, gt=0, le=10,
         description="Allowed relative degradation against the stable pods (0.2: orders may be 20% lower, "
-        "errors 20% higher). Null disables this judge.")
+        "errors 20% higher). Above 0, at most 10 (below 1 for HigherIsBetter); null, not 0, disables this judge.")
     pre_rollout_tolerance: float | None = Field(
-        default=0.5, ge=0, le=10,
-        description="Allowed relative degradation against the whole service before the rollout. Null disables.")
-    min_ratio: float | None = Field(default=None, ge=0, le=1, description="Absolute floor (HigherIsBetter).")
-    max_ratio: float | None = Field(default=None, ge=0, le=1, description="Absolute ceiling (LowerIsBetter).")
-    min_requests: int = Field(default=100, ge=1, description="Canary requests needed before a Pass.")
+        default=0.5, gt=0, le=10,
+        description="Allowed relative degradation against the whole service before the rollout. Above 0, at most 10 "
+        "(below 1 for HigherIsBetter); null, not 0, disables.")
+    min_ratio: float | None = Field(default=None, gt=0, le=1,
+                                    description="Absolute floor (HigherIsBetter), above 0 and at most 1.")
+    max_ratio: float | None = Field(default=None, gt=0, le=1,
+                                    description="Absolute ceiling (LowerIsBetter), above 0 and at most 1.")
+    min_requests: int = Field(default=100, ge=1, le=1_000_000_000,
+                              description="Canary requests needed before a Pass, from 1 to 10^9.")
 
     @model_validator(mode="after")
     def _tolerance_fits_direction(self) -> Metric:
@@ -57,14 +72,14 @@ class AlertSelector(ApiModel):
 
 
 class Analysis(ApiModel):
-    interval: Duration = Field(default="5s", description="How often a wave is judged.")
+    interval: Interval = "5s"
     false_rollback_rate: float = Field(
         default=0.01, gt=0, lt=0.5,
         description="Bound on the chance that a healthy wave is rolled back, however long it runs.")
     max_inconclusive: int = Field(default=60, ge=1, le=10000,
                                   description="Consecutive Inconclusive judgements before onInconclusive applies.")
     on_inconclusive: Literal["Rollback", "Hold"] = "Rollback"
-    pre_rollout_window: Duration = Field(default="10m", description="Service window before the rollout started.")
+    pre_rollout_window: PreRolloutWindow = "10m"
     requests: str | None = Field(default=None, max_length=253, pattern=r"^[a-zA-Z_:][a-zA-Z0-9_:]*$",
                                  description="Shortcut: the requests counter (e.g. http_requests_total).")
     orders: str | None = Field(default=None, max_length=253, pattern=r"^[a-zA-Z_:][a-zA-Z0-9_:]*$",

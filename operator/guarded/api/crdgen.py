@@ -79,6 +79,16 @@ def structural_schema(model: type[BaseModel]) -> dict[str, Any]:
     return _resolve(raw, raw.get("$defs", {}))
 
 
+def _without_rules(node: Any) -> Any:
+    """The schema without its CEL rules. A status is written by the operator alone: rules there could
+    only refuse its writes (and, under its unbounded lists, strain the API server's CEL cost budget)."""
+    if isinstance(node, list):
+        return [_without_rules(n) for n in node]
+    if not isinstance(node, dict):
+        return node
+    return {k: _without_rules(v) for k, v in node.items() if k != "x-kubernetes-validations"}
+
+
 def _crd(*, kind: str, plural: str, short_names: list[str], scope: str, description: str,
          spec: type[BaseModel], status: type[BaseModel] | None, columns: list[dict[str, Any]]) -> dict[str, Any]:
     properties: dict[str, Any] = {
@@ -89,7 +99,7 @@ def _crd(*, kind: str, plural: str, short_names: list[str], scope: str, descript
     }
     version: dict[str, Any] = {"name": VERSION, "served": True, "storage": True}
     if status is not None:
-        properties["status"] = structural_schema(status)
+        properties["status"] = _without_rules(structural_schema(status))
         version["subresources"] = {"status": {}}
     version["additionalPrinterColumns"] = [
         *columns, {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}]

@@ -16,7 +16,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from guarded.api.common import ApiModel, DnsName, Duration
+from guarded.api.common import ApiModel, DnsName, bounded_duration
 
 POLICY_KIND = "RolloutPolicy"
 POLICY_PLURAL = "rolloutpolicies"
@@ -30,6 +30,10 @@ DOCUMENTATION_FIELDS = ("description", "ticket", "rollbackPlan")
 # Guards a policy can demand of spec.analysis: the two shortcuts (by the metric each one adds), or a
 # named metric.
 BUILTIN_METRICS = {"orders": "order-rate", "errors": "error-rate"}
+
+
+# The same bounds as a wave's bake: a floor a wave could not meet would refuse every rollout.
+MinBake = bounded_duration("minBake", "1s", "168h", "Every wave bakes at least this long.")
 
 
 class LabelSelectorRequirement(ApiModel):
@@ -55,14 +59,15 @@ class PolicySelector(ApiModel):
 class FirstWave(ApiModel):
     """The largest first wave: a wave 1 above either bound is lowered to it."""
 
-    max_replicas: int | None = Field(default=None, ge=1, description="At most this many canary pods in wave 1.")
+    max_replicas: int | None = Field(default=None, ge=1, le=10000,
+                                     description="At most this many canary pods in wave 1.")
     max_weight: int | None = Field(default=None, ge=1, le=100, description="At most this percent in wave 1.")
 
 
 class BlastRadiusLine(ApiModel):
     """Above either line a change is high blast radius and needs the senior groups' approval too."""
 
-    max_pods: int | None = Field(default=None, ge=1, description="Pods the change reaches in the end.")
+    max_pods: int | None = Field(default=None, ge=1, le=1_000_000, description="Pods the change reaches in the end.")
     max_share_percent: int | None = Field(default=None, ge=1, le=100,
                                           description="Share of the pods behind the target's Services.")
 
@@ -77,7 +82,7 @@ class PolicyRules(ApiModel):
     required_documentation: list[Literal["description", "ticket", "rollbackPlan"]] = Field(
         default_factory=list, description="Spec fields that must be filled in.")
     first_wave: FirstWave | None = None
-    min_bake: Duration | None = Field(default=None, description="Every wave bakes at least this long.")
+    min_bake: MinBake | None = None
     required_metrics: list[str] = Field(
         default_factory=list, max_length=16,
         description="Guards spec.analysis must have: orders, errors, or a metric name.")

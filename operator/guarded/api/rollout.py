@@ -15,7 +15,7 @@ from typing import Any, Literal
 from pydantic import ConfigDict, Field, model_validator
 
 from guarded.api.analysis import Analysis
-from guarded.api.common import GROUP, VERSION, ApiModel, Condition, DnsName, Duration
+from guarded.api.common import GROUP, VERSION, ApiModel, Condition, DnsName, bounded_duration
 
 KIND = "GuardedRollout"
 PLURAL = "guardedrollouts"
@@ -86,12 +86,18 @@ class Change(ApiModel):
         return self
 
 
+Bake = bounded_duration("spec.waves[].bake", "1s", "168h",
+                        "How long the wave runs healthy before the next one (0s is refused).")
+ProgressDeadline = bounded_duration("spec.progressDeadline", "10s", "24h",
+                                    "How long a wave may wait for its canary pods to be Ready before rolling back.")
+
+
 class Wave(ApiModel):
     """One step: a share of the ready pods (weight, percent) or a number of canary pods (replicas)."""
 
     weight: int | None = Field(default=None, ge=1, le=100, description="Percent of ready pods that run the canary.")
     replicas: int | None = Field(default=None, ge=1, le=10000, description="Number of canary pods.")
-    bake: Duration = Field(default="60s", description="How long the wave runs healthy before the next one.")
+    bake: Bake = "60s"
     manual_gate: bool = Field(default=False, description="After the bake, wait for a promote request.")
 
     @model_validator(mode="after")
@@ -134,9 +140,7 @@ class GuardedRolloutSpec(ApiModel):
         description="Ordered steps. Default: 1 pod, 10%, 50%, 100%.",
         json_schema_extra={"x-kubernetes-validations": WAVES_CEL},
     )
-    progress_deadline: Duration = Field(
-        default="10m", description="How long a wave may wait for its canary pods to be Ready before rolling back."
-    )
+    progress_deadline: ProgressDeadline = "10m"
     description: str | None = Field(default=None, max_length=4096, description="What changes and why.")
     ticket: str | None = Field(default=None, max_length=256, description="Change ticket or issue reference.")
     rollback_plan: str | None = Field(default=None, max_length=4096)
