@@ -10,10 +10,14 @@ its message must be the same every time, its status written only a few times, it
 
 from __future__ import annotations
 
+import asyncio
 import re
 import time
 from collections import Counter
 
+from guarded.core.model import Event
+from guarded.kube.client import KubeClient
+from guarded.kube.events import post_events
 from operator_process import OperatorProcess
 from rollouts import Shop, guarded_rollout, shop_deployment
 from testbed import Cluster
@@ -84,3 +88,22 @@ def test_a_rollout_held_by_a_failing_dry_run_writes_few_events_and_few_statuses(
     # Whatever was posted is aggregated: no two Event objects say the same thing about the rollout.
     keys = Counter((e.type, e.reason, e.message) for e in shop.events(LONG_ROLLOUT))
     assert max(keys.values()) == 1, keys
+
+
+def test_the_same_event_posted_again_is_counted_on_one_event_with_the_operators_own_rights(
+        cluster: Cluster, namespace: str, operator: OperatorProcess) -> None:
+    shop = Shop(cluster, namespace)
+    shop.create_rollout(guarded_rollout("release", target="absent"))
+    obj = shop.rollout("release")
+    assert obj is not None
+    client = KubeClient(cluster.api("operator"))  # the operator's identity: its RBAC must allow get and patch
+    held = Event(type="Warning", reason="Quiet", message="the same words each time")
+    for _ in range(3):
+        asyncio.run(post_events(client, obj, (held,)))
+        time.sleep(1.1)  # timestamps have one-second resolution
+    asyncio.run(post_events(client, obj, (Event(type="Normal", reason="Other", message="something else"),)))
+    found = {e.reason: e for e in shop.events("release") if e.reason in ("Quiet", "Other")}
+    assert set(found) == {"Quiet", "Other"}
+    assert found["Quiet"].count == 3 and found["Other"].count == 1
+    assert found["Quiet"].first_timestamp < found["Quiet"].last_timestamp
+    assert found["Quiet"].metadata.name.startswith("release.")
