@@ -5,7 +5,7 @@ from __future__ import annotations
 from world import World
 
 from guarded.api.rollout import GuardedRolloutSpec, Phase, Stage
-from guarded.core.model import Request
+from guarded.core.model import ClaimTarget, Request
 from guarded.core.templates import REVISION_ANNOTATION
 
 
@@ -37,11 +37,14 @@ def test_a_healthy_change_goes_through_every_wave_and_is_promoted() -> None:
     assert completed.status == "True" and completed.reason == "Promoted"
 
 
-def test_the_first_decision_creates_a_one_pod_canary_and_leaves_the_stable_alone() -> None:
+def test_the_first_decision_claims_the_target_creates_a_one_pod_canary_and_leaves_the_stable_alone() -> None:
     world = World(spec())
     decision = world.step()
-    assert [type(a).__name__ for a in decision.actions] == ["ApplyCanary"]
-    manifest = decision.actions[0].manifest  # type: ignore[union-attr]
+    assert [type(a).__name__ for a in decision.actions] == ["ClaimTarget", "ApplyCanary"]
+    claim = decision.actions[0]
+    assert claim == ClaimTarget(name="shop", value="release/uid-1", expected=None)
+    manifest = decision.actions[1].manifest  # type: ignore[union-attr]
+    assert manifest["metadata"]["ownerReferences"][0]["uid"] == "uid-1"
     assert manifest["metadata"]["name"] == "shop-canary"
     assert manifest["spec"]["replicas"] == 1
     assert manifest["spec"]["template"]["metadata"]["labels"]["app"] == "shop"

@@ -128,3 +128,67 @@ def test_a_baking_wave_asks_to_be_woken_for_its_next_judgement_not_at_the_end_of
             break
     assert decision.status.stage == Stage.BAKE
     assert decision.requeue_after is not None and decision.requeue_after <= 5.0
+
+
+# -- a bake is time under observation ---------------------------------------------------------------
+
+def _bake_world(outage: tuple[float, float] | None = None, stale_newest: bool = False) -> World:
+    """Wave 1 bakes 10 s judged every 5 s; Prometheus is down for `outage` (seconds after T0)."""
+    def prometheus(w: World) -> AnalysisObservation:
+        t = w.tick * w.seconds_per_tick
+        if outage is not None and outage[0] <= t < outage[1]:
+            return AnalysisObservation(metrics={}, alerts_error="Prometheus unreachable")
+        healthy = metrics(w, canary_orders=0.05)
+        if not stale_newest:
+            return healthy
+        # Prometheus answers, but the newest interval has no samples (scrapes missing since a restart):
+        # what a Pass would be computed from is older than the latest gap.
+        return AnalysisObservation(metrics={name: MetricData(
+            canary=(*data.canary[:-1], None), stable=data.stable, pre_rollout=data.pre_rollout)
+            for name, data in healthy.metrics.items()})
+    return World(spec(onInconclusive="Hold"), analysis_source=prometheus)
+
+
+def _wave_advanced_at(world: World, limit: int = 400) -> float:
+    for _ in range(limit):
+        world.step()
+        if (world.status.wave or 0) >= 1:
+            return world.tick * world.seconds_per_tick
+    raise AssertionError(f"wave 1 never advanced: {world.status.message}")
+
+
+def test_time_without_fresh_data_does_not_count_as_bake() -> None:
+    baseline = _wave_advanced_at(_bake_world())
+    # Prometheus down from before the bake starts for 90 s, far longer than the 10 s bake.
+    world = _bake_world(outage=(1, 91))
+    advanced = _wave_advanced_at(world)
+    assert advanced >= 91 + 10, f"advanced {advanced - 91:.0f}s after Prometheus returned; the bake is 10s"
+    assert advanced - 91 <= baseline + 10  # and no later than a full bake (plus a judgement) after it
+    entered_bake = next(h.time for h in world.status.history if h.reason == "WaveReady")
+    assert entered_bake  # the wave was baking during the outage, and still advanced only after it
+
+
+def test_an_outage_mid_bake_pauses_the_bake_clock_and_keeps_what_was_observed() -> None:
+    world = _bake_world(outage=(12, 60))
+    advanced = _wave_advanced_at(world)
+    # Some of the 10 s were observed before the outage; the rest must be observed after it.
+    assert advanced > 60
+    baked_before = next(r for r in reversed(world.status.history) if r.reason == "WaveReady")
+    assert baked_before is not None
+
+
+def test_a_pass_from_intervals_before_a_gap_never_advances_a_wave() -> None:
+    world = _bake_world(stale_newest=True)
+    for _ in range(200):
+        world.step()
+        assert (world.status.wave or 0) == 0, "advanced on a Pass that did not look at the latest interval"
+    assert world.status.stage == Stage.BAKE
+    assert world.status.baked_seconds == 0.0
+    assert "no fresh data" in world.status.message
+
+
+def test_the_bake_message_says_how_much_was_observed() -> None:
+    world = _bake_world()
+    while world.status.stage != Stage.BAKE or not world.status.baked_seconds:
+        world.step()
+    assert "under observation" in world.status.message and "s observed" in world.status.message

@@ -21,15 +21,18 @@ from guarded.core.clock import stamp
 from guarded.core.engine import Decision, decide
 from guarded.core.model import (
     ApplyCanary,
+    Claim,
+    ClaimTarget,
     DeleteDeployment,
     DeploymentState,
     GuardObservation,
     Observations,
     PromoteTarget,
+    ReleaseTarget,
     Request,
     ScaleDeployment,
 )
-from guarded.core.templates import content_hash
+from guarded.core.templates import CLAIM_ANNOTATION, content_hash, parse_claim
 
 T0 = datetime(2026, 11, 22, 12, 0, 0, tzinfo=UTC)
 
@@ -54,6 +57,8 @@ class FakeDeployment:
     selector: dict[str, Any] = field(default_factory=lambda: {"matchLabels": {"app": "shop"}})
     annotations: dict[str, str] = field(default_factory=dict)
     generation: int = 1
+    uid: str = ""
+    owner_uid: str | None = None
     # Pods: (template hash, tick at which it becomes Ready)
     pods: list[tuple[str, int]] = field(default_factory=list)
 
@@ -83,13 +88,22 @@ class World:
     requester: str | None = None
     # The inputs of every decision, in order: (spec, status, observations), for replaying it.
     inputs: list[tuple[GuardedRolloutSpec, GuardedRolloutStatus, Observations]] = field(default_factory=list)
+    name: str = "release"
+    uid: str = "uid-1"
+    # Rollouts by uid, shared between Worlds that share `deployments` (two rollouts, one target).
+    peers: dict[str, World] = field(default_factory=dict)
+    # What the shell refused to do (an ownership check failed), as (action, reason).
+    refused: list[tuple[object, str]] = field(default_factory=list)
+    deployments_created: int = 0
 
     def __post_init__(self) -> None:
         self.rng = random.Random(self.seed)
-        tpl = pod_template()
-        h = content_hash(tpl)
-        self.deployments["shop"] = FakeDeployment("shop", self.replicas, tpl,
-                                                   pods=[(h, 0) for _ in range(self.replicas)])
+        self.peers[self.uid] = self
+        if "shop" not in self.deployments:
+            tpl = pod_template()
+            h = content_hash(tpl)
+            self.deployments["shop"] = FakeDeployment("shop", self.replicas, tpl, uid="uid-shop",
+                                                       pods=[(h, 0) for _ in range(self.replicas)])
 
     @property
     def now(self) -> datetime:
@@ -106,50 +120,100 @@ class World:
             name=d.name, generation=d.generation, observed_generation=d.generation, replicas=d.replicas,
             status_replicas=len(d.pods), ready=len(ready), available=len(ready),
             updated=len(current), selector=copy.deepcopy(d.selector), template=copy.deepcopy(d.template),
-            annotations=dict(d.annotations), labels={"app": "shop", "tier": "1"},
+            annotations=dict(d.annotations), labels={"app": "shop", "tier": "1"}, uid=d.uid, owner_uid=d.owner_uid,
         )
+
+    def claim(self) -> Claim | None:
+        """The target's claim as the shell resolves it (alive: the holder exists and has not ended)."""
+        target = self.deployments.get("shop")
+        value = target.annotations.get(CLAIM_ANNOTATION) if target else None
+        parsed = parse_claim(value)
+        if value is None or parsed is None:
+            return None
+        holder = self.peers.get(parsed[1])
+        alive = holder is not None and holder.status.stage not in ("Succeeded", "RolledBack", "Failed")
+        return Claim(value=value, name=parsed[0], uid=parsed[1], alive=alive)
 
     def observe(self) -> Observations:
         analysis = None
         if self.analysis_source is not None and analysis_due(self.spec, self.status, self.now):
             analysis = self.analysis_source(self)
-        return Observations(now=self.now, namespace="shop", name="release", uid="uid-1",
+        return Observations(now=self.now, namespace="shop", name=self.name, uid=self.uid,
                             generation=self.generation, target=self.state("shop"),
                             canary=self.state("shop-canary"), request=self.request,
                             analysis=analysis, webhook_alerts=self.webhook_alerts, guard=self.guard,
-                            requester=self.requester)
+                            requester=self.requester, claim=self.claim())
 
     def decide(self) -> Decision:
         return decide(self.spec, self.status, self.observe())
 
     def apply(self, decision: Decision) -> None:
+        """Carry out the actions with the shell's ownership checks (kube/act.py): the first refused
+        action stops the rest, as NotOwned does there."""
         for action in decision.actions:
-            if isinstance(action, ApplyCanary):
-                m = action.manifest
-                name = m["metadata"]["name"]
-                d = self.deployments.get(name)
-                if d is None:
-                    d = FakeDeployment(name, 0, m["spec"]["template"], selector=m["spec"]["selector"])
-                    self.deployments[name] = d
-                if d.template != m["spec"]["template"]:
-                    d.template = copy.deepcopy(m["spec"]["template"])
-                    d.generation += 1
-                d.annotations = dict(m["metadata"]["annotations"])
-                if d.replicas != action.replicas:
-                    d.replicas = action.replicas
-                    d.generation += 1
-            elif isinstance(action, ScaleDeployment):
-                d = self.deployments[action.name]
-                if d.replicas != action.replicas:
-                    d.replicas = action.replicas
-                    d.generation += 1
-            elif isinstance(action, DeleteDeployment):
-                self.deployments.pop(action.name, None)
-            elif isinstance(action, PromoteTarget):
-                d = self.deployments[action.name]
-                d.template = copy.deepcopy(action.template)
+            reason = self.refusal(action)
+            if reason is not None:
+                self.refused.append((action, reason))
+                return
+            self.carry_out(action)
+
+    def refusal(self, action: object) -> str | None:
+        target = self.deployments.get("shop")
+        holder = parse_claim(target.annotations.get(CLAIM_ANNOTATION)) if target else None
+        if isinstance(action, ApplyCanary):
+            d = self.deployments.get(action.manifest["metadata"]["name"])
+            owner = action.manifest["metadata"]["ownerReferences"][0]["uid"]
+            if d is not None and d.owner_uid != owner:
+                return "canary not owned"
+        elif isinstance(action, ScaleDeployment | PromoteTarget):
+            if holder is None or holder[1] != action.rollout_uid:
+                return "target not claimed by this rollout"
+        elif isinstance(action, DeleteDeployment):
+            d = self.deployments.get(action.name)
+            if d is not None and d.uid != action.uid:
+                return "uid precondition failed"
+        elif isinstance(action, ClaimTarget) and target is not None:
+            seen = target.annotations.get(CLAIM_ANNOTATION)
+            if seen not in (action.expected, action.value):
+                return "claimed meanwhile"
+        return None
+
+    def carry_out(self, action: object) -> None:
+        if isinstance(action, ApplyCanary):
+            m = action.manifest
+            name = m["metadata"]["name"]
+            d = self.deployments.get(name)
+            if d is None:
+                self.deployments_created += 1
+                d = FakeDeployment(name, 0, m["spec"]["template"], selector=m["spec"]["selector"],
+                                   uid=f"{name}-{self.deployments_created}-{self.uid}",
+                                   owner_uid=m["metadata"]["ownerReferences"][0]["uid"])
+                self.deployments[name] = d
+            if d.template != m["spec"]["template"]:
+                d.template = copy.deepcopy(m["spec"]["template"])
+                d.generation += 1
+            d.annotations = dict(m["metadata"]["annotations"])
+            if d.replicas != action.replicas:
                 d.replicas = action.replicas
                 d.generation += 1
+        elif isinstance(action, ScaleDeployment):
+            d = self.deployments[action.name]
+            if d.replicas != action.replicas:
+                d.replicas = action.replicas
+                d.generation += 1
+        elif isinstance(action, DeleteDeployment):
+            self.deployments.pop(action.name, None)
+        elif isinstance(action, PromoteTarget):
+            d = self.deployments[action.name]
+            d.template = copy.deepcopy(action.template)
+            d.replicas = action.replicas
+            d.generation += 1
+        elif isinstance(action, ClaimTarget):
+            self.deployments[action.name].annotations[CLAIM_ANNOTATION] = action.value
+        elif isinstance(action, ReleaseTarget):
+            annotations = self.deployments[action.name].annotations
+            if annotations.get(CLAIM_ANNOTATION) == action.value:
+                del annotations[CLAIM_ANNOTATION]
 
     def controllers(self) -> None:
         """One tick of the Deployment controller: reach spec replicas of the current template.

@@ -244,6 +244,9 @@ class AnalysisStatus(ApiModel):
     since: str | None = Field(default=None, description="Start of the current wave's analysis window.")
     last_at: str | None = None
     last_verdict: str | None = None
+    fresh_since: str | None = Field(
+        default=None, description="Since when every judgement had fresh data (the newest interval of every "
+        "metric); null when the latest one had none (a gap: its time does not count as bake).")
     consecutive_inconclusive: int = 0
     pre_rollout: list[PreRolloutCounts] = Field(default_factory=list)
     recent: list[AnalysisRecord] = Field(default_factory=list, description="The latest judgements, newest last.")
@@ -311,6 +314,9 @@ class GuardedRolloutStatus(ApiModel):
     stable_template_hash: str | None = None
     wave_started_at: str | None = None
     bake_started_at: str | None = None
+    baked_seconds: float | None = Field(
+        default=None, description="Seconds the current wave has baked under observation: with analysis, only "
+        "time between judgements that both had fresh data counts; paused time never counts.")
     paused: bool = False
     paused_at: str | None = None
     rollback_reason: str | None = None

@@ -108,6 +108,20 @@ def analysis_due(spec: GuardedRolloutSpec, status: GuardedRolloutStatus, now: da
     return last is None or seconds_between(last, now) >= parse_duration(spec.analysis.interval) * 0.95
 
 
+def fresh(analysis: Analysis, obs: AnalysisObservation) -> bool:
+    """The observation looks at now: no query failed and every metric's newest interval has canary data.
+
+    Only time between fresh judgements counts as bake, and a wave advances only on a fresh Pass, so a
+    Pass computed from intervals before a gap (Prometheus down, scrapes missing) never moves a wave."""
+    if obs.alerts_error is not None:
+        return False
+    for metric in effective_metrics(analysis):
+        data = obs.metrics.get(metric.name)
+        if data is None or data.error is not None or not data.canary or data.canary[-1] is None:
+            return False
+    return True
+
+
 def evaluate(spec: GuardedRolloutSpec, obs: AnalysisObservation, *, stable_serving: bool) -> list[Judgement]:
     assert spec.analysis is not None
     out = []

@@ -18,7 +18,10 @@ COMPLETED = "Completed"
 ROLLED_BACK = "RolledBack"
 TARGET_FOUND = "TargetFound"
 TARGET_UNCHANGED = "TargetUnchanged"
+TARGET_EXCLUSIVE = "TargetExclusive"   # no other rollout holds the target, no foreign canary in the way
 VALID = "Valid"
+# True while reconciles fail with an unexpected error (the shell restored the stable's capacity).
+RECONCILE_FAILED = "ReconcileFailed"
 # Pre-flight gates (core/gates): they hold a rollout before wave 1.
 VALIDATED = "Validated"
 ADMITTED = "Admitted"
@@ -73,7 +76,10 @@ def derive_phase(conditions: list[Condition]) -> Phase:
     progressing = get(conditions, PROGRESSING)
     if progressing is not None and progressing.reason == REASON_ROLLING_BACK:
         return Phase.ROLLING_BACK
-    if is_false(conditions, TARGET_FOUND) or is_false(conditions, TARGET_UNCHANGED):
+    if is_true(conditions, RECONCILE_FAILED):
+        return Phase.FAILED
+    if is_false(conditions, TARGET_FOUND) or is_false(conditions, TARGET_UNCHANGED) \
+            or is_false(conditions, TARGET_EXCLUSIVE):
         return Phase.BLOCKED
     if is_false(conditions, VALIDATED) or is_false(conditions, ADMITTED):
         return Phase.BLOCKED

@@ -37,6 +37,7 @@ from guarded.core.model import (
     Event,
     Observations,
     PromoteTarget,
+    ReleaseTarget,
     ScaleDeployment,
 )
 from guarded.core.preflight import Preflight
@@ -56,6 +57,7 @@ from guarded.core.templates import (
     ChangeError,
     canary_name,
     changed_template,
+    claim_value,
 )
 from guarded.core.waves import canary_replicas, percent
 
@@ -93,6 +95,8 @@ class _Reconcile(Requests, Preflight, Judging, Summary):
             self.handle_request(request)
 
         if not self.check_target():
+            return self.finish()
+        if not self.check_exclusive():
             return self.finish()
         self.check_revision()
         if self.stage in GUARDED_STAGES and not self.check_target_unchanged():
@@ -149,6 +153,41 @@ class _Reconcile(Requests, Preflight, Judging, Summary):
         self.wait(5.0)
         return False
 
+    def check_exclusive(self) -> bool:
+        """At most one rollout acts on a target: the one whose claim its annotation carries.
+
+        A rollout claims the target when it starts and releases it when it ends. While another live
+        rollout holds it, this one may judge its gates but never starts or touches a workload; a
+        Deployment by the canary's name that this rollout does not own is never scaled or deleted.
+        """
+        stage = self.stage
+        other = self.obs.claim if self.held_by_other() else None
+        if stage in TERMINAL_STAGES:
+            self.release_target()
+            self.condition(cond.TARGET_EXCLUSIVE, True, "Released", "the rollout has ended and holds no target")
+            return True
+        if other is not None:
+            self.condition(cond.TARGET_EXCLUSIVE, False, "HeldByRollout",
+                           f"spec.target.name: Deployment {self.spec.target.name!r} is held by GuardedRollout "
+                           f"{other.name!r}, which is rolling out a change to it; this rollout waits until that "
+                           "one ends (or delete it)")
+            if stage in CLEANING_STAGES:
+                self.remove_canary()  # our own canary may always go; the target is not ours to scale
+            self.wait(5.0)
+            return stage == Stage.PENDING  # judge the gates meanwhile; never act on the workload
+        c = self.obs.canary
+        if c is not None and not c.deleting and self.canary_foreign():
+            self.condition(cond.TARGET_EXCLUSIVE, False, "CanaryNotOwned",
+                           f"spec.target.name: Deployment {c.name!r} exists and is not owned by this rollout "
+                           "(no controller ownerReference with its uid); it is never changed or deleted by "
+                           "this rollout: remove or rename it")
+            self.wait(5.0)
+            return stage == Stage.PENDING
+        if stage != Stage.PENDING:
+            self.claim_target()  # a rollout under way holds its target (a claim lost or never written)
+        self.condition(cond.TARGET_EXCLUSIVE, True, "Exclusive", "no other rollout holds the target")
+        return True
+
     def check_revision(self) -> None:
         current = self.s.get("revision")
         if current is None or current == self.revision:
@@ -180,7 +219,8 @@ class _Reconcile(Requests, Preflight, Judging, Summary):
         return False
 
     def restart(self) -> None:
-        for key in ("wave", "wave_started_at", "bake_started_at", "stable_replicas", "stable_template_hash",
+        for key in ("wave", "wave_started_at", "bake_started_at", "baked_seconds", "stable_replicas",
+                    "stable_template_hash",
                     "canary_weight", "canary_replicas", "rollback_reason", "completed_at", "started_at"):
             self.s[key] = None
         self.s["plan"] = []
@@ -221,6 +261,11 @@ class _Reconcile(Requests, Preflight, Judging, Summary):
             return
         if self.s.get("paused"):
             return
+        if self.held_by_other() or self.canary_foreign():
+            return  # check_exclusive() says which rollout or object is in the way
+        # The claim is written first and compare-and-swapped: if another rollout got it in between,
+        # the shell carries out nothing after it and this start is decided again on fresh data.
+        self.claim_target()
         self.s["plan"] = outcome.plan
         for note in outcome.plan_notes:
             self.record("PolicyApplied", note)
@@ -258,7 +303,7 @@ class _Reconcile(Requests, Preflight, Judging, Summary):
             state = self.s["analysis"]
             self.s["analysis"] = state.model_copy(update={
                 "since": state.since or stamp(self.now), "last_at": None, "last_verdict": None,
-                "consecutive_inconclusive": 0})
+                "fresh_since": None, "consecutive_inconclusive": 0})
             return
         deadline = parse_duration(self.spec.progress_deadline)
         waited = seconds_between(self.s["wave_started_at"], self.now)
@@ -282,7 +327,7 @@ class _Reconcile(Requests, Preflight, Judging, Summary):
             return
         self.ensure_target_replicas(want_stable)
         if t.replicas == want_stable and t.settled:
-            self.s["bake_started_at"] = stamp(self.now)
+            self.s.update(bake_started_at=stamp(self.now), baked_seconds=0.0)
             self.goto(Stage.BAKE)
             self.record("WaveReady", f"wave {self.wave_label()}: {c.ready} canary and {t.ready} stable pods "
                         f"Ready; baking {self.waves[self.wave_index].bake}")
@@ -299,10 +344,18 @@ class _Reconcile(Requests, Preflight, Judging, Summary):
             return
         bake = parse_duration(self.waves[self.wave_index].bake)
         elapsed = seconds_between(self.s["bake_started_at"], self.now)
-        if elapsed < bake:
+        if self.spec.analysis is not None:
+            # Under analysis a bake is time under observation (core/judging.observe_bake): time with no
+            # fresh data (Prometheus down, scrapes missing) does not count, however long it lasts.
+            baked = float(self.s.get("baked_seconds") or 0.0)
+            if baked < bake:
+                self.wait(max(0.2, bake - baked))
+                return
+        elif elapsed < bake:
             self.wait(max(0.2, bake - elapsed))
             return
-        if self.spec.analysis is not None and self.s["analysis"].last_verdict != Verdict.PASS:
+        state = self.s["analysis"]
+        if self.spec.analysis is not None and (state.last_verdict != Verdict.PASS or state.fresh_since is None):
             # A wave advances on evidence, never on a lack of it; evidence that never comes (too little
             # traffic) is bounded by progressDeadline after the bake.
             deadline = parse_duration(self.spec.progress_deadline)
@@ -332,7 +385,8 @@ class _Reconcile(Requests, Preflight, Judging, Summary):
             self.record("Promoting", f"all {len(self.waves)} waves passed: promoting revision "
                         f"{self.s['revision']} to {self.spec.target.name!r}")
             return
-        self.s.update(wave=self.wave_index + 1, wave_started_at=stamp(self.now), bake_started_at=None)
+        self.s.update(wave=self.wave_index + 1, wave_started_at=stamp(self.now), bake_started_at=None,
+                      baked_seconds=None)
         self.goto(Stage.SCALE_CANARY)
         self.record_wave_started()
         self.advanced = True
@@ -349,7 +403,8 @@ class _Reconcile(Requests, Preflight, Judging, Summary):
         assert t is not None
         if not self.target_promoted():
             template = changed_template(t.template, self.spec.change, self.s["revision"])
-            self.actions.append(PromoteTarget(name=t.name, template=template, replicas=self.total))
+            self.actions.append(PromoteTarget(name=t.name, template=template, replicas=self.total,
+                                              rollout_uid=self.obs.uid))
             self.wait(POLL_SECONDS)
             return
         self.ensure_target_replicas(self.total)
@@ -359,7 +414,7 @@ class _Reconcile(Requests, Preflight, Judging, Summary):
         self.wait(POLL_SECONDS)
 
     def cleanup(self) -> None:
-        if self.obs.canary is not None:
+        if self.canary_ours():
             self.remove_canary()
             self.wait(POLL_SECONDS)
             return
@@ -376,7 +431,7 @@ class _Reconcile(Requests, Preflight, Judging, Summary):
             if self.total:
                 self.ensure_target_replicas(self.total)
             restored = not self.total or (t.replicas == self.total and t.settled and t.available >= self.total)
-            if self.obs.canary is not None or not restored:
+            if self.canary_ours() or not restored:
                 self.wait(POLL_SECONDS)
                 return
             if final == Stage.ROLLED_BACK:
@@ -389,8 +444,40 @@ class _Reconcile(Requests, Preflight, Judging, Summary):
                 self.restart()
         return handler
 
-    def finish(self) -> Decision:
+    def fail_safe(self, error: str) -> Decision:
+        """A reconcile failed with an unexpected error: never leave the workload half-changed.
+
+        In a wave the rollout rolls back (its canary removed, the stable restored to its count) with
+        reason OperatorError; elsewhere nothing of the workload is ours to restore, so it holds. Either
+        way the ReconcileFailed condition names the error until a reconcile succeeds again.
+        """
         stage = self.stage
+        if stage in WAVE_STAGES:
+            self.rollback("OperatorError", f"wave {self.wave_label()}: the operator failed: {error}")
+            done = f"rolled back to {self.total} stable pods"
+        elif stage in CLEANING_STAGES:
+            done = f"removing the canary and restoring {self.total} stable pods"
+        else:
+            done = "holding; the workload was not changed"
+        message = f"{error}; {done}"
+        before = cond.get(self.s["conditions"], cond.RECONCILE_FAILED)
+        self.condition(cond.RECONCILE_FAILED, True, "UnexpectedError", message)
+        if before is None or before.status != "True" or before.message != message:
+            self.events.append(Event(type="Warning", reason="ReconcileFailed", message=message))
+        restore = stage in WAVE_STAGES or stage in CLEANING_STAGES
+        self.actions = list(decide_cleanup(self.status_model(), self.obs, restore=restore, release=False))
+        self.wait(2.0)
+        return self.finish(recovered=False)
+
+    def status_model(self) -> GuardedRolloutStatus:
+        return GuardedRolloutStatus(**self.s)
+
+    def finish(self, *, recovered: bool = True) -> Decision:
+        if recovered and cond.is_true(self.s["conditions"], cond.RECONCILE_FAILED):
+            self.condition(cond.RECONCILE_FAILED, False, "Recovered", "reconciles succeed again")
+        stage = self.stage
+        if stage in TERMINAL_STAGES:
+            self.release_target()  # in the decision that ends the rollout, so later ones act on nothing
         if stage == Stage.PENDING and not self.gates_judged and self.s["gates"]:
             # Held before the gates (no target, invalid waves, paused): the gates of an earlier decision no
             # longer describe it, and a stale "waiting for a concurrency slot" would hold a place in the queue.
@@ -416,16 +503,29 @@ class _Reconcile(Requests, Preflight, Judging, Summary):
         return Decision(actions=tuple(unique), status=status, events=tuple(self.events),
                         requeue_after=self.requeue)
 
-def decide_cleanup(status: GuardedRolloutStatus, obs: Observations) -> tuple[Action, ...]:
-    """What deleting a GuardedRollout must undo: the canary goes, the stable gets its pods back."""
+def decide_fail_safe(spec: GuardedRolloutSpec, status: GuardedRolloutStatus, obs: Observations,
+                     error: str) -> Decision:
+    """What an unexpected error in a reconcile leaves behind: see _Reconcile.fail_safe."""
+    return _Reconcile(spec, status, obs).fail_safe(error)
+
+
+def decide_cleanup(status: GuardedRolloutStatus, obs: Observations, *, restore: bool | None = None,
+                   release: bool = True) -> tuple[Action, ...]:
+    """What deleting a GuardedRollout (or an operator error) must undo: its canary goes, the stable
+    gets its pods back, the target's claim is released. Only what this rollout owns is touched."""
     actions: list[Action] = []
-    if obs.canary is not None and not obs.canary.deleting:
-        actions.append(DeleteDeployment(name=obs.canary.name))
-    stage = status.stage
-    restore = stage in WAVE_STAGES or stage in CLEANING_STAGES
-    if restore and status.stable_replicas and obs.target is not None and obs.target.replicas != status.stable_replicas:
-        actions.append(ScaleDeployment(name=obs.target.name, replicas=status.stable_replicas))
+    c, t = obs.canary, obs.target
+    if c is not None and not c.deleting and obs.uid is not None and c.owner_uid == obs.uid:
+        actions.append(DeleteDeployment(name=c.name, uid=c.uid))
+    ours = obs.uid is not None and obs.claim is not None and obs.claim.value == claim_value(obs.name, obs.uid)
+    if restore is None:
+        restore = status.stage in WAVE_STAGES or status.stage in CLEANING_STAGES
+    if ours and restore and status.stable_replicas and t is not None and t.replicas != status.stable_replicas:
+        actions.append(ScaleDeployment(name=t.name, replicas=status.stable_replicas, rollout_uid=obs.uid))
+    if release and ours and t is not None and obs.uid is not None:
+        actions.append(ReleaseTarget(name=t.name, value=claim_value(obs.name, obs.uid)))
     return tuple(actions)
 
 
-__all__ = ["Decision", "canary_name", "decide", "decide_cleanup", "rollout_revision", "template_hash"]
+__all__ = ["Decision", "canary_name", "decide", "decide_cleanup", "decide_fail_safe", "rollout_revision",
+           "template_hash"]

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from guarded.api.common import parse_duration
 from guarded.api.rollout import (
+    AnalysisStatus,
     PreRolloutCounts,
+    Stage,
 )
 from guarded.core import analysis
 from guarded.core.analysis import ANALYSIS_STAGES
-from guarded.core.clock import seconds_between, stamp
+from guarded.core.clock import parse, seconds_between, stamp
 from guarded.core.judges import Verdict
 from guarded.core.step import (
     WAVE_STAGES,
@@ -17,6 +19,15 @@ from guarded.core.step import (
 
 
 class Judging(Step):
+    def observe_bake(self, state: AnalysisStatus, is_fresh: bool) -> None:
+        """Bake time accrues only under observation: from the previous judgement to this one, when both
+        had fresh data, and never while paused. The first fresh judgement after a gap accrues nothing."""
+        if self.stage != Stage.BAKE or self.s.get("paused") or not is_fresh or state.fresh_since is None:
+            return
+        since = max(parse(state.last_at or self.s["bake_started_at"]), parse(self.s["bake_started_at"]))
+        gained = max(0.0, (self.now - since).total_seconds())
+        self.s["baked_seconds"] = round(float(self.s.get("baked_seconds") or 0.0) + gained, 3)
+
     def analyze(self) -> None:
         """Judge the wave on what the shell fetched; alerts and failures roll back at once."""
         if self.stage not in WAVE_STAGES:
@@ -53,9 +64,12 @@ class Judging(Step):
         no_data = verdict is Verdict.INCONCLUSIVE and (obs.alerts_error is not None or any(
             j.no_data for j in judgements if j.verdict is Verdict.INCONCLUSIVE))
         inconclusive = state.consecutive_inconclusive + 1 if no_data else 0
+        is_fresh = analysis.fresh(spec, obs)
+        self.observe_bake(state, is_fresh)
         self.s["analysis"] = state.model_copy(update={
             "last_at": stamp(self.now), "last_verdict": str(verdict), "consecutive_inconclusive": inconclusive,
             "pre_rollout": pre, "recent": [*state.recent, rec][-analysis.RECENT_LIMIT:],
+            "fresh_since": (state.fresh_since or stamp(self.now)) if is_fresh else None,
         })
         text = analysis.summary(judgements, obs.alerts)
         changed = state.last_verdict != str(verdict)

@@ -14,6 +14,8 @@ class DeploymentState:
     """One Deployment as the shell saw it."""
 
     name: str
+    uid: str | None = None
+    owner_uid: str | None = None          # uid of its controller ownerReference, if any
     generation: int = 1
     observed_generation: int = 1
     replicas: int = 0                     # spec.replicas
@@ -35,6 +37,21 @@ class DeploymentState:
     @property
     def fully_available(self) -> bool:
         return self.settled and self.updated == self.replicas and self.available == self.replicas
+
+
+@dataclass(frozen=True, kw_only=True)
+class Claim:
+    """The rollout that holds a target (its claim annotation), as the shell found it.
+
+    At most one rollout acts on a target at a time: it claims the target before its first wave and
+    releases it when it ends. `alive` is False when the named rollout is gone, has another uid, or
+    has ended: such a claim is stale and may be taken over.
+    """
+
+    value: str           # the annotation as written: "<rollout name>/<uid>"
+    name: str
+    uid: str
+    alive: bool
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -102,6 +119,7 @@ class Observations:
     webhook_alerts: tuple[str, ...] = ()            # firing alerts pushed by Alertmanager that match
     guard: GuardObservation | None = None           # present while the rollout waits to start
     requester: str | None = None                    # who set the request annotation (admission)
+    claim: Claim | None = None                      # who holds the target (None: nobody)
 
 
 # -- actions: absolute targets, so doing one twice is harmless --
@@ -117,13 +135,36 @@ class ApplyCanary:
 
 @dataclass(frozen=True, kw_only=True)
 class ScaleDeployment:
+    """Scale the target; carried out only while the target's claim names `rollout_uid`."""
+
     name: str
     replicas: int
+    rollout_uid: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
 class DeleteDeployment:
+    """Delete exactly the object observed (precondition on `uid`), which this rollout owns."""
+
     name: str
+    uid: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class ClaimTarget:
+    """Write `value` into the target's claim annotation if it still reads `expected` (None: absent)."""
+
+    name: str
+    value: str
+    expected: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class ReleaseTarget:
+    """Remove the target's claim annotation if it still reads `value`."""
+
+    name: str
+    value: str
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -133,9 +174,10 @@ class PromoteTarget:
     name: str
     template: dict[str, Any]
     replicas: int
+    rollout_uid: str | None = None
 
 
-Action = ApplyCanary | ScaleDeployment | DeleteDeployment | PromoteTarget
+Action = ApplyCanary | ScaleDeployment | DeleteDeployment | PromoteTarget | ClaimTarget | ReleaseTarget
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -27,7 +27,7 @@ class Requests(Step):
         elif req.action == "abort":
             if stage in WAVE_STAGES:
                 self.rollback("Aborted", f"abort requested (request {req.id})")
-            elif stage == Stage.PENDING and self.obs.canary is not None:
+            elif stage == Stage.PENDING and self.canary_ours():
                 # A start whose status was never written may have created the canary: remove it.
                 self.rollback("Aborted", f"abort requested (request {req.id})")
             elif stage == Stage.PENDING:
@@ -93,7 +93,10 @@ class Requests(Step):
         stage = self.stage
         if stage == Stage.GATE:
             return None  # the wave's bake (at least minBake, see status.plan) is over
-        baked = seconds_between(self.s["bake_started_at"], self.now) if stage == Stage.BAKE else 0.0
+        baked = 0.0
+        if stage == Stage.BAKE:
+            baked = (float(self.s.get("baked_seconds") or 0.0) if self.spec.analysis is not None
+                     else seconds_between(self.s["bake_started_at"], self.now))
         if baked >= parse_duration(rule.value):
             return None
         return (f"policy {', '.join(rule.set_by)} requires every wave to bake {rule.value}; wave "

@@ -21,15 +21,18 @@ from guarded.core.clock import parse, stamp
 from guarded.core.model import (
     Action,
     ApplyCanary,
+    ClaimTarget,
     DeleteDeployment,
     Event,
     Observations,
+    ReleaseTarget,
     ScaleDeployment,
 )
 from guarded.core.templates import (
     REVISION_ANNOTATION,
     canary_deployment,
     changed_template,
+    claim_value,
     content_hash,
 )
 from guarded.core.waves import canary_replicas
@@ -124,26 +127,64 @@ class Step:
             template=template, replicas=replicas, revision=self.s["revision"],
         )
 
+    # -- ownership: act only on what this rollout owns ---------------------------------------
+    def canary_ours(self) -> bool:
+        """The canary Deployment exists and its controller ownerReference is this rollout (by uid)."""
+        c = self.obs.canary
+        return c is not None and self.obs.uid is not None and c.owner_uid == self.obs.uid
+
+    def canary_foreign(self) -> bool:
+        """A Deployment by the canary's name exists that this rollout does not own: never touch it."""
+        return self.obs.canary is not None and not self.canary_ours()
+
+    @property
+    def claim(self) -> str | None:
+        """The claim annotation this rollout writes on its target."""
+        return claim_value(self.obs.name, self.obs.uid) if self.obs.uid else None
+
+    def holds_target(self) -> bool:
+        return self.obs.claim is not None and self.obs.claim.value == self.claim
+
+    def held_by_other(self) -> bool:
+        """Another rollout that still exists and has not ended holds the target."""
+        return self.obs.claim is not None and self.obs.claim.alive and not self.holds_target()
+
+    def claim_target(self) -> None:
+        """Ask for the target's claim (compare-and-swap on the value seen); a stale claim is taken over."""
+        t = self.obs.target
+        if t is None or self.claim is None or self.holds_target() or self.held_by_other():
+            return
+        self.actions.append(ClaimTarget(name=t.name, value=self.claim,
+                                        expected=self.obs.claim.value if self.obs.claim else None))
+
+    def release_target(self) -> None:
+        # A claim asked for earlier in this same decision is simply not made.
+        self.actions = [a for a in self.actions if not isinstance(a, ClaimTarget)]
+        t = self.obs.target
+        if t is not None and self.claim is not None and self.holds_target():
+            self.actions.append(ReleaseTarget(name=t.name, value=self.claim))
+
     def canary_current(self) -> bool:
         c = self.obs.canary
-        return c is not None and not c.deleting and c.annotations.get(REVISION_ANNOTATION) == self.s["revision"]
+        return (c is not None and not c.deleting and self.canary_ours()
+                and c.annotations.get(REVISION_ANNOTATION) == self.s["revision"])
 
     def ensure_canary(self, replicas: int) -> None:
         c = self.obs.canary
-        if c is not None and c.deleting:
-            return  # an older canary is still going away; wait for it
+        if c is not None and (c.deleting or not self.canary_ours()):
+            return  # an older canary is still going away, or it is not ours: wait, never touch it
         if not self.canary_current() or c is None or c.replicas != replicas:
             self.actions.append(ApplyCanary(manifest=self.canary_manifest(replicas)))
 
     def ensure_target_replicas(self, replicas: int) -> None:
         t = self.obs.target
         if t is not None and t.replicas != replicas:
-            self.actions.append(ScaleDeployment(name=t.name, replicas=replicas))
+            self.actions.append(ScaleDeployment(name=t.name, replicas=replicas, rollout_uid=self.obs.uid))
 
     def remove_canary(self) -> None:
         c = self.obs.canary
-        if c is not None and not c.deleting:
-            self.actions.append(DeleteDeployment(name=c.name))
+        if c is not None and not c.deleting and self.canary_ours():
+            self.actions.append(DeleteDeployment(name=c.name, uid=c.uid))
 
     # -- the decision -----------------------------------------------------------------------
     def rollback(self, reason: str, message: str) -> None:

@@ -47,7 +47,8 @@ class Summary(Step):
     def summary(self, stage: Stage) -> str:
         wave = f"wave {self.wave_label()}"
         failing = [c for c in self.s["conditions"] if c.status == "False"
-                   and c.type in (cond.TARGET_FOUND, cond.TARGET_UNCHANGED, cond.VALID)]
+                   and c.type in (cond.TARGET_FOUND, cond.TARGET_UNCHANGED, cond.TARGET_EXCLUSIVE, cond.VALID)]
+        failing += [c for c in self.s["conditions"] if c.type == cond.RECONCILE_FAILED and c.status == "True"]
         if stage == Stage.PENDING:
             failing += [c for c in self.s["conditions"] if c.status == "False"
                         and c.type in (cond.VALIDATED, cond.ADMITTED, cond.APPROVED)]
@@ -71,6 +72,10 @@ class Summary(Step):
         if stage == Stage.BAKE:
             # Static while the bake runs, so that status is written on transitions only.
             wave_spec = self.waves[self.wave_index]
+            if self.spec.analysis is not None:
+                baked = int(float(self.s.get("baked_seconds") or 0.0))
+                gap = "" if self.s["analysis"].fresh_since else ", no fresh data: bake stopped"
+                return f"{wave}: baking {wave_spec.bake} under observation ({baked}s observed{gap})"
             until = parse(self.s["bake_started_at"]) + timedelta(seconds=parse_duration(wave_spec.bake))
             return f"{wave}: baking {wave_spec.bake} (until {stamp_seconds(until)})"
         return texts[stage]

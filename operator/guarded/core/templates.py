@@ -20,6 +20,20 @@ ROLLOUT_LABEL = f"{GROUP}/rollout"
 MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
 MANAGED_BY = "guarded-rollouts"
 REVISION_ANNOTATION = f"{GROUP}/revision"
+# On a target Deployment: the one GuardedRollout that may act on it now, "<name>/<uid>".
+CLAIM_ANNOTATION = f"{GROUP}/held-by"
+
+
+def claim_value(rollout_name: str, rollout_uid: str) -> str:
+    return f"{rollout_name}/{rollout_uid}"
+
+
+def parse_claim(value: str | None) -> tuple[str, str] | None:
+    """(name, uid) of a claim annotation; None when absent or not of the form name/uid."""
+    if not value or "/" not in value:
+        return None
+    name, _, uid = value.rpartition("/")
+    return (name, uid) if name and uid else None
 
 # Lists of a pod template that a strategic-merge patch merges element-wise, and by which key.
 _MERGE_KEYS = {

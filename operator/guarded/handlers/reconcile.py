@@ -4,28 +4,34 @@ from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import dataclass
+import traceback
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
+import urllib3
+from kubernetes.client.rest import ApiException
 from pydantic import ValidationError
 
-from guarded import logs
+from guarded import faults, logs
 from guarded.api import errors
 from guarded.api.rollout import REQUESTER_ANNOTATION, GuardedRolloutSpec, GuardedRolloutStatus, Stage
 from guarded.core import conditions as cond
 from guarded.core.analysis import AnalysisObservation, analysis_due
-from guarded.core.engine import Decision, decide, decide_cleanup
-from guarded.core.model import Event, Observations
-from guarded.core.templates import canary_name
+from guarded.core.engine import Decision, decide, decide_cleanup, decide_fail_safe
+from guarded.core.model import Claim, Event, Observations
+from guarded.core.step import CLEANING_STAGES, WAVE_STAGES
+from guarded.core.templates import CLAIM_ANNOTATION, canary_name, parse_claim
 from guarded.handlers import alerts, telemetry
-from guarded.kube.act import apply_actions
+from guarded.kube.act import NotOwned, apply_actions
 from guarded.kube.client import Conflict, KubeClient
 from guarded.kube.events import post_events
 from guarded.kube.guard import gather as gather_guard
 from guarded.kube.observe import deployment_state, request_from
 from guarded.metrics.gather import gather
 from guarded.metrics.provider import MetricProvider
+
+FINISHED_STAGES = ("Succeeded", "RolledBack", "Failed")
 
 
 @dataclass(frozen=True)
@@ -39,12 +45,15 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
+# Failures of the machinery around a reconcile: the daemon retries them, nothing is decided from them.
+TRANSIENT = (Conflict, NotOwned, ApiException, urllib3.exceptions.HTTPError, OSError, TimeoutError)
+
+
 async def reconcile(client: KubeClient, namespace: str, name: str,
                     provider: MetricProvider | None = None) -> Outcome:
     obj = await client.get_rollout(namespace, name)
     if obj is None or obj["metadata"].get("deletionTimestamp"):
         return Outcome(None, None)
-    meta = obj["metadata"]
     log = logs.logger(rollout=name, namespace=namespace, wave=(obj.get("status") or {}).get("waveProgress"))
     try:
         spec = GuardedRolloutSpec.model_validate(obj.get("spec") or {})
@@ -57,12 +66,75 @@ async def reconcile(client: KubeClient, namespace: str, name: str,
     except ValidationError as err:
         log.warning("unreadable status; starting from an empty one", error=str(err))
         status = GuardedRolloutStatus()
+    try:
+        return await _reconcile(client, obj, spec, status, provider, log)
+    except NotOwned as exc:
+        log.warning("not acting on what this rollout does not own", error=str(exc))
+        return Outcome(1.0, spec.target.name)
+    except TRANSIENT:
+        raise
+    except Exception as exc:  # a bug or bad input: fail safe, then report it on the rollout
+        error = describe_error(exc)
+        log.exception("reconcile failed: failing safe", error=error)
+        decision = await _fail_safe(client, obj, spec, status, error)
+        return Outcome(2.0, spec.target.name, decision)
 
+
+def describe_error(exc: BaseException) -> str:
+    """A deterministic one-line account of an exception: type, innermost guarded frame, message."""
+    frames = [f for f in traceback.extract_tb(exc.__traceback__) if "/guarded/" in f.filename]
+    where = ""
+    if frames:
+        frame = frames[-1]
+        where = f" in guarded/{frame.filename.rsplit('/guarded/', 1)[1]}:{frame.lineno} ({frame.name})"
+    return f"{type(exc).__name__}{where}: {str(exc)[:300]}"
+
+
+async def _observe(client: KubeClient, obj: dict[str, Any], target_name: str, *,
+                   analysis: AnalysisObservation | None = None, guard: Any = None,
+                   webhook_alerts: tuple[str, ...] = ()) -> Observations:
+    meta = obj["metadata"]
+    namespace = meta["namespace"]
+    target = await client.get_deployment(namespace, target_name)
+    canary = await client.get_deployment(namespace, canary_name(target_name))
+    return Observations(
+        now=_now(), namespace=namespace, name=meta["name"], uid=meta.get("uid"),
+        generation=int(meta.get("generation", 1)), target=deployment_state(target), canary=deployment_state(canary),
+        request=request_from(meta.get("annotations")), analysis=analysis, webhook_alerts=webhook_alerts,
+        guard=guard, requester=(meta.get("annotations") or {}).get(REQUESTER_ANNOTATION),
+        claim=await _claim_of(client, namespace, target, meta.get("uid")),
+    )
+
+
+async def _claim_of(client: KubeClient, namespace: str, target: dict[str, Any] | None,
+                    own_uid: str | None) -> Claim | None:
+    """Who holds the target; a claim is alive while the named rollout exists with that uid and has not ended."""
+    value = ((target or {}).get("metadata", {}).get("annotations") or {}).get(CLAIM_ANNOTATION)
+    if not value:
+        return None
+    parsed = parse_claim(value)
+    if parsed is None:
+        return Claim(value=value, name=value, uid="", alive=False)
+    holder, uid = parsed
+    if uid == own_uid:
+        return Claim(value=value, name=holder, uid=uid, alive=True)
+    other = await client.get_rollout(namespace, holder)
+    alive = (other is not None and other["metadata"].get("uid") == uid
+             and (other.get("status") or {}).get("stage") not in FINISHED_STAGES)
+    return Claim(value=value, name=holder, uid=uid, alive=alive)
+
+
+async def _reconcile(client: KubeClient, obj: dict[str, Any], spec: GuardedRolloutSpec,
+                     status: GuardedRolloutStatus, provider: MetricProvider | None, log: Any) -> Outcome:
+    meta = obj["metadata"]
+    namespace = meta["namespace"]
+    stage, wave = str(status.stage), status.wave
+    faults.hit("observe", stage=stage, wave=wave, rollout=meta["name"])
     target = await client.get_deployment(namespace, spec.target.name)
-    canary = await client.get_deployment(namespace, canary_name(spec.target.name))
     now = _now()
     analysis_obs = None
     if analysis_due(spec, status, now):
+        faults.hit("gather", stage=stage, wave=wave, rollout=meta["name"])
         if provider is None:
             analysis_obs = AnalysisObservation(metrics={}, alerts_error="no Prometheus configured (--prometheus-url)")
         else:
@@ -73,34 +145,59 @@ async def reconcile(client: KubeClient, namespace: str, name: str,
     webhook_alerts: tuple[str, ...] = ()
     if spec.analysis is not None and spec.analysis.alerts is not None:
         webhook_alerts = alerts.STORE.matching(spec.analysis.alerts.match_labels, time.time())
-    obs = Observations(
-        now=now, namespace=namespace, name=name, uid=meta.get("uid"), generation=int(meta.get("generation", 1)),
-        target=deployment_state(target), canary=deployment_state(canary),
-        request=request_from(meta.get("annotations")), analysis=analysis_obs, webhook_alerts=webhook_alerts,
-        guard=guard, requester=(meta.get("annotations") or {}).get(REQUESTER_ANNOTATION),
-    )
+    obs = await _observe(client, obj, spec.target.name, analysis=analysis_obs, guard=guard,
+                         webhook_alerts=webhook_alerts)
+    obs = replace(obs, now=now)
+    faults.hit("decide", stage=stage, wave=wave, rollout=meta["name"])
     started = time.perf_counter()
     decision = decide(spec, status, obs)
     elapsed = time.perf_counter() - started
     log = log.bind(wave=decision.status.wave_progress)
     if decision.actions:
         log.info("acting", actions=[type(a).__name__ for a in decision.actions], stage=str(decision.status.stage))
+        faults.hit("act", stage=stage, wave=wave, rollout=meta["name"])
     await apply_actions(client, namespace, decision.actions)
+    faults.hit("persist", stage=stage, wave=wave, rollout=meta["name"])
+    await _persist(client, obj, status, decision, log)
+    telemetry.record(obs, status, decision, elapsed)  # after the write: a conflicted decision never counts
+    log.debug("decided", seconds=round(elapsed, 6))
+    return Outcome(decision.requeue_after, spec.target.name, decision)
+
+
+async def _persist(client: KubeClient, obj: dict[str, Any], status: GuardedRolloutStatus, decision: Decision,
+                   log: Any) -> None:
+    """Write the decision's status (only when it changed; a 409 propagates), then its Events."""
+    meta = obj["metadata"]
     if decision.status != status:
         body = {
             "apiVersion": obj["apiVersion"], "kind": obj["kind"],
-            "metadata": {"name": name, "namespace": namespace, "resourceVersion": meta["resourceVersion"]},
+            "metadata": {"name": meta["name"], "namespace": meta["namespace"],
+                         "resourceVersion": meta["resourceVersion"]},
             "spec": obj["spec"],
             "status": decision.status.to_wire(),
         }
         await client.replace_rollout_status(body)  # Conflict propagates: decide again on fresh data
-    telemetry.record(obs, status, decision, elapsed)  # after the write: a conflicted decision never counts
     if decision.events:
         await post_events(client, obj, decision.events)
         for event in decision.events:
             log.info(event.message, reason=event.reason, type=event.type, phase=str(decision.status.phase))
-    log.debug("decided", seconds=round(elapsed, 6))
-    return Outcome(decision.requeue_after, spec.target.name, decision)
+
+
+async def _fail_safe(client: KubeClient, obj: dict[str, Any], spec: GuardedRolloutSpec,
+                     status: GuardedRolloutStatus, error: str) -> Decision | None:
+    """Restore what a failed reconcile may have left half-changed, and say so on the rollout.
+
+    Built from a fresh observation with none of the steps that failed (no analysis, no gates), so
+    the restoring path shares as little as possible with the one that broke."""
+    obs = await _observe(client, obj, spec.target.name)
+    decision = decide_fail_safe(spec, status, obs, error)
+    await apply_actions(client, obs.namespace, decision.actions)
+    log = logs.logger(rollout=obs.name, namespace=obs.namespace, wave=decision.status.wave_progress)
+    try:
+        await _persist(client, obj, status, decision, log)
+    except Conflict:
+        return None  # the object moved on: the next reconcile decides again
+    return decision
 
 
 async def _report_invalid_spec(client: KubeClient, obj: dict[str, Any], message: str) -> None:
@@ -109,10 +206,20 @@ async def _report_invalid_spec(client: KubeClient, obj: dict[str, Any], message:
     except ValidationError:
         status = GuardedRolloutStatus()
     now = _now()
+    update: dict[str, Any] = {}
+    target_name = ((obj.get("spec") or {}).get("target") or {}).get("name")
+    if (status.stage in WAVE_STAGES or status.stage in CLEANING_STAGES) and isinstance(target_name, str):
+        # A spec that cannot be read mid-rollout (written under an older, looser schema): no wave can be
+        # judged or sized from it, so fail safe: remove the canary and give the stable its pods back.
+        obs = await _observe(client, obj, target_name)
+        await apply_actions(client, obs.namespace, decide_cleanup(status, obs, restore=True, release=False))
+        if status.stage in WAVE_STAGES:
+            update = {"stage": Stage.ROLLING_BACK, "rollback_reason": "InvalidSpec", "paused": False}
     conditions = cond.set_condition(status.conditions, type=cond.VALID, status=False, reason="InvalidSpec",
                                     message=message, now=now, generation=obj["metadata"].get("generation"))
     new = status.model_copy(update={"conditions": conditions, "phase": cond.derive_phase(conditions),
-                                    "message": message, "observed_generation": obj["metadata"].get("generation")})
+                                    "message": message, "observed_generation": obj["metadata"].get("generation"),
+                                    **update})
     if new == status:
         return
     body = {"apiVersion": obj["apiVersion"], "kind": obj["kind"],
@@ -133,11 +240,7 @@ async def clean_up(client: KubeClient, namespace: str, name: str, body: dict[str
         status = GuardedRolloutStatus.model_validate(body.get("status") or {})
     except ValidationError:
         return
-    target = await client.get_deployment(namespace, spec.target.name)
-    canary = await client.get_deployment(namespace, canary_name(spec.target.name))
-    obs = Observations(now=_now(), namespace=namespace, name=name, uid=body["metadata"].get("uid"),
-                       generation=int(body["metadata"].get("generation", 1)), target=deployment_state(target),
-                       canary=deployment_state(canary))
+    obs = await _observe(client, body, spec.target.name)
     actions = decide_cleanup(status, obs)
     await apply_actions(client, namespace, actions)
     logs.logger(rollout=name, namespace=namespace, wave=status.wave_progress).info(

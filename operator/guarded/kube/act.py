@@ -1,4 +1,11 @@
-"""Carrying out the core's actions. Each is an absolute target, so repeating one is harmless."""
+"""Carrying out the core's actions. Each is an absolute target, so repeating one is harmless.
+
+Every change checks ownership on the object as read just before it is written (with that read's
+resourceVersion, so nothing slips in between): the canary is changed or deleted only while its
+controller ownerReference is the acting rollout (by uid, and a delete carries a uid precondition),
+and the target is scaled or promoted only while its claim annotation names the acting rollout.
+A claim is compare-and-swapped; when it fails, nothing after it in the same decision is done.
+"""
 
 from __future__ import annotations
 
@@ -6,10 +13,24 @@ import copy
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from guarded.core.model import Action, ApplyCanary, DeleteDeployment, PromoteTarget, ScaleDeployment
+from guarded import logs
+from guarded.core.model import (
+    Action,
+    ApplyCanary,
+    ClaimTarget,
+    DeleteDeployment,
+    PromoteTarget,
+    ReleaseTarget,
+    ScaleDeployment,
+)
+from guarded.core.templates import CLAIM_ANNOTATION, parse_claim
 from guarded.kube.client import Conflict, KubeClient
 
 RETRIES = 5
+
+
+class NotOwned(Exception):
+    """The object is not (or no longer) ours to change: nothing after it is done; decide again later."""
 
 
 async def apply_actions(client: KubeClient, namespace: str, actions: tuple[Action, ...]) -> None:
@@ -17,11 +38,17 @@ async def apply_actions(client: KubeClient, namespace: str, actions: tuple[Actio
         if isinstance(action, ApplyCanary):
             await _apply_canary(client, namespace, action.manifest)
         elif isinstance(action, ScaleDeployment):
-            await client.scale_deployment(namespace, action.name, action.replicas)
+            await _scale(client, namespace, action)
         elif isinstance(action, DeleteDeployment):
-            await client.delete_deployment(namespace, action.name)
+            if action.uid is None:
+                raise NotOwned(f"refusing to delete Deployment {action.name} without a uid precondition")
+            await client.delete_deployment(namespace, action.name, uid=action.uid)
         elif isinstance(action, PromoteTarget):
             await _promote(client, namespace, action)
+        elif isinstance(action, ClaimTarget):
+            await _claim(client, namespace, action)
+        elif isinstance(action, ReleaseTarget):
+            await _release(client, namespace, action)
         else:  # pragma: no cover - exhaustive over the Action union
             raise TypeError(f"unknown action {action!r}")
 
@@ -31,8 +58,9 @@ async def _replace_deployment(client: KubeClient, namespace: str, name: str,
                               missing: Callable[[], Awaitable[None]] | None = None) -> None:
     """Read, change, replace with the read resourceVersion; on a conflict read again.
 
-    `change` returns the new body, or None when nothing is to be done; `missing` runs when the
-    Deployment does not exist (default: nothing, the next observation reports it)."""
+    `change` returns the new body, or None when nothing is to be done (it raises NotOwned when the
+    object is not ours); `missing` runs when the Deployment does not exist (default: nothing, the
+    next observation reports it)."""
     for _ in range(RETRIES):
         current = await client.get_deployment(namespace, name)
         if current is None:
@@ -51,15 +79,35 @@ async def _replace_deployment(client: KubeClient, namespace: str, name: str,
     raise Conflict(f"could not update Deployment {name} after {RETRIES} conflicts")
 
 
+def _claimed_by(body: dict[str, Any]) -> str | None:
+    claim = parse_claim((body["metadata"].get("annotations") or {}).get(CLAIM_ANNOTATION))
+    return claim[1] if claim else None
+
+
+def _require_claim(body: dict[str, Any], rollout_uid: str | None) -> None:
+    holder = _claimed_by(body)
+    if rollout_uid is None or holder != rollout_uid:
+        raise NotOwned(f"Deployment {body['metadata']['name']} is held by rollout uid {holder}, "
+                       f"not {rollout_uid}: not changing it")
+
+
+def _owner_uid(body: dict[str, Any]) -> str | None:
+    owner = next((r for r in body["metadata"].get("ownerReferences") or [] if r.get("controller")), None)
+    return owner.get("uid") if owner else None
+
+
 async def _apply_canary(client: KubeClient, namespace: str, manifest: dict[str, Any]) -> None:
+    owners = manifest["metadata"].get("ownerReferences") or []
+    ours = owners[0]["uid"] if owners else None
+
     def change(body: dict[str, Any]) -> dict[str, Any] | None:
         meta = body["metadata"]
         if meta.get("deletionTimestamp"):
             return None  # still going away; the next reconcile creates the new one
+        if ours is None or _owner_uid(body) != ours:
+            raise NotOwned(f"Deployment {meta['name']} is not owned by rollout uid {ours}: not changing it")
         meta["labels"] = {**(meta.get("labels") or {}), **manifest["metadata"]["labels"]}
         meta["annotations"] = {**(meta.get("annotations") or {}), **manifest["metadata"]["annotations"]}
-        if manifest["metadata"].get("ownerReferences"):
-            meta["ownerReferences"] = manifest["metadata"]["ownerReferences"]
         body["spec"]["replicas"] = manifest["spec"]["replicas"]
         body["spec"]["template"] = manifest["spec"]["template"]
         return body
@@ -70,10 +118,49 @@ async def _apply_canary(client: KubeClient, namespace: str, manifest: dict[str, 
     await _replace_deployment(client, namespace, manifest["metadata"]["name"], change, missing=create)
 
 
+async def _scale(client: KubeClient, namespace: str, action: ScaleDeployment) -> None:
+    def change(body: dict[str, Any]) -> dict[str, Any] | None:
+        _require_claim(body, action.rollout_uid)
+        if body["spec"].get("replicas") == action.replicas:
+            return None
+        body["spec"]["replicas"] = action.replicas
+        return body
+
+    await _replace_deployment(client, namespace, action.name, change)
+
+
 async def _promote(client: KubeClient, namespace: str, action: PromoteTarget) -> None:
     def change(body: dict[str, Any]) -> dict[str, Any]:
+        _require_claim(body, action.rollout_uid)
         body["spec"]["template"] = action.template
         body["spec"]["replicas"] = action.replicas
+        return body
+
+    await _replace_deployment(client, namespace, action.name, change)
+
+
+async def _claim(client: KubeClient, namespace: str, action: ClaimTarget) -> None:
+    def change(body: dict[str, Any]) -> dict[str, Any] | None:
+        annotations = body["metadata"].setdefault("annotations", {}) or {}
+        body["metadata"]["annotations"] = annotations
+        seen = annotations.get(CLAIM_ANNOTATION)
+        if seen == action.value:
+            return None
+        if seen != action.expected:
+            raise NotOwned(f"Deployment {action.name} was claimed by {seen} meanwhile; not starting")
+        annotations[CLAIM_ANNOTATION] = action.value
+        logs.logger().info("claimed target", deployment=action.name, claim=action.value, previous=seen)
+        return body
+
+    await _replace_deployment(client, namespace, action.name, change)
+
+
+async def _release(client: KubeClient, namespace: str, action: ReleaseTarget) -> None:
+    def change(body: dict[str, Any]) -> dict[str, Any] | None:
+        annotations = body["metadata"].get("annotations") or {}
+        if annotations.get(CLAIM_ANNOTATION) != action.value:
+            return None  # not ours (any more): nothing to release
+        del annotations[CLAIM_ANNOTATION]
         return body
 
     await _replace_deployment(client, namespace, action.name, change)

@@ -85,16 +85,20 @@ class KubeClient:
                 raise Conflict(str(exc.reason)) from exc
             raise
 
-    async def scale_deployment(self, namespace: str, name: str, replicas: int) -> None:
-        await self._call(self.apps.patch_namespaced_deployment, name, namespace, {"spec": {"replicas": replicas}})
+    async def delete_deployment(self, namespace: str, name: str, *, uid: str) -> None:
+        """Delete exactly the Deployment with this uid (a precondition: a same-named other object stays).
 
-    async def delete_deployment(self, namespace: str, name: str) -> None:
-        # Foreground: the Deployment stays (marked deleting) until its pods are gone, so "canary
-        # absent" really means no canary pod serves any more.
+        Foreground: the Deployment stays (marked deleting) until its pods are gone, so "canary
+        absent" really means no canary pod serves any more."""
         try:
             await self._call(self.apps.delete_namespaced_deployment, name, namespace,
-                             propagation_policy="Foreground", grace_period_seconds=0)
+                             propagation_policy="Foreground", grace_period_seconds=0,
+                             body=kubernetes.client.V1DeleteOptions(
+                                 preconditions=kubernetes.client.V1Preconditions(uid=uid),
+                                 propagation_policy="Foreground", grace_period_seconds=0))
         except ApiException as exc:
+            if exc.status == 409:
+                raise Conflict(f"Deployment {name} is no longer the object with uid {uid}") from exc
             if exc.status != 404:
                 raise
 

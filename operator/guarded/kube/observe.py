@@ -15,8 +15,11 @@ def deployment_state(obj: dict[str, Any] | None) -> DeploymentState | None:
     meta = obj.get("metadata", {})
     spec = obj.get("spec", {})
     status = obj.get("status", {}) or {}
+    owner = next((ref for ref in meta.get("ownerReferences") or [] if ref.get("controller")), None)
     return DeploymentState(
         name=meta["name"],
+        uid=meta.get("uid"),
+        owner_uid=owner.get("uid") if owner else None,
         generation=int(meta.get("generation", 1)),
         observed_generation=int(status.get("observedGeneration", 0)),
         replicas=int(spec.get("replicas", 1) if spec.get("replicas") is not None else 1),
