@@ -113,7 +113,9 @@ def test_prometheus_down_mid_wave_holds_and_the_rollout_resumes_or_rolls_back_pe
         for s, n in ((strict, "strict"), (shop, "patient")):
             eventually(lambda s=s, n=n: s.status(n).get("stage") == "Bake" and s.status(n).get("wave") == 1,
                        timeout=120, what=f"{n} baking its second wave")
+        observed_before = float(shop.status("patient").get("bakedSeconds") or 0.0)
         subprocess_run(["bash", str(ROOT / "hack" / "testbed.sh"), "prometheus", "stop"])
+        stopped_at = time.time()
         try:
             # Well past the wave's bake: without data it may not advance.
             bake_start = datetime.fromisoformat(shop.status("patient")["bakeStartedAt"].replace("Z", "+00:00"))
@@ -126,10 +128,22 @@ def test_prometheus_down_mid_wave_holds_and_the_rollout_resumes_or_rolls_back_pe
             strict_status = strict.wait_phase("strict", "RolledBack", timeout=30)
             assert strict_status["rollbackReason"] == "AnalysisInconclusive"
             assert rollback_wave(strict_status) == 1
+            # The bake clock stood still for the whole outage: no time without data counted.
+            assert float(held.get("bakedSeconds") or 0.0) <= observed_before + 6, (observed_before, held)
+            assert "no fresh data" in held["message"], held["message"]
         finally:
             subprocess_run(["bash", str(ROOT / "hack" / "testbed.sh"), "prometheus", "start"])
-        status = shop.wait_phase("patient", "Succeeded", timeout=180)
+            restarted_at = time.time()
+        status = shop.wait_phase("patient", "Succeeded", timeout=240)
         assert [h["wave"] for h in status["history"] if h["reason"] == "WaveStarted"] == [0, 1, 2]
+        # The wave advanced only after the rest of its bake had been observed on fresh data.
+        wave3 = next(h for h in status["history"] if h["reason"] == "WaveStarted" and h["wave"] == 2)
+        advanced_at = datetime.fromisoformat(wave3["time"].replace("Z", "+00:00")).timestamp()
+        timeline = (f"bake {bake}s; {observed_before:.1f}s observed when Prometheus stopped at +0.0s; "
+                    f"restarted at +{restarted_at - stopped_at:.1f}s; wave 3 started at "
+                    f"+{advanced_at - stopped_at:.1f}s, {advanced_at - restarted_at:.1f}s after the restart")
+        print(timeline)
+        assert advanced_at - restarted_at >= bake - observed_before - 6 - 1, timeline  # 6: pre-stop judgement
     finally:
         core.delete_namespace(other)
 

@@ -61,6 +61,9 @@ from guarded.core.templates import (
 )
 from guarded.core.waves import canary_replicas, percent
 
+# Rollbacks of a canary that nothing judged bad: the stable is restored before the canary goes.
+CAPACITY_FIRST_REASONS = frozenset({"OperatorError", "InvalidSpec"})
+
 
 @dataclass(frozen=True)
 class Decision:
@@ -425,12 +428,16 @@ class _Reconcile(Requests, Preflight, Judging, Summary):
 
     def clean_up_to(self, final: Stage) -> Any:
         def handler() -> None:
-            self.remove_canary()
             t = self.obs.target
             assert t is not None
             if self.total:
                 self.ensure_target_replicas(self.total)
-            restored = not self.total or (t.replicas == self.total and t.settled and t.available >= self.total)
+            restored = self.stable_restored()
+            # A canary judged bad (or aborted) goes at once: stop the bleeding first. One that nothing
+            # judged bad (the operator failed, the spec became unreadable) keeps serving until the
+            # stable is back at full capacity, so Ready pods never fall below the target's count.
+            if restored or self.s.get("rollback_reason") not in CAPACITY_FIRST_REASONS:
+                self.remove_canary()
             if self.canary_ours() or not restored:
                 self.wait(POLL_SECONDS)
                 return
@@ -444,11 +451,17 @@ class _Reconcile(Requests, Preflight, Judging, Summary):
                 self.restart()
         return handler
 
+    def stable_restored(self) -> bool:
+        t = self.obs.target
+        return not self.total or (t is not None and t.replicas == self.total and t.settled
+                                  and t.available >= self.total)
+
     def fail_safe(self, error: str) -> Decision:
         """A reconcile failed with an unexpected error: never leave the workload half-changed.
 
-        In a wave the rollout rolls back (its canary removed, the stable restored to its count) with
-        reason OperatorError; elsewhere nothing of the workload is ours to restore, so it holds. Either
+        In a wave the rollout rolls back with reason OperatorError: the stable is restored to its count
+        first and the canary removed once the stable is Ready again (nothing judged the canary bad, so
+        capacity comes first). Elsewhere nothing of the workload is ours to restore, so it holds. Either
         way the ReconcileFailed condition names the error until a reconcile succeeds again.
         """
         stage = self.stage
@@ -465,7 +478,8 @@ class _Reconcile(Requests, Preflight, Judging, Summary):
         if before is None or before.status != "True" or before.message != message:
             self.events.append(Event(type="Warning", reason="ReconcileFailed", message=message))
         restore = stage in WAVE_STAGES or stage in CLEANING_STAGES
-        self.actions = list(decide_cleanup(self.status_model(), self.obs, restore=restore, release=False))
+        self.actions = list(decide_cleanup(self.status_model(), self.obs, restore=restore, release=False,
+                                           remove_canary=self.stable_restored()))
         self.wait(2.0)
         return self.finish(recovered=False)
 
@@ -510,12 +524,12 @@ def decide_fail_safe(spec: GuardedRolloutSpec, status: GuardedRolloutStatus, obs
 
 
 def decide_cleanup(status: GuardedRolloutStatus, obs: Observations, *, restore: bool | None = None,
-                   release: bool = True) -> tuple[Action, ...]:
+                   release: bool = True, remove_canary: bool = True) -> tuple[Action, ...]:
     """What deleting a GuardedRollout (or an operator error) must undo: its canary goes, the stable
     gets its pods back, the target's claim is released. Only what this rollout owns is touched."""
     actions: list[Action] = []
     c, t = obs.canary, obs.target
-    if c is not None and not c.deleting and obs.uid is not None and c.owner_uid == obs.uid:
+    if remove_canary and c is not None and not c.deleting and obs.uid is not None and c.owner_uid == obs.uid:
         actions.append(DeleteDeployment(name=c.name, uid=c.uid))
     ours = obs.uid is not None and obs.claim is not None and obs.claim.value == claim_value(obs.name, obs.uid)
     if restore is None:

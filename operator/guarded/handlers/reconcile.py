@@ -155,9 +155,9 @@ async def _reconcile(client: KubeClient, obj: dict[str, Any], spec: GuardedRollo
     log = log.bind(wave=decision.status.wave_progress)
     if decision.actions:
         log.info("acting", actions=[type(a).__name__ for a in decision.actions], stage=str(decision.status.stage))
-        faults.hit("act", stage=stage, wave=wave, rollout=meta["name"])
+        faults.hit("act", stage=str(decision.status.stage), wave=decision.status.wave, rollout=meta["name"])
     await apply_actions(client, namespace, decision.actions)
-    faults.hit("persist", stage=stage, wave=wave, rollout=meta["name"])
+    faults.hit("persist", stage=str(decision.status.stage), wave=decision.status.wave, rollout=meta["name"])
     await _persist(client, obj, status, decision, log)
     telemetry.record(obs, status, decision, elapsed)  # after the write: a conflicted decision never counts
     log.debug("decided", seconds=round(elapsed, 6))
@@ -212,7 +212,10 @@ async def _report_invalid_spec(client: KubeClient, obj: dict[str, Any], message:
         # A spec that cannot be read mid-rollout (written under an older, looser schema): no wave can be
         # judged or sized from it, so fail safe: remove the canary and give the stable its pods back.
         obs = await _observe(client, obj, target_name)
-        await apply_actions(client, obs.namespace, decide_cleanup(status, obs, restore=True, release=False))
+        t = obs.target
+        restored = t is not None and t.replicas == status.stable_replicas and (t.available >= t.replicas)
+        await apply_actions(client, obs.namespace, decide_cleanup(status, obs, restore=True, release=False,
+                                                                  remove_canary=restored))
         if status.stage in WAVE_STAGES:
             update = {"stage": Stage.ROLLING_BACK, "rollback_reason": "InvalidSpec", "paused": False}
     conditions = cond.set_condition(status.conditions, type=cond.VALID, status=False, reason="InvalidSpec",
