@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 from datetime import UTC, datetime
+from itertools import pairwise
 from pathlib import Path
 
 import pytest
@@ -19,15 +20,15 @@ from guarded.api.rollout import (
     EvidenceRecord,
     GuardedRolloutSpec,
     GuardedRolloutStatus,
-    HistoryEntry,
     JudgementRecord,
     Phase,
     Stage,
 )
+from guarded.core.actions import Transition
 from guarded.core.analysis import AnalysisObservation
 from guarded.core.engine import Decision
 from guarded.core.judges import MetricData
-from guarded.core.model import Event, Observations, Request
+from guarded.core.observations import Observations, Request
 from guarded.handlers.telemetry import TELEMETRY, Telemetry
 from guarded.kube.client import Conflict
 
@@ -45,12 +46,10 @@ def status(stage: Stage = Stage.PENDING, phase: Phase = Phase.PENDING, wave: int
     return GuardedRolloutStatus(stage=stage, phase=phase, wave=wave, **fields)  # type: ignore[arg-type]
 
 
-def decision(new: GuardedRolloutStatus, *reasons: tuple[str, int | None]) -> Decision:
-    """A decision that recorded `reasons` (each with the wave it named) into history and events."""
-    history = [HistoryEntry(time="2026-11-22T12:00:00Z", reason=r, message=r, wave=w) for r, w in reasons]
-    events = tuple(Event(type="Normal", reason=r, message=r) for r, _ in reasons)
-    return Decision(actions=(), status=new.model_copy(update={"history": [*new.history, *history]}),
-                    events=events, requeue_after=None)
+def decision(new: GuardedRolloutStatus, *path: str) -> Decision:
+    """A decision that moved through the positions of `path` ("Pending", "1", ... as the engine names them)."""
+    moves = tuple(Transition(source=a, target=b) for a, b in pairwise(path))
+    return Decision(actions=(), status=new, events=(), requeue_after=None, transitions=moves)
 
 
 def sample(t: Telemetry, name: str, **labels: str) -> float:
@@ -66,11 +65,11 @@ def test_starting_and_advancing_waves_are_counted_from_and_to_each_wave() -> Non
     t = Telemetry()
     pending = status()
     wave1 = status(Stage.SCALE_CANARY, Phase.PROGRESSING, 0)
-    t.record(obs(), pending, decision(wave1, ("RolloutStarted", 0), ("WaveStarted", 0)), 0.002)
+    t.record(obs(), pending, decision(wave1, "Pending", "1"), 0.002)
     baking = status(Stage.BAKE, Phase.PROGRESSING, 0)
     t.record(obs(), wave1, decision(baking), 0.001)  # same wave, other stage: no transition
     wave2 = status(Stage.SCALE_CANARY, Phase.PROGRESSING, 1)
-    t.record(obs(), baking, decision(wave2, ("WaveStarted", 1)), 0.001)
+    t.record(obs(), baking, decision(wave2, "1", "2"), 0.001)
 
     assert transitions(t) == [("1", "2", 1.0), ("Pending", "1", 1.0)]
     assert sample(t, "guarded_rollouts", namespace="shop", phase="Progressing") == 1
@@ -85,7 +84,7 @@ def test_the_phase_gauge_moves_each_rollout_once_and_forgets_deleted_ones() -> N
         t.record(obs(name=name), status(), decision(progressing), 0.001)
         t.record(obs(name=name), progressing, decision(progressing), 0.001)  # seen again: counted once
     done = status(Stage.SUCCEEDED, Phase.SUCCEEDED, 3)
-    t.record(obs(name="a"), progressing, decision(done, ("Succeeded", 3)), 0.001)
+    t.record(obs(name="a"), progressing, decision(done, "4", "Succeeded"), 0.001)
     assert sample(t, "guarded_rollouts", namespace="shop", phase="Progressing") == 1
     assert sample(t, "guarded_rollouts", namespace="shop", phase="Succeeded") == 1
 
@@ -112,9 +111,9 @@ def test_an_analysis_failure_counts_each_judge_the_rollback_and_its_reason() -> 
     at = "2026-11-22T12:00:05Z"
     rolling_back = status(Stage.ROLLING_BACK, Phase.ROLLING_BACK, 1, rollback_reason="AnalysisFailed",
                           analysis=AnalysisStatus(last_at=at, last_verdict="Fail", recent=[failing_record(at)]))
-    t.record(obs(), baking, decision(rolling_back, ("RollingBack", 1)), 0.001)
+    t.record(obs(), baking, decision(rolling_back, "2", "RollingBack"), 0.001)
     rolled_back = rolling_back.model_copy(update={"stage": Stage.ROLLED_BACK, "phase": Phase.ROLLED_BACK})
-    t.record(obs(), rolling_back, decision(rolled_back, ("RolledBack", 1)), 0.001)
+    t.record(obs(), rolling_back, decision(rolled_back, "RollingBack", "RolledBack"), 0.001)
 
     judgements = {(g, j, r): sample(t, "guarded_judgements_total", namespace="shop", guard=g, judge=j, result=r)
                   for g, j, r in [("order-rate", "Stable", "Fail"), ("order-rate", "PreRollout", "Inconclusive"),
@@ -128,7 +127,7 @@ def test_an_analysis_failure_counts_each_judge_the_rollback_and_its_reason() -> 
 def test_an_abort_before_any_wave_is_a_rollback_though_no_rollback_event_was_recorded() -> None:
     t = Telemetry()
     aborted = status(Stage.ROLLED_BACK, Phase.ROLLED_BACK, rollback_reason="Aborted")
-    t.record(obs(), status(), decision(aborted, ("RequestAbort", None)), 0.001)
+    t.record(obs(), status(), decision(aborted, "Pending", "RolledBack"), 0.001)
     assert transitions(t) == [("Pending", "RolledBack", 1.0)]
     assert sample(t, "guarded_rollbacks_total", namespace="shop", reason="Aborted") == 1
 
@@ -139,7 +138,7 @@ def test_a_restart_that_keeps_old_analysis_records_does_not_count_them_again() -
     old = status(Stage.ROLLED_BACK, Phase.ROLLED_BACK, 1, rollback_reason="AnalysisFailed",
                  analysis=AnalysisStatus(last_at=at, recent=[failing_record(at)]))
     retried = status(Stage.SCALE_CANARY, Phase.PROGRESSING, 0, analysis=AnalysisStatus(recent=[failing_record(at)]))
-    t.record(obs(), old, decision(retried, ("RequestRetry", None), ("RolloutStarted", 0), ("WaveStarted", 0)), 0.001)
+    t.record(obs(), old, decision(retried, "RolledBack", "Pending", "1"), 0.001)
     assert sample(t, "guarded_analysis_steps_total", namespace="shop", result="Fail") == 0
     assert transitions(t) == [("Pending", "1", 1.0), ("RolledBack", "Pending", 1.0)]
     assert sample(t, "guarded_rollbacks_total", namespace="shop", reason="AnalysisFailed") == 0

@@ -173,6 +173,44 @@ class Stage(StrEnum):
     ROLLED_BACK = "RolledBack"
     FAILED = "Failed"
 
+    # The groups of stages, named once here (every other module asks the stage).
+    @property
+    def in_wave(self) -> bool:
+        """The canary may serve and the stable may be lowered; the target's template must stay as recorded."""
+        return self in _IN_WAVE
+
+    @property
+    def judged(self) -> bool:
+        """Analysis judges the canary (its pods are Ready for the wave)."""
+        return self in _JUDGED
+
+    @property
+    def promoting(self) -> bool:
+        """The waves are over: the target gets the change, then the canary goes."""
+        return self in _PROMOTING
+
+    @property
+    def cleaning(self) -> bool:
+        """The canary is being removed and the stable restored (rollback, or a spec change mid-wave)."""
+        return self in _CLEANING
+
+    @property
+    def terminal(self) -> bool:
+        """The rollout has ended; only a new revision or a retry starts it again."""
+        return self in _TERMINAL
+
+    @property
+    def active(self) -> bool:
+        """The rollout holds its target and may change workloads (between its start and its end)."""
+        return self.in_wave or self.promoting or self.cleaning
+
+
+_IN_WAVE = frozenset({Stage.SCALE_CANARY, Stage.SCALE_STABLE, Stage.BAKE, Stage.GATE})
+_JUDGED = frozenset({Stage.SCALE_STABLE, Stage.BAKE, Stage.GATE})
+_PROMOTING = frozenset({Stage.PROMOTE, Stage.CLEANUP})
+_CLEANING = frozenset({Stage.ROLLING_BACK, Stage.RETIRING})
+_TERMINAL = frozenset({Stage.SUCCEEDED, Stage.ROLLED_BACK, Stage.FAILED})
+
 
 class Phase(StrEnum):
     PENDING = "Pending"

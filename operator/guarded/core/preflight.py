@@ -2,45 +2,40 @@
 
 from __future__ import annotations
 
+from guarded.api.reasons import Reason
 from guarded.core import conditions as cond
 from guarded.core import gates
-from guarded.core.step import (
-    Step,
-)
+from guarded.core.draft import Draft, Inputs
 
 
-class Preflight(Step):
-    def pass_gates(self) -> gates.GateOutcome | None:
-        """Evaluate the pre-flight gates; None while any holds the rollout (it proceeds by itself later)."""
-        if self.obs.guard is None:
-            self.wait(0.0)  # the shell gathers what the gates need on the next reconcile
-            return None
-        outcome = gates.evaluate(self.spec, self.obs)
-        self.gates_judged = True
-        before = {(g.gate, g.reason, g.message) for g in self.s["gates"] if not g.passed}
-        seen_before = {(a.name, a.counted, a.reason) for a in self.s["approvals"]}
-        self.s.update(gates=outcome.gates, approvals=outcome.approvals, policy=outcome.policy,
-                      blast_radius=outcome.blast_radius, validation=outcome.findings, authors=outcome.authors)
-        self.condition(cond.VALIDATED, outcome.validated.ok, outcome.validated.reason, outcome.validated.message)
-        self.condition(cond.ADMITTED, outcome.admitted.ok, outcome.admitted.reason, outcome.admitted.message)
-        self.condition(cond.APPROVED, outcome.approved.ok, outcome.approved.reason, outcome.approved.message)
-        for a in outcome.approvals:
-            if (a.name, a.counted, a.reason) not in seen_before:
-                if a.counted:
-                    self.record("ApprovalCounted", f"{a.approver} ({', '.join(a.groups) or 'no groups'}) approved "
-                                f"revision {a.revision} ({a.name})")
-                else:
-                    self.record("ApprovalNotCounted", f"{a.approver}'s approval {a.name} does not count: {a.reason}",
-                                warning=True)
-        failing = outcome.failing()
-        now_failing = {(g.gate, g.reason, g.message) for g in failing}
-        if now_failing != before and failing:
-            reason = "AwaitingApproval" if all(g.gate == "Approvals" for g in failing) else "Blocked"
-            self.record(reason, "; ".join(f"{g.gate}: {g.message}" for g in failing), warning=reason == "Blocked")
-        if failing:
-            self.wait(5.0)
-            return None
-        if not self.s.get("paused"):
-            self.record("GatesPassed", "; ".join(f"{g.gate}: {g.message}" for g in outcome.gates if g.message))
-        return outcome
-
+def pass_gates(inp: Inputs, d: Draft) -> tuple[Draft, gates.GateOutcome | None]:
+    """Evaluate the gates. The outcome is None while any holds the rollout (it starts by itself later)."""
+    if inp.obs.guard is None:
+        return d.wait(0.0), None  # the shell gathers what the gates need on the next reconcile
+    outcome = gates.evaluate(inp.spec, inp.obs)
+    before = {(g.gate, g.reason, g.message) for g in inp.status.gates if not g.passed}
+    seen_before = {(a.name, a.counted, a.reason) for a in d.status.approvals}
+    d = d.update(gates=outcome.gates, approvals=outcome.approvals, policy=outcome.policy,
+                 blast_radius=outcome.blast_radius, validation=outcome.findings, authors=outcome.authors)
+    for type_, result in ((cond.VALIDATED, outcome.validated), (cond.ADMITTED, outcome.admitted),
+                          (cond.APPROVED, outcome.approved)):
+        d = d.condition(inp, type_, result.ok, result.reason, result.message)
+    for a in outcome.approvals:
+        if (a.name, a.counted, a.reason) in seen_before:
+            continue
+        if a.counted:
+            d = d.record(inp, Reason.APPROVAL_COUNTED, f"{a.approver} ({', '.join(a.groups) or 'no groups'}) "
+                         f"approved revision {a.revision} ({a.name})")
+        else:
+            d = d.record(inp, Reason.APPROVAL_NOT_COUNTED, f"{a.approver}'s approval {a.name} does not count: "
+                         f"{a.reason}", warning=True)
+    failing = outcome.failing()
+    if failing:
+        if {(g.gate, g.reason, g.message) for g in failing} != before:
+            reason = Reason.AWAITING_APPROVAL if all(g.gate == "Approvals" for g in failing) else Reason.BLOCKED
+            d = d.record(inp, reason, "; ".join(f"{g.gate}: {g.message}" for g in failing),
+                         warning=reason == Reason.BLOCKED)
+        return d.wait(5.0), None
+    if not d.status.paused:
+        d = d.record(inp, Reason.GATES_PASSED, "; ".join(f"{g.gate}: {g.message}" for g in outcome.gates if g.message))
+    return d, outcome

@@ -1,104 +1,106 @@
-"""Manual requests (abort, pause, resume, promote, promote-full, retry) inside a decision."""
+"""Manual requests (abort, pause, resume, promote, promote-full, retry) inside a decision.
+
+`handle_request` answers one request in `status.lastRequest` (its id makes it count once): accepted,
+or rejected with the reason; either way it is a history entry and an Event naming who asked.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from guarded.api.common import parse_duration
-from guarded.api.rollout import (
-    REQUEST_ACTIONS,
-    RequestRecord,
-    Stage,
-)
+from guarded.api.reasons import Reason
+from guarded.api.rollout import REQUEST_ACTIONS, RequestRecord, Stage
 from guarded.core.clock import seconds_between, stamp
-from guarded.core.model import (
-    Request,
-)
-from guarded.core.step import (
-    WAVE_STAGES,
-    Step,
-)
+from guarded.core.draft import Draft, Inputs, wave_label
+from guarded.core.moves import advance, restart, rollback, unpause
+from guarded.core.observations import Request
+from guarded.core.workloads import canary_ours
+
+# (draft after the request, None) when accepted; (draft unchanged, why not) when rejected.
+Answer = tuple[Draft, str | None]
 
 
-class Requests(Step):
-    def handle_request(self, req: Request) -> None:
-        stage = self.stage
-        verdict: str | None = None  # None: accepted; otherwise the reason it was refused
-        if req.error:
-            verdict = req.error
-        elif req.action == "abort":
-            if stage in WAVE_STAGES:
-                self.rollback("Aborted", f"abort requested (request {req.id})")
-            elif stage == Stage.PENDING and self.canary_ours():
-                # A start whose status was never written may have created the canary: remove it.
-                self.rollback("Aborted", f"abort requested (request {req.id})")
-            elif stage == Stage.PENDING:
-                self.s["rollback_reason"] = "Aborted"
-                self.goto(Stage.ROLLED_BACK)
-                self.s["completed_at"] = stamp(self.now)
-            elif stage in (Stage.PROMOTE, Stage.CLEANUP):
-                verdict = "the change is already being promoted to the target; abort is not allowed now"
-            else:
-                verdict = f"nothing to abort in stage {stage}"
-        elif req.action == "pause":
-            if stage in WAVE_STAGES or stage == Stage.PENDING:
-                if not self.s.get("paused"):
-                    self.s.update(paused=True, paused_at=stamp(self.now))
-            else:
-                verdict = f"cannot pause in stage {stage}"
-        elif req.action == "resume":
-            if self.s.get("paused"):
-                self.unpause()
-            else:
-                verdict = "not paused"
-        elif req.action in ("promote", "promote-full") and self.policy_forbids_skip():
-            verdict = self.policy_forbids_skip()
-        elif req.action == "promote":
-            if stage in (Stage.BAKE, Stage.GATE):
-                self.unpause()
-                self.record("PromoteRequested", f"wave {self.wave_label()}: bake skipped by request {req.id}")
-                self.advance()
-            else:
-                verdict = (f"promote skips a bake or a gate; in stage {stage} the wave is not Ready yet "
-                           "(use promote-full to skip every remaining wave)")
-        elif req.action == "promote-full":
-            if stage in WAVE_STAGES:
-                self.unpause()
-                self.record("PromoteFullRequested", f"remaining waves skipped by request {req.id}")
-                self.goto(Stage.PROMOTE)
-            else:
-                verdict = f"nothing to promote in stage {stage}"
-        elif req.action == "retry":
-            if stage in (Stage.ROLLED_BACK, Stage.FAILED):
-                self.restart()
-            else:
-                verdict = f"retry needs a rolled-back rollout; stage is {stage}"
-        else:
-            verdict = f"unknown action {req.action!r} ({', '.join(REQUEST_ACTIONS)})"
+def handle_request(inp: Inputs, d: Draft, req: Request) -> Draft:
+    answer: Callable[[Inputs, Draft, Request], Answer] | None = _ANSWERS.get(req.action)
+    if req.error:
+        d, refusal = d, req.error
+    elif req.action in ("promote", "promote-full") and (why := policy_forbids_skip(inp, d)):
+        d, refusal = d, why
+    elif answer is None:
+        d, refusal = d, f"unknown action {req.action!r} ({', '.join(REQUEST_ACTIONS)})"
+    else:
+        d, refusal = answer(inp, d, req)
+    by = inp.obs.requester
+    d = d.update(last_request=RequestRecord(id=req.id, action=req.action, result="Accepted" if refusal is None
+                                            else "Rejected", message=refusal or "", time=stamp(inp.now), by=by))
+    who = f"request {req.id} by {by}" if by else f"request {req.id}"
+    if refusal is None:
+        return d.record(inp, Reason.for_request(req.action), f"{req.action} accepted ({who})")
+    return d.record(inp, Reason.REQUEST_REJECTED, f"{req.action} rejected ({who}): {refusal}", warning=True)
 
-        result = "Accepted" if verdict is None else "Rejected"
-        by = self.obs.requester
-        self.s["last_request"] = RequestRecord(id=req.id, action=req.action, result=result,
-                                               message=verdict or "", time=stamp(self.now), by=by)
-        who = f"request {req.id} by {by}" if by else f"request {req.id}"
-        if verdict is None:
-            self.record(f"Request{req.action.title().replace('-', '')}", f"{req.action} accepted ({who})")
-        else:
-            self.record("RequestRejected", f"{req.action} rejected ({who}): {verdict}", warning=True)
 
-    def policy_forbids_skip(self) -> str | None:
-        """A promote skips bake time; under a policy with minBake the current wave must have baked that long."""
-        policy = self.s.get("policy")
-        rule = next((r for r in policy.rules if r.rule == "minBake"), None) if policy is not None else None
-        if rule is None:
-            return None
-        stage = self.stage
-        if stage == Stage.GATE:
-            return None  # the wave's bake (at least minBake, see status.plan) is over
-        baked = 0.0
-        if stage == Stage.BAKE:
-            baked = (float(self.s.get("baked_seconds") or 0.0) if self.spec.analysis is not None
-                     else seconds_between(self.s["bake_started_at"], self.now))
-        if baked >= parse_duration(rule.value):
-            return None
-        return (f"policy {', '.join(rule.set_by)} requires every wave to bake {rule.value}; wave "
-                f"{self.wave_label()} has baked {int(baked)}s")
+def _abort(inp: Inputs, d: Draft, req: Request) -> Answer:
+    stage = d.stage
+    if stage.in_wave or (stage == Stage.PENDING and canary_ours(inp)):
+        # (In Pending: a start whose status was never written may have created the canary: remove it.)
+        return rollback(inp, d, Reason.ABORTED, f"abort requested (request {req.id})"), None
+    if stage == Stage.PENDING:
+        return d.update(rollback_reason=str(Reason.ABORTED), completed_at=stamp(inp.now)).goto(Stage.ROLLED_BACK), None
+    if stage.promoting:
+        return d, "the change is already being promoted to the target; abort is not allowed now"
+    return d, f"nothing to abort in stage {stage}"
 
+
+def _pause(inp: Inputs, d: Draft, req: Request) -> Answer:
+    if not (d.stage.in_wave or d.stage == Stage.PENDING):
+        return d, f"cannot pause in stage {d.stage}"
+    return (d if d.status.paused else d.update(paused=True, paused_at=stamp(inp.now))), None
+
+
+def _resume(inp: Inputs, d: Draft, req: Request) -> Answer:
+    return (unpause(inp, d), None) if d.status.paused else (d, "not paused")
+
+
+def _promote(inp: Inputs, d: Draft, req: Request) -> Answer:
+    if d.stage not in (Stage.BAKE, Stage.GATE):
+        return d, (f"promote skips a bake or a gate; in stage {d.stage} the wave is not Ready yet "
+                   "(use promote-full to skip every remaining wave)")
+    d = unpause(inp, d)
+    d = d.record(inp, Reason.PROMOTE_REQUESTED, f"wave {wave_label(inp, d.status)}: bake skipped by request {req.id}")
+    return advance(inp, d), None
+
+
+def _promote_full(inp: Inputs, d: Draft, req: Request) -> Answer:
+    if not d.stage.in_wave:
+        return d, f"nothing to promote in stage {d.stage}"
+    d = unpause(inp, d).record(inp, Reason.PROMOTE_FULL_REQUESTED, f"remaining waves skipped by request {req.id}")
+    return d.goto(Stage.PROMOTE), None
+
+
+def _retry(inp: Inputs, d: Draft, req: Request) -> Answer:
+    if d.stage not in (Stage.ROLLED_BACK, Stage.FAILED):
+        return d, f"retry needs a rolled-back rollout; stage is {d.stage}"
+    return restart(inp, d), None
+
+
+_ANSWERS: dict[str, Callable[[Inputs, Draft, Request], Answer]] = {
+    "abort": _abort, "pause": _pause, "resume": _resume, "promote": _promote, "promote-full": _promote_full,
+    "retry": _retry,
+}
+
+
+def policy_forbids_skip(inp: Inputs, d: Draft) -> str | None:
+    """A promote skips bake time; under a policy with minBake the current wave must have baked that long."""
+    policy = d.status.policy
+    rule = next((r for r in policy.rules if r.rule == "minBake"), None) if policy is not None else None
+    if rule is None or d.stage == Stage.GATE:
+        return None  # at a gate the wave's bake (at least minBake, see status.plan) is over
+    baked = 0.0
+    if d.stage == Stage.BAKE:
+        baked = (float(d.status.baked_seconds or 0.0) if inp.spec.analysis is not None
+                 else seconds_between(d.status.bake_started_at, inp.now))
+    if baked >= parse_duration(rule.value):
+        return None
+    return (f"policy {', '.join(rule.set_by)} requires every wave to bake {rule.value}; wave "
+            f"{wave_label(inp, d.status)} has baked {int(baked)}s")

@@ -20,7 +20,6 @@ from guarded.core import conditions as cond
 from guarded.core.analysis import AnalysisObservation, analysis_due
 from guarded.core.engine import Decision, decide, decide_cleanup, decide_fail_safe
 from guarded.core.model import Claim, Event, Observations
-from guarded.core.step import CLEANING_STAGES, WAVE_STAGES
 from guarded.core.templates import CLAIM_ANNOTATION, canary_name, parse_claim
 from guarded.handlers import alerts, telemetry
 from guarded.kube.act import NotOwned, apply_actions
@@ -208,7 +207,7 @@ async def _report_invalid_spec(client: KubeClient, obj: dict[str, Any], message:
     now = _now()
     update: dict[str, Any] = {}
     target_name = ((obj.get("spec") or {}).get("target") or {}).get("name")
-    if (status.stage in WAVE_STAGES or status.stage in CLEANING_STAGES) and isinstance(target_name, str):
+    if (status.stage.in_wave or status.stage.cleaning) and isinstance(target_name, str):
         # A spec that cannot be read mid-rollout (written under an older, looser schema): no wave can be
         # judged or sized from it, so fail safe: remove the canary and give the stable its pods back.
         obs = await _observe(client, obj, target_name)
@@ -216,7 +215,7 @@ async def _report_invalid_spec(client: KubeClient, obj: dict[str, Any], message:
         restored = t is not None and t.replicas == status.stable_replicas and (t.available >= t.replicas)
         await apply_actions(client, obs.namespace, decide_cleanup(status, obs, restore=True, release=False,
                                                                   remove_canary=restored))
-        if status.stage in WAVE_STAGES:
+        if status.stage.in_wave:
             update = {"stage": Stage.ROLLING_BACK, "rollback_reason": "InvalidSpec", "paused": False}
     conditions = cond.set_condition(status.conditions, type=cond.VALID, status=False, reason="InvalidSpec",
                                     message=message, now=now, generation=obj["metadata"].get("generation"))

@@ -11,9 +11,9 @@ Metrics are per process. With peering only the active replica reconciles, so onl
 rollouts (its daemons stop when it pauses, and `forget` takes their phases out of the gauge);
 queries sum over replicas.
 
-Wave transitions name positions: a wave by its 1-based number ("1", "2", ...), otherwise the stage
-(Pending, Promote, Succeeded, RollingBack, RolledBack, Retiring, Failed). One decision may pass
-several positions (Retired -> Pending -> wave 1); each step is counted.
+Wave transitions name positions (core/draft.position): a wave by its 1-based number ("1", "2", ...),
+otherwise the stage (Pending, Promote, Succeeded, RollingBack, RolledBack, Retiring, Failed). One
+decision may pass several positions (Retired -> Pending -> wave 1); the Decision lists each move.
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Iterator
-from itertools import pairwise
 
 import urllib3
 from kubernetes.client.rest import ApiException
@@ -35,56 +34,16 @@ from prometheus_client import (
     ProcessCollector,
 )
 
-from guarded.api.rollout import AnalysisRecord, GuardedRolloutStatus, Stage
+from guarded.api.rollout import AnalysisRecord, GuardedRolloutStatus
 from guarded.core.engine import Decision
-from guarded.core.model import Observations
+from guarded.core.observations import Observations
 from guarded.kube.client import Conflict
 
 PREFIX = "guarded"
 DECISION_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
 RECONCILE_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 90.0)
 
-_WAVE_STAGES = frozenset({Stage.SCALE_CANARY, Stage.SCALE_STABLE, Stage.BAKE, Stage.GATE})
 _ROLLBACK = frozenset({"RollingBack", "RolledBack"})
-# Event reasons that move a rollout to another position (WaveStarted: to the wave it names).
-_EVENT_POSITIONS = {
-    "Promoting": "Promote", "PromoteFullRequested": "Promote", "Succeeded": "Succeeded",
-    "RollingBack": "RollingBack", "RolledBack": "RolledBack", "SpecChanged": "Retiring",
-    "Retired": "Pending", "NewRevision": "Pending", "RequestRetry": "Pending",
-}
-
-
-def position(status: GuardedRolloutStatus) -> str:
-    """Where a rollout is, as the wave-transition labels name it."""
-    if status.stage in _WAVE_STAGES and status.wave is not None:
-        return str(status.wave + 1)
-    if status.stage == Stage.CLEANUP:
-        return "Promote"  # the canary's removal after promotion is part of it
-    return str(status.stage)
-
-
-def transitions(old: GuardedRolloutStatus, decision: Decision) -> list[tuple[str, str]]:
-    """The (from, to) positions one decision passed through. Pure.
-
-    Walks the decision's events in order, because one decision may pass several positions; the
-    history entries recorded with them (the last len(events) entries) carry the wave each one
-    named. A final step covers moves that record no event of their own (abort while Pending)."""
-    new = decision.status
-    entries = new.history[-len(decision.events):] if decision.events else []
-    aligned = len(entries) == len(decision.events) and all(
-        e.reason == ev.reason for e, ev in zip(entries, decision.events, strict=True))
-    path = [position(old)]
-    for i, event in enumerate(decision.events):
-        if event.reason == "WaveStarted":
-            wave = entries[i].wave if aligned else new.wave
-            to = str((wave or 0) + 1)
-        else:
-            to = _EVENT_POSITIONS.get(event.reason, "")
-        if to and to != path[-1]:
-            path.append(to)
-    if position(new) != path[-1]:
-        path.append(position(new))
-    return list(pairwise(path))
 
 
 def new_analysis_record(old: GuardedRolloutStatus, new: GuardedRolloutStatus) -> AnalysisRecord | None:
@@ -149,7 +108,8 @@ class Telemetry:
         ns, name = obs.namespace, obs.name
         self.decision_seconds.observe(seconds)
         self._set_phase(ns, name, str(decision.status.phase))
-        for src, dst in transitions(old, decision):
+        for move in decision.transitions:  # typed by the engine as it moved (core/draft.Draft.update)
+            src, dst = move.source, move.target
             self.wave_transitions.labels(ns, name, src, dst).inc()
             if dst in _ROLLBACK and src not in _ROLLBACK:
                 self.rollbacks.labels(ns, decision.status.rollback_reason or "Unknown").inc()
