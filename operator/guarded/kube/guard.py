@@ -22,7 +22,6 @@ from guarded.api.policy import (
 from guarded.api.rollout import PLURAL, GuardedRolloutSpec, Stage, authors_in
 from guarded.core.model import ApprovalObs, GuardObservation, QueueEntry
 from guarded.core.policy import NamedPolicy, UnreadablePolicy
-from guarded.core.step import CLEANING_STAGES, GUARDED_STAGES
 from guarded.core.templates import canary_deployment, canary_name, changed_template
 from guarded.kube.client import KubeClient
 
@@ -37,7 +36,6 @@ _AGGREGATE = re.compile(r"^(?P<head>.*? is invalid: )\[(?P<errors>.*)\](?P<tail>
 _NEXT_ERROR = re.compile(r", (?=[A-Za-z][\w.\[\]/-]*: )")
 
 # Stages in which a rollout holds a concurrency slot: from its first canary pod until it is clean.
-ACTIVE_STAGES = frozenset({*GUARDED_STAGES, Stage.PROMOTE, Stage.CLEANUP, *CLEANING_STAGES})
 
 
 def _tuple(names: list[str] | None) -> tuple[str, ...] | None:
@@ -90,7 +88,7 @@ def _queue(items: list[dict[str, Any]]) -> tuple[QueueEntry, ...]:
         waiting = bool(failing) and all(g.get("gate") == "Concurrency" for g in failing) and not status.get("paused")
         out.append(QueueEntry(namespace=meta["namespace"], name=meta["name"],
                               created=meta.get("creationTimestamp", ""), policies=policies,
-                              active=stage in ACTIVE_STAGES, waiting=waiting and stage == Stage.PENDING))
+                              active=stage is not None and stage.active, waiting=waiting and stage == Stage.PENDING))
     return tuple(out)
 
 
