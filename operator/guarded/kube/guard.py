@@ -81,7 +81,10 @@ def _queue(items: list[dict[str, Any]]) -> tuple[QueueEntry, ...]:
         policies = tuple((status.get("policy") or {}).get("policies") or ())
         if not policies:
             continue
-        stage = status.get("stage") or Stage.PENDING
+        try:
+            stage: Stage | None = Stage(status.get("stage") or Stage.PENDING)
+        except ValueError:
+            stage = None  # a stage this version does not know
         gates = status.get("gates") or []
         failing = [g for g in gates if not g.get("passed")]
         # Paused rollouts keep no place in the queue: one must not hold every later rollout by pausing.
