@@ -223,6 +223,45 @@ class Phase(StrEnum):
     SUCCEEDED = "Succeeded"
     FAILED = "Failed"
 
+    # The groups of phases, named once here, as the stages' are.
+    @property
+    def waiting(self) -> bool:
+        """Before wave 1: the pre-flight gates are still judged."""
+        return self in _WAITING_PHASES
+
+    @property
+    def rollback(self) -> bool:
+        """The rollout is rolling back or has rolled back."""
+        return self in _ROLLBACK_PHASES
+
+    @property
+    def terminal(self) -> bool:
+        """The rollout has ended: succeeded, rolled back or failed."""
+        return self in _TERMINAL_PHASES
+
+
+_WAITING_PHASES = frozenset({Phase.PENDING, Phase.AWAITING_APPROVAL, Phase.BLOCKED})
+_ROLLBACK_PHASES = frozenset({Phase.ROLLING_BACK, Phase.ROLLED_BACK})
+_TERMINAL_PHASES = frozenset({Phase.SUCCEEDED, Phase.ROLLED_BACK, Phase.FAILED})
+
+
+def stage_in(status: Mapping[str, Any] | None) -> Stage | None:
+    """The stage of a status as the API returns it (Pending before the operator wrote one); None for a
+    stage this version does not know."""
+    try:
+        return Stage((status or {}).get("stage") or Stage.PENDING)
+    except ValueError:
+        return None
+
+
+def phase_in(status: Mapping[str, Any] | None) -> Phase | None:
+    """The phase of a status as the API returns it (Pending before the operator wrote one); None for a
+    phase this version does not know."""
+    try:
+        return Phase((status or {}).get("phase") or Phase.PENDING)
+    except ValueError:
+        return None
+
 
 class HistoryEntry(ApiModel):
     time: str
