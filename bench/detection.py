@@ -23,6 +23,8 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+from guarded.api.rollout import phase_in
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
@@ -56,7 +58,8 @@ def guarded(cluster: Cluster, scenario: str, annotations: dict) -> dict:
 
     def finished() -> dict | None:
         st = shop.status("release")
-        return st if st.get("phase") in ("RolledBack", "Succeeded", "Failed") else None
+        phase = phase_in(st)
+        return st if phase is not None and phase.terminal else None
     status = eventually(finished, timeout=900, interval=0.3, what="the rollout to end")
     done_at = time.time()
     time.sleep(4)  # let the last scrapes of the canary pods land

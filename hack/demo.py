@@ -30,6 +30,8 @@ from typing import Any
 
 import kubernetes
 
+from guarded.api.rollout import phase_in
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
@@ -145,10 +147,10 @@ def rollout_events(shop: Shop, name: str) -> list[dict[str, Any]]:
             if (e.event_time or e.first_timestamp or e.last_timestamp) is not None]
 
 
-def follow(shop: Shop, name: str, *, section: str, version: str, t0: float, until: tuple[str, ...],
-           records: dict[str, dict[str, Any]], timeout: float) -> dict[str, Any]:
-    """Print the rollout's timeline as the operator records it, until its phase is one of `until`.
-    Collects every analysis record on the way (the status keeps only the latest few)."""
+def follow(shop: Shop, name: str, *, section: str, version: str, t0: float, records: dict[str, dict[str, Any]],
+           timeout: float) -> dict[str, Any]:
+    """Print the rollout's timeline as the operator records it, until its phase is terminal (Succeeded,
+    RolledBack or Failed). Collects every analysis record on the way (the status keeps only the latest few)."""
     shown: set[tuple[float, str]] = set()
     deadline = time.monotonic() + timeout
     while True:
@@ -161,10 +163,11 @@ def follow(shop: Shop, name: str, *, section: str, version: str, t0: float, unti
                 if (entry.at, entry.text) not in shown:
                     shown.add((entry.at, entry.text))
                     say(entry.line(t0))
-        if status.get("phase") in until:
+        phase = phase_in(status)
+        if phase is not None and phase.terminal:
             return obj
         if time.monotonic() > deadline:
-            raise RuntimeError(f"{name} did not reach {'/'.join(until)} in {timeout:.0f}s; status:\n"
+            raise RuntimeError(f"{name} did not reach Succeeded/RolledBack/Failed in {timeout:.0f}s; status:\n"
                                f"{json.dumps(status, indent=1)[:3000]}\n{shop.describe()}")
         time.sleep(0.5)
 
@@ -263,17 +266,14 @@ def run(cluster: Cluster, shop: Shop, pods: PodWatch, operator: OperatorProcess,
     """The three acts, then the orders lost, the timeline and the chart."""
     records: dict[str, dict[str, Any]] = {}
     heading = titles(steps)
-    finished = ("Succeeded", "RolledBack", "Failed")
     t0 = time.time()
     say(f"\n== 1. {heading['healthy']}")
     shop.create_rollout(release("shop-2-0-0", HEALTHY, steps, "New checkout flow"))
-    healthy = follow(shop, "shop-2-0-0", section="healthy", version=HEALTHY, t0=t0, until=finished,
-                     records=records, timeout=300)
+    healthy = follow(shop, "shop-2-0-0", section="healthy", version=HEALTHY, t0=t0, records=records, timeout=300)
 
     say(f"\n== 2. {heading['bad']}")
     shop.create_rollout(release("shop-2-1-0", BAD, steps, "Checkout refactor (drops 99% of orders)", BAD_BEHAVIOUR))
-    bad = follow(shop, "shop-2-1-0", section="bad", version=BAD, t0=t0, until=finished, records=records,
-                 timeout=300)
+    bad = follow(shop, "shop-2-1-0", section="bad", version=BAD, t0=t0, records=records, timeout=300)
     if bad["status"]["phase"] != "RolledBack":
         raise RuntimeError(f"the bad release ended {bad['status']['phase']}, not RolledBack")
     operator.stop()  # what follows is the same release without the operator

@@ -22,7 +22,7 @@ from aiohttp import web
 from guarded import logs
 from guarded.api.common import GROUP, VERSION
 from guarded.api.policy import APPROVAL_PLURAL, POLICY_PLURAL
-from guarded.api.rollout import PLURAL
+from guarded.api.rollout import PLURAL, phase_in
 from guarded.core.templates import canary_name
 from guarded.handlers import alerts, endpoints, telemetry, tls
 from guarded.handlers.reconcile import clean_up, reconcile
@@ -36,8 +36,6 @@ RECONCILE_TIMEOUT = 90.0  # a reconcile stuck on I/O is abandoned and started ag
 # watch events wake it: its own status write is one of them. Waves (requeue 0) are not slowed.
 HELD_AFTER = 2.0          # a reconcile that asks to wait this long or longer (longer than the 1 s poll of a wave)
 MIN_SPACING = 0.5         # seconds between the end of one reconcile of a held rollout and the next
-
-FINAL_PHASES = ("Succeeded", "RolledBack", "Failed")
 
 _wakers: dict[tuple[str, str], asyncio.Event] = {}
 _targets: dict[tuple[str, str], str] = {}
@@ -134,12 +132,13 @@ def seen(key: tuple[str, str], body: dict[str, Any], deleted: bool) -> tuple[boo
     if deleted:
         _seen.pop(key, None)
         return True, True
-    phase = (body.get("status") or {}).get("phase")
+    status = body.get("status") or {}
+    phase, known = status.get("phase"), phase_in(status)
     before = _seen.get(key)
     now = (fingerprint(body), phase)
     _seen[key] = now
     changed = before is None or before[0] != now[0]
-    final = phase in FINAL_PHASES and (before is None or before[1] != phase)
+    final = known is not None and known.terminal and (before is None or before[1] != phase)
     return changed, final
 
 

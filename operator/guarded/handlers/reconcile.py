@@ -15,7 +15,7 @@ from pydantic import ValidationError
 
 from guarded import faults, logs
 from guarded.api import errors
-from guarded.api.rollout import REQUESTER_ANNOTATION, GuardedRolloutSpec, GuardedRolloutStatus, Stage
+from guarded.api.rollout import REQUESTER_ANNOTATION, GuardedRolloutSpec, GuardedRolloutStatus, Stage, stage_in
 from guarded.core import conditions as cond
 from guarded.core.analysis import AnalysisObservation, analysis_due
 from guarded.core.engine import Decision, decide, decide_cleanup, decide_fail_safe
@@ -29,8 +29,6 @@ from guarded.kube.guard import gather as gather_guard
 from guarded.kube.observe import deployment_state, request_from
 from guarded.metrics.gather import gather
 from guarded.metrics.provider import MetricProvider
-
-FINISHED_STAGES = ("Succeeded", "RolledBack", "Failed")
 
 
 @dataclass(frozen=True)
@@ -118,9 +116,10 @@ async def _claim_of(client: KubeClient, namespace: str, target: dict[str, Any] |
     if uid == own_uid:
         return Claim(value=value, name=holder, uid=uid, alive=True)
     other = await client.get_rollout(namespace, holder)
-    alive = (other is not None and other["metadata"].get("uid") == uid
-             and (other.get("status") or {}).get("stage") not in FINISHED_STAGES)
-    return Claim(value=value, name=holder, uid=uid, alive=alive)
+    if other is None or other["metadata"].get("uid") != uid:
+        return Claim(value=value, name=holder, uid=uid, alive=False)
+    stage = stage_in(other.get("status"))
+    return Claim(value=value, name=holder, uid=uid, alive=stage is None or not stage.terminal)
 
 
 async def _reconcile(client: KubeClient, obj: dict[str, Any], spec: GuardedRolloutSpec,

@@ -19,7 +19,7 @@ from guarded.api.policy import (
     RolloutApprovalSpec,
     RolloutPolicySpec,
 )
-from guarded.api.rollout import PLURAL, GuardedRolloutSpec, Stage, authors_in
+from guarded.api.rollout import PLURAL, GuardedRolloutSpec, Stage, authors_in, stage_in
 from guarded.core.model import ApprovalObs, GuardObservation, QueueEntry
 from guarded.core.policy import NamedPolicy, UnreadablePolicy
 from guarded.core.templates import canary_deployment, canary_name, changed_template
@@ -34,8 +34,6 @@ GENERATED_SUFFIX = "[a-z0-9]{5}"
 _AGGREGATE = re.compile(r"^(?P<head>.*? is invalid: )\[(?P<errors>.*)\](?P<tail>\s*)$", re.DOTALL)
 # Where one field error starts inside the aggregate: ", <field.path[0].x>: ".
 _NEXT_ERROR = re.compile(r", (?=[A-Za-z][\w.\[\]/-]*: )")
-
-# Stages in which a rollout holds a concurrency slot: from its first canary pod until it is clean.
 
 
 def _tuple(names: list[str] | None) -> tuple[str, ...] | None:
@@ -81,14 +79,12 @@ def _queue(items: list[dict[str, Any]]) -> tuple[QueueEntry, ...]:
         policies = tuple((status.get("policy") or {}).get("policies") or ())
         if not policies:
             continue
-        try:
-            stage: Stage | None = Stage(status.get("stage") or Stage.PENDING)
-        except ValueError:
-            stage = None  # a stage this version does not know
+        stage = stage_in(status)
         gates = status.get("gates") or []
         failing = [g for g in gates if not g.get("passed")]
         # Paused rollouts keep no place in the queue: one must not hold every later rollout by pausing.
         waiting = bool(failing) and all(g.get("gate") == "Concurrency" for g in failing) and not status.get("paused")
+        # A rollout holds a concurrency slot while it is active: from its first canary pod until it is clean.
         out.append(QueueEntry(namespace=meta["namespace"], name=meta["name"],
                               created=meta.get("creationTimestamp", ""), policies=policies,
                               active=stage is not None and stage.active, waiting=waiting and stage == Stage.PENDING))
