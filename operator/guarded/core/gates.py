@@ -42,7 +42,10 @@ _DOC_ATTR = {"description": "description", "ticket": "ticket", "rollbackPlan": "
 
 
 @dataclass(frozen=True, kw_only=True)
-class Verdict:
+class GateResult:
+    """What a group of gates says of the rollout (the Validated, Admitted and Approved conditions): whether
+    it may go on, and why."""
+
     ok: bool
     reason: str
     message: str
@@ -51,9 +54,9 @@ class Verdict:
 @dataclass(frozen=True, kw_only=True)
 class GateOutcome:
     gates: list[GateRecord]
-    validated: Verdict
-    admitted: Verdict
-    approved: Verdict
+    validated: GateResult
+    admitted: GateResult
+    approved: GateResult
     findings: list[ValidationFinding] = field(default_factory=list)
     approvals: list[ApprovalSeen] = field(default_factory=list)
     policy: PolicyStatus | None = None
@@ -118,10 +121,10 @@ def evaluate(spec: GuardedRolloutSpec, obs: Observations) -> GateOutcome:
 
     blocking = [g for g in gates if not g.passed
                 and g.gate in ("Documentation", "Metrics", "Policies", "Freeze", "Concurrency")]
-    admitted = Verdict(ok=not blocking and concurrency_ok,
-                       reason=blocking[0].reason if blocking else "Admitted",
-                       message="; ".join(g.message for g in blocking) or "every policy rule is met")
-    validated = Verdict(ok=not findings, reason=gates[0].reason, message=gates[0].message)
+    admitted = GateResult(ok=not blocking and concurrency_ok,
+                          reason=blocking[0].reason if blocking else "Admitted",
+                          message="; ".join(g.message for g in blocking) or "every policy rule is met")
+    validated = GateResult(ok=not findings, reason=gates[0].reason, message=gates[0].message)
     return GateOutcome(gates=gates, validated=validated, admitted=admitted, approved=approved, findings=findings,
                        approvals=seen, policy=pol.describe(rules), blast_radius=blast, plan=plan, plan_notes=notes,
                        authors=authors)
@@ -181,7 +184,7 @@ def _blast_radius(obs: Observations, guard: GuardObservation, rules: pol.Effecti
 
 
 def _approvals(spec: GuardedRolloutSpec, obs: Observations, guard: GuardObservation, rules: pol.EffectiveRules,
-               blast: BlastRadius) -> tuple[list[ApprovalSeen], Verdict]:
+               blast: BlastRadius) -> tuple[list[ApprovalSeen], GateResult]:
     required = int(rules.required_approvals.value) if rules.required_approvals else 0
     senior_needed = (spec.ai_assisted or blast.high) and rules.senior
     authors = set(guard.authors or ())
@@ -208,7 +211,7 @@ def _approvals(spec: GuardedRolloutSpec, obs: Observations, guard: GuardObservat
         seen.append(ApprovalSeen(name=a.name, approver=a.approver or "?", groups=list(a.groups),
                                  revision=a.revision, counted=not why, reason=why))
     if not rules.policies:
-        return seen, Verdict(ok=True, reason="NotRequired", message="no policy requires approvals")
+        return seen, GateResult(ok=True, reason="NotRequired", message="no policy requires approvals")
     missing: list[str] = []
     if len(counted) < required:
         missing.append(f"{len(counted)}/{required} approvals of revision {obs.generation} "
@@ -221,9 +224,9 @@ def _approvals(spec: GuardedRolloutSpec, obs: Observations, guard: GuardObservat
                 missing.append(f"the change is {why}: an approval from a member of {', '.join(req.groups)} "
                                f"(required by {', '.join(req.set_by)})")
     if missing:
-        return seen, Verdict(ok=False, reason="AwaitingApproval", message="waiting for " + "; ".join(missing))
+        return seen, GateResult(ok=False, reason="AwaitingApproval", message="waiting for " + "; ".join(missing))
     names = ", ".join(sorted(counted)) or "none needed"
-    return seen, Verdict(ok=True, reason="Approved", message=f"approved by {names}")
+    return seen, GateResult(ok=True, reason="Approved", message=f"approved by {names}")
 
 
 def _plan(spec: GuardedRolloutSpec, rules: pol.EffectiveRules, replicas: int) -> tuple[list[Wave], list[str]]:
