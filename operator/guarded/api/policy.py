@@ -12,7 +12,7 @@ typed by the approver: the operator's admission webhook stamps `spec.approver` a
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, get_args
 
 from pydantic import Field, model_validator
 
@@ -26,7 +26,10 @@ APPROVAL_KIND = "RolloutApproval"
 APPROVAL_PLURAL = "rolloutapprovals"
 APPROVAL_SHORT_NAMES = ["gra"]
 
-DOCUMENTATION_FIELDS = ("description", "ticket", "rollbackPlan")
+# The documentation a policy may require (requiredDocumentation): fields of a GuardedRollout's spec,
+# by their names on the wire. Named here only; the gates, the status view and the audit read them.
+DocumentationField = Literal["description", "ticket", "rollbackPlan"]
+DOCUMENTATION_FIELDS: tuple[DocumentationField, ...] = get_args(DocumentationField)
 # Guards a policy can demand of spec.analysis: the two shortcuts (by the metric each one adds), or a
 # named metric.
 BUILTIN_METRICS = {"orders": "order-rate", "errors": "error-rate"}
@@ -79,7 +82,7 @@ class PolicyRules(ApiModel):
         default_factory=list, max_length=16,
         description="When the change is AI-assisted or high blast radius, one approver must be in one of "
         "these groups.")
-    required_documentation: list[Literal["description", "ticket", "rollbackPlan"]] = Field(
+    required_documentation: list[DocumentationField] = Field(
         default_factory=list, description="Spec fields that must be filled in.")
     first_wave: FirstWave | None = None
     min_bake: MinBake | None = None

@@ -20,6 +20,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from pydantic.alias_generators import to_snake
+
 from guarded.api.common import parse_duration
 from guarded.api.policy import BUILTIN_METRICS
 from guarded.api.rollout import (
@@ -37,8 +39,6 @@ from guarded.core.analysis import effective_metrics
 from guarded.core.model import GuardObservation, Observations
 from guarded.core.templates import ChangeError, changed_template
 from guarded.core.waves import canary_replicas
-
-_DOC_ATTR = {"description": "description", "ticket": "ticket", "rollbackPlan": "rollback_plan"}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -86,7 +86,7 @@ def evaluate(spec: GuardedRolloutSpec, obs: Observations) -> GateOutcome:
     gates.append(_gate("Validation", not findings, findings[0].rule if findings else "Passed",
                        "; ".join(f"{f.field}: {f.message}" for f in findings) or "the change passed every check"))
 
-    docs = [d for d in sorted(rules.documentation) if not (getattr(spec, _DOC_ATTR[d]) or "").strip()]
+    docs = [d for d in sorted(rules.documentation) if not (getattr(spec, to_snake(d)) or "").strip()]
     gates.append(_gate("Documentation", not docs, "DocumentationMissing" if docs else "Passed",
                        "; ".join(f"spec.{d} is required by {', '.join(rules.documentation[d])}" for d in docs)))
 
