@@ -17,14 +17,25 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from guarded.api.policy import DOCUMENTATION_FIELDS
+from guarded.api.rollout import phase_in
 from guarded.cli.tables import one_line, parse_time, rfc3339
-from guarded.cli.view import authors_of, change_summary, generation
+from guarded.cli.view import (
+    GATE_HEADERS,
+    authors_of,
+    change_summary,
+    counted_text,
+    documentation_label,
+    gate_row,
+    generation,
+    person_text,
+    target_text,
+)
 
 REPORT_KIND = "GuardedRolloutAudit"
 ANALYSIS_RECORDS = 3  # the newest judgements shown per rollout
 EVIDENCE_KEYS = ("judge", "verdict", "canaryEvents", "canaryRequests", "canaryRatio", "referenceEvents",
                  "referenceRequests", "referenceRatio", "thresholdRho", "logLr", "logThreshold", "reason")
-DOCUMENTATION = (("description", "Description"), ("ticket", "Ticket"), ("rollbackPlan", "Rollback plan"))
 NOT_JUDGED = "not judged by the operator's gates (given after the rollout started, or not seen yet)"
 
 
@@ -128,20 +139,19 @@ def in_range(rollout: dict[str, Any], rng: Range) -> bool:
 
 def rollout_record(rollout: dict[str, Any], approvals: Iterable[dict[str, Any]], rng: Range) -> dict[str, Any]:
     meta, spec, status = _meta(rollout), rollout.get("spec") or {}, rollout.get("status") or {}
-    target = spec.get("target") or {}
     records = approval_records(rollout, approvals)
     gates = list(status.get("gates") or [])
     validation_gate = next((g for g in gates if g.get("gate") == "Validation"), None)
     return {
         "namespace": meta.get("namespace"), "name": meta.get("name"), "uid": meta.get("uid"),
         "revision": generation(rollout), "created": meta.get("creationTimestamp"),
-        "target": f"{target.get('kind', 'Deployment')}/{target.get('name', '?')}",
+        "target": target_text(spec),
         "change": {"summary": change_summary(spec), **(spec.get("change") or {})},
         "authors": authors_of(rollout),
         "approvers": approvers(records),
         "approvals": records,
         "aiAssisted": bool(spec.get("aiAssisted")),
-        "documentation": {key: spec.get(key) or None for key, _ in DOCUMENTATION},
+        "documentation": {key: spec.get(key) or None for key in DOCUMENTATION_FIELDS},
         "validation": {"passed": None if validation_gate is None else bool(validation_gate.get("passed")),
                        "findings": list(status.get("validation") or [])},
         "gates": gates,
@@ -193,14 +203,12 @@ def _num(value: Any) -> str:
 
 
 def _who(entry: dict[str, Any]) -> str:
-    groups = [g for g in entry.get("groups") or [] if not str(g).startswith("system:")]
-    return f"{entry.get('name') or entry.get('approver')} ({', '.join(groups)})" if groups else \
-        str(entry.get("name") or entry.get("approver"))
+    return person_text(entry.get("name") or entry.get("approver"), entry.get("groups"))
 
 
 def outcome_text(outcome: dict[str, Any]) -> str:
-    text = outcome.get("phase") or "Pending"
-    if outcome.get("rollbackReason") and text in ("RollingBack", "RolledBack"):
+    text, phase = outcome.get("phase") or "Pending", phase_in(outcome)
+    if outcome.get("rollbackReason") and phase is not None and phase.rollback:
         text += f" ({outcome['rollbackReason']})"
     if outcome.get("completedAt"):
         text += f" at {outcome['completedAt']}"
@@ -208,9 +216,7 @@ def outcome_text(outcome: dict[str, Any]) -> str:
 
 
 def _counted(record: dict[str, Any]) -> str:
-    if record.get("counted") is None:
-        return "not judged"
-    return "yes" if record["counted"] else f"no: {record.get('reason') or '?'}"
+    return "not judged" if record.get("counted") is None else counted_text(record)
 
 
 def _section(title: str, body: list[str], empty: str) -> list[str]:
@@ -223,7 +229,7 @@ def _facts_md(r: dict[str, Any]) -> list[str]:
              ("Created", r["created"]), ("Authors", ", ".join(r["authors"]) or "unknown"),
              ("Approved by", ", ".join(_who(a) for a in r["approvers"]) or "nobody"),
              ("AI-assisted", "yes" if r["aiAssisted"] else "no"),
-             *((label, docs.get(key)) for key, label in DOCUMENTATION),
+             *((documentation_label(key), docs.get(key)) for key in DOCUMENTATION_FIELDS),
              ("Outcome", outcome_text(r["outcome"])), ("Started", r["outcome"].get("startedAt")),
              ("Message", r["outcome"].get("message"))]
     return [*md_table(["Fact", "Value"], facts), ""]
@@ -238,9 +244,7 @@ def _approvals_md(r: dict[str, Any]) -> list[str]:
 
 
 def _gates_md(r: dict[str, Any]) -> list[str]:
-    body = md_table(["Gate", "Passed", "Reason", "Message"],
-                    [[g.get("gate"), "yes" if g.get("passed") else "no", g.get("reason"), g.get("message")]
-                     for g in r["gates"]]) if r["gates"] else ["Not evaluated."]
+    body = md_table(GATE_HEADERS, [gate_row(g) for g in r["gates"]]) if r["gates"] else ["Not evaluated."]
     findings = r["validation"]["findings"]
     body += ["", "Validation findings: none."] if not findings else [
         "", "Validation findings:", "",

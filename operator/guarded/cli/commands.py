@@ -11,7 +11,7 @@ from guarded.cli.audit import Range, build_report, render_markdown
 from guarded.cli.errors import EXIT_OK, EXIT_REJECTED
 from guarded.cli.flow import approval_body, await_answer, await_judgement, new_request_id, request_patch, watch
 from guarded.cli.kube import Kube
-from guarded.cli.parser import request_action
+from guarded.cli.parser import REQUESTS, request_action
 from guarded.cli.tables import as_list, dump, history_table, list_table, parse_bound, without_managed_fields
 from guarded.cli.view import approval_preview, approval_tally, generation, status_view
 
@@ -114,7 +114,7 @@ def cmd_audit(kube: Kube, args: argparse.Namespace, io: Io) -> int:
 
 COMMANDS: dict[str, Callable[[Kube, argparse.Namespace, Io], int]] = {
     "list": cmd_list, "status": cmd_status, "history": cmd_history, "watch": cmd_watch,
-    "abort": cmd_request, "pause": cmd_request, "resume": cmd_request, "promote": cmd_request, "retry": cmd_request,
+    **dict.fromkeys(REQUESTS, cmd_request),
     "approve": cmd_approve, "audit": cmd_audit,
 }
 

@@ -17,11 +17,10 @@ from typing import Any
 
 from guarded.api.common import GROUP, VERSION
 from guarded.api.policy import APPROVAL_KIND
-from guarded.api.rollout import REQUEST_ACTIONS, REQUEST_ANNOTATION
+from guarded.api.rollout import REQUEST_ACTIONS, REQUEST_ANNOTATION, Phase, phase_in
 from guarded.cli.errors import EXIT_ERROR, EXIT_NO_ANSWER, EXIT_OK, EXIT_REJECTED, EXIT_USAGE
-from guarded.cli.view import TERMINAL_PHASES, WAITING_PHASES, progress_line, status_view, summary_line
+from guarded.cli.view import progress_line, status_view, summary_line
 
-ACTIONS = REQUEST_ACTIONS
 CLEAR_SCREEN = "\x1b[H\x1b[2J"
 
 
@@ -37,7 +36,7 @@ def new_request_id() -> str:
 
 def request_patch(request_id: str, action: str) -> dict[str, Any]:
     """The merge patch that asks the operator for `action`; the id makes the request count once."""
-    if action not in ACTIONS:
+    if action not in REQUEST_ACTIONS:
         raise ValueError(f"unknown action {action!r}")
     value = json.dumps({"id": request_id, "action": action})
     return {"metadata": {"annotations": {REQUEST_ANNOTATION: value}}}
@@ -63,9 +62,9 @@ def await_judgement(approval: str, read_status: Callable[[], dict[str, Any] | No
     deadline = clock() + wait
     while True:
         status = read_status() or {}
-        seen = judgement_of(approval, status)
+        seen, phase = judgement_of(approval, status), phase_in(status)
         remaining = deadline - clock()
-        if seen is not None or remaining <= 0 or (status.get("phase") or "Pending") not in WAITING_PHASES:
+        if seen is not None or remaining <= 0 or phase is None or not phase.waiting:
             return status, seen
         sleep(min(interval, remaining))
 
@@ -128,7 +127,8 @@ def watch(read_object: Callable[[], dict[str, Any]], emit: Callable[[str], None]
     previous: str | None = None
     while True:
         obj = read_object()
-        phase = (obj.get("status") or {}).get("phase") or "Pending"
+        status = obj.get("status") or {}
+        phase, known = status.get("phase") or "Pending", phase_in(status)
         if tty:
             emit(tty_frame(obj, now()))
         else:
@@ -136,8 +136,8 @@ def watch(read_object: Callable[[], dict[str, Any]], emit: Callable[[str], None]
             if line != previous:
                 emit(f"{_stamp(now())}  {line}")
                 previous = line
-        if phase in TERMINAL_PHASES:
-            return WatchResult(EXIT_OK if phase == "Succeeded" else EXIT_ERROR, phase)
+        if known is not None and known.terminal:
+            return WatchResult(EXIT_OK if known == Phase.SUCCEEDED else EXIT_ERROR, phase)
         if timeout is not None:
             remaining = start + timeout - clock()
             if remaining <= 0:

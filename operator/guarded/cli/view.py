@@ -2,25 +2,23 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from pydantic import ValidationError
 
-from guarded.api.rollout import Wave, authors_in, default_waves
+from guarded.api.policy import DOCUMENTATION_FIELDS
+from guarded.api.rollout import Phase, Stage, Wave, authors_in, default_waves, phase_in, stage_in
 from guarded.cli.tables import format_table, one_line, percent
 from guarded.core.waves import canary_replicas
 
-TERMINAL_PHASES = ("Succeeded", "RolledBack", "Failed")
-WAITING_PHASES = ("Pending", "AwaitingApproval", "Blocked")  # before wave 1: the gates are still judged
-PROMOTED_STAGES = ("Promote", "Cleanup", "Succeeded")
-ROLLBACK_STAGES = ("RollingBack", "RolledBack")
 STAGE_DOING = {
-    "ScaleCanary": "raising the canary",
-    "ScaleStable": "lowering the stable",
-    "Bake": "baking",
-    "Gate": "waiting for promote",
-    "Retiring": "retiring an old canary",
-    "Pending": "starting",
+    Stage.SCALE_CANARY: "raising the canary",
+    Stage.SCALE_STABLE: "lowering the stable",
+    Stage.BAKE: "baking",
+    Stage.GATE: "waiting for promote",
+    Stage.RETIRING: "retiring an old canary",
+    Stage.PENDING: "starting",
 }
 LABEL_WIDTH = 14
 PREVIEW_WIDTH = 16
@@ -30,6 +28,11 @@ def spec_waves(spec: dict[str, Any]) -> list[dict[str, Any]]:
     """The waves as written, or the default ones (1 pod, 10%, 50%, 100%) when the spec has none."""
     waves = spec.get("waves")
     return list(waves) if waves else [w.to_wire() for w in default_waves()]
+
+
+def documentation_label(field: str) -> str:
+    """ "Rollback plan" for the spec field rollbackPlan."""
+    return re.sub(r"(?<=[a-z])(?=[A-Z])", " ", field).capitalize()
 
 
 def wave_size(wave: dict[str, Any], total: int | None = None) -> str:
@@ -47,10 +50,22 @@ def wave_size(wave: dict[str, Any], total: int | None = None) -> str:
     return text
 
 
+def promoted(status: dict[str, Any]) -> bool:
+    """The change is promoted: every wave is done."""
+    stage = stage_in(status)
+    return phase_in(status) == Phase.SUCCEEDED or (stage is not None and (stage.promoting or stage == Stage.SUCCEEDED))
+
+
+def rolled_back(status: dict[str, Any]) -> bool:
+    """The rollout is rolling back or has rolled back, by its phase or (a failed one) by its stage."""
+    phase = phase_in(status)
+    return (phase is not None and phase.rollback) or stage_in(status) in (Stage.ROLLING_BACK, Stage.ROLLED_BACK)
+
+
 def wave_states(count: int, status: dict[str, Any]) -> list[str]:
     """Per wave: done, pending, or what the current one is doing (or that it was rolled back)."""
-    stage, phase, current = status.get("stage"), status.get("phase"), status.get("wave")
-    if phase == "Succeeded" or stage in PROMOTED_STAGES:
+    stage, current = status.get("stage"), status.get("wave")
+    if promoted(status):
         return ["done"] * count
     states = []
     for i in range(count):
@@ -58,9 +73,9 @@ def wave_states(count: int, status: dict[str, Any]) -> list[str]:
             states.append("pending")
         elif i < current:
             states.append("done")
-        elif phase in ROLLBACK_STAGES or stage in ROLLBACK_STAGES:
+        elif rolled_back(status):
             states.append("rolled back")
-        elif phase == "Failed":
+        elif status.get("phase") == Phase.FAILED:
             states.append("failed")
         elif status.get("paused"):
             states.append("current: paused")
@@ -79,7 +94,7 @@ def progress(obj: dict[str, Any]) -> tuple[int, int]:
     """(current wave 1-based, all waves); every wave counts as done once the change is promoted."""
     status = obj.get("status") or {}
     total = status.get("wavesTotal") or len(spec_waves(obj.get("spec") or {}))
-    if status.get("phase") == "Succeeded" or status.get("stage") in PROMOTED_STAGES:
+    if promoted(status):
         return total, total
     wave = status.get("wave")
     return (0 if wave is None else min(total, wave + 1)), total
@@ -116,6 +131,12 @@ def _num(value: Any, digits: int = 4) -> str:
     if isinstance(value, float) and value.is_integer() and abs(value) < 1e15:
         return str(int(value))
     return f"{value:.{digits}g}" if isinstance(value, float) else str(value)
+
+
+def target_text(spec: dict[str, Any]) -> str:
+    """ "Deployment/shop"."""
+    target = spec.get("target") or {}
+    return f"{target.get('kind', 'Deployment')}/{target.get('name', '?')}"
 
 
 def change_summary(spec: dict[str, Any]) -> str:
@@ -205,7 +226,7 @@ def request_line(status: dict[str, Any]) -> str:
 
 def replicas_line(status: dict[str, Any]) -> str:
     canary, stable = status.get("canaryReplicas"), status.get("stableReplicas")
-    if status.get("phase") == "Succeeded":
+    if status.get("phase") == Phase.SUCCEEDED:
         return _kv("Replicas", f"the change runs on the target's {'-' if stable is None else stable} pods; "
                                "canary removed")
     canary_text = "-" if canary is None else str(canary)
@@ -234,9 +255,19 @@ def required_approvals(status: dict[str, Any]) -> int | None:
     return None
 
 
+def person_text(name: Any, groups: list[Any] | None) -> str:
+    """ "bob (engineers)": a user and the groups the API server authenticated them with (system: ones left out)."""
+    shown = [g for g in groups or [] if not str(g).startswith("system:")]
+    return f"{name} ({', '.join(shown)})" if shown else str(name)
+
+
 def approver_text(approval: dict[str, Any]) -> str:
-    groups = [g for g in approval.get("groups") or [] if not str(g).startswith("system:")]
-    return f"{approval.get('approver', '?')} ({', '.join(groups)})" if groups else str(approval.get("approver", "?"))
+    return person_text(approval.get("approver", "?"), approval.get("groups"))
+
+
+def counted_text(approval: dict[str, Any]) -> str:
+    """Whether the operator counted an approval it judged: "yes", or "no: " and why not."""
+    return "yes" if approval.get("counted") else f"no: {approval.get('reason') or '?'}"
 
 
 def approvals_headline(status: dict[str, Any]) -> str:
@@ -253,12 +284,19 @@ def gate_of(status: dict[str, Any], name: str) -> dict[str, Any] | None:
     return next((g for g in status.get("gates") or [] if g.get("gate") == name), None)
 
 
+GATE_HEADERS = ["Gate", "Passed", "Reason", "Message"]
+
+
+def gate_row(gate: dict[str, Any]) -> list[Any]:
+    return [gate.get("gate"), "yes" if gate.get("passed") else "no", gate.get("reason"), gate.get("message")]
+
+
 def gates_section(status: dict[str, Any]) -> list[str]:
     gates = status.get("gates") or []
     if not gates:
         return ["Gates:        <not evaluated yet>"]
-    rows = [[g.get("gate"), "yes" if g.get("passed") else "no", g.get("reason"), g.get("message")] for g in gates]
-    return ["Gates:", *_indent(format_table(["GATE", "PASSED", "REASON", "MESSAGE"], rows))]
+    headers = [h.upper() for h in GATE_HEADERS]
+    return ["Gates:", *_indent(format_table(headers, [gate_row(g) for g in gates]))]
 
 
 def approvals_section(status: dict[str, Any]) -> list[str]:
@@ -266,7 +304,7 @@ def approvals_section(status: dict[str, Any]) -> list[str]:
         return [_kv("Approvals", "<not judged yet>")]
     lines = [_kv("Approvals", approvals_headline(status))]
     rows = [[a.get("name"), a.get("approver"), ", ".join(a.get("groups") or []), _num(a.get("revision")),
-             "yes" if a.get("counted") else f"no: {a.get('reason') or '?'}"] for a in status.get("approvals") or []]
+             counted_text(a)] for a in status.get("approvals") or []]
     if rows:
         lines += _indent(format_table(["APPROVAL", "APPROVER", "GROUPS", "REVISION", "COUNTED"], rows))
     return lines
@@ -292,10 +330,9 @@ def generation(obj: dict[str, Any]) -> int:
 def approval_preview(obj: dict[str, Any], revision: int) -> str:
     """What `approve` shows before it signs: the change, its documentation and who wrote it."""
     meta, spec, status = obj.get("metadata") or {}, obj.get("spec") or {}, obj.get("status") or {}
-    target = spec.get("target") or {}
-    facts = [("Target", f"{target.get('kind', 'Deployment')}/{target.get('name', '?')}"),
-             ("Change", change_summary(spec)), ("Description", spec.get("description") or "<none>"),
-             ("Ticket", spec.get("ticket") or "<none>"), ("Rollback plan", spec.get("rollbackPlan") or "<none>"),
+    facts = [("Target", target_text(spec)),
+             ("Change", change_summary(spec)),
+             *((documentation_label(key), spec.get(key) or "<none>") for key in DOCUMENTATION_FIELDS),
              ("AI-assisted", "yes" if spec.get("aiAssisted") else "no"),
              ("Authors", ", ".join(authors_of(obj)) or "<unknown>"), ("Phase", status.get("phase") or "Pending")]
     head = (f'Approving revision {revision} of guardedrollout "{meta.get("name")}" in namespace '
@@ -305,11 +342,11 @@ def approval_preview(obj: dict[str, Any], revision: int) -> str:
 
 def approval_tally(status: dict[str, Any], approval: str, seen: dict[str, Any] | None) -> list[str]:
     """After `approve`: whether the operator counted this approval, and where the rollout's approvals stand."""
-    phase = status.get("phase") or "Pending"
+    phase, known = status.get("phase") or "Pending", phase_in(status)
     if seen is not None:
         counted = f"yes, for revision {_num(seen.get('revision'))}" if seen.get("counted") else \
             f"no: {seen.get('reason') or 'no reason given'}"
-    elif phase in WAITING_PHASES:
+    elif known is not None and known.waiting:
         counted = "not judged by the operator yet (`kubectl guarded status` shows it once it is)"
     else:
         counted = f"not judged: the rollout passed its gates before (phase {phase}); {approval} is kept for the record"
@@ -324,19 +361,19 @@ def approval_tally(status: dict[str, Any], approval: str, seen: dict[str, Any] |
 def status_view(obj: dict[str, Any]) -> str:
     """What `kubectl guarded status NAME` prints."""
     meta, spec, status = obj.get("metadata") or {}, obj.get("spec") or {}, obj.get("status") or {}
-    target = spec.get("target") or {}
     phase = status.get("phase") or "Pending"
     if status.get("stage"):
         phase += f" (stage {status['stage']})"
     lines = [_kv("Name", meta.get("name")), _kv("Namespace", meta.get("namespace")),
-             _kv("Target", f"{target.get('kind', 'Deployment')}/{target.get('name', '?')}"),
+             _kv("Target", target_text(spec)),
              _kv("Phase", phase), _kv("Message", status.get("message") or "")]
-    if status.get("rollbackReason") and status.get("phase") in ROLLBACK_STAGES:
+    known = phase_in(status)
+    if status.get("rollbackReason") and known is not None and known.rollback:
         lines.append(_kv("Rollback", status["rollbackReason"]))
     lines.append(_kv("Change", change_summary(spec)))
-    for label, key in (("Description", "description"), ("Ticket", "ticket")):
-        if spec.get(key):
-            lines.append(_kv(label, spec[key]))
+    for key in DOCUMENTATION_FIELDS:
+        if spec.get(key) and key != "rollbackPlan":  # a plan is long: `approve` and `audit` show it
+            lines.append(_kv(documentation_label(key), spec[key]))
     lines.append(_kv("Authors", ", ".join(authors_of(obj)) or "<unknown>"))
     lines.append(replicas_line(status))
     lines += waves_section(obj)
