@@ -165,20 +165,26 @@ async def _reconcile(client: KubeClient, obj: dict[str, Any], spec: GuardedRollo
 async def _persist(client: KubeClient, obj: dict[str, Any], status: GuardedRolloutStatus, decision: Decision,
                    log: Any) -> None:
     """Write the decision's status (only when it changed; a 409 propagates), then its Events."""
-    meta = obj["metadata"]
-    if decision.status != status:
-        body = {
-            "apiVersion": obj["apiVersion"], "kind": obj["kind"],
-            "metadata": {"name": meta["name"], "namespace": meta["namespace"],
-                         "resourceVersion": meta["resourceVersion"]},
-            "spec": obj["spec"],
-            "status": decision.status.to_wire(),
-        }
-        await client.replace_rollout_status(body)  # Conflict propagates: decide again on fresh data
+    await _write_status(client, obj, status, decision.status)  # Conflict propagates: decide again on fresh data
     if decision.events:
         await post_events(client, obj, decision.events)
         for event in decision.events:
             log.info(event.message, reason=event.reason, type=event.type, phase=str(decision.status.phase))
+
+
+async def _write_status(client: KubeClient, obj: dict[str, Any], before: GuardedRolloutStatus,
+                        after: GuardedRolloutStatus) -> bool:
+    """Replace the status of `obj` (as read: its resourceVersion guards the write, a 409 raises Conflict)
+    with `after`, unless it is `before` unchanged; whether it wrote."""
+    if after == before:
+        return False
+    meta = obj["metadata"]
+    await client.replace_rollout_status({
+        "apiVersion": obj["apiVersion"], "kind": obj["kind"],
+        "metadata": {"name": meta["name"], "namespace": meta["namespace"], "resourceVersion": meta["resourceVersion"]},
+        "spec": obj["spec"], "status": after.to_wire(),
+    })
+    return True
 
 
 async def _fail_safe(client: KubeClient, obj: dict[str, Any], spec: GuardedRolloutSpec,
@@ -221,14 +227,9 @@ async def _report_invalid_spec(client: KubeClient, obj: dict[str, Any], message:
     new = status.model_copy(update={"conditions": conditions, "phase": cond.derive_phase(conditions),
                                     "message": message, "observed_generation": obj["metadata"].get("generation"),
                                     **update})
-    if new == status:
-        return
-    body = {"apiVersion": obj["apiVersion"], "kind": obj["kind"],
-            "metadata": {"name": obj["metadata"]["name"], "namespace": obj["metadata"]["namespace"],
-                         "resourceVersion": obj["metadata"]["resourceVersion"]},
-            "spec": obj["spec"], "status": new.to_wire()}
     try:
-        await client.replace_rollout_status(body)
+        if not await _write_status(client, obj, status, new):
+            return
     except Conflict:
         return
     await post_events(client, obj, (Event(type="Warning", reason="InvalidSpec", message=message),))
