@@ -21,8 +21,6 @@ DURATION_TOO_LARGE = (r"(^|[hms])0*([1-9][0-9]{3,}([.][0-9]+)?h|[1-9][0-9]{5,}([
 _DURATION_PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ms|s|m|h)")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 
-# Unbounded: a spec field takes bounded_duration(...), so that 0s or 99999h never reaches the engine.
-Duration = Annotated[str, Field(pattern=DURATION_PATTERN, description="A duration such as 30s, 5m or 1h30m.")]
 DnsName = Annotated[str, Field(min_length=1, max_length=253, pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")]
 
 

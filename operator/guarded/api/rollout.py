@@ -15,7 +15,7 @@ from typing import Any, Literal
 from pydantic import ConfigDict, Field, model_validator
 
 from guarded.api.analysis import Analysis
-from guarded.api.common import GROUP, VERSION, ApiModel, Condition, DnsName, bounded_duration
+from guarded.api.common import GROUP, ApiModel, Condition, DnsName, bounded_duration
 
 KIND = "GuardedRollout"
 PLURAL = "guardedrollouts"
@@ -412,11 +412,3 @@ class GuardedRolloutStatus(ApiModel):
     analysis: AnalysisStatus = Field(default_factory=AnalysisStatus)
     conditions: list[Condition] = Field(default_factory=list)
     history: list[HistoryEntry] = Field(default_factory=list)
-
-
-class GuardedRollout(ApiModel):
-    api_version: Literal["rollouts.guarded.dev/v1alpha1"] = f"{GROUP}/{VERSION}"  # type: ignore[assignment]
-    kind: Literal["GuardedRollout"] = "GuardedRollout"
-    metadata: dict[str, Any] = Field(default_factory=dict)
-    spec: GuardedRolloutSpec
-    status: GuardedRolloutStatus = Field(default_factory=GuardedRolloutStatus)

@@ -20,10 +20,6 @@ def canary_replicas(wave: Wave, total: int) -> int:
     return min(total, max(1, (total * wave.weight) // 100))
 
 
-def stable_replicas(wave: Wave, total: int) -> int:
-    return total - canary_replicas(wave, total)
-
-
 def weight_bound(wave: Wave, total: int) -> float:
     """The largest canary share of ready pods (0..1) this wave may ever show."""
     if total <= 0:

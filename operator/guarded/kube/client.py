@@ -33,14 +33,6 @@ class KubeClient:
         self.core = kubernetes.client.CoreV1Api(api_client)
         self.custom = kubernetes.client.CustomObjectsApi(api_client)
 
-    @classmethod
-    def from_kubeconfig(cls, context: str | None = None, config_file: str | None = None) -> KubeClient:
-        try:
-            kubernetes.config.load_incluster_config()
-            return cls(kubernetes.client.ApiClient())
-        except kubernetes.config.ConfigException:
-            return cls(kubernetes.config.new_client_from_config(config_file=config_file, context=context))
-
     @staticmethod
     async def _call(fn: Any, *args: Any, **kwargs: Any) -> Any:
         # A call never waits forever: a stuck connection fails, and the reconcile is retried.
