@@ -102,6 +102,13 @@ def wake_all() -> None:
         waker.set()
 
 
+def _wake(key: tuple[str, str]) -> None:
+    """Wake the daemon of this rollout (namespace, name), if it runs here."""
+    waker = _wakers.get(key)
+    if waker is not None:
+        waker.set()
+
+
 def spacing(delay: float, since_last: float) -> float:
     """How long to hold back a reconcile woken `since_last` seconds after the previous one ended,
     which asked to wait `delay` seconds: a held rollout is not reconciled more often than MIN_SPACING."""
@@ -180,18 +187,15 @@ async def run_rollout(namespace: str, name: str, stopped: kopf.DaemonStopped, me
 @kopf.on.event(GROUP, VERSION, PLURAL)
 async def rollout_changed(namespace: str, name: str, body: kopf.Body, type: str | None, **_: Any) -> None:
     wake_self, wake_others = seen((namespace, name), body, type == "DELETED")
-    waker = _wakers.get((namespace, name))
-    if waker is not None and wake_self:
-        waker.set()
+    if wake_self:
+        _wake((namespace, name))
     if wake_others:
         wake_all()  # a concurrency slot may have freed up
 
 
 @kopf.on.event(GROUP, VERSION, APPROVAL_PLURAL)
 async def approval_changed(namespace: str, body: kopf.Body, **_: Any) -> None:
-    waker = _wakers.get((namespace, str((body.get("spec") or {}).get("rollout"))))
-    if waker is not None:
-        waker.set()
+    _wake((namespace, str((body.get("spec") or {}).get("rollout"))))
 
 
 @kopf.on.event(GROUP, VERSION, POLICY_PLURAL)
@@ -203,9 +207,7 @@ async def policy_changed(**_: Any) -> None:
 async def deployment_changed(namespace: str, name: str, **_: Any) -> None:
     for (ns, rollout), target in list(_targets.items()):
         if ns == namespace and name in (target, canary_name(target)):
-            waker = _wakers.get((ns, rollout))
-            if waker is not None:
-                waker.set()
+            _wake((ns, rollout))
 
 
 @kopf.on.delete(GROUP, VERSION, PLURAL, id="cleanup")

@@ -48,19 +48,27 @@ class KubeClient:
             raise
         return json.loads(resp.data)
 
+    async def _items(self, fn: Any, *args: Any, **kwargs: Any) -> list[dict[str, Any]]:
+        resp = await self._call(fn, *args, _preload_content=False, **kwargs)
+        return list(json.loads(resp.data).get("items", []))
+
+    async def _replace(self, fn: Any, *args: Any) -> Any:
+        """A write of an object as read: its resourceVersion guards it, and a 409 raises Conflict."""
+        try:
+            return await self._call(fn, *args)
+        except ApiException as exc:
+            if exc.status == 409:
+                raise Conflict(str(exc.reason)) from exc
+            raise
+
     # -- GuardedRollouts -------------------------------------------------------------------
     async def get_rollout(self, namespace: str, name: str) -> dict[str, Any] | None:
         return await self._get_json(self.custom.get_namespaced_custom_object, GROUP, VERSION, namespace, PLURAL, name)
 
     async def replace_rollout_status(self, body: dict[str, Any]) -> dict[str, Any]:
         meta = body["metadata"]
-        try:
-            return await self._call(self.custom.replace_namespaced_custom_object_status, GROUP, VERSION,
-                                    meta["namespace"], PLURAL, meta["name"], body)
-        except ApiException as exc:
-            if exc.status == 409:
-                raise Conflict(str(exc.reason)) from exc
-            raise
+        return await self._replace(self.custom.replace_namespaced_custom_object_status, GROUP, VERSION,
+                                   meta["namespace"], PLURAL, meta["name"], body)
 
     # -- Deployments -----------------------------------------------------------------------
     async def get_deployment(self, namespace: str, name: str) -> dict[str, Any] | None:
@@ -70,12 +78,7 @@ class KubeClient:
         await self._call(self.apps.create_namespaced_deployment, namespace, body)
 
     async def replace_deployment(self, namespace: str, body: dict[str, Any]) -> None:
-        try:
-            await self._call(self.apps.replace_namespaced_deployment, body["metadata"]["name"], namespace, body)
-        except ApiException as exc:
-            if exc.status == 409:
-                raise Conflict(str(exc.reason)) from exc
-            raise
+        await self._replace(self.apps.replace_namespaced_deployment, body["metadata"]["name"], namespace, body)
 
     async def delete_deployment(self, namespace: str, name: str, *, uid: str) -> None:
         """Delete exactly the Deployment with this uid (a precondition: a same-named other object stays).
@@ -96,26 +99,19 @@ class KubeClient:
 
     # -- what the pre-flight gates read ------------------------------------------------------
     async def list_cluster_custom(self, plural: str) -> list[dict[str, Any]]:
-        resp = await self._call(self.custom.list_cluster_custom_object, GROUP, VERSION, plural,
-                                _preload_content=False)
-        return list(json.loads(resp.data).get("items", []))
+        return await self._items(self.custom.list_cluster_custom_object, GROUP, VERSION, plural)
 
     async def list_namespaced_custom(self, namespace: str, plural: str) -> list[dict[str, Any]]:
-        resp = await self._call(self.custom.list_namespaced_custom_object, GROUP, VERSION, namespace, plural,
-                                _preload_content=False)
-        return list(json.loads(resp.data).get("items", []))
+        return await self._items(self.custom.list_namespaced_custom_object, GROUP, VERSION, namespace, plural)
 
     async def get_namespace(self, name: str) -> dict[str, Any] | None:
         return await self._get_json(self.core.read_namespace, name)
 
     async def list_services(self, namespace: str) -> list[dict[str, Any]]:
-        resp = await self._call(self.core.list_namespaced_service, namespace, _preload_content=False)
-        return list(json.loads(resp.data).get("items", []))
+        return await self._items(self.core.list_namespaced_service, namespace)
 
     async def list_pods(self, namespace: str, label_selector: str = "") -> list[dict[str, Any]]:
-        resp = await self._call(self.core.list_namespaced_pod, namespace, label_selector=label_selector,
-                                _preload_content=False)
-        return list(json.loads(resp.data).get("items", []))
+        return await self._items(self.core.list_namespaced_pod, namespace, label_selector=label_selector)
 
     async def dry_run_create_deployment(self, namespace: str, body: dict[str, Any]) -> str | None:
         """Ask the API server (validation and admission) whether it would accept this Deployment; None: yes."""
