@@ -303,6 +303,14 @@ def run(cluster: Cluster, shop: Shop, pods: PodWatch, operator: OperatorProcess,
     entries = (rollout_entries(healthy, records, rollout_events(shop, "shop-2-0-0"), "healthy", HEALTHY)
                + rollout_entries(bad, records, rollout_events(shop, "shop-2-1-0"), "bad", BAD)
                + unguarded_entries)
+    write_timeline(out, entries, t0=t0, heading=heading, outcome=outcome, namespace=namespace, steps=steps)
+    draw_chart(out, cluster, pods, entries, namespace=namespace, t0=t0, end=end, horizon=horizon, outcome=outcome)
+    say("\n" + summary(outcome))
+
+
+def write_timeline(out: Path, entries: list[Entry], *, t0: float, heading: dict[str, str], outcome: dict[str, Any],
+                   namespace: str, steps: list[dict[str, Any]]) -> None:
+    """timeline.txt for people, timeline.json for machines."""
     (out / "timeline.txt").write_text(timeline_text(entries, t0, heading) + "\n\n" + summary(outcome) + "\n")
     (out / "timeline.json").write_text(json.dumps({
         "namespace": namespace, "started_at": datetime.fromtimestamp(t0, UTC).isoformat(timespec="milliseconds"),
@@ -310,6 +318,11 @@ def run(cluster: Cluster, shop: Shop, pods: PodWatch, operator: OperatorProcess,
         "waves": steps, "analysis": ANALYSIS, "orders_lost": outcome,
         "timeline": [e.as_json(t0) for e in entries]}, indent=2) + "\n")
 
+
+def draw_chart(out: Path, cluster: Cluster, pods: PodWatch, entries: list[Entry], *, namespace: str, t0: float,
+               end: float, horizon: float, outcome: dict[str, Any]) -> None:
+    """orders-rate.png: orders per second by version, expected and actual, with the three acts marked."""
+    lost_guarded, lost_plain = outcome["guarded"], outcome["unguarded"]
     selector = f'namespace="{namespace}"'
     orders = per_version(cluster, pods, f"sum by (pod) (rate(orders_total{{{selector}}}[5s]))", t0 - 15, end)
     expected = per_version(cluster, pods, f'{BASE_ORDER_RATIO} * sum by (pod) '
@@ -323,7 +336,6 @@ def run(cluster: Cluster, shop: Shop, pods: PodWatch, operator: OperatorProcess,
     chart(out / "orders-rate.png", t0=t0, orders=orders, expected=expected, lost_version=BAD, entries=entries,
           spans=spans, colours=COLOURS, title=f"Demo shop (10 pods, 300 req/s): orders per second by version; "
           f"{HEALTHY} and {BAD} guarded, then {BAD} unguarded")
-    say("\n" + summary(outcome))
 
 
 def span(entries: list[Entry], section: str) -> tuple[float, float]:
