@@ -35,7 +35,11 @@ def test_an_unreachable_prometheus_is_an_error_not_an_exception() -> None:
     down = PrometheusProvider("http://127.0.0.1:9", timeout=1, retries=0)
     series = down.instant("vector(1)")
     assert series.error is not None and "unreachable" in series.error
-    assert down.online() is False
+    end = datetime.now(UTC)
+    ranged = down.range("vector(1)", start=end - timedelta(seconds=10), end=end, step_seconds=2)
+    assert ranged.values == {} and ranged.error is not None and "unreachable" in ranged.error
+    labels = down.labels("ALERTS")
+    assert labels.items == () and labels.error is not None and "unreachable" in labels.error
 
 
 def test_a_query_that_returns_several_series_is_refused(provider: PrometheusProvider) -> None:

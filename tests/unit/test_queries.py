@@ -1,11 +1,19 @@
-"""Query templating: names are escaped, shortcuts expand to the guards a tier-1 service needs."""
+"""Queries: names are escaped, shortcuts expand to the guards a tier-1 service needs, and one analysis
+step asks Prometheus what it must, in order."""
 
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime, timedelta
 
 from guarded.api.analysis import Analysis
-from guarded.core.analysis import effective_metrics, escape_label_value, render, selectors
+from guarded.api.rollout import GuardedRolloutSpec, GuardedRolloutStatus
+from guarded.core.analysis import effective_metrics
+from guarded.core.clock import stamp
+from guarded.core.judges import Counts, MetricData
+from guarded.metrics.gather import gather
+from guarded.metrics.provider import Labels, Series
+from guarded.metrics.queries import escape_label_value, render, selectors
 
 
 def test_a_hostile_namespace_or_name_cannot_break_out_of_the_label_matcher() -> None:
@@ -43,3 +51,102 @@ def test_the_stable_selector_does_not_match_canary_pods() -> None:
     assert not re.fullmatch(stable, "shop-canary-5d9b556f9d-j6s4k")
     assert re.fullmatch(canary, "shop-canary-5d9b556f9d-j6s4k")
     assert not re.fullmatch(canary, "shop-7d4b9c8f6d-x2k9p")
+
+
+# gather: the queries one analysis step runs, in order, and what it makes of the answers.
+
+NOW = datetime(2026, 1, 1, 12, 0, 12, 500_000, tzinfo=UTC)
+SINCE = datetime(2026, 1, 1, 12, 0, 0, tzinfo=UTC)
+
+
+class FakeProvider:
+    """Answers every query with the same counts; fails the queries that contain `fail`."""
+
+    def __init__(self, fail: str | None = None, alerts: tuple[str, ...] = ()) -> None:
+        self.asked: list[tuple[str, str]] = []
+        self.fail, self.alerts = fail, alerts
+
+    def _error(self, query: str) -> str | None:
+        return f"refused {query}" if self.fail and self.fail in query else None
+
+    def range(self, query: str, *, start: datetime, end: datetime, step_seconds: float) -> Series:
+        self.asked.append(("range", query))
+        if error := self._error(query):
+            return Series(error=error)
+        value = 5.0 if "orders_total" in query or "code=~" in query else 100.0
+        steps = int((end - start).total_seconds() // step_seconds) + 1
+        return Series(values={(start + timedelta(seconds=step_seconds * i)).timestamp(): value for i in range(steps)})
+
+    def instant(self, query: str, *, at: datetime | None = None) -> Series:
+        self.asked.append(("instant", query))
+        if error := self._error(query):
+            return Series(error=error)
+        assert at == SINCE
+        return Series(values={at.timestamp(): 50.0 if "orders_total" in query else 1000.0})
+
+    def labels(self, query: str) -> Labels:
+        self.asked.append(("labels", query))
+        return Labels(items=tuple({"alertname": a} for a in self.alerts), error=self._error(query))
+
+
+def _spec(**analysis: object) -> GuardedRolloutSpec:
+    return GuardedRolloutSpec.model_validate({
+        "target": {"name": "shop"}, "change": {"containers": [{"name": "app", "image": "shop:2"}]},
+        "analysis": {"interval": "5s", "preRolloutWindow": "10m", "requests": "http_requests_total",
+                     "orders": "orders_total", **analysis}})
+
+
+def _status(**analysis: object) -> GuardedRolloutStatus:
+    return GuardedRolloutStatus.model_validate({
+        "stage": "Bake", "startedAt": stamp(SINCE), "analysis": {"since": stamp(SINCE), **analysis}})
+
+
+def test_gather_asks_the_pre_rollout_service_once_then_canary_and_stable_per_interval() -> None:
+    provider = FakeProvider()
+    obs = gather(provider, _spec(), _status(), namespace="shop", now=NOW)
+    canary, stable, service = (f'namespace="shop",pod=~"shop-{p}[a-z0-9]{{1,10}}-[a-z0-9]{{5}}"'
+                               for p in ("canary-", "", "(canary-)?"))
+    orders, requests = "sum(increase(orders_total{{{}}}[{}]))", "sum(increase(http_requests_total{{{}}}[{}]))"
+    errors = 'sum(increase(http_requests_total{{{},code=~"5.."}}[{}]))'
+    assert provider.asked == [
+        ("instant", orders.format(service, "10m")), ("instant", requests.format(service, "10m")),
+        ("range", orders.format(canary, "5s")), ("range", requests.format(canary, "5s")),
+        ("range", orders.format(stable, "5s")), ("range", requests.format(stable, "5s")),
+        ("instant", errors.format(service, "10m")), ("instant", requests.format(service, "10m")),
+        ("range", errors.format(canary, "5s")), ("range", requests.format(canary, "5s")),
+        ("range", errors.format(stable, "5s")), ("range", requests.format(stable, "5s")),
+    ]
+    # Two whole 5 s intervals since the analysis began end before now minus the scrape lag.
+    assert obs.metrics == {
+        "order-rate": MetricData(canary=(Counts(5, 100),) * 2, stable=(Counts(5, 100),) * 2,
+                                 pre_rollout=Counts(50, 1000)),
+        "error-rate": MetricData(canary=(Counts(5, 100),) * 2, stable=(Counts(5, 100),) * 2,
+                                 pre_rollout=Counts(1000, 1000)),
+    }
+    assert obs.alerts == () and obs.alerts_error is None
+
+
+def test_gather_keeps_the_recorded_pre_rollout_counts_and_reports_a_failed_query_as_the_metrics_error() -> None:
+    provider = FakeProvider(fail="code=~")
+    recorded = [{"metric": "error-rate", "events": 3, "requests": 300}, {"metric": "order-rate", "events": 1,
+                                                                           "requests": 20}]
+    obs = gather(provider, _spec(), _status(preRollout=recorded), namespace="shop", now=NOW)
+    assert [kind for kind, _ in provider.asked] == ["range"] * 5, "no instant query; errors stop at the first"
+    assert obs.metrics["order-rate"].pre_rollout == Counts(1, 20)
+    assert obs.metrics["error-rate"] == MetricData(error=f"refused {provider.asked[-1][1]}")
+
+
+def test_gather_names_the_firing_alerts_that_carry_the_selectors_labels() -> None:
+    provider = FakeProvider(alerts=("B", "A", "A"))
+    spec = _spec(alerts={"matchLabels": {"team": 'sh"op', "app": "shop"}})
+    obs = gather(provider, spec, _status(), namespace="shop", now=NOW)
+    assert provider.asked[-1] == ("labels", 'ALERTS{alertstate="firing",app="shop",team="sh\\"op"}')
+    assert obs.alerts == ("A", "B")
+
+
+def test_gather_before_the_first_interval_ends_asks_only_for_the_baseline() -> None:
+    provider = FakeProvider()
+    obs = gather(provider, _spec(orders=None), _status(), namespace="shop", now=SINCE + timedelta(seconds=6))
+    assert [kind for kind, _ in provider.asked] == ["instant", "instant"]
+    assert obs.metrics == {"error-rate": MetricData(pre_rollout=Counts(1000, 1000))}
+

@@ -1,23 +1,20 @@
 """One analysis step's queries: per metric, interval counts of canary and stable since the wave's
-analysis began, the pre-rollout service counts, and the firing alerts that match the selector."""
+analysis began, the pre-rollout service counts, and the firing alerts that match the selector.
+The PromQL is metrics.queries'; this module runs it and turns the answers into counts."""
 
 from __future__ import annotations
 
 import math
 from datetime import UTC, datetime, timedelta
 
+from guarded.api.analysis import Analysis
 from guarded.api.common import parse_duration
 from guarded.api.rollout import GuardedRolloutSpec, GuardedRolloutStatus
-from guarded.core.analysis import (
-    AnalysisObservation,
-    effective_metrics,
-    escape_label_value,
-    render,
-    selectors,
-)
+from guarded.core.analysis import AnalysisObservation, effective_metrics
 from guarded.core.clock import parse
 from guarded.core.judges import Counts, MetricData
 from guarded.metrics.provider import MetricProvider, Series
+from guarded.metrics.queries import MetricQueries, Pair, alerts_query, metric_queries
 
 SCRAPE_LAG = timedelta(seconds=2)
 MAX_STEPS = 10_000   # the newest interval is left out until its samples are in
@@ -36,66 +33,69 @@ def _counts(events: Series, requests: Series, steps: list[float]) -> tuple[Count
     return tuple(out)
 
 
+def _steps(since_text: str, interval: float, now: datetime) -> list[datetime]:
+    """The ends of the whole intervals since the analysis began that end before the newest scrape."""
+    # Whole seconds: the client library sends range bounds as integer Unix times, and the steps
+    # Prometheus returns must line up with the ones judged here.
+    since = datetime.fromtimestamp(math.ceil(parse(since_text).timestamp()), tz=UTC)
+    n_steps = int((now - SCRAPE_LAG - since).total_seconds() // interval)
+    if n_steps > MAX_STEPS:  # Prometheus answers at most 11,000 points per series
+        since += timedelta(seconds=interval * (n_steps - MAX_STEPS))
+        n_steps = MAX_STEPS
+    return [since + timedelta(seconds=interval * (i + 1)) for i in range(max(n_steps, 0))]
+
+
+def _pre_rollout(provider: MetricProvider, queries: Pair, at: datetime) -> MetricData:
+    """The service's counts over the window before the rollout started (none without requests)."""
+    events = provider.instant(queries.events, at=at)
+    requests = provider.instant(queries.requests, at=at)
+    if events.error or requests.error:
+        return MetricData(error=events.error or requests.error)
+    if not requests.values:
+        return MetricData()
+    return MetricData(pre_rollout=Counts(events=next(iter(events.values.values()), 0.0),
+                                         requests=next(iter(requests.values.values()))))
+
+
+def _intervals(provider: MetricProvider, queries: MetricQueries, steps_dt: list[datetime], interval: float,
+               pre: Counts | None) -> MetricData:
+    """Canary and stable counts per interval; the first failed query is the metric's error."""
+    answers = []
+    for query in (queries.canary.events, queries.canary.requests, queries.stable.events, queries.stable.requests):
+        series = provider.range(query, start=steps_dt[0], end=steps_dt[-1], step_seconds=interval)
+        if series.error:
+            return MetricData(error=series.error)
+        answers.append(Series(values={round(t, 3): v for t, v in series.values.items()}))
+    steps = [round(t.timestamp(), 3) for t in steps_dt]
+    canary_events, canary_requests, stable_events, stable_requests = answers
+    return MetricData(canary=_counts(canary_events, canary_requests, steps),
+                      stable=_counts(stable_events, stable_requests, steps), pre_rollout=pre)
+
+
+def _alerts(provider: MetricProvider, analysis: Analysis) -> tuple[tuple[str, ...], str | None]:
+    if analysis.alerts is None:
+        return (), None
+    found = provider.labels(alerts_query(analysis.alerts))
+    return tuple(sorted({item.get("alertname", "?") for item in found.items})), found.error
+
+
 def gather(provider: MetricProvider, spec: GuardedRolloutSpec, status: GuardedRolloutStatus, *,
            namespace: str, now: datetime) -> AnalysisObservation:
     analysis = spec.analysis
     assert analysis is not None and status.analysis.since is not None
     interval = parse_duration(analysis.interval)
-    window = f"{analysis.interval}"
-    # Whole seconds: the client library sends range bounds as integer Unix times, and the steps
-    # Prometheus returns must line up with the ones judged here.
-    since = datetime.fromtimestamp(math.ceil(parse(status.analysis.since).timestamp()), tz=UTC)
-    end = now - SCRAPE_LAG
-    n_steps = int((end - since).total_seconds() // interval)
-    if n_steps > MAX_STEPS:  # Prometheus answers at most 11,000 points per series
-        since += timedelta(seconds=interval * (n_steps - MAX_STEPS))
-        n_steps = MAX_STEPS
-    steps_dt = [since + timedelta(seconds=interval * (i + 1)) for i in range(max(n_steps, 0))]
-    steps = [round(t.timestamp(), 3) for t in steps_dt]
-    sel = selectors(namespace, spec.target.name)
+    steps_dt = _steps(status.analysis.since, interval, now)
     recorded_pre = {p.metric: Counts(events=p.events, requests=p.requests) for p in status.analysis.pre_rollout}
 
     metrics: dict[str, MetricData] = {}
     for metric in effective_metrics(analysis):
-        def q(template: str, selector: str, rng: str = window) -> str:
-            return render(template, selector=selector, interval=rng, namespace=namespace, target=spec.target.name)
-
-        pre = recorded_pre.get(metric.name)
-        if pre is None and metric.pre_rollout_tolerance is not None and status.started_at:
-            at = parse(status.started_at)
-            pre_window = analysis.pre_rollout_window
-            pe = provider.instant(q(metric.events, sel.service, pre_window), at=at)
-            pr = provider.instant(q(metric.requests, sel.service, pre_window), at=at)
-            if pe.error or pr.error:
-                metrics[metric.name] = MetricData(error=pe.error or pr.error)
-                continue
-            if pr.values:
-                pre = Counts(events=next(iter(pe.values.values()), 0.0), requests=next(iter(pr.values.values())))
-        if not steps:
-            metrics[metric.name] = MetricData(pre_rollout=pre)
-            continue
-        start, stop = steps_dt[0], steps_dt[-1]
-        results = {}
-        for key, template, selector in (("ce", metric.events, sel.canary), ("cr", metric.requests, sel.canary),
-                                        ("se", metric.events, sel.stable), ("sr", metric.requests, sel.stable)):
-            series = provider.range(q(template, selector), start=start, end=stop, step_seconds=interval)
-            if series.error:
-                break
-            results[key] = Series(values={round(t, 3): v for t, v in series.values.items()})
-        else:
-            metrics[metric.name] = MetricData(
-                canary=_counts(results["ce"], results["cr"], steps),
-                stable=_counts(results["se"], results["sr"], steps),
-                pre_rollout=pre,
-            )
-            continue
-        metrics[metric.name] = MetricData(error=series.error)
-
-    alerts: tuple[str, ...] = ()
-    alerts_error = None
-    if analysis.alerts is not None:
-        matchers = ",".join(f'{k}="{escape_label_value(v)}"' for k, v in sorted(analysis.alerts.match_labels.items()))
-        found = provider.labels(f'ALERTS{{alertstate="firing",{matchers}}}')
-        alerts_error = found.error
-        alerts = tuple(sorted({item.get("alertname", "?") for item in found.items}))
+        queries = metric_queries(metric, namespace=namespace, target=spec.target.name, interval=analysis.interval,
+                                 pre_rollout_window=analysis.pre_rollout_window)
+        data = MetricData(pre_rollout=recorded_pre.get(metric.name))
+        if data.pre_rollout is None and metric.pre_rollout_tolerance is not None and status.started_at:
+            data = _pre_rollout(provider, queries.pre_rollout, parse(status.started_at))
+        if data.error is None and steps_dt:
+            data = _intervals(provider, queries, steps_dt, interval, data.pre_rollout)
+        metrics[metric.name] = data
+    alerts, alerts_error = _alerts(provider, analysis)
     return AnalysisObservation(metrics=metrics, alerts=alerts, alerts_error=alerts_error)

@@ -58,9 +58,3 @@ class PrometheusProvider:
         except Exception as exc:
             return Labels(error=self._describe(exc, query))
         return Labels(items=tuple(dict(r.get("metric", {})) for r in result))
-
-    def online(self) -> bool:
-        try:
-            return bool(self.client.check_prometheus_connection())
-        except Exception:
-            return False
