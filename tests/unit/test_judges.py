@@ -7,7 +7,8 @@ import random
 
 import pytest
 
-from guarded.core.judges import Counts, Direction, JudgeConfig, MetricData, Verdict, judge
+from guarded.api.analysis import Direction, JudgementRecord, Verdict
+from guarded.core.analysis.statistics import Counts, JudgeConfig, MetricData, judge
 
 ORDERS = JudgeConfig(name="order-rate", direction=Direction.HIGHER_IS_BETTER, alpha=0.01)
 ERRORS = JudgeConfig(name="error-rate", direction=Direction.LOWER_IS_BETTER, alpha=0.01)
@@ -142,3 +143,39 @@ def test_a_degraded_canary_is_never_passed_on_thin_evidence(config: JudgeConfig,
             assert verdict is not Verdict.PASS, f"passed a degraded canary after {look} intervals"
             if verdict is Verdict.FAIL:
                 break
+
+
+def test_a_judgement_is_the_record_a_status_keeps_and_says_whether_data_was_missing() -> None:
+    failed = judge(ORDERS, MetricData(canary=(Counts(0, 5000),), stable=(Counts(250, 5000),), pre_rollout=None))
+    assert failed.verdict is Verdict.FAIL and not failed.no_data
+    wire = failed.to_wire()
+    assert wire["verdict"] == "Fail" and {e["judge"]: e["verdict"] for e in wire["evidence"]} == {
+        "Stable": "Fail", "PreRollout": "Inconclusive"}
+    assert "noData" not in wire and all("noData" not in e for e in wire["evidence"]), "in memory only"
+    again = JudgementRecord.model_validate(wire)
+    assert again.verdict is Verdict.FAIL and again.evidence[0].verdict is Verdict.FAIL
+    assert again.model_copy(update={"evidence": failed.evidence}) == failed
+    # Ratios are kept to six decimals; counts to three.
+    stable = failed.evidence[0]
+    assert stable.canary_ratio == 0.0 and stable.reference_ratio == 0.05 and stable.canary_requests == 5000
+
+
+@pytest.mark.parametrize("data, no_data", [
+    (MetricData(error="connection refused"), True),
+    (MetricData(), True),
+    (MetricData(canary=(Counts(5, 500),), stable=(Counts(0, 0),), pre_rollout=None), True),
+    (MetricData(canary=(Counts(2, 40),), stable=(Counts(20, 400),), pre_rollout=Counts(500, 10000)), False),
+])
+def test_inconclusive_for_want_of_data_is_told_from_inconclusive_for_want_of_evidence(
+        data: MetricData, no_data: bool) -> None:
+    result = judge(ORDERS, data)
+    assert result.verdict is Verdict.INCONCLUSIVE
+    assert result.no_data is no_data
+
+
+def test_each_configured_judge_counts_once() -> None:
+    assert ORDERS.judges == 2
+    assert JudgeConfig(name="x", direction=Direction.HIGHER_IS_BETTER, min_ratio=0.1, max_ratio=0.5).bound == 0.1
+    assert JudgeConfig(name="x", direction=Direction.LOWER_IS_BETTER, min_ratio=0.1, max_ratio=0.5).judges == 3
+    assert JudgeConfig(name="x", direction=Direction.LOWER_IS_BETTER, stable_tolerance=None,
+                       pre_rollout_tolerance=None, min_ratio=0.1).judges == 0

@@ -1,16 +1,17 @@
-"""Queries: names are escaped, shortcuts expand to the guards a tier-1 service needs, and one analysis
-step asks Prometheus what it must, in order."""
+"""Queries: names are escaped, shortcuts expand to the guards a tier-1 service needs, the false-rollback
+budget is split over every judge, and one analysis step asks Prometheus what it must, in order."""
 
 from __future__ import annotations
 
 import re
 from datetime import UTC, datetime, timedelta
 
-from guarded.api.analysis import Analysis
+import pytest
+
+from guarded.api.analysis import Analysis, Direction, Metric
 from guarded.api.rollout import GuardedRolloutSpec, GuardedRolloutStatus
-from guarded.core.analysis import effective_metrics
+from guarded.core.analysis import Counts, MetricData, effective_metrics, judge_config, judges_of
 from guarded.core.clock import stamp
-from guarded.core.judges import Counts, MetricData
 from guarded.metrics.gather import gather
 from guarded.metrics.provider import Labels, Series
 from guarded.metrics.queries import escape_label_value, render, selectors
@@ -150,3 +151,21 @@ def test_gather_before_the_first_interval_ends_asks_only_for_the_baseline() -> N
     assert [kind for kind, _ in provider.asked] == ["instant", "instant"]
     assert obs.metrics == {"error-rate": MetricData(pre_rollout=Counts(1000, 1000))}
 
+
+def test_the_false_rollback_budget_is_split_over_every_judge_of_every_metric() -> None:
+    bounded = Metric(name="latency-errors", direction=Direction.LOWER_IS_BETTER, events="e", requests="r",
+                     max_ratio=0.02, pre_rollout_tolerance=None)
+    analysis = Analysis(requests="http_requests_total", orders="orders_total", metrics=[bounded],
+                        false_rollback_rate=0.03)
+    assert [judges_of(m) for m in effective_metrics(analysis)] == [2, 2, 2]
+    config = judge_config(bounded, analysis)
+    assert config.alpha == pytest.approx(0.03 / 6)
+    assert (config.direction, config.max_ratio, config.pre_rollout_tolerance, config.min_requests) == (
+        Direction.LOWER_IS_BETTER, 0.02, None, 100.0)
+
+
+def test_a_metric_named_like_a_shortcut_guard_takes_its_place() -> None:
+    mine = Metric(name="error-rate", direction=Direction.LOWER_IS_BETTER, events="e", requests="r")
+    metrics = effective_metrics(Analysis(requests="http_requests_total", orders="orders_total", metrics=[mine]))
+    assert [m.name for m in metrics] == ["error-rate", "order-rate"] and metrics[0] is mine
+    assert effective_metrics(Analysis(metrics=[mine])) == [mine], "no requests counter, no guards"

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import re
-from typing import Literal
+from enum import StrEnum
+from typing import Annotated, Literal
 
-from pydantic import ConfigDict, Field, model_validator
+from pydantic import ConfigDict, Field, WithJsonSchema, model_validator
+from pydantic.json_schema import SkipJsonSchema
 
 from guarded.api.common import ApiModel, bounded_duration
 
@@ -14,7 +16,27 @@ PreRolloutWindow = bounded_duration(
     "spec.analysis.preRolloutWindow", "10s", "168h",
     "Service window before the rollout started (a Prometheus range: at least a few scrapes).")
 
-Direction = Literal["HigherIsBetter", "LowerIsBetter"]
+
+class Direction(StrEnum):
+    """Which way a metric's ratio is better."""
+
+    HIGHER_IS_BETTER = "HigherIsBetter"   # orders per request
+    LOWER_IS_BETTER = "LowerIsBetter"     # errors per request
+
+
+class Verdict(StrEnum):
+    """What a judge, a metric's judgement or an analysis step concluded."""
+
+    PASS = "Pass"
+    FAIL = "Fail"
+    INCONCLUSIVE = "Inconclusive"
+
+
+# A verdict as a status records it: the enum in memory, a string in the CRD (only the operator writes a status).
+RecordedVerdict = Annotated[Verdict, WithJsonSchema({"type": "string"})]
+# Inconclusive for want of data (no answer, no canary traffic, no baseline), not for want of evidence yet:
+# only such judgements count towards maxInconclusive. Known in memory only, never written to a status.
+NoData = Annotated[bool, SkipJsonSchema(), Field(exclude=True)]
 
 
 class Metric(ApiModel):
@@ -52,10 +74,11 @@ class Metric(ApiModel):
 
     @model_validator(mode="after")
     def _tolerance_fits_direction(self) -> Metric:
-        if self.direction == "HigherIsBetter" and self.stable_tolerance is not None and self.stable_tolerance >= 1:
+        if self.direction is not Direction.HIGHER_IS_BETTER:
+            return self
+        if self.stable_tolerance is not None and self.stable_tolerance >= 1:
             raise ValueError("stableTolerance must be below 1 for HigherIsBetter metrics")
-        if self.direction == "HigherIsBetter" and self.pre_rollout_tolerance is not None \
-                and self.pre_rollout_tolerance >= 1:
+        if self.pre_rollout_tolerance is not None and self.pre_rollout_tolerance >= 1:
             raise ValueError("preRolloutTolerance must be below 1 for HigherIsBetter metrics")
         return self
 
@@ -97,3 +120,42 @@ class Analysis(ApiModel):
         if len(names) != len(set(names)):
             raise ValueError("spec.analysis.metrics: names must be unique")
         return self
+
+
+# What status.analysis.recent keeps of each analysis step. The judges return these records themselves.
+# (Comments, not docstrings: a docstring would become the CRD's description.)
+
+# One judge's sequential test of a metric's canary ratio against a reference (docs/analysis.md).
+class EvidenceRecord(ApiModel):
+    judge: str                           # Stable | PreRollout | Bound
+    verdict: RecordedVerdict
+    canary_events: float = 0
+    canary_requests: float = 0
+    reference_events: float = 0
+    reference_requests: float = 0
+    canary_ratio: float | None = None
+    reference_ratio: float | None = None
+    threshold_rho: float | None = None   # the tolerated ratio rho0 of canary to reference
+    log_lr: float = 0                    # the mixture log likelihood ratio gathered so far
+    log_threshold: float = 0             # log(1/alpha): Fail at or above it
+    reason: str = ""
+    no_data: NoData = False
+
+
+# One metric's judgement: Fail if any judge fails, Pass if all pass, else Inconclusive.
+class JudgementRecord(ApiModel):
+    metric: str
+    verdict: RecordedVerdict
+    reason: str = ""
+    evidence: list[EvidenceRecord] = Field(default_factory=list)
+    no_data: NoData = False
+
+
+# One analysis step: the verdict over every metric and the firing alerts.
+class AnalysisRecord(ApiModel):
+    time: str
+    wave: int | None = None
+    verdict: RecordedVerdict
+    intervals: int = 0
+    alerts: list[str] = Field(default_factory=list)
+    judgements: list[JudgementRecord] = Field(default_factory=list)

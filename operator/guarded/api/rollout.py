@@ -14,7 +14,9 @@ from typing import Any, Literal
 
 from pydantic import ConfigDict, Field, model_validator
 
-from guarded.api.analysis import Analysis
+from guarded.api.analysis import Analysis, AnalysisRecord
+from guarded.api.analysis import EvidenceRecord as EvidenceRecord  # re-exported: parts of status.analysis.recent
+from guarded.api.analysis import JudgementRecord as JudgementRecord  # re-exported
 from guarded.api.common import GROUP, ApiModel, Condition, DnsName, bounded_duration
 
 KIND = "GuardedRollout"
@@ -278,37 +280,6 @@ class RequestRecord(ApiModel):
     message: str = ""
     time: str
     by: str | None = Field(default=None, description="Who asked (the authenticated user, stamped at admission).")
-
-
-class EvidenceRecord(ApiModel):
-    judge: str
-    verdict: str
-    canary_events: float = 0
-    canary_requests: float = 0
-    reference_events: float = 0
-    reference_requests: float = 0
-    canary_ratio: float | None = None
-    reference_ratio: float | None = None
-    threshold_rho: float | None = None
-    log_lr: float = 0
-    log_threshold: float = 0
-    reason: str = ""
-
-
-class JudgementRecord(ApiModel):
-    metric: str
-    verdict: str
-    reason: str = ""
-    evidence: list[EvidenceRecord] = Field(default_factory=list)
-
-
-class AnalysisRecord(ApiModel):
-    time: str
-    wave: int | None = None
-    verdict: str
-    intervals: int = 0
-    alerts: list[str] = Field(default_factory=list)
-    judgements: list[JudgementRecord] = Field(default_factory=list)
 
 
 class PreRolloutCounts(ApiModel):

@@ -10,9 +10,8 @@ from datetime import UTC, datetime, timedelta
 from guarded.api.analysis import Analysis
 from guarded.api.common import parse_duration
 from guarded.api.rollout import GuardedRolloutSpec, GuardedRolloutStatus
-from guarded.core.analysis import AnalysisObservation, effective_metrics
+from guarded.core.analysis import AnalysisObservation, Counts, MetricData, effective_metrics
 from guarded.core.clock import parse
-from guarded.core.judges import Counts, MetricData
 from guarded.metrics.provider import MetricProvider, Series
 from guarded.metrics.queries import MetricQueries, Pair, alerts_query, metric_queries
 

@@ -1,0 +1,48 @@
+"""Analysis: is a wave's canary degraded? One package, read in three parts:
+
+* `statistics`: the judges, pure arithmetic on counter increases (Counts, MetricData), each a sequential
+  likelihood-ratio test that returns the records a status keeps (api.analysis.EvidenceRecord,
+  JudgementRecord);
+* `selection`: which metrics a spec asks for (its own and the guards of its counter shortcuts) and how
+  each is judged (JudgeConfig, the false-rollback budget split over every test);
+* `judgement`: one analysis step: when it is due, what the shell fetched (AnalysisObservation), the
+  step's verdict and its record (api.analysis.AnalysisRecord).
+
+The queries themselves are PromQL, rendered and run by the metric provider (guarded.metrics).
+"""
+
+from guarded.api.analysis import Direction, Verdict
+from guarded.core.analysis.judgement import (
+    ANALYSIS_STAGES,
+    RECENT_LIMIT,
+    AnalysisObservation,
+    analysis_due,
+    evaluate,
+    fresh,
+    overall,
+    record,
+    summary,
+)
+from guarded.core.analysis.selection import effective_metrics, judge_config, judges_of
+from guarded.core.analysis.statistics import Counts, JudgeConfig, MetricData, judge
+
+__all__ = [
+    "ANALYSIS_STAGES",
+    "RECENT_LIMIT",
+    "AnalysisObservation",
+    "Counts",
+    "Direction",
+    "JudgeConfig",
+    "MetricData",
+    "Verdict",
+    "analysis_due",
+    "effective_metrics",
+    "evaluate",
+    "fresh",
+    "judge",
+    "judge_config",
+    "judges_of",
+    "overall",
+    "record",
+    "summary",
+]

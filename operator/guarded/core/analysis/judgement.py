@@ -1,0 +1,79 @@
+"""One analysis step as the engine sees it: when it is due, what the shell fetched, each metric's
+judgement, the step's verdict and the record a status keeps of it. Pure; the queries run in the
+shell (guarded.metrics)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from guarded.api.analysis import Analysis, AnalysisRecord, JudgementRecord, Verdict
+from guarded.api.common import parse_duration
+from guarded.api.rollout import GuardedRolloutSpec, GuardedRolloutStatus, Stage
+from guarded.core.analysis.selection import effective_metrics, judge_config
+from guarded.core.analysis.statistics import MetricData, judge
+from guarded.core.clock import seconds_between, stamp
+
+ANALYSIS_STAGES = frozenset({Stage.SCALE_STABLE, Stage.BAKE, Stage.GATE})
+RECENT_LIMIT = 8
+
+
+@dataclass(frozen=True, kw_only=True)
+class AnalysisObservation:
+    """What the shell fetched for one analysis step."""
+
+    metrics: dict[str, MetricData]
+    alerts: tuple[str, ...] = ()
+    alerts_error: str | None = None
+
+
+def analysis_due(spec: GuardedRolloutSpec, status: GuardedRolloutStatus, now: datetime) -> bool:
+    if spec.analysis is None or status.stage not in ANALYSIS_STAGES or status.analysis.since is None:
+        return False
+    last = status.analysis.last_at
+    return last is None or seconds_between(last, now) >= parse_duration(spec.analysis.interval) * 0.95
+
+
+def fresh(analysis: Analysis, obs: AnalysisObservation) -> bool:
+    """The observation looks at now: no query failed and every metric's newest interval has canary data.
+
+    Only time between fresh judgements counts as bake, and a wave advances only on a fresh Pass, so a
+    Pass computed from intervals before a gap (Prometheus down, scrapes missing) never moves a wave."""
+    if obs.alerts_error is not None:
+        return False
+    for metric in effective_metrics(analysis):
+        data = obs.metrics.get(metric.name)
+        if data is None or data.error is not None or not data.canary or data.canary[-1] is None:
+            return False
+    return True
+
+
+def evaluate(spec: GuardedRolloutSpec, obs: AnalysisObservation, *, stable_serving: bool) -> list[JudgementRecord]:
+    assert spec.analysis is not None
+    out = []
+    for metric in effective_metrics(spec.analysis):
+        data = obs.metrics.get(metric.name, MetricData(error="not queried"))
+        out.append(judge(judge_config(metric, spec.analysis), data, stable_serving=stable_serving))
+    return out
+
+
+def overall(judgements: list[JudgementRecord], alerts: tuple[str, ...], alerts_error: str | None) -> Verdict:
+    if alerts or any(j.verdict is Verdict.FAIL for j in judgements):
+        return Verdict.FAIL
+    if alerts_error or any(j.verdict is Verdict.INCONCLUSIVE for j in judgements) or not judgements:
+        return Verdict.INCONCLUSIVE
+    return Verdict.PASS
+
+
+def record(judgements: list[JudgementRecord], *, verdict: Verdict, now: datetime, wave: int | None,
+           alerts: tuple[str, ...], intervals: int) -> AnalysisRecord:
+    return AnalysisRecord(time=stamp(now), wave=wave, verdict=verdict, intervals=intervals, alerts=list(alerts),
+                          judgements=judgements)
+
+
+def summary(judgements: list[JudgementRecord], alerts: tuple[str, ...]) -> str:
+    parts = [f"alert firing: {', '.join(alerts)}"] if alerts else []
+    for j in judgements:
+        if j.verdict is Verdict.FAIL:
+            parts.append(f"{j.metric}: {j.reason}")
+    return "; ".join(parts) or "; ".join(f"{j.metric}: {j.verdict}" for j in judgements)
