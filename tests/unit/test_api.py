@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 from pydantic import ValidationError
+from specs import body
 
 from guarded.api import crdgen, errors
 from guarded.api.common import parse_duration
@@ -39,14 +40,8 @@ def test_the_crd_is_structural_and_has_what_kubectl_users_expect() -> None:
     walk(version["schema"], "schema")
 
 
-def spec(**overrides: object) -> dict:
-    base: dict = {"target": {"name": "shop"}, "change": {"containers": [{"name": "app", "image": "shop:2"}]}}
-    base.update(overrides)
-    return base
-
-
 def test_default_waves_are_one_pod_ten_fifty_hundred() -> None:
-    waves = GuardedRolloutSpec.model_validate(spec()).waves
+    waves = GuardedRolloutSpec.model_validate(body(image="shop:2")).waves
     assert [(w.replicas, w.weight) for w in waves] == [(1, None), (None, 10), (None, 50), (None, 100)]
 
 
@@ -58,14 +53,14 @@ def test_default_waves_are_one_pod_ten_fifty_hundred() -> None:
 ])
 def test_invalid_waves_are_described_by_field(waves: list[dict], field: str, words: str) -> None:
     with pytest.raises(ValidationError) as err:
-        GuardedRolloutSpec.model_validate(spec(waves=waves))
+        GuardedRolloutSpec.model_validate(body(image="shop:2", waves=waves))
     text = errors.describe(err.value)
     assert field in text and words in text, text
 
 
 def test_an_empty_change_is_refused() -> None:
     with pytest.raises(ValidationError) as err:
-        GuardedRolloutSpec.model_validate(spec(change={}))
+        GuardedRolloutSpec.model_validate(body(image="shop:2", change={}))
     assert "spec.change" in errors.describe(err.value)
 
 

@@ -2,22 +2,12 @@
 
 from __future__ import annotations
 
+from specs import QUICK, spec, wave, waves
 from world import World
 
-from guarded.api.rollout import GuardedRolloutSpec, Phase, Stage
-from guarded.core.model import ClaimTarget, Request
+from guarded.api.rollout import Phase, Stage
+from guarded.core.actions import ClaimTarget
 from guarded.core.templates import REVISION_ANNOTATION
-
-
-def spec(**overrides: object) -> GuardedRolloutSpec:
-    base: dict = {
-        "target": {"name": "shop"},
-        "change": {"containers": [{"name": "app", "image": "shop:2.0.0"}]},
-        "waves": [{"replicas": 1, "bake": "5s"}, {"weight": 10, "bake": "5s"},
-                  {"weight": 50, "bake": "5s"}, {"weight": 100, "bake": "5s"}],
-    }
-    base.update(overrides)
-    return GuardedRolloutSpec.model_validate(base)
 
 
 def wave_starts(world: World) -> list[int]:
@@ -25,7 +15,7 @@ def wave_starts(world: World) -> list[int]:
 
 
 def test_a_healthy_change_goes_through_every_wave_and_is_promoted() -> None:
-    world = World(spec())
+    world = World(spec(waves=QUICK))
     world.run_until_done()
     assert world.status.phase == Phase.SUCCEEDED
     assert wave_starts(world) == [0, 1, 2, 3]
@@ -38,7 +28,7 @@ def test_a_healthy_change_goes_through_every_wave_and_is_promoted() -> None:
 
 
 def test_the_first_decision_claims_the_target_creates_a_one_pod_canary_and_leaves_the_stable_alone() -> None:
-    world = World(spec())
+    world = World(spec(waves=QUICK))
     decision = world.step()
     assert [type(a).__name__ for a in decision.actions] == ["ClaimTarget", "ApplyCanary"]
     claim = decision.actions[0]
@@ -54,34 +44,30 @@ def test_the_first_decision_claims_the_target_creates_a_one_pod_canary_and_leave
 
 
 def test_bake_holds_the_wave_until_its_time_has_passed() -> None:
-    world = World(spec(waves=[{"replicas": 1, "bake": "30s"}, {"weight": 100, "bake": "1s"}]))
-    while world.status.stage != Stage.BAKE:
-        world.step()
+    world = World(spec(waves=[wave("1 pod", bake="30s"), wave("100%", bake="1s")]))
+    world.run_until(stage=Stage.BAKE)
     started = world.tick
-    while world.status.stage == Stage.BAKE:
-        world.step()
+    world.run_until(predicate=lambda w: w.status.stage != Stage.BAKE)
     assert world.tick - started >= 30
     assert world.status.wave == 1
 
 
 def test_a_manual_gate_waits_for_a_promote_request() -> None:
-    world = World(spec(waves=[{"replicas": 1, "bake": "2s", "manualGate": True}, {"weight": 100, "bake": "1s"}]))
-    for _ in range(40):
-        world.step()
+    world = World(spec(waves=[wave("1 pod", bake="2s", gate=True), wave("100%", bake="1s")]))
+    world.run_for(40)
     assert world.status.stage == Stage.GATE
     assert world.status.phase == Phase.PAUSED
-    world.request = Request(id="r1", action="promote")
+    world.ask("promote")
     world.run_until_done()
     assert world.status.phase == Phase.SUCCEEDED
     assert world.status.last_request is not None and world.status.last_request.result == "Accepted"
 
 
 def test_abort_mid_wave_removes_the_canary_and_restores_the_stable() -> None:
-    world = World(spec())
-    while world.status.wave != 2 or world.status.stage != Stage.BAKE:
-        world.step()
+    world = World(spec(waves=QUICK))
+    world.run_until(stage=Stage.BAKE, wave=2)
     assert world.deployments["shop"].replicas == 5
-    world.request = Request(id="a1", action="abort")
+    world.ask("abort")
     decision = world.step()
     names = {type(a).__name__ for a in decision.actions}
     assert names == {"DeleteDeployment", "ScaleDeployment"}, "the canary goes and the stable comes back at once"
@@ -94,21 +80,20 @@ def test_abort_mid_wave_removes_the_canary_and_restores_the_stable() -> None:
 
 
 def test_a_rolled_back_rollout_can_be_retried() -> None:
-    world = World(spec())
+    world = World(spec(waves=QUICK))
     world.step()
-    world.request = Request(id="a1", action="abort")
+    world.ask("abort")
     world.run_until_done()
-    world.request = Request(id="r2", action="retry")
+    world.ask("retry")
     world.run_until_done()
     assert world.status.phase == Phase.SUCCEEDED
     assert world.status.attempt == 2
 
 
 def test_abort_during_promotion_is_refused_with_a_reason() -> None:
-    world = World(spec(waves=[{"weight": 100, "bake": "1s"}]))
-    while world.status.stage != Stage.PROMOTE:
-        world.step()
-    world.request = Request(id="late", action="abort")
+    world = World(spec(waves=waves("100%", bake="1s")))
+    world.run_until(stage=Stage.PROMOTE)
+    world.ask("abort")
     world.step()
     assert world.status.last_request is not None
     assert world.status.last_request.result == "Rejected"
@@ -118,14 +103,12 @@ def test_abort_during_promotion_is_refused_with_a_reason() -> None:
 
 
 def test_pause_stops_the_bake_clock_and_resume_continues() -> None:
-    world = World(spec(waves=[{"replicas": 1, "bake": "10s"}, {"weight": 100, "bake": "1s"}]))
-    while world.status.stage != Stage.BAKE:
-        world.step()
-    world.request = Request(id="p", action="pause")
-    for _ in range(50):
-        world.step()
+    world = World(spec(waves=[wave("1 pod", bake="10s"), wave("100%", bake="1s")]))
+    world.run_until(stage=Stage.BAKE)
+    world.ask("pause")
+    world.run_for(50)
     assert world.status.stage == Stage.BAKE and world.status.phase == Phase.PAUSED
-    world.request = Request(id="r", action="resume")
+    world.ask("resume")
     world.step()
     assert world.status.stage == Stage.BAKE, "the paused time does not count as bake time"
     world.run_until_done()
@@ -133,11 +116,10 @@ def test_pause_stops_the_bake_clock_and_resume_continues() -> None:
 
 
 def test_a_spec_change_mid_rollout_retires_the_canary_and_restarts_from_wave_one() -> None:
-    world = World(spec())
-    while world.status.wave != 2:
-        world.step()
+    world = World(spec(waves=QUICK))
+    world.run_until(wave=2)
     old_revision = world.status.revision
-    world.spec = spec(change={"containers": [{"name": "app", "image": "shop:2.0.1"}]})
+    world.spec = spec(waves=QUICK, image="shop:2.0.1")
     world.generation = 2
     world.run_until_done()
     assert world.status.phase == Phase.SUCCEEDED
@@ -151,7 +133,7 @@ def test_a_spec_change_mid_rollout_retires_the_canary_and_restarts_from_wave_one
 
 
 def test_a_missing_target_is_reported_by_name_and_nothing_is_done() -> None:
-    world = World(spec(target={"name": "shop"}))
+    world = World(spec(waves=QUICK, target="shop"))
     del world.deployments["shop"]
     decision = world.step()
     assert decision.actions == ()
@@ -162,9 +144,8 @@ def test_a_missing_target_is_reported_by_name_and_nothing_is_done() -> None:
 
 
 def test_a_template_changed_underneath_holds_with_a_clear_condition() -> None:
-    world = World(spec())
-    while world.status.stage != Stage.BAKE:
-        world.step()
+    world = World(spec(waves=QUICK))
+    world.run_until(stage=Stage.BAKE)
     world.deployments["shop"].template["spec"]["containers"][0]["image"] = "shop:9.9.9"
     decision = world.step()
     assert decision.actions == ()
@@ -173,7 +154,7 @@ def test_a_template_changed_underneath_holds_with_a_clear_condition() -> None:
 
 
 def test_a_change_naming_an_unknown_container_fails_naming_the_field() -> None:
-    world = World(spec(change={"containers": [{"name": "sidecar", "image": "x:1"}]}))
+    world = World(spec(waves=QUICK, change={"containers": [{"name": "sidecar", "image": "x:1"}]}))
     decision = world.step()
     assert decision.actions == ()
     assert decision.status.phase == Phase.FAILED
@@ -181,7 +162,7 @@ def test_a_change_naming_an_unknown_container_fails_naming_the_field() -> None:
 
 
 def test_a_canary_that_never_becomes_ready_is_rolled_back_at_the_progress_deadline() -> None:
-    world = World(spec(progressDeadline="20s"), ready_delay=10_000)
+    world = World(spec(waves=QUICK, progressDeadline="20s"), ready_delay=10_000)
     world.run_until_done()
     assert world.status.phase == Phase.ROLLED_BACK
     assert world.status.rollback_reason == "ProgressDeadlineExceeded"
@@ -189,15 +170,15 @@ def test_a_canary_that_never_becomes_ready_is_rolled_back_at_the_progress_deadli
 
 
 def test_promoted_template_carries_the_revision() -> None:
-    world = World(spec())
+    world = World(spec(waves=QUICK))
     world.run_until_done()
     annotations = world.deployments["shop"].template["metadata"]["annotations"]
     assert annotations[REVISION_ANNOTATION] == world.status.revision
 
 
 def test_unknown_and_malformed_requests_are_rejected_and_recorded() -> None:
-    world = World(spec())
-    world.request = Request(id="x", action="explode")
+    world = World(spec(waves=QUICK))
+    world.ask("explode")
     world.step()
     assert world.status.last_request is not None and world.status.last_request.result == "Rejected"
     assert "unknown action" in world.status.last_request.message
@@ -206,7 +187,7 @@ def test_unknown_and_malformed_requests_are_rejected_and_recorded() -> None:
 
 
 def test_mixed_waves_that_would_shrink_the_canary_are_refused_naming_the_field() -> None:
-    world = World(spec(waves=[{"replicas": 3}, {"weight": 10}, {"weight": 100}]))
+    world = World(spec(waves=waves("3 pods", "10%", "100%")))
     decision = world.step()
     assert decision.actions == ()
     assert decision.status.phase == Phase.FAILED

@@ -2,21 +2,15 @@
 
 from __future__ import annotations
 
+from specs import analysis, spec, waves
 from world import World
 
-from guarded.api.rollout import GuardedRolloutSpec, Phase, Stage
+from guarded.api.rollout import Phase, Stage
 from guarded.core.analysis import AnalysisObservation
 from guarded.core.judges import Counts, MetricData
 
-
-def spec(**analysis: object) -> GuardedRolloutSpec:
-    return GuardedRolloutSpec.model_validate({
-        "target": {"name": "shop"},
-        "change": {"containers": [{"name": "app", "image": "shop:2.0.0"}]},
-        "waves": [{"replicas": 1, "bake": "10s"}, {"weight": 50, "bake": "10s"}, {"weight": 100, "bake": "10s"}],
-        "analysis": {"interval": "5s", "requests": "http_requests_total", "orders": "orders_total",
-                     "maxInconclusive": 20, **analysis},
-    })
+WAVES = waves("1 pod", "50%", "100%", bake="10s")
+JUDGED = {"interval": "5s", "maxInconclusive": 20}  # judged every 5 s; 20 inconclusive judgements in a row at most
 
 
 def metrics(world: World, *, canary_orders: float, canary_errors: float = 0.5) -> AnalysisObservation:
@@ -43,7 +37,8 @@ def _ts(text: str) -> float:
 
 
 def test_a_healthy_release_passes_analysis_in_every_wave_and_is_promoted() -> None:
-    world = World(spec(), analysis_source=lambda w: metrics(w, canary_orders=0.05))
+    world = World(spec(waves=WAVES, analysis=analysis(**JUDGED)),
+                  analysis_source=lambda w: metrics(w, canary_orders=0.05))
     world.run_until_done()
     assert world.status.phase == Phase.SUCCEEDED
     assert world.status.analysis.recent[-1].verdict in ("Pass", "Inconclusive")
@@ -51,7 +46,8 @@ def test_a_healthy_release_passes_analysis_in_every_wave_and_is_promoted() -> No
 
 
 def test_an_order_collapse_rolls_back_during_the_first_wave_with_evidence() -> None:
-    world = World(spec(), analysis_source=lambda w: metrics(w, canary_orders=0.0005))
+    world = World(spec(waves=WAVES, analysis=analysis(**JUDGED)),
+                  analysis_source=lambda w: metrics(w, canary_orders=0.0005))
     world.run_until_done()
     assert world.status.phase == Phase.ROLLED_BACK
     assert world.status.rollback_reason == "AnalysisFailed"
@@ -66,13 +62,13 @@ def test_an_order_collapse_rolls_back_during_the_first_wave_with_evidence() -> N
 
 
 def test_no_data_holds_the_wave_past_its_bake_and_then_rolls_back_by_default() -> None:
-    world = World(spec(), analysis_source=lambda w: AnalysisObservation(
+    world = World(spec(waves=WAVES, analysis=analysis(**JUDGED)), analysis_source=lambda w: AnalysisObservation(
         metrics={}, alerts_error="Prometheus unreachable"))
-    for _ in range(300):
-        world.step()
+
+    def never_advances(world: World, _: object) -> None:
         assert world.status.wave in (0, None), "a wave never advances without evidence"
-        if world.status.stage == Stage.ROLLED_BACK:
-            break
+
+    world.run_until(stage=Stage.ROLLED_BACK, limit=300, each=never_advances)
     assert world.status.rollback_reason == "AnalysisInconclusive"
 
 
@@ -84,9 +80,8 @@ def test_with_on_inconclusive_hold_no_data_holds_forever_and_data_resumes_it() -
             return AnalysisObservation(metrics={}, alerts_error="Prometheus unreachable")
         return metrics(w, canary_orders=0.05)
 
-    world = World(spec(onInconclusive="Hold"), analysis_source=prometheus)
-    for _ in range(200):
-        world.step()
+    world = World(spec(waves=WAVES, analysis=analysis(**JUDGED, onInconclusive="Hold")), analysis_source=prometheus)
+    world.run_for(200)
     assert world.status.stage == Stage.BAKE and world.status.wave == 0
     assert world.status.analysis.consecutive_inconclusive > 4
     source["down"] = False
@@ -95,10 +90,9 @@ def test_with_on_inconclusive_hold_no_data_holds_forever_and_data_resumes_it() -
 
 
 def test_an_alert_pushed_by_alertmanager_rolls_back_at_once() -> None:
-    world = World(spec(alerts={"matchLabels": {"service": "shop"}}),
+    world = World(spec(waves=WAVES, analysis=analysis(**JUDGED, alerts={"matchLabels": {"service": "shop"}})),
                   analysis_source=lambda w: metrics(w, canary_orders=0.05))
-    while world.status.stage != Stage.BAKE:
-        world.step()
+    world.run_until(stage=Stage.BAKE)
     world.webhook_alerts = ("CheckoutDown",)
     decision = world.step()
     assert decision.status.stage == Stage.ROLLING_BACK
@@ -111,7 +105,8 @@ def test_a_firing_alert_from_prometheus_rolls_back() -> None:
         healthy = metrics(w, canary_orders=0.05)
         return AnalysisObservation(metrics=healthy.metrics, alerts=("HighLatency",))
 
-    world = World(spec(alerts={"matchLabels": {"service": "shop"}}), analysis_source=firing)
+    world = World(spec(waves=WAVES, analysis=analysis(**JUDGED, alerts={"matchLabels": {"service": "shop"}})),
+                  analysis_source=firing)
     world.run_until_done()
     assert world.status.rollback_reason == "AlertFiring"
     assert world.status.analysis.recent[-1].alerts == ["HighLatency"]
@@ -120,13 +115,11 @@ def test_a_firing_alert_from_prometheus_rolls_back() -> None:
 def test_a_baking_wave_asks_to_be_woken_for_its_next_judgement_not_at_the_end_of_the_bake() -> None:
     """A decision without analysis data (not due yet) must still come back within one interval, or a bad
     canary would serve a whole bake (minutes in production) before it is judged again."""
-    world = World(spec(), analysis_source=lambda w: metrics(w, canary_orders=0.05))
+    world = World(spec(waves=WAVES, analysis=analysis(**JUDGED)),
+                  analysis_source=lambda w: metrics(w, canary_orders=0.05))
     world.analysis_source = None  # from here on, decisions get no analysis data, as between two judgements
-    for _ in range(200):
-        decision = world.step()
-        if decision.status.stage == Stage.BAKE:
-            break
-    assert decision.status.stage == Stage.BAKE
+    decision = world.run_until(stage=Stage.BAKE, limit=200)
+    assert decision is not None and decision.status.stage == Stage.BAKE
     assert decision.requeue_after is not None and decision.requeue_after <= 5.0
 
 
@@ -146,15 +139,12 @@ def _bake_world(outage: tuple[float, float] | None = None, stale_newest: bool = 
         return AnalysisObservation(metrics={name: MetricData(
             canary=(*data.canary[:-1], None), stable=data.stable, pre_rollout=data.pre_rollout)
             for name, data in healthy.metrics.items()})
-    return World(spec(onInconclusive="Hold"), analysis_source=prometheus)
+    return World(spec(waves=WAVES, analysis=analysis(**JUDGED, onInconclusive="Hold")), analysis_source=prometheus)
 
 
 def _wave_advanced_at(world: World, limit: int = 400) -> float:
-    for _ in range(limit):
-        world.step()
-        if (world.status.wave or 0) >= 1:
-            return world.tick * world.seconds_per_tick
-    raise AssertionError(f"wave 1 never advanced: {world.status.message}")
+    world.run_until(predicate=lambda w: (w.status.wave or 0) >= 1, limit=limit)
+    return world.tick * world.seconds_per_tick
 
 
 def test_time_without_fresh_data_does_not_count_as_bake() -> None:
@@ -179,9 +169,11 @@ def test_an_outage_mid_bake_pauses_the_bake_clock_and_keeps_what_was_observed() 
 
 def test_a_pass_from_intervals_before_a_gap_never_advances_a_wave() -> None:
     world = _bake_world(stale_newest=True)
-    for _ in range(200):
-        world.step()
+
+    def never_advances(world: World, _: object) -> None:
         assert (world.status.wave or 0) == 0, "advanced on a Pass that did not look at the latest interval"
+
+    world.run_for(200, each=never_advances)
     assert world.status.stage == Stage.BAKE
     assert world.status.baked_seconds == 0.0
     assert "no fresh data" in world.status.message
@@ -189,6 +181,5 @@ def test_a_pass_from_intervals_before_a_gap_never_advances_a_wave() -> None:
 
 def test_the_bake_message_says_how_much_was_observed() -> None:
     world = _bake_world()
-    while world.status.stage != Stage.BAKE or not world.status.baked_seconds:
-        world.step()
+    world.run_until(stage=Stage.BAKE, predicate=lambda w: bool(w.status.baked_seconds))
     assert "under observation" in world.status.message and "s observed" in world.status.message

@@ -4,33 +4,27 @@ from __future__ import annotations
 
 import dataclasses
 
+from specs import spec, wave
 from world import World
 
 from guarded.api.policy import RolloutPolicySpec
-from guarded.api.rollout import GuardedRolloutSpec, Phase, Stage
-from guarded.core.model import ApprovalObs, Request
+from guarded.api.rollout import Phase, Stage
+from guarded.core.observations import ApprovalObs
 from guarded.core.policy import NamedPolicy
 
 POLICY = NamedPolicy(name="tier-1", spec=RolloutPolicySpec.model_validate(
     {"rules": {"requiredApprovals": 1, "minBake": "30s", "firstWave": {"maxReplicas": 1}}}))
 
 
-def spec() -> GuardedRolloutSpec:
-    return GuardedRolloutSpec.model_validate({
-        "target": {"name": "shop"}, "change": {"containers": [{"name": "app", "image": "shop:2.0.0"}]},
-        "waves": [{"weight": 50, "bake": "10s"}, {"weight": 100, "bake": "10s", "manualGate": True}]})
-
-
 def governed_world() -> World:
-    world = World(spec=spec())
+    world = World(spec(waves=[wave("50%", bake="10s"), wave("100%", bake="10s", gate=True)]))
     world.guard = dataclasses.replace(world.guard, policies=(POLICY,), authors=("alice",))
     return world
 
 
 def test_a_rollout_awaits_approval_then_starts_by_itself_with_the_policy_plan() -> None:
     world = governed_world()
-    for _ in range(5):
-        world.step()
+    world.run_for(5)
     assert world.status.phase == Phase.AWAITING_APPROVAL and world.status.stage == Stage.PENDING
     assert "shop-canary" not in world.deployments
     world.guard = dataclasses.replace(world.guard, approvals=(
@@ -47,21 +41,18 @@ def test_a_promote_request_cannot_skip_the_policy_minimum_bake() -> None:
     world = governed_world()
     world.guard = dataclasses.replace(world.guard, approvals=(
         ApprovalObs(name="a", approver="bob", groups=(), revision=1, rollout_uid="uid-1"),))
-    while world.status.stage != Stage.BAKE:
-        world.step()
-    world.request, world.requester = Request(id="p1", action="promote"), "dave"
+    world.run_until(stage=Stage.BAKE)
+    world.ask("promote", by="dave")
     world.step()
     last = world.status.last_request
     assert last is not None and last.result == "Rejected" and last.by == "dave"
     assert "requires every wave to bake 30s" in last.message
-    for _ in range(200):  # wave 2 has a manual gate: once it has baked (30 s, the policy's), promote may go on
-        world.step()
-        if world.status.stage == Stage.GATE:
-            break
-    world.request = Request(id="p2", action="promote")
+    # wave 2 has a manual gate: once it has baked (30 s, the policy's), promote may go on
+    world.run_until(stage=Stage.GATE, limit=200)
+    again = world.ask("promote")
     world.step()
     assert world.status.last_request.result == "Accepted"  # type: ignore[union-attr]
-    assert any("request p2 by dave" in h.message for h in world.status.history)
+    assert any(f"request {again.id} by dave" in h.message for h in world.status.history)
 
 
 def test_a_rollout_held_before_its_gates_keeps_no_place_in_a_concurrency_queue() -> None:

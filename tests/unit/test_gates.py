@@ -5,19 +5,14 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
+from specs import analysis, spec, wave
 from world import T0, pod_template
 
 from guarded.api.policy import RolloutPolicySpec
-from guarded.api.rollout import GuardedRolloutSpec
 from guarded.core import gates, policy
 from guarded.core.clock import stamp
-from guarded.core.model import ApprovalObs, DeploymentState, GuardObservation, Observations, QueueEntry
+from guarded.core.observations import ApprovalObs, DeploymentState, GuardObservation, Observations, QueueEntry
 from guarded.core.validation import check_template, image_tag
-
-
-def spec(**extra: object) -> GuardedRolloutSpec:
-    return GuardedRolloutSpec.model_validate({
-        "target": {"name": "shop"}, "change": {"containers": [{"name": "app", "image": "shop:2.0.0"}]}, **extra})
 
 
 def named(name: str, **body: object) -> policy.NamedPolicy:
@@ -92,7 +87,7 @@ def test_the_strictest_rule_wins_and_says_who_set_it() -> None:
 
 def test_the_plan_lowers_the_first_wave_and_raises_bakes_to_the_policy() -> None:
     p = named("tier-1", rules={"firstWave": {"maxReplicas": 1}, "minBake": "1m"})
-    s = spec(waves=[{"weight": 20, "bake": "10s"}, {"weight": 100, "bake": "2m"}])
+    s = spec(waves=[wave("20%", bake="10s"), wave("100%", bake="2m")])
     outcome = gates.evaluate(s, observe(guard=guard(p)))
     assert [(w.replicas, w.weight, w.bake) for w in outcome.plan] == [(1, None, "1m"), (None, 100, "2m")]
     assert outcome.plan_notes == ["wave 1 lowered from 2 to 1 canary pods by tier-1",
@@ -105,7 +100,7 @@ def test_missing_documentation_and_metrics_block_with_the_fields_named() -> None
     assert not outcome.admitted.ok and outcome.admitted.reason == "DocumentationMissing"
     assert "spec.ticket is required by tier-1" in outcome.admitted.message
     assert "spec.analysis must guard 'orders'" in outcome.admitted.message
-    documented = spec(ticket="OPS-1", analysis={"requests": "http_requests_total", "orders": "orders_total"})
+    documented = spec(ticket="OPS-1", analysis=analysis())
     assert gates.evaluate(documented, observe(guard=guard(p))).admitted.ok
 
 

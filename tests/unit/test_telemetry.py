@@ -12,13 +12,13 @@ import pytest
 import urllib3
 from kubernetes.client.rest import ApiException
 from prometheus_client import CollectorRegistry
+from specs import THREE, spec
 from world import World
 
 from guarded.api.rollout import (
     AnalysisRecord,
     AnalysisStatus,
     EvidenceRecord,
-    GuardedRolloutSpec,
     GuardedRolloutStatus,
     JudgementRecord,
     Phase,
@@ -28,7 +28,7 @@ from guarded.core.actions import Transition
 from guarded.core.analysis import AnalysisObservation
 from guarded.core.engine import Decision
 from guarded.core.judges import MetricData
-from guarded.core.observations import Observations, Request
+from guarded.core.observations import Observations
 from guarded.handlers.telemetry import TELEMETRY, Telemetry
 from guarded.kube.client import Conflict
 
@@ -182,13 +182,6 @@ def test_a_successful_reconcile_is_timed_as_ok() -> None:
     assert sample(t, "guarded_reconcile_seconds_count", result="ok") == 1
 
 
-def journey_spec() -> GuardedRolloutSpec:
-    return GuardedRolloutSpec.model_validate({
-        "target": {"name": "shop"}, "change": {"containers": [{"name": "app", "image": "shop:2.0.0"}]},
-        "waves": [{"replicas": 1, "bake": "3s"}, {"weight": 50, "bake": "3s"}, {"weight": 100, "bake": "3s"}],
-    })
-
-
 def replay(world: World) -> Telemetry:
     t = Telemetry()
     for (_, old, seen), made in zip(world.inputs, world.log, strict=True):
@@ -197,7 +190,7 @@ def replay(world: World) -> Telemetry:
 
 
 def test_the_engines_own_decisions_read_as_one_wave_after_another_then_promotion() -> None:
-    world = World(journey_spec())
+    world = World(spec(waves=THREE))
     world.run_until_done()
     t = replay(world)
     assert transitions(t) == [("1", "2", 1.0), ("2", "3", 1.0), ("3", "Promote", 1.0), ("Pending", "1", 1.0),
@@ -207,10 +200,9 @@ def test_the_engines_own_decisions_read_as_one_wave_after_another_then_promotion
 
 
 def test_the_engines_abort_reads_as_a_rollback_from_the_wave_it_stopped() -> None:
-    world = World(journey_spec())
-    while not (world.status.stage == Stage.BAKE and world.status.wave == 1):
-        world.step()
-    world.request = Request(id="1", action="abort")
+    world = World(spec(waves=THREE))
+    world.run_until(stage=Stage.BAKE, wave=1)
+    world.ask("abort")
     world.run_until_done()
     t = replay(world)
     assert ("2", "RollingBack", 1.0) in transitions(t)

@@ -4,11 +4,20 @@ Plain data only (no Kubernetes client, no mocks of its API): Deployments have a 
 count and a template; new pods become Ready a configurable number of ticks after they are asked
 for; removed pods stop serving at once. That is enough to check the engine's invariants over
 thousands of random runs.
+
+The vocabulary of a test, a tick (one second) per step:
+
+    world = World(spec(waves=QUICK))
+    world.run_until(stage=Stage.BAKE, wave=1)   # step until there; fails naming what it waited for
+    world.ask("abort")                          # as `kubectl guarded abort`: a request with a fresh id
+    world.run_for(10)                           # let ten ticks pass
+    world.run_until_done()                      # to Succeeded, RolledBack or Failed
 """
 
 from __future__ import annotations
 
 import copy
+import inspect
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -16,22 +25,18 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from guarded.api.rollout import GuardedRolloutSpec, GuardedRolloutStatus
+from guarded.core.actions import (
+    ApplyCanary,
+    ClaimTarget,
+    DeleteDeployment,
+    PromoteTarget,
+    ReleaseTarget,
+    ScaleDeployment,
+)
 from guarded.core.analysis import AnalysisObservation, analysis_due
 from guarded.core.clock import stamp
 from guarded.core.engine import Decision, decide
-from guarded.core.model import (
-    ApplyCanary,
-    Claim,
-    ClaimTarget,
-    DeleteDeployment,
-    DeploymentState,
-    GuardObservation,
-    Observations,
-    PromoteTarget,
-    ReleaseTarget,
-    Request,
-    ScaleDeployment,
-)
+from guarded.core.observations import Claim, DeploymentState, GuardObservation, Observations, Request
 from guarded.core.templates import CLAIM_ANNOTATION, content_hash, parse_claim
 
 T0 = datetime(2026, 11, 22, 12, 0, 0, tzinfo=UTC)
@@ -95,6 +100,14 @@ class World:
     # What the shell refused to do (an ownership check failed), as (action, reason).
     refused: list[tuple[object, str]] = field(default_factory=list)
     deployments_created: int = 0
+    requests_sent: int = 0
+    # The copies of templates handed to the engine, by Deployment: (content hash, copy). The engine never
+    # changes its inputs (test_engine_properties replays every decision to check), so one copy serves
+    # every observation until the template changes; deep-copying it each tick was most of a simulation.
+    _copies: dict[str, tuple[str, dict[str, Any]]] = field(default_factory=dict, repr=False)
+    # content_hash by repr(template): a repr costs less than half of a hash, and the
+    # same content (key order aside) always has the same hash, so this never changes what is computed.
+    _hashes: dict[str, str] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
         self.rng = random.Random(self.seed)
@@ -113,15 +126,25 @@ class World:
         d = self.deployments.get(name)
         if d is None:
             return None
-        h = content_hash(d.template)
+        h = self.template_hash(d.template)
         current = [p for p in d.pods if p[0] == h]
         ready = d.ready_pods(self.tick)
+        cached = self._copies.get(name)
+        if cached is None or cached[0] != h:
+            cached = self._copies[name] = (h, copy.deepcopy(d.template))
         return DeploymentState(
             name=d.name, generation=d.generation, observed_generation=d.generation, replicas=d.replicas,
             status_replicas=len(d.pods), ready=len(ready), available=len(ready),
-            updated=len(current), selector=copy.deepcopy(d.selector), template=copy.deepcopy(d.template),
+            updated=len(current), selector=copy.deepcopy(d.selector), template=cached[1],
             annotations=dict(d.annotations), labels={"app": "shop", "tier": "1"}, uid=d.uid, owner_uid=d.owner_uid,
         )
+
+    def template_hash(self, template: dict[str, Any]) -> str:
+        key = repr(template)
+        h = self._hashes.get(key)
+        if h is None:
+            h = self._hashes[key] = content_hash(template)
+        return h
 
     def claim(self) -> Claim | None:
         """The target's claim as the shell resolves it (alive: the holder exists and has not ended)."""
@@ -221,7 +244,7 @@ class World:
         Rolling update with maxSurge 1 / maxUnavailable 0: old pods go only once a new one is Ready.
         """
         for d in self.deployments.values():
-            h = content_hash(d.template)
+            h = self.template_hash(d.template)
             current = [p for p in d.pods if p[0] == h]
             old = [p for p in d.pods if p[0] != h]
             if len(current) < d.replicas:
@@ -243,14 +266,17 @@ class World:
         self.inputs.append((self.spec, self.status, obs))
         decision = decide(self.spec, self.status, obs)
         self.log.append(decision)
+        self.enact(decision, persist=persist)
+        return decision
+
+    def enact(self, decision: Decision, *, persist: bool = True) -> None:
+        """Carry out a decision (one made here, or elsewhere: a fail-safe one), write its status unless the
+        operator 'crashes' first, and let a tick pass."""
         self.apply(decision)
         if persist:
             self.status = decision.status
-            if self.request is not None and self.status.last_request and self.status.last_request.id == self.request.id:
-                pass
         self.tick += 1
         self.controllers()
-        return decision
 
     def serving(self) -> tuple[int, int]:
         """Ready pods of (canary, stable)."""
@@ -258,9 +284,75 @@ class World:
         stable = self.deployments["shop"]
         return (len(canary.ready_pods(self.tick)) if canary else 0, len(stable.ready_pods(self.tick)))
 
-    def run_until_done(self, limit: int = 2000) -> None:
+    # -- the vocabulary of the tests ------------------------------------------------------------------
+
+    def ask(self, action: str, *, by: str | None = None) -> Request:
+        """Ask for `action` as `kubectl guarded <action>` does: a request with a fresh id, and (as admission
+        stamps it) who asked, if `by` is given. The request stays, as the annotation does, until replaced."""
+        self.requests_sent += 1
+        self.request = Request(id=f"{action}-{self.requests_sent}", action=action)
+        if by is not None:
+            self.requester = by
+        return self.request
+
+    def run_for(self, ticks: int, *, each: Callable[[World, Decision], None] | None = None) -> Decision | None:
+        """Let `ticks` ticks pass, a decision each; `each(world, decision)` checks every one of them."""
+        decision = None
+        for _ in range(ticks):
+            decision = self.step()
+            if each is not None:
+                each(self, decision)
+        return decision
+
+    def run_until(self, *, stage: str | None = None, wave: int | None = None, phase: str | None = None,
+                  predicate: Callable[[World], bool] | None = None, limit: int = 300,
+                  each: Callable[[World, Decision], None] | None = None) -> Decision | None:
+        """Step until the written status is at `stage`, `wave` and `phase` and `predicate(world)` holds (those
+        given); no step at all if it already is. `each(world, decision)` checks every step on the way.
+
+        Returns the last decision (None if no step was needed); fails after `limit` steps, naming what it
+        waited for and where the rollout is instead."""
+        wanted = {k: v for k, v in (("stage", stage), ("wave", wave), ("phase", phase)) if v is not None}
+        if not wanted and predicate is None:
+            raise TypeError("run_until() needs a stage, wave, phase or predicate to wait for")
+
+        def reached() -> bool:
+            return (all(getattr(self.status, k) == v for k, v in wanted.items())
+                    and (predicate is None or predicate(self)))
+
+        decision = None
         for _ in range(limit):
-            self.step()
-            if self.status.stage in ("Succeeded", "RolledBack", "Failed"):
-                return
-        raise AssertionError(f"did not finish in {limit} ticks: {self.status.stage} {self.status.message}")
+            if reached():
+                return decision
+            decision = self.step()
+            if each is not None:
+                each(self, decision)
+        if reached():
+            return decision
+        s = self.status
+        waited = [f"{k} {v}" for k, v in wanted.items()] + ([_describe(predicate)] if predicate else [])
+        raise AssertionError(f"waited {limit} ticks for {' and '.join(waited)}; at tick {self.tick} the rollout "
+                             f"is at stage {s.stage}, wave {s.wave}, phase {s.phase}: {s.message!r}")
+
+    def run_until_done(self, limit: int = 2000) -> Decision:
+        """Step (at least once: a rollout asked to retry still reads RolledBack until it is decided) until the
+        rollout has ended: Succeeded, RolledBack or Failed."""
+        first = self.step()
+        return self.run_until(predicate=done, limit=limit - 1) or first
+
+
+def done(world: World) -> bool:
+    """the rollout has ended (Succeeded, RolledBack or Failed)"""
+    return world.status.stage in ("Succeeded", "RolledBack", "Failed")
+
+
+def _describe(predicate: Callable[[World], bool]) -> str:
+    """A predicate as a failure message names it: its docstring, its name, or a lambda's source."""
+    if predicate.__doc__:
+        return predicate.__doc__.strip()
+    if predicate.__name__ != "<lambda>":
+        return predicate.__name__
+    try:
+        return inspect.getsource(predicate).strip()
+    except (OSError, TypeError):
+        return "a predicate"
