@@ -7,20 +7,22 @@ whose status was never written, so the next step decides again from the older st
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import os
+import pickle
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 
+import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
+from specs import IMAGE, spec, waves
 from world import World, pod_template
 
 from guarded.api.rollout import GuardedRolloutSpec, GuardedRolloutStatus, Phase, Stage, Wave
 from guarded.core.engine import Decision, decide
-from guarded.core.model import DeploymentState, Observations, Request
+from guarded.core.observations import DeploymentState, Observations
 from guarded.core.templates import content_hash
 from guarded.core.waves import canary_replicas, weight_bound
 
@@ -29,14 +31,20 @@ CAPACITY_STAGES = WAVE_STAGES | {Stage.PROMOTE, Stage.CLEANUP}
 TERMINAL = {Stage.SUCCEEDED, Stage.ROLLED_BACK, Stage.FAILED}
 ACTIONS = ["abort", "pause", "resume", "promote", "promote-full", "retry"]
 ORIGINAL = content_hash(pod_template())
-NEW_IMAGE = "shop:2.0.0"
+NEW_IMAGE = IMAGE
 EPSILON = 1e-9
 LIMIT = 1500  # steps; a healthy run of the largest example needs a few hundred
 
-# About 200 examples a test keeps the file near half a minute on 2 cores; raise for a deeper search.
+# About 200 examples a test keeps the file near 50 s of CPU on 2 cores; raise for a deeper search.
 EXAMPLES = int(os.environ.get("GUARDED_PROPERTY_EXAMPLES", "200"))
 FAST = settings(deadline=None, max_examples=EXAMPLES, suppress_health_check=[HealthCheck.too_slow])
 FEWER = settings(FAST, max_examples=max(1, EXAMPLES * 3 // 4))  # the slower tests
+
+# Not the 10 s of the other unit tests (tests/unit/conftest.py): each example drives the engine for about
+# a hundred decisions, and decide() costs 0.3-0.5 ms (most of it Draft.update/condition copies and
+# summary.update_conditions), so 200 examples take 5-11 s of CPU, twice that on a shared, loaded machine.
+# 60 s per 200 examples still fails a hang or a many-fold slowdown quickly.
+pytestmark = pytest.mark.timeout(60 * max(1.0, EXAMPLES / 200))
 
 
 # -- generators -------------------------------------------------------------------------------
@@ -72,14 +80,6 @@ def wave_lists(draw: st.DrawFn, total: int, gates: bool) -> list[dict]:
     return waves
 
 
-def make_spec(waves: list[dict]) -> GuardedRolloutSpec:
-    return GuardedRolloutSpec.model_validate({
-        "target": {"name": "shop"},
-        "change": {"containers": [{"name": "app", "image": NEW_IMAGE}]},
-        "waves": waves,
-    })
-
-
 @dataclass
 class Scenario:
     spec: GuardedRolloutSpec
@@ -99,8 +99,8 @@ class Scenario:
 def scenarios(draw: st.DrawFn, *, gates: bool = True, requests: bool = False,
               crashes: bool = False) -> Scenario:
     replicas = draw(st.integers(2, 40))  # one replica is refused before wave 1 (core.validation)
-    spec = make_spec(draw(wave_lists(replicas, gates)))
-    scenario = Scenario(spec=spec, replicas=replicas, ready_delay=draw(st.integers(0, 5)),
+    rollout = spec(waves=draw(wave_lists(replicas, gates)))
+    scenario = Scenario(spec=rollout, replicas=replicas, ready_delay=draw(st.integers(0, 5)),
                         jitter=draw(st.integers(0, 3)), seed=draw(st.integers(0, 2**16)))
     ends: list[int] = []
     if crashes:  # single crashes and bursts of them (a crash-looping operator), often at the start
@@ -116,22 +116,21 @@ def scenarios(draw: st.DrawFn, *, gates: bool = True, requests: bool = False,
 
 # Regressions: runs that once broke a property (each needs a rare mix of crashes and timing).
 # An unwritten start whose successor lowered the stable: the next start took 1 pod for the original 2.
-CRASHED_START = Scenario(spec=make_spec([{"weight": 1, "bake": "1s"}]), replicas=2, ready_delay=0, jitter=0, seed=0,
+CRASHED_START = Scenario(spec=spec(waves=waves("1%", bake="1s")), replicas=2, ready_delay=0, jitter=0, seed=0,
                          crashes=frozenset({0, 1}))
 # An unwritten move to wave 2: the next decision shrank the grown canary back to wave 1 and lowered the stable.
-CRASHED_ADVANCE = Scenario(spec=make_spec([{"replicas": 1, "bake": "1s"}, {"replicas": 2, "bake": "1s"},
-                                           {"replicas": 3, "bake": "1s"}]),
+CRASHED_ADVANCE = Scenario(spec=spec(waves=waves("1 pod", "2 pods", "3 pods", bake="1s")),
                            replicas=2, ready_delay=0, jitter=0, seed=0, crashes=frozenset({3}))
 # Unwritten decisions ran wave 2 and lowered the stable; a pause then found the status still in wave 1
 # (an engine that sizes a wave its input status does not name shrinks the canary below capacity here).
-PAUSE_BEHIND = Scenario(spec=make_spec([{"replicas": 1, "bake": "2s"}, {"replicas": 2, "bake": "2s"}]), replicas=2,
+PAUSE_BEHIND = Scenario(spec=spec(waves=waves("1 pod", "2 pods", bake="2s")), replicas=2,
                         ready_delay=1, jitter=0, seed=0, requests=[(8, "pause")], crashes=frozenset(range(5, 8)))
 # An unwritten promotion: the next decision saw its own template as a foreign change and held forever.
 # (Step 4 promotes after the 1s bake; with the 0s bakes the schema once allowed, step 3 did.)
-CRASHED_PROMOTION = Scenario(spec=make_spec([{"weight": 100, "bake": "1s"}]), replicas=2, ready_delay=0, jitter=0,
+CRASHED_PROMOTION = Scenario(spec=spec(waves=waves("100%", bake="1s")), replicas=2, ready_delay=0, jitter=0,
                              seed=0, crashes=frozenset({4}))
 # An unwritten start created the canary; an abort in Pending then left it serving.
-CRASHED_START_ABORT = Scenario(spec=make_spec([{"replicas": 1, "bake": "5s"}]), replicas=2, ready_delay=0, jitter=0,
+CRASHED_START_ABORT = Scenario(spec=spec(waves=waves("1 pod", bake="5s")), replicas=2, ready_delay=0, jitter=0,
                                seed=0, crashes=frozenset({0}))
 
 
@@ -156,25 +155,18 @@ def drive(scenario: Scenario, check: Check | None = None, *, world: World | None
     """
     world = world or scenario.world()
     queue = list(scenario.requests)
-    sent = 0
-
-    def send(action: str) -> None:
-        nonlocal sent
-        sent += 1
-        world.request = Request(id=f"req-{sent}", action=action)
-
     for step in range(LIMIT):
         stage = world.status.stage
         extra = inject(world, step) if inject else None
         if extra is not None:
-            send(extra)  # sent at once, even over an unanswered request
+            world.ask(extra)  # sent at once, even over an unanswered request
         elif acknowledged(world):
             if queue and (queue[0][0] <= step or stage in TERMINAL):
-                send(queue.pop(0)[1])
+                world.ask(queue.pop(0)[1])
             elif not queue and world.status.paused:
-                send("resume")
+                world.ask("resume")
             elif not queue and stage == Stage.GATE:
-                send("promote")
+                world.ask("promote")
             elif not queue and stage in TERMINAL:
                 return world
         decision = world.step(persist=step not in scenario.crashes)
@@ -317,14 +309,19 @@ def test_a_run_with_crashes_before_status_writes_still_passes_each_wave_exactly_
 def test_replaying_any_recorded_decision_gives_the_same_decision(scenario: Scenario) -> None:
     world = drive(scenario)
     assert len(world.inputs) == len(world.log)
-    for (spec, status, obs), recorded in zip(world.inputs, world.log, strict=True):
-        status_copy, obs_copy = copy.deepcopy(status), copy.deepcopy(obs)
-        again = decide(spec, status_copy, obs_copy)
+    for (rollout, status, obs), recorded in zip(world.inputs, world.log, strict=True):
+        # The inputs, serialized, before and after: any change shows (and this costs a tenth of deep copies).
+        before = inputs_as_bytes(status, obs)
+        again = decide(rollout, status, obs)
         assert again.actions == recorded.actions
         assert again.status == recorded.status
         assert again.events == recorded.events
         assert again.requeue_after == recorded.requeue_after
-        assert status_copy == status and obs_copy == obs, "decide() changed its inputs"
+        assert inputs_as_bytes(status, obs) == before, "decide() changed its inputs"
+
+
+def inputs_as_bytes(status: GuardedRolloutStatus, obs: Observations) -> tuple[str, bytes]:
+    return status.model_dump_json(), pickle.dumps(obs, pickle.HIGHEST_PROTOCOL)
 
 
 # -- 7. terminal stages are quiet -------------------------------------------------------------------
