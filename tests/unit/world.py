@@ -304,6 +304,12 @@ class World:
                 each(self, decision)
         return decision
 
+    def idle(self, ticks: int) -> None:
+        """Let `ticks` ticks pass with no decision (the operator asleep); the Deployment controller runs."""
+        for _ in range(ticks):
+            self.tick += 1
+            self.controllers()
+
     def run_until(self, *, stage: str | None = None, wave: int | None = None, phase: str | None = None,
                   predicate: Callable[[World], bool] | None = None, limit: int = 300,
                   each: Callable[[World, Decision], None] | None = None) -> Decision | None:
