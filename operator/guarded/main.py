@@ -65,8 +65,10 @@ def main(argv: list[str] | None = None) -> int:
     import kopf
 
     import guarded.handlers.operator  # registers the handlers
+    import guarded.handlers.workloads
     if args.webhook_listen:
-        import guarded.handlers.admission  # noqa: F401  (the admission webhooks; kopf refuses them without a server)
+        import guarded.handlers.admission
+        import guarded.handlers.workload_admission  # noqa: F401  (guarded Deployments: a change becomes a release)
     from guarded.handlers import endpoints
 
     settings = kopf.OperatorSettings()

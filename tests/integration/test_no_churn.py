@@ -15,7 +15,7 @@ import re
 import time
 from collections import Counter
 
-from guarded.core.model import Event
+from guarded.core.actions import Event
 from guarded.kube.client import KubeClient
 from guarded.kube.events import post_events
 from operator_process import OperatorProcess

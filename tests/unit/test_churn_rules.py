@@ -14,7 +14,7 @@ import kubernetes
 import pytest
 from kubernetes.client.rest import ApiException
 
-from guarded.core.model import Event
+from guarded.core.actions import Event
 from guarded.handlers import operator as handlers
 from guarded.kube import events
 from guarded.kube.client import KubeClient

@@ -12,7 +12,7 @@ typed by the approver: the operator's admission webhook stamps `spec.approver` a
 
 from __future__ import annotations
 
-from typing import Literal, get_args
+from typing import Any, Literal, get_args
 
 from pydantic import Field, model_validator
 
@@ -107,12 +107,30 @@ class SafetyReset(TimeWindow):
     rules: PolicyRules = Field(default_factory=PolicyRules)
 
 
+class ReleaseDefaults(ApiModel):
+    """How a release made of a plain apply runs (its GuardedRollout's fields; the rules still apply)."""
+
+    waves: list[dict[str, Any]] | None = Field(
+        default=None, max_length=20, description="spec.waves of such a release (default: the GuardedRollout's).",
+        json_schema_extra={"items": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}})
+    analysis: dict[str, Any] | None = Field(
+        default=None, description="spec.analysis of such a release (e.g. requests and orders counters).",
+        json_schema_extra={"x-kubernetes-preserve-unknown-fields": True})
+    progress_deadline: str | None = Field(default=None, max_length=32, description="spec.progressDeadline.")
+
+
 class RolloutPolicySpec(ApiModel):
     selector: PolicySelector = Field(default_factory=PolicySelector)
     rules: PolicyRules = Field(default_factory=PolicyRules)
     freeze_windows: list[TimeWindow] = Field(
         default_factory=list, max_length=64, description="No rollout under this policy starts in a freeze.")
     safety_reset: SafetyReset | None = None
+    guard_workloads: bool = Field(
+        default=False, description="Guard the Deployments this policy selects: no change of their pod template "
+        "(or of a ConfigMap or Secret their pods read) reaches pods except through a GuardedRollout; a plain "
+        "apply of a changed template is recorded as one, authored by whoever applied it.")
+    release_defaults: ReleaseDefaults | None = Field(
+        default=None, description="Waves, analysis and deadline of the releases made of plain applies.")
 
 
 class RolloutApprovalSpec(ApiModel):

@@ -66,8 +66,13 @@ class Change(ApiModel):
     """What changes in the target's pod template. Applied to the canary first, to the target at promotion."""
 
     model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": [{
-        "rule": "(has(self.containers) && size(self.containers) > 0) || has(self.podTemplatePatch)",
-        "message": "give at least one of containers or podTemplatePatch",
+        "rule": "(has(self.containers) && size(self.containers) > 0) || has(self.podTemplatePatch)"
+                " || has(self.template)",
+        "message": "give at least one of containers or podTemplatePatch, or a whole template",
+    }, {
+        "rule": "!has(self.template) || (!has(self.podTemplatePatch) && (!has(self.containers)"
+                " || size(self.containers) == 0))",
+        "message": "a whole template replaces the pod template: give it alone",
     }]})
 
     containers: list[ContainerChange] = Field(default_factory=list, max_length=64)
@@ -78,10 +83,19 @@ class Change(ApiModel):
         json_schema_extra={"x-kubernetes-preserve-unknown-fields": True},
     )
 
+    template: dict[str, Any] | None = Field(
+        default=None,
+        description="The whole pod template to roll out, replacing the target's (a plain apply of a guarded "
+        "Deployment is recorded as this). Alone: not with containers or podTemplatePatch.",
+        json_schema_extra={"x-kubernetes-preserve-unknown-fields": True},
+    )
+
     @model_validator(mode="after")
     def _not_empty(self) -> Change:
-        if not self.containers and not self.pod_template_patch:
-            raise ValueError("spec.change: give at least one of containers or podTemplatePatch")
+        if self.template is not None and (self.containers or self.pod_template_patch):
+            raise ValueError("spec.change.template: a whole template replaces the pod template: give it alone")
+        if not self.containers and not self.pod_template_patch and self.template is None:
+            raise ValueError("spec.change: give at least one of containers or podTemplatePatch, or a whole template")
         names = [c.name for c in self.containers]
         if len(names) != len(set(names)):
             raise ValueError("spec.change.containers: each container may appear only once")

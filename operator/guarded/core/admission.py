@@ -21,6 +21,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from guarded.api.common import GROUP
 from guarded.api.rollout import AUTHORS_ANNOTATION, REQUEST_ANNOTATION, REQUESTER_ANNOTATION, authors_in
 
 
@@ -47,13 +48,24 @@ class Stamp:
     spec: dict[str, Any] = field(default_factory=dict)
 
 
-def rollout_stamp(*, operation: str, user: User, new: Mapping[str, Any], old: Mapping[str, Any] | None) -> Stamp:
-    """Annotations to set on a GuardedRollout being created or updated."""
+ON_BEHALF_OF = f"{GROUP}/on-behalf-of"  # a release the operator made of someone's plain apply
+
+
+def rollout_stamp(*, operation: str, user: User, new: Mapping[str, Any], old: Mapping[str, Any] | None,
+                  operator: bool = False) -> Stamp:
+    """Annotations to set on a GuardedRollout being created or updated.
+
+    The operator itself creates releases of plain applies of guarded Deployments; their author is the
+    requester the Deployment webhook stamped (`on-behalf-of`), and only the operator may say so."""
     new_ann = (new.get("metadata") or {}).get("annotations") or {}
     old_ann = ((old or {}).get("metadata") or {}).get("annotations") or {}
     out: dict[str, str | None] = {}
+    delegate = new_ann.get(ON_BEHALF_OF)
+    if delegate is not None and delegate != old_ann.get(ON_BEHALF_OF) and not operator:
+        raise AdmissionRefused(f"metadata.annotations[{ON_BEHALF_OF}] is set by guarded-rollouts only (for releases "
+                               "made of plain applies); you create rollouts as yourself")
     if operation == "CREATE" or old is None:
-        authors: list[str] | None = [user.username]
+        authors: list[str] | None = [delegate if operator and delegate else user.username]
     else:
         authors = authors_in(old_ann)
         # Unknown authors (the object predates the webhook) stay unknown: adding the next editor would

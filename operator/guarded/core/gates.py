@@ -36,7 +36,7 @@ from guarded.api.rollout import (
 from guarded.core import policy as pol
 from guarded.core import validation
 from guarded.core.analysis import effective_metrics
-from guarded.core.model import GuardObservation, Observations
+from guarded.core.observations import GuardObservation, Observations
 from guarded.core.templates import ChangeError, changed_template
 from guarded.core.waves import canary_replicas
 

@@ -212,13 +212,14 @@ def restore(inp: Inputs, d: Draft) -> tuple[Draft, bool]:
     """Remove the canary and give the stable its pods back; True once both are done.
 
     A canary judged bad (or aborted) goes at once: stop the bleeding first. One that nothing judged
-    bad (the operator failed, the spec became unreadable) serves until the stable is back at full
-    capacity, so Ready pods never fall below the target's count."""
+    bad (the operator failed, the spec became unreadable, a new revision retires it) serves until the
+    stable is back at full capacity, so Ready pods never fall below the target's count."""
     n = total(d.status)
     if n:
         d = ensure_target_replicas(inp, d, n)
     restored = stable_restored(inp, d)
-    if restored or d.status.rollback_reason not in CAPACITY_FIRST:
+    judged_bad = d.stage == Stage.ROLLING_BACK and d.status.rollback_reason not in CAPACITY_FIRST
+    if restored or judged_bad:
         d = remove_canary(inp, d)
     done = restored and not canary_ours(inp)
     return (d, True) if done else (d.wait(POLL_SECONDS), False)

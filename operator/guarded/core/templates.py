@@ -85,7 +85,13 @@ class ChangeError(ValueError):
 
 def changed_template(target_template: dict[str, Any], change: Change, revision: str) -> dict[str, Any]:
     """The target's pod template with the change applied: what the canary runs and the target gets at promotion."""
-    template = copy.deepcopy(target_template)
+    template = copy.deepcopy(change.template if change.template is not None else target_template)
+    target_labels = (target_template.get("metadata") or {}).get("labels") or {}
+    new_labels = (template.get("metadata") or {}).get("labels") or {}
+    if change.template is not None and any(new_labels.get(k) != v for k, v in target_labels.items()):
+        # The target's selector must keep selecting its pods (the API server refuses a selector change).
+        raise ChangeError("spec.change.template.metadata.labels: a whole template must keep the target's pod "
+                          f"labels {dict(sorted(target_labels.items()))}")
     containers = template.get("spec", {}).get("containers", [])
     by_name = {c.get("name"): c for c in containers}
     for i, cc in enumerate(change.containers):

@@ -23,6 +23,7 @@ from guarded.api.common import GROUP, VERSION
 from guarded.api.policy import APPROVAL_PLURAL
 from guarded.api.rollout import PLURAL
 from guarded.core.admission import AdmissionRefused, User, approval_stamp, rollout_stamp
+from guarded.handlers.workloads import operator_user
 from guarded.kube.client import KubeClient
 
 WEBHOOK_CONFIGURATION = f"guarded-rollouts.{GROUP}"
@@ -38,8 +39,9 @@ def use_client(client: KubeClient) -> None:
 def stamp_rollout(body: kopf.Body, old: kopf.Body | None, operation: str, userinfo: dict[str, Any],
                   patch: kopf.Patch, **_: Any) -> None:
     try:
-        stamp = rollout_stamp(operation=operation, user=User.from_userinfo(userinfo), new=body,
-                              old=dict(old) if old is not None else None)
+        user = User.from_userinfo(userinfo)
+        stamp = rollout_stamp(operation=operation, user=user, new=body, old=dict(old) if old is not None else None,
+                              operator=user.username == operator_user())
     except AdmissionRefused as exc:
         raise kopf.AdmissionError(str(exc), code=403) from exc
     for key, value in stamp.annotations.items():

@@ -17,9 +17,10 @@ from guarded import faults, logs
 from guarded.api import errors
 from guarded.api.rollout import REQUESTER_ANNOTATION, GuardedRolloutSpec, GuardedRolloutStatus, Stage, stage_in
 from guarded.core import conditions as cond
-from guarded.core.analysis import AnalysisObservation, analysis_due
-from guarded.core.engine import Decision, decide, decide_cleanup, decide_fail_safe
-from guarded.core.model import Claim, Event, Observations
+from guarded.core.actions import Event
+from guarded.core.analysis import AnalysisObservation
+from guarded.core.engine import Decision, decide, decide_cleanup, decide_fail_safe, needs
+from guarded.core.observations import Claim, Observations
 from guarded.core.templates import CLAIM_ANNOTATION, canary_name, parse_claim
 from guarded.handlers import alerts, telemetry
 from guarded.kube.act import NotOwned, apply_actions
@@ -131,14 +132,15 @@ async def _reconcile(client: KubeClient, obj: dict[str, Any], spec: GuardedRollo
     target = await client.get_deployment(namespace, spec.target.name)
     now = _now()
     analysis_obs = None
-    if analysis_due(spec, status, now):
+    need = needs(spec, status, int(meta.get("generation", 1)), now)  # the core says what to observe
+    if need.analysis:
         faults.hit("gather", stage=stage, wave=wave, rollout=meta["name"])
         if provider is None:
             analysis_obs = AnalysisObservation(metrics={}, alerts_error="no Prometheus configured (--prometheus-url)")
         else:
             analysis_obs = await asyncio.to_thread(gather, provider, spec, status, namespace=namespace, now=now)
     guard = None
-    if target is not None and (status.stage == Stage.PENDING or status.observed_generation != meta.get("generation")):
+    if target is not None and need.gates:
         guard = await gather_guard(client, obj=obj, spec=spec, target=target)
     webhook_alerts: tuple[str, ...] = ()
     if spec.analysis is not None and spec.analysis.alerts is not None:

@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from guarded import logs
-from guarded.core.model import (
+from guarded.core.actions import (
     Action,
     ApplyCanary,
     ClaimTarget,

@@ -17,7 +17,7 @@ from typing import Any
 import kubernetes
 from kubernetes.client.rest import ApiException
 
-from guarded.core.model import Event
+from guarded.core.actions import Event
 from guarded.kube.client import KubeClient
 
 COMPONENT = "guarded-rollouts"

@@ -20,7 +20,7 @@ from guarded.api.policy import (
     RolloutPolicySpec,
 )
 from guarded.api.rollout import PLURAL, GuardedRolloutSpec, Stage, authors_in, stage_in
-from guarded.core.model import ApprovalObs, GuardObservation, QueueEntry
+from guarded.core.observations import ApprovalObs, GuardObservation, QueueEntry
 from guarded.core.policy import NamedPolicy, UnreadablePolicy
 from guarded.core.templates import canary_deployment, canary_name, changed_template
 from guarded.kube.client import KubeClient

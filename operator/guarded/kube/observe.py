@@ -6,7 +6,7 @@ import json
 from typing import Any
 
 from guarded.api.rollout import REQUEST_ANNOTATION
-from guarded.core.model import DeploymentState, Request
+from guarded.core.observations import DeploymentState, Request
 
 
 def deployment_state(obj: dict[str, Any] | None) -> DeploymentState | None:

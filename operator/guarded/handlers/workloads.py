@@ -1,0 +1,113 @@
+"""kopf wiring of guarded workloads (core/workload_guard.py, kube/workloads.py).
+
+- A mutating webhook on guarded Deployments (handlers/workload_admission.py, registered with the
+  webhook server) (label rollouts.guarded.dev/guarded=true) records a
+  template change as a desire and keeps the running template. Its failurePolicy is Ignore on
+  purpose: with the operator down the API server's own policy (manifests/base/workload-policy.yaml)
+  refuses the change with a message that says how to release, instead of "failed calling webhook".
+- Labels follow the policies on every policy and namespace event (a full pass) and on every Deployment
+  event (that one); desires become GuardedRollouts at once on their Deployment's event, and a desire
+  recorded before the operator stopped is picked up when it is back (kopf lists every Deployment then).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import kopf
+import kubernetes
+
+from guarded import logs
+from guarded.api.common import GROUP, VERSION
+from guarded.api.policy import POLICY_PLURAL
+from guarded.api.rollout import PLURAL
+from guarded.kube.client import KubeClient
+from guarded.kube.workloads import guard_one, load_policies, namespace_labels, release_desire, sync_guards
+
+_state: dict[str, Any] = {"client": None, "operator": None, "lock": None, "policies": None, "namespaces": {}}
+_log = logs.logger()
+
+
+@kopf.on.startup(id="guarded-workloads")
+async def start_guarding(memo: kopf.Memo, **_: Any) -> None:
+    """The API client, and the operator's own username as the API server sees it (a SelfSubjectReview):
+    the webhook lets its own changes (promotion, scaling a wave) through and no one else's."""
+    client = getattr(memo, "client", None)
+    if client is None:
+        from guarded.handlers.operator import _kube_configuration
+        client = KubeClient(kubernetes.client.ApiClient(_kube_configuration()))
+    review = await client._call(kubernetes.client.AuthenticationV1Api(client.api_client).create_self_subject_review,
+                                {"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"},
+                                _preload_content=False)
+    username = (json.loads(review.data).get("status") or {}).get("userInfo", {}).get("username")
+    _state.update(client=client, operator=username)
+    _log.info("guarding workloads as", operator=username)
+    await sync_now()
+
+
+def operator_user() -> str | None:
+    return _state["operator"]
+
+
+def _client() -> KubeClient:
+    client = _state["client"]
+    if client is None:
+        raise kopf.TemporaryError("the operator is still starting", delay=1)
+    return client
+
+
+@kopf.on.event("apps", "v1", "deployments", id="guard-deployment")
+async def deployment_seen(body: kopf.Body, type: str | None, **_: Any) -> None:
+    """Every Deployment event (the initial listing included): its guard label follows the policies, and a
+    recorded desire of a guarded one becomes its release at once."""
+    if type == "DELETED" or _state["policies"] is None:
+        return
+    client = _client()
+    ns = body.metadata.namespace or ""
+    if ns not in _state["namespaces"]:
+        _state["namespaces"] = await namespace_labels(client)
+    await guard_one(client, dict(body), _state["policies"], _state["namespaces"].get(ns, {}))
+
+
+@kopf.on.event(GROUP, VERSION, PLURAL, id="release-outcome", labels={f"{GROUP}/from-apply": "true"})
+async def release_changed(body: kopf.Body, type: str | None, **_: Any) -> None:
+    """A release made of a plain apply moved: its Deployment's markers follow (rolled back: not retried)."""
+    if type == "DELETED" or _state["policies"] is None:
+        return
+    client = _client()
+    ns = body.metadata.namespace or ""
+    target = str((body.get("spec") or {}).get("target", {}).get("name", ""))
+    deployment = await client.get_deployment(ns, target) if target else None
+    if deployment is not None:
+        await release_desire(client, deployment, _state["policies"], _state["namespaces"].get(ns, {}))
+
+
+@kopf.on.event(GROUP, VERSION, POLICY_PLURAL, id="guard-on-policy")
+async def policy_seen(**_: Any) -> None:
+    await sync_now()
+
+
+@kopf.on.event("", "v1", "namespaces", id="guard-on-namespace")
+async def namespace_seen(body: kopf.Body, **_: Any) -> None:
+    labels = dict(body.metadata.labels or {})
+    if _state["namespaces"].get(body.metadata.name or "") != labels:
+        await sync_now()
+
+
+async def sync_now() -> None:
+    """One full pass (every Deployment, the configuration), one at a time. kopf event handlers only: they
+    stop while this replica is paused (peering), and none of them writes to the policies themselves."""
+    if _state["lock"] is None:
+        _state["lock"] = asyncio.Lock()
+    async with _state["lock"]:
+        client = _client()
+        try:
+            # The per-Deployment path must judge by the same policies as this pass (set before the pass:
+            # the pass's own label writes come back as Deployment events while it runs).
+            _state["namespaces"] = await namespace_labels(client)
+            _state["policies"] = await load_policies(client)
+            await sync_guards(client, _state["policies"], _state["namespaces"])
+        except Exception as exc:  # the next event tries again; every step is idempotent
+            _log.warning("guard sync failed", error=str(exc))
