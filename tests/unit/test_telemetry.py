@@ -25,9 +25,8 @@ from guarded.api.rollout import (
     Stage,
 )
 from guarded.core.actions import Transition
-from guarded.core.analysis import AnalysisObservation
+from guarded.core.analysis import AnalysisObservation, MetricData
 from guarded.core.engine import Decision
-from guarded.core.judges import MetricData
 from guarded.core.observations import Observations
 from guarded.handlers.telemetry import TELEMETRY, Telemetry
 from guarded.kube.client import Conflict
