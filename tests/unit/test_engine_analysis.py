@@ -6,8 +6,7 @@ from specs import analysis, spec, waves
 from world import World
 
 from guarded.api.rollout import Phase, Stage
-from guarded.core.analysis import AnalysisObservation
-from guarded.core.judges import Counts, MetricData
+from guarded.core.analysis import AnalysisObservation, Counts, MetricData
 
 WAVES = waves("1 pod", "50%", "100%", bake="10s")
 JUDGED = {"interval": "5s", "maxInconclusive": 20}  # judged every 5 s; 20 inconclusive judgements in a row at most
