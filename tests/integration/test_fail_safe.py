@@ -9,14 +9,14 @@ the target's replicas. A failure before the start holds the rollout and changes 
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Iterator
+from contextlib import ExitStack
 
 import pytest
 
 from operator_process import OperatorProcess
-from rollouts import Shop, guarded_rollout
+from story import given, then, when
 from testbed import Cluster
 from waiting import eventually
 
@@ -47,59 +47,42 @@ def failing_operator(cluster: Cluster, operator: OperatorProcess) -> Iterator[Op
 
 def test_an_exception_at_any_step_of_a_wave_restores_the_stable_and_names_the_error(
         cluster: Cluster, namespace: str, failing_operator: OperatorProcess) -> None:
-    shops = {name: Shop(cluster, namespace, name=name) for name in FAILPOINTS}
-    for shop in shops.values():
-        shop.deploy(REPLICAS)
-    samples: dict[str, list[int]] = {name: [] for name in FAILPOINTS}
-    stop = threading.Event()
-
-    def sample() -> None:
-        while not stop.is_set():
-            for name, shop in shops.items():
-                samples[name].append(shop.ready(name) + shop.ready(f"{name}-canary"))
-            time.sleep(0.2)
-
-    thread = threading.Thread(target=sample, daemon=True)
-    thread.start()
-    try:
-        for name, shop in shops.items():
-            shop.create_rollout(guarded_rollout(name, target=name, waves=WAVES))
-        statuses = {name: shop.wait_phase(name, "RolledBack", timeout=120) for name, shop in shops.items()}
-    finally:
-        stop.set()
-        thread.join(timeout=5)
+    shops = {name: given.a_shop(cluster, namespace, name=name, replicas=REPLICAS) for name in FAILPOINTS}
+    with ExitStack() as stack:
+        watches = {name: stack.enter_context(when.watched(shop)) for name, shop in shops.items()}
+        rollouts = {name: when.rollout_created(shop, name, waves=WAVES) for name, shop in shops.items()}
+        statuses = {name: then.phase_is(rollout, "RolledBack", within=120) for name, rollout in rollouts.items()}
 
     for name, status in statuses.items():
-        shop = shops[name]
+        shop, rollout = shops[name], rollouts[name]
         assert status["rollbackReason"] == "OperatorError", (name, status["history"][-3:])
         rolling_back = next(h for h in status["history"] if h["reason"] == "RollingBack")
         assert rolling_back["wave"] == 1 and "InjectedFault" in rolling_back["message"], rolling_back
         assert f"failpoint {FAILPOINTS[name].split('#')[0]}" in rolling_back["message"]
-        assert shop.deployment(f"{name}-canary") is None
-        assert shop.deployment(name).spec.replicas == REPLICAS and shop.ready(name) == REPLICAS
+        then.canary_gone(shop)
+        assert shop.deployment(name).spec.replicas == REPLICAS
+        then.stable_ready(shop, REPLICAS)
         assert shop.image() == "registry.example/shop:1.0.0"
-        failed = next(c for c in status["conditions"] if c["type"] == "ReconcileFailed")
+        failed = rollout.condition("ReconcileFailed", status)
         # The failpoint is not hit while rolling back, so the reconciles that finished it succeeded.
         assert failed["status"] == "False" and failed["reason"] == "Recovered"
-        assert any(e.reason == "ReconcileFailed" and "guarded/faults.py" in e.message for e in shop.events(name))
-        assert samples[name] and min(samples[name]) >= REPLICAS, \
-            f"{name}: Ready pods fell to {min(samples[name])} of {REPLICAS}"
+        assert any(e.reason == "ReconcileFailed" and "guarded/faults.py" in e.message for e in rollout.events())
+        then.capacity_kept(watches[name], REPLICAS)
 
 
 def test_an_exception_before_the_start_holds_with_the_error_named_and_changes_nothing(
         cluster: Cluster, namespace: str, failing_operator: OperatorProcess) -> None:
-    shop = Shop(cluster, namespace, name=PENDING)
-    shop.deploy(REPLICAS)
+    shop = given.a_shop(cluster, namespace, name=PENDING, replicas=REPLICAS)
     before = shop.deployment(PENDING).metadata.resource_version
-    shop.create_rollout(guarded_rollout(PENDING, target=PENDING, waves=WAVES))
-    status = shop.wait_phase(PENDING, "Failed", timeout=60)
-    failed = next(c for c in status["conditions"] if c["type"] == "ReconcileFailed")
+    rollout = when.rollout_created(shop, PENDING, waves=WAVES)
+    status = then.at(rollout, phase="Failed", stage="Pending", within=60)
+    failed = rollout.condition("ReconcileFailed", status)
     assert failed["status"] == "True" and "InjectedFault" in failed["message"]
     assert "holding; the workload was not changed" in failed["message"]
-    assert status["message"] == failed["message"] and status["stage"] == "Pending"
+    assert status["message"] == failed["message"]
     time.sleep(6)  # it keeps failing: every reconcile raises, the status and Events stay the same
-    assert shop.status(PENDING)["conditions"] == status["conditions"]
-    assert len([e for e in shop.events(PENDING) if e.reason == "ReconcileFailed"]) == 1
-    assert shop.deployment(f"{PENDING}-canary") is None
+    assert rollout.status()["conditions"] == status["conditions"]
+    assert len([e for e in rollout.events() if e.reason == "ReconcileFailed"]) == 1
+    then.canary_gone(shop)
     assert shop.deployment(PENDING).metadata.resource_version == before, "the target was not touched"
     eventually(lambda: shop.ready(PENDING) == REPLICAS, timeout=10, what="all pods still Ready")
