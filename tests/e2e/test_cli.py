@@ -14,6 +14,7 @@ import pytest
 
 from operator_process import OperatorProcess
 from rollouts import Shop, guarded_rollout
+from story import Rollout, when
 from testbed import Cluster
 from waiting import eventually
 
@@ -52,8 +53,8 @@ def table_row(output: str, name: str) -> list[str]:
 
 
 def at(shop: Shop, name: str, wave: int, stage: str = "Bake") -> None:
-    eventually(lambda: shop.status(name).get("stage") == stage and shop.status(name).get("wave") == wave,
-               timeout=90, interval=0.3, what=f"wave {wave + 1} in stage {stage}")
+    when.rollout_reaches(Rollout(shop, name), stage=stage, wave=wave, within=90,
+                         what=f"wave {wave + 1} in stage {stage}")
 
 
 def test_pause_resume_promote_then_watch_until_succeeded(cluster: Cluster, namespace: str,

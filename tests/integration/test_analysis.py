@@ -13,6 +13,7 @@ import requests
 
 from operator_process import OperatorProcess
 from rollouts import ANALYSIS, Shop, behaviour_change, guarded_rollout, prometheus_has_traffic, simulated_shop
+from story import Rollout, then, when
 from testbed import ROOT, Cluster
 from waiting import eventually
 
@@ -30,11 +31,14 @@ def shop(cluster: Cluster, namespace: str, operator: OperatorProcess) -> Shop:
     return s
 
 
-def release(name: str, *, patch: dict | None = None, waves: list[dict] | None = None, **analysis: object) -> dict:
+def released(shop: Shop, name: str, *, patch: dict | None = None, waves: list[dict] | None = None,
+             **analysis: object) -> Rollout:
+    """A rollout of the shop under analysis (ANALYSIS, overridden by `analysis`); `patch` changes the pods'
+    behaviour in the simulator."""
     body = guarded_rollout(name, waves=waves or WAVES, analysis={**ANALYSIS, **analysis})
     if patch:
         body["spec"]["change"]["podTemplatePatch"] = patch
-    return body
+    return when.rollout_created(shop, name, body=body)
 
 
 def rollback_wave(status: dict) -> int | None:
@@ -42,8 +46,8 @@ def rollback_wave(status: dict) -> int | None:
 
 
 def test_a_healthy_release_on_noisy_traffic_is_promoted(shop: Shop) -> None:
-    shop.create_rollout(release("healthy"))
-    status = shop.wait_phase("healthy", "Succeeded", timeout=180)
+    healthy = released(shop, "healthy")
+    status = then.phase_is(healthy, "Succeeded", within=180)
     assert shop.image() == "registry.example/shop:2.0.0"
     passed = [h for h in status["history"] if h["reason"] == "AnalysisPassed"]
     assert {h["wave"] for h in passed} == {0, 1, 2}, "every wave advanced on a Pass"
@@ -53,8 +57,8 @@ def test_a_healthy_release_on_noisy_traffic_is_promoted(shop: Shop) -> None:
 
 
 def test_a_release_that_drops_orders_99_percent_is_rolled_back_in_its_first_wave(shop: Shop) -> None:
-    shop.create_rollout(release("no-orders", patch=behaviour_change(order_ratio="0.0005")))
-    status = shop.wait_phase("no-orders", "RolledBack", timeout=120)
+    no_orders = released(shop, "no-orders", patch=behaviour_change(order_ratio="0.0005"))
+    status = then.phase_is(no_orders, "RolledBack", within=120)
     assert status["rollbackReason"] == "AnalysisFailed"
     assert rollback_wave(status) == 0, "caught on the one-pod wave"
     failed = status["analysis"]["recent"][-1]
@@ -64,13 +68,13 @@ def test_a_release_that_drops_orders_99_percent_is_rolled_back_in_its_first_wave
     assert evidence["canaryRequests"] > 0 and evidence["logLr"] >= evidence["logThreshold"]
     assert shop.deployment("shop-canary") is None and shop.ready("shop") == 10
     assert shop.image() == "registry.example/shop:1.0.0"
-    warning = [e for e in shop.events("no-orders") if e.reason == "RollingBack"]
+    warning = [e for e in no_orders.events() if e.reason == "RollingBack"]
     assert warning and "order-rate" in warning[0].message
 
 
 def test_a_release_that_raises_errors_from_half_a_percent_to_five_is_rolled_back(shop: Shop) -> None:
-    shop.create_rollout(release("errors", patch=behaviour_change(error_ratio="0.05")))
-    status = shop.wait_phase("errors", "RolledBack", timeout=120)
+    errors = released(shop, "errors", patch=behaviour_change(error_ratio="0.05"))
+    status = then.phase_is(errors, "RolledBack", within=120)
     assert status["rollbackReason"] == "AnalysisFailed"
     assert rollback_wave(status) == 0
     failed = status["analysis"]["recent"][-1]
@@ -79,11 +83,11 @@ def test_a_release_that_raises_errors_from_half_a_percent_to_five_is_rolled_back
 
 def test_a_change_that_drops_orders_for_every_version_is_caught_by_the_pre_rollout_baseline(
         shop: Shop, namespace: str) -> None:
-    shop.create_rollout(release("shared-config", waves=[{"replicas": 1, "bake": "30s"}, {"weight": 100}]))
-    eventually(lambda: shop.status("shared-config").get("stage") == "Bake", timeout=60, what="wave 1 baking")
+    shared = released(shop, "shared-config", waves=[{"replicas": 1, "bake": "30s"}, {"weight": 100}])
+    when.rollout_reaches(shared, stage="Bake", within=60, what="wave 1 baking")
     # A shared configuration breaks checkout for every version at once, stable included.
     shop.core.patch_namespace(namespace, {"metadata": {"annotations": {"sim.guarded.dev/order-ratio-factor": "0.01"}}})
-    status = shop.wait_phase("shared-config", "RolledBack", timeout=90)
+    status = then.phase_is(shared, "RolledBack", within=90)
     failed = status["analysis"]["recent"][-1]
     order = next(j for j in failed["judgements"] if j["metric"] == "order-rate")
     by_judge = {e["judge"]: e["verdict"] for e in order["evidence"]}
@@ -108,24 +112,23 @@ def test_prometheus_down_mid_wave_holds_and_the_rollout_resumes_or_rolls_back_pe
         # shop, sometimes slower to a first Pass) gets there.
         bake = 60
         waves = [{"replicas": 1, "bake": "2s"}, {"weight": 50, "bake": f"{bake}s"}, {"weight": 100, "bake": "2s"}]
-        shop.create_rollout(release("patient", waves=waves, onInconclusive="Hold"))
-        strict.create_rollout(release("strict", waves=waves, maxInconclusive=6))
-        for s, n in ((strict, "strict"), (shop, "patient")):
-            eventually(lambda s=s, n=n: s.status(n).get("stage") == "Bake" and s.status(n).get("wave") == 1,
-                       timeout=120, what=f"{n} baking its second wave")
-        observed_before = float(shop.status("patient").get("bakedSeconds") or 0.0)
+        patient = released(shop, "patient", waves=waves, onInconclusive="Hold")
+        strict_rollout = released(strict, "strict", waves=waves, maxInconclusive=6)
+        for rollout in (strict_rollout, patient):
+            when.rollout_reaches(rollout, stage="Bake", wave=1, within=120, what="baking its second wave")
+        observed_before = float(patient.status().get("bakedSeconds") or 0.0)
         subprocess_run(["bash", str(ROOT / "hack" / "testbed.sh"), "prometheus", "stop"])
         stopped_at = time.time()
         try:
             # Well past the wave's bake: without data it may not advance.
-            bake_start = datetime.fromisoformat(shop.status("patient")["bakeStartedAt"].replace("Z", "+00:00"))
+            bake_start = datetime.fromisoformat(patient.status()["bakeStartedAt"].replace("Z", "+00:00"))
             time.sleep(max(0.0, (bake_start.timestamp() + bake + 8) - time.time()))
-            held = shop.status("patient")
+            held = patient.status()
             assert (held["wave"], held["stage"], held["phase"]) == (1, "Bake", "Progressing"), \
                 json.dumps({k: held.get(k) for k in ("history", "analysis", "message")})[:4000]
             assert held["analysis"]["lastVerdict"] == "Inconclusive"
             assert "unreachable" in json.dumps(held["history"][-3:]) or "no data" in json.dumps(held["analysis"])
-            strict_status = strict.wait_phase("strict", "RolledBack", timeout=30)
+            strict_status = then.phase_is(strict_rollout, "RolledBack", within=30)
             assert strict_status["rollbackReason"] == "AnalysisInconclusive"
             assert rollback_wave(strict_status) == 1
             # The bake clock stood still for the whole outage: no time without data counted.
@@ -134,7 +137,7 @@ def test_prometheus_down_mid_wave_holds_and_the_rollout_resumes_or_rolls_back_pe
         finally:
             subprocess_run(["bash", str(ROOT / "hack" / "testbed.sh"), "prometheus", "start"])
             restarted_at = time.time()
-        status = shop.wait_phase("patient", "Succeeded", timeout=240)
+        status = then.phase_is(patient, "Succeeded", within=240)
         assert [h["wave"] for h in status["history"] if h["reason"] == "WaveStarted"] == [0, 1, 2]
         # The wave advanced only after the rest of its bake had been observed on fresh data.
         wave3 = next(h for h in status["history"] if h["reason"] == "WaveStarted" and h["wave"] == 2)
@@ -156,16 +159,16 @@ def subprocess_run(args: list[str]) -> None:
 def test_a_matching_firing_alert_in_prometheus_rolls_back(cluster: Cluster, shop: Shop, namespace: str) -> None:
     if cluster.testbed_dir is None:
         pytest.skip("adding alert rules needs the local test bed's Prometheus")
-    shop.create_rollout(release("alerting", waves=[{"replicas": 1, "bake": "5m"}, {"weight": 100}],
-                                alerts={"matchLabels": {"service": namespace}}))
-    eventually(lambda: shop.status("alerting").get("stage") == "Bake", timeout=60, what="wave 1 baking")
+    alerting = released(shop, "alerting", waves=[{"replicas": 1, "bake": "5m"}, {"weight": 100}],
+                        alerts={"matchLabels": {"service": namespace}})
+    when.rollout_reaches(alerting, stage="Bake", within=60, what="wave 1 baking")
     rules = cluster.testbed_dir / "prometheus" / "rules" / f"{namespace}.yml"
     rules.write_text(
         "groups:\n- name: test\n  rules:\n  - alert: CheckoutBroken\n    expr: vector(1)\n"
         f"    labels: {{service: \"{namespace}\", severity: page}}\n")
     try:
         requests.post(f"{cluster.prometheus_url}/-/reload", timeout=10).raise_for_status()
-        status = shop.wait_phase("alerting", "RolledBack", timeout=60)
+        status = then.phase_is(alerting, "RolledBack", within=60)
     finally:
         rules.unlink()
         requests.post(f"{cluster.prometheus_url}/-/reload", timeout=10)
@@ -175,14 +178,14 @@ def test_a_matching_firing_alert_in_prometheus_rolls_back(cluster: Cluster, shop
 
 def test_an_alertmanager_webhook_rolls_back_without_waiting_for_an_interval(
         shop: Shop, namespace: str, operator: OperatorProcess) -> None:
-    shop.create_rollout(release("paged", waves=[{"replicas": 1, "bake": "5m"}, {"weight": 100}],
-                                interval="1m", alerts={"matchLabels": {"service": namespace}}))
-    eventually(lambda: shop.status("paged").get("stage") == "Bake", timeout=60, what="wave 1 baking")
+    paged = released(shop, "paged", waves=[{"replicas": 1, "bake": "5m"}, {"weight": 100}],
+                     interval="1m", alerts={"matchLabels": {"service": namespace}})
+    when.rollout_reaches(paged, stage="Bake", within=60, what="wave 1 baking")
     sent = time.monotonic()
     requests.post(operator.alerts_url, timeout=10, json={
         "version": "4", "status": "firing",
         "alerts": [{"status": "firing", "labels": {"alertname": "OrdersDropped", "service": namespace}}],
     }).raise_for_status()
-    status = shop.wait_phase("paged", "RolledBack", timeout=30)
+    status = then.phase_is(paged, "RolledBack", within=30)
     assert time.monotonic() - sent < 30
     assert status["rollbackReason"] == "AlertFiring" and "OrdersDropped" in json.dumps(status["history"])

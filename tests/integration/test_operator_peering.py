@@ -11,7 +11,7 @@ import requests
 from prometheus_client.parser import text_string_to_metric_families
 
 from operator_process import OperatorProcess
-from rollouts import Shop, guarded_rollout
+from story import given, then, when
 from testbed import ROOT, Cluster
 from waiting import eventually
 
@@ -72,22 +72,19 @@ def replicas(cluster: Cluster, operator: OperatorProcess) -> Iterator[tuple[Oper
 def test_two_peered_replicas_have_one_acting_and_the_other_takes_over_when_it_is_killed(
         cluster: Cluster, namespace: str, replicas: tuple[OperatorProcess, OperatorProcess]) -> None:
     older, newer = replicas
-    shop = Shop(cluster, namespace)
-    shop.deploy(4)
-    shop.create_rollout(guarded_rollout("first", waves=[{"replicas": 1, "bake": "1s"}, {"weight": 100, "bake": "1s"}]))
-    shop.wait_phase("first", "Succeeded", timeout=120)
+    shop = given.a_shop(cluster, namespace, replicas=4)
+    first = when.rollout_created(shop, "first", waves=[{"replicas": 1, "bake": "1s"}, {"weight": 100, "bake": "1s"}])
+    then.phase_is(first, "Succeeded", within=120)
     assert reconciled(older, namespace, "first"), older.tail()
     assert not reconciled(newer, namespace, "first"), "the newer replica waits while the older one lives"
     assert metric(older, "guarded_wave_transitions_total", namespace=namespace, rollout="first")
     assert not metric(newer, "guarded_wave_transitions_total", namespace=namespace)
 
-    cart = Shop(cluster, namespace, name="cart")
-    cart.deploy(4)
-    cart.create_rollout(guarded_rollout("second", target="cart", waves=[
-        {"replicas": 1, "bake": "20s"}, {"weight": 100, "bake": "1s"}]))
-    eventually(lambda: cart.status("second").get("stage") == "Bake", timeout=90, what="the second rollout baking")
-    older.kill()
-    status = cart.wait_phase("second", "Succeeded", timeout=180)
+    cart = given.a_shop(cluster, namespace, name="cart", replicas=4)
+    second = when.rollout_created(cart, "second", waves=[{"replicas": 1, "bake": "20s"}, {"weight": 100, "bake": "1s"}])
+    when.rollout_reaches(second, stage="Bake", within=90, what="the second rollout baking")
+    when.operator_killed(older)
+    status = then.phase_is(second, "Succeeded", within=180)
 
     assert reconciled(newer, namespace, "second"), newer.tail()
     assert "Resuming operations" in newer.log_path.read_text(errors="replace")
