@@ -88,8 +88,10 @@ def _nested(path: str, value: Any) -> dict:
 
 
 POLICY_DURATIONS: list[tuple[str, str, Any, str, str]] = [
-    (f"{at}rules.minBake", f"spec.{at}rules.minBake", lambda v, at=at: _policy_rules(at)({"minBake": v}), "1s", "168h")
+    (f"{at}rules.{name}", f"spec.{at}rules.{name}", lambda v, at=at, name=name: _policy_rules(at)({name: v}), "1s",
+     "168h")
     for at in ("", "safetyReset.")
+    for name in ("minBake", "emergencyBake")
 ]
 POLICY_NUMBERS: list[tuple[str, str, Any, str, list[float]]] = [
     (f"{at}rules.{name}", f"spec.{at}rules.{name}",
@@ -270,7 +272,7 @@ def test_the_crd_bounds_every_duration_with_cel(crd: str, row: tuple) -> None:
     [rule] = node["x-kubernetes-validations"]
     assert f"duration(self) >= duration('{low}') && duration(self) <= duration('{high}')" in rule["rule"]
     assert f"!self.matches('{DURATION_TOO_LARGE}') &&" in rule["rule"], "duration() must never see an overflow"
-    named = wire if crd == "guardedrollouts.yaml" else "minBake"
+    named = wire if crd == "guardedrollouts.yaml" else wire.rsplit(".", 1)[-1]
     assert named in rule["message"] and f"from {low} to {high}" in rule["message"], rule["message"]
 
 

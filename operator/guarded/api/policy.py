@@ -37,6 +37,9 @@ BUILTIN_METRICS = {"orders": "order-rate", "errors": "error-rate"}
 
 # The same bounds as a wave's bake: a floor a wave could not meet would refuse every rollout.
 MinBake = bounded_duration("minBake", "1s", "168h", "Every wave bakes at least this long.")
+EmergencyBake = bounded_duration(
+    "emergencyBake", "1s", "168h", "An emergency release (spec.emergency) bakes each wave at most this long "
+    "(instead of minBake; default 30s).")
 
 
 class LabelSelectorRequirement(ApiModel):
@@ -86,6 +89,7 @@ class PolicyRules(ApiModel):
         default_factory=list, description="Spec fields that must be filled in.")
     first_wave: FirstWave | None = None
     min_bake: MinBake | None = None
+    emergency_bake: EmergencyBake | None = None
     required_metrics: list[str] = Field(
         default_factory=list, max_length=16,
         description="Guards spec.analysis must have: orders, errors, or a metric name.")

@@ -38,6 +38,7 @@ class Reason(StrEnum):
     AWAITING_APPROVAL = "AwaitingApproval"
     BLOCKED = "Blocked"
     GATES_PASSED = "GatesPassed"
+    EMERGENCY_RELEASE = "EmergencyRelease"  # an emergency release (spec.emergency) started with shortened bakes
     # -- analysis --
     ANALYSIS_PASSED = "AnalysisPassed"
     ANALYSIS_INCONCLUSIVE = "AnalysisInconclusive"

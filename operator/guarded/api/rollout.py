@@ -161,6 +161,10 @@ class GuardedRolloutSpec(ApiModel):
     ticket: str | None = Field(default=None, max_length=256, description="Change ticket or issue reference.")
     rollback_plan: str | None = Field(default=None, max_length=4096)
     ai_assisted: bool = Field(default=False, description="The change was written with AI assistance.")
+    emergency: bool = Field(
+        default=False, description="Break glass: a fix that cannot wait. Every wave's bake is shortened to the "
+        "policies' emergencyBake (30s when none sets it), and the change needs at least one approval by someone "
+        "other than its authors even when no policy asks for one. Read when the rollout starts.")
     analysis: Analysis | None = Field(default=None, description="Metric analysis and alerts that guard every wave.")
 
     @model_validator(mode="after")
@@ -394,6 +398,8 @@ class GuardedRolloutStatus(ApiModel):
     validation: list[ValidationFinding] = Field(default_factory=list)
     plan: list[Wave] = Field(default_factory=list,
                              description="The waves in effect for this revision: spec.waves after policy limits.")
+    emergency: bool = Field(default=False, description="An emergency release (spec.emergency), as the gates "
+                            "judged it: its bakes are shortened to the emergency minimum (status.plan).")
     analysis: AnalysisStatus = Field(default_factory=AnalysisStatus)
     conditions: list[Condition] = Field(default_factory=list)
     history: list[HistoryEntry] = Field(default_factory=list)

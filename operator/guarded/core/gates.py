@@ -14,6 +14,11 @@ for approval does not hold a place in the queue.
 When all pass, the plan is fixed: spec.waves with the first wave lowered to the policies' limit and
 every bake raised to their minimum. The engine records it in status.plan at start, so a policy edited
 mid-rollout does not reshape waves already under way.
+
+An emergency release (spec.emergency, break glass) is judged by the same gates with two rules changed
+(core/policy.for_emergency): every bake in the plan is at most the emergency minimum (emergencyBake, 30s
+by default; minBake still raises a shorter one up to it), and at least one approval by someone other
+than an author is required even where no policy asks for one.
 """
 
 from __future__ import annotations
@@ -64,6 +69,8 @@ class GateOutcome:
     plan: list[Wave] = field(default_factory=list)
     plan_notes: list[str] = field(default_factory=list)
     authors: list[str] = field(default_factory=list)
+    emergency: bool = False   # an emergency release: shortened bakes, at least one approval
+    emergency_note: str = ""  # what its start records (Reason.EMERGENCY_RELEASE): the bakes it shortened
 
     @property
     def clear(self) -> bool:
@@ -80,6 +87,8 @@ def evaluate(spec: GuardedRolloutSpec, obs: Observations) -> GateOutcome:
     rules = pol.combine(
         pol.matching(guard.policies, namespace_labels=guard.namespace_labels, target_labels=target.labels),
         obs.now)
+    if spec.emergency:
+        rules = pol.for_emergency(rules)
     gates: list[GateRecord] = []
 
     findings = _validate(spec, obs, guard)
@@ -113,7 +122,7 @@ def evaluate(spec: GuardedRolloutSpec, obs: Observations) -> GateOutcome:
     seen, approved = _approvals(spec, obs, guard, rules, blast)
     gates.append(_gate("Approvals", approved.ok, approved.reason, approved.message))
 
-    plan, notes = _plan(spec, rules, target.replicas)
+    plan, notes, emergency_note = _plan(spec, rules, target.replicas)
     others_ok = all(g.passed for g in gates)
     if others_ok:
         gates.append(_concurrency(obs, guard, rules))
@@ -127,7 +136,7 @@ def evaluate(spec: GuardedRolloutSpec, obs: Observations) -> GateOutcome:
     validated = GateResult(ok=not findings, reason=gates[0].reason, message=gates[0].message)
     return GateOutcome(gates=gates, validated=validated, admitted=admitted, approved=approved, findings=findings,
                        approvals=seen, policy=pol.describe(rules), blast_radius=blast, plan=plan, plan_notes=notes,
-                       authors=authors)
+                       authors=authors, emergency=spec.emergency, emergency_note=emergency_note)
 
 
 def _gate(name: str, passed: bool, reason: str, message: str) -> GateRecord:
@@ -210,7 +219,7 @@ def _approvals(spec: GuardedRolloutSpec, obs: Observations, guard: GuardObservat
             counted[a.approver] = a.groups  # type: ignore[index]
         seen.append(ApprovalSeen(name=a.name, approver=a.approver or "?", groups=list(a.groups),
                                  revision=a.revision, counted=not why, reason=why))
-    if not rules.policies:
+    if not rules.policies and rules.required_approvals is None:
         return seen, GateResult(ok=True, reason="NotRequired", message="no policy requires approvals")
     missing: list[str] = []
     if len(counted) < required:
@@ -229,7 +238,9 @@ def _approvals(spec: GuardedRolloutSpec, obs: Observations, guard: GuardObservat
     return seen, GateResult(ok=True, reason="Approved", message=f"approved by {names}")
 
 
-def _plan(spec: GuardedRolloutSpec, rules: pol.EffectiveRules, replicas: int) -> tuple[list[Wave], list[str]]:
+def _plan(spec: GuardedRolloutSpec, rules: pol.EffectiveRules,
+          replicas: int) -> tuple[list[Wave], list[str], str]:
+    """The waves in effect, the notes on what the policies changed, and an emergency release's note."""
     waves = list(spec.waves)
     notes: list[str] = []
     first = waves[0]
@@ -245,6 +256,9 @@ def _plan(spec: GuardedRolloutSpec, rules: pol.EffectiveRules, replicas: int) ->
         if pods > cap:
             waves[0] = Wave(replicas=cap, bake=first.bake, manual_gate=first.manual_gate)
             notes.append(f"wave 1 lowered from {pods} to {cap} canary pods by {', '.join(rule.set_by)}")
+    if spec.emergency and rules.emergency_bake is not None:
+        waves, note = _emergency_bakes(waves, rules.min_bake, rules.emergency_bake)
+        return waves, notes, note
     if rules.min_bake is not None:
         floor = rules.min_bake
         for i, wave in enumerate(waves):
@@ -252,7 +266,28 @@ def _plan(spec: GuardedRolloutSpec, rules: pol.EffectiveRules, replicas: int) ->
                 waves[i] = wave.model_copy(update={"bake": floor.text})
                 notes.append(f"wave {i + 1} bake raised from {wave.bake} to {floor.text} by "
                              f"{', '.join(floor.set_by)}")
-    return waves, notes
+    return waves, notes, ""
+
+
+def _emergency_bakes(waves: list[Wave], floor: pol.Rule | None, cap: pol.Rule) -> tuple[list[Wave], str]:
+    """Every bake at most the emergency minimum: min(max(bake, minBake), emergencyBake)."""
+    out = []
+    for wave in waves:
+        seconds = parse_duration(wave.bake)
+        bake = wave.bake
+        if floor is not None and seconds < floor.value:
+            bake, seconds = floor.text, float(floor.value)
+        if seconds > cap.value:
+            bake = cap.text
+        out.append(wave if bake == wave.bake else wave.model_copy(update={"bake": bake}))
+    note = (f"emergency release (spec.emergency): every wave bakes at most {cap.text} (emergencyBake, set by "
+            f"{', '.join(cap.set_by)})")
+    if floor is not None and floor.value > cap.value:
+        note += f", not the {floor.text} of minBake ({', '.join(floor.set_by)})"
+    before, after = [w.bake for w in waves], [w.bake for w in out]
+    note += f": bakes {', '.join(before)} -> {', '.join(after)}" if before != after else \
+        f": no wave bakes longer ({', '.join(after)})"
+    return out, note
 
 
 def _concurrency(obs: Observations, guard: GuardObservation, rules: pol.EffectiveRules) -> GateRecord:

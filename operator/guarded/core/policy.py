@@ -8,18 +8,26 @@ their own ("tier-1/safetyReset"), so a reset can only tighten. Every combined va
 policies set it, for the status and the audit report.
 
 Concurrency is not combined: each policy counts the rollouts it governs against its own limit.
+
+An emergency release (spec.emergency, `for_emergency`) keeps every rule but two: each wave bakes at most
+the longest emergencyBake of the policies (DEFAULT_EMERGENCY_BAKE when none sets one) instead of at least
+minBake, and at least one approval is required even where no policy asks for one.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 from guarded.api.common import parse_duration
 from guarded.api.policy import LabelSelector, PolicyRules, PolicySelector, RolloutPolicySpec, TimeWindow
 from guarded.api.rollout import PolicyStatus, RuleSource
 from guarded.core.clock import parse
+
+DEFAULT_EMERGENCY_BAKE = "30s"  # an emergency release's longest bake when no policy sets emergencyBake
+EMERGENCY_SOURCE = "spec.emergency"  # who sets a rule an emergency release adds (in setBy)
+DEFAULT_SOURCE = "default"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -81,6 +89,7 @@ class EffectiveRules:
     first_wave_replicas: Rule | None = None
     first_wave_weight: Rule | None = None
     min_bake: Rule | None = None
+    emergency_bake: Rule | None = None
     blast_pods: Rule | None = None
     blast_share: Rule | None = None
     concurrency: Mapping[str, Rule] = field(default_factory=dict)  # policy name -> its own limit
@@ -139,7 +148,7 @@ def _rule_sets(policy: NamedPolicy, now: datetime) -> list[tuple[str, PolicyRule
 
 def combine(policies: Iterable[NamedPolicy], now: datetime) -> EffectiveRules:
     policies = list(policies)
-    approvals = first_replicas = first_weight = min_bake = blast_pods = blast_share = None
+    approvals = first_replicas = first_weight = min_bake = emergency_bake = blast_pods = blast_share = None
     senior: dict[tuple[str, ...], tuple[str, ...]] = {}
     documentation: dict[str, tuple[str, ...]] = {}
     metrics: dict[str, tuple[str, ...]] = {}
@@ -163,6 +172,9 @@ def combine(policies: Iterable[NamedPolicy], now: datetime) -> EffectiveRules:
             if rules.min_bake is not None:
                 min_bake = _stricter(min_bake, parse_duration(rules.min_bake), source, larger=True,
                                      text=rules.min_bake)
+            if rules.emergency_bake is not None:  # the longest is the strictest: an emergency bakes at most this
+                emergency_bake = _stricter(emergency_bake, parse_duration(rules.emergency_bake), source, larger=True,
+                                           text=rules.emergency_bake)
             if rules.blast_radius is not None:
                 blast_pods = _stricter(blast_pods, rules.blast_radius.max_pods, source, larger=False)
                 blast_share = _stricter(blast_share, rules.blast_radius.max_share_percent, source, larger=False)
@@ -177,14 +189,26 @@ def combine(policies: Iterable[NamedPolicy], now: datetime) -> EffectiveRules:
         required_approvals=approvals,
         senior=tuple(SeniorRequirement(groups=g, set_by=s) for g, s in sorted(senior.items())),
         documentation=documentation, metrics=metrics, first_wave_replicas=first_replicas,
-        first_wave_weight=first_weight, min_bake=min_bake, blast_pods=blast_pods, blast_share=blast_share,
-        concurrency=concurrency, freezes=freezes,
+        first_wave_weight=first_weight, min_bake=min_bake, emergency_bake=emergency_bake, blast_pods=blast_pods,
+        blast_share=blast_share, concurrency=concurrency, freezes=freezes,
     )
 
 
+def for_emergency(rules: EffectiveRules) -> EffectiveRules:
+    """The rules of an emergency release: an emergencyBake in force (the default when no policy sets one)
+    and at least one approval, whatever the policies require (their higher counts still apply)."""
+    bake = rules.emergency_bake or Rule(value=parse_duration(DEFAULT_EMERGENCY_BAKE), set_by=(DEFAULT_SOURCE,),
+                                        text=DEFAULT_EMERGENCY_BAKE)
+    approvals = rules.required_approvals
+    if approvals is None or approvals.value < 1:
+        approvals = Rule(value=1, set_by=(EMERGENCY_SOURCE,))
+    return replace(rules, emergency_bake=bake, required_approvals=approvals)
+
+
 def describe(rules: EffectiveRules) -> PolicyStatus | None:
-    """What the status shows: the policies in force and who set each rule."""
-    if not rules.policies:
+    """What the status shows: the policies in force and who set each rule (also the rules an emergency
+    release adds where no policy applies)."""
+    if not rules.policies and rules.required_approvals is None and rules.emergency_bake is None:
         return None
     out: list[RuleSource] = []
 
@@ -202,6 +226,7 @@ def describe(rules: EffectiveRules) -> PolicyStatus | None:
     add("firstWave.maxReplicas", rules.first_wave_replicas)
     add("firstWave.maxWeight", rules.first_wave_weight)
     add("minBake", rules.min_bake)
+    add("emergencyBake", rules.emergency_bake)
     add("blastRadius.maxPods", rules.blast_pods)
     add("blastRadius.maxSharePercent", rules.blast_share)
     for policy, rule in sorted(rules.concurrency.items()):

@@ -16,7 +16,8 @@ def pass_gates(inp: Inputs, d: Draft) -> tuple[Draft, gates.GateOutcome | None]:
     before = {(g.gate, g.reason, g.message) for g in inp.status.gates if not g.passed}
     seen_before = {(a.name, a.counted, a.reason) for a in d.status.approvals}
     d = d.update(gates=outcome.gates, approvals=outcome.approvals, policy=outcome.policy,
-                 blast_radius=outcome.blast_radius, validation=outcome.findings, authors=outcome.authors)
+                 blast_radius=outcome.blast_radius, validation=outcome.findings, authors=outcome.authors,
+                 emergency=outcome.emergency)
     for type_, result in ((cond.VALIDATED, outcome.validated), (cond.ADMITTED, outcome.admitted),
                           (cond.APPROVED, outcome.approved)):
         d = d.condition(inp, type_, result.ok, result.reason, result.message)

@@ -90,6 +90,8 @@ def pending(inp: Inputs, d: Draft) -> Draft:
     d = claim_target(inp, d).update(plan=outcome.plan)
     for note in outcome.plan_notes:
         d = d.record(inp, Reason.POLICY_APPLIED, note)
+    if outcome.emergency_note:
+        d = d.record(inp, Reason.EMERGENCY_RELEASE, outcome.emergency_note, warning=True)
     d = d.update(
         revision=inp.revision, wave=0, stable_replicas=t.replicas, stable_template_hash=template_hash(t.template),
         started_at=stamp(inp.now), wave_started_at=stamp(inp.now), bake_started_at=None, baked_seconds=None,

@@ -44,6 +44,7 @@ DECISION_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 
 RECONCILE_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 90.0)
 
 _ROLLBACK = frozenset({"RollingBack", "RolledBack"})
+_PENDING, _FIRST_WAVE = "Pending", "1"  # the move that starts a rollout
 
 
 def new_analysis_record(old: GuardedRolloutStatus, new: GuardedRolloutStatus) -> AnalysisRecord | None:
@@ -89,6 +90,9 @@ class Telemetry:
                                       ("namespace", "result"), registry=r)
         self.rollbacks = Counter(f"{PREFIX}_rollbacks", "Rollbacks started, by reason.", ("namespace", "reason"),
                                  registry=r)
+        self.emergency_releases = Counter(
+            f"{PREFIX}_emergency_releases", "Emergency releases (spec.emergency, shortened bakes) started.",
+            ("namespace",), registry=r)
         self.decision_seconds = Histogram(f"{PREFIX}_decision_seconds", "Time spent in the pure decide().",
                                           buckets=DECISION_BUCKETS, registry=r)
         self.reconcile_seconds = Histogram(
@@ -113,6 +117,8 @@ class Telemetry:
             self.wave_transitions.labels(ns, name, src, dst).inc()
             if dst in _ROLLBACK and src not in _ROLLBACK:
                 self.rollbacks.labels(ns, decision.status.rollback_reason or "Unknown").inc()
+            if src == _PENDING and dst == _FIRST_WAVE and decision.status.emergency:
+                self.emergency_releases.labels(ns).inc()  # a start (or a restart) with the emergency plan
         record = new_analysis_record(old, decision.status)
         if record is not None:
             self.analysis_steps.labels(ns, record.verdict).inc()
