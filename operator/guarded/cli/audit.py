@@ -19,13 +19,14 @@ from typing import Any
 
 from guarded.api.policy import DOCUMENTATION_FIELDS
 from guarded.api.rollout import phase_in
-from guarded.cli.tables import one_line, parse_time, rfc3339
+from guarded.cli.tables import is_emergency, one_line, parse_time, rfc3339
 from guarded.cli.view import (
     GATE_HEADERS,
     authors_of,
     change_summary,
     counted_text,
     documentation_label,
+    emergency_text,
     gate_row,
     generation,
     person_text,
@@ -151,6 +152,8 @@ def rollout_record(rollout: dict[str, Any], approvals: Iterable[dict[str, Any]],
         "approvers": approvers(records),
         "approvals": records,
         "aiAssisted": bool(spec.get("aiAssisted")),
+        "emergency": is_emergency(rollout),
+        "emergencyDetail": emergency_text(rollout),
         "documentation": {key: spec.get(key) or None for key in DOCUMENTATION_FIELDS},
         "validation": {"passed": None if validation_gate is None else bool(validation_gate.get("passed")),
                        "findings": list(status.get("validation") or [])},
@@ -229,6 +232,7 @@ def _facts_md(r: dict[str, Any]) -> list[str]:
              ("Created", r["created"]), ("Authors", ", ".join(r["authors"]) or "unknown"),
              ("Approved by", ", ".join(_who(a) for a in r["approvers"]) or "nobody"),
              ("AI-assisted", "yes" if r["aiAssisted"] else "no"),
+             ("Emergency", r.get("emergencyDetail") or "no"),
              *((documentation_label(key), docs.get(key)) for key in DOCUMENTATION_FIELDS),
              ("Outcome", outcome_text(r["outcome"])), ("Started", r["outcome"].get("startedAt")),
              ("Message", r["outcome"].get("message"))]
@@ -304,9 +308,14 @@ def _timeline_md(r: dict[str, Any]) -> list[str]:
     return _section("Timeline", body, "Nothing recorded in range.")
 
 
+def _rollout_cell(r: dict[str, Any]) -> str:
+    """ "shop/shop-2-0-0", marked when it was an emergency release."""
+    return f"{r['namespace']}/{r['name']}" + (" (EMERGENCY)" if r.get("emergency") else "")
+
+
 def rollout_markdown(r: dict[str, Any]) -> list[str]:
     """One rollout's section: its facts, then approvals, gates, policy, blast radius, analysis, timeline."""
-    return [f"## {r['namespace']}/{r['name']}: {outcome_text(r['outcome'])}", "", *_facts_md(r), *_approvals_md(r),
+    return [f"## {_rollout_cell(r)}: {outcome_text(r['outcome'])}", "", *_facts_md(r), *_approvals_md(r),
             *_gates_md(r), *_policy_md(r), *_blast_md(r), *_analysis_md(r), *_timeline_md(r)]
 
 
@@ -320,7 +329,7 @@ def render_markdown(report: dict[str, Any]) -> str:
     if not rollouts:
         return "\n".join([*lines, "No rollout was created or changed in this range."])
     lines += md_table(["Rollout", "Outcome", "Authors", "Approved by", "AI-assisted", "Created"],
-                      [[f"{r['namespace']}/{r['name']}", outcome_text(r["outcome"]), ", ".join(r["authors"]),
+                      [[_rollout_cell(r), outcome_text(r["outcome"]), ", ".join(r["authors"]),
                         ", ".join(_who(a) for a in r["approvers"]), "yes" if r["aiAssisted"] else "no", r["created"]]
                        for r in rollouts])
     lines.append("")

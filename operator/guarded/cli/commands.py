@@ -8,10 +8,31 @@ from datetime import UTC, datetime
 from typing import TextIO
 
 from guarded.cli.audit import Range, build_report, render_markdown
-from guarded.cli.errors import EXIT_OK, EXIT_REJECTED
-from guarded.cli.flow import approval_body, await_answer, await_judgement, new_request_id, request_patch, watch
+from guarded.cli.errors import EXIT_ERROR, EXIT_OK, EXIT_REJECTED, EXIT_USAGE, CliError
+from guarded.cli.flow import (
+    approval_body,
+    await_answer,
+    await_gates,
+    await_judgement,
+    new_request_id,
+    request_patch,
+    watch,
+)
 from guarded.cli.kube import Kube
 from guarded.cli.parser import REQUESTS, request_action
+from guarded.cli.release import (
+    Defaults,
+    ReleaseError,
+    change_of,
+    containers_of,
+    created_lines,
+    parse_envs,
+    parse_images,
+    parse_wave,
+    release_defaults,
+    release_manifest,
+    waiting_lines,
+)
 from guarded.cli.tables import as_list, dump, history_table, list_table, parse_bound, without_managed_fields
 from guarded.cli.view import approval_preview, approval_tally, generation, status_view
 
@@ -62,15 +83,78 @@ def cmd_history(kube: Kube, args: argparse.Namespace, io: Io) -> int:
 
 
 def cmd_watch(kube: Kube, args: argparse.Namespace, io: Io) -> int:
-    namespace = kube.namespace(args.namespace)
+    return follow(kube, kube.namespace(args.namespace), args.name, args.timeout, io)
+
+
+def follow(kube: Kube, namespace: str, name: str, timeout: float | None, io: Io) -> int:
+    """`watch`: render the rollout until it ends (0 Succeeded, 1 otherwise, 2 timed out)."""
     tty = io.out.isatty()
-    result = watch(lambda: kube.get(namespace, args.name), io.print, tty=tty, timeout=args.timeout)
+    result = watch(lambda: kube.get(namespace, name), io.print, tty=tty, timeout=timeout)
     if result.timed_out:
-        io.error(f'Error: timed out after {args.timeout:g}s waiting for guardedrollout "{args.name}" to finish '
+        io.error(f'Error: timed out after {timeout:g}s waiting for guardedrollout "{name}" to finish '
                  f"(phase {result.phase})")
     elif tty:
-        io.print(f'guardedrollout "{args.name}": {result.phase}')
+        io.print(f'guardedrollout "{name}": {result.phase}')
     return result.code
+
+
+def build_release(kube: Kube, args: argparse.Namespace, namespace: str) -> tuple[dict, str, int | None]:
+    """The GuardedRollout the flags ask for, where its waves came from, and the target's replica count."""
+    deployment = kube.get_deployment(namespace, args.target)
+    containers = containers_of(deployment)
+    try:
+        images = parse_images(args.image)
+        only = next(iter(images)) if len(images) == 1 else containers[0] if len(containers) == 1 else None
+        change = change_of(images, parse_envs(args.env, only), containers)
+        waves = [parse_wave(w) for w in args.wave]
+    except ReleaseError as exc:
+        raise CliError(f"Error: {exc}", EXIT_USAGE) from None
+    if waves:
+        defaults = Defaults(source="--wave")
+    else:
+        policies, why = kube.policies_if_readable()
+        labels = kube.namespace_labels_if_readable(namespace) if policies else {}
+        defaults = release_defaults(policies, labels, (deployment.get("metadata") or {}).get("labels") or {}, why)
+    try:
+        manifest = release_manifest(
+            namespace=namespace, target=args.target, change=change, waves=waves or None, defaults=defaults,
+            description=args.description, ticket=args.ticket, rollback_plan=args.rollback_plan,
+            ai_assisted=args.ai_assisted, emergency=args.emergency, name=args.name)
+    except ReleaseError as exc:
+        raise CliError(f"Error: {exc}", EXIT_USAGE) from None
+    replicas = (deployment.get("spec") or {}).get("replicas")
+    return manifest, defaults.source, replicas
+
+
+def cmd_release(kube: Kube, args: argparse.Namespace, io: Io) -> int:
+    namespace = kube.namespace(args.namespace)
+    manifest, source, replicas = build_release(kube, args, namespace)
+    if args.dry_run == "client":
+        io.print(dump(manifest, args.output or "yaml"))
+        return EXIT_OK
+    name = manifest["metadata"]["name"]
+    try:
+        created = kube.create_rollout(namespace, manifest, dry_run=args.dry_run == "server")
+    except CliError as exc:
+        if exc.code == EXIT_ERROR and "already exists" in exc.message:
+            raise CliError(f"{exc.message}\nThe same release was asked for before: kubectl guarded status {name} -n "
+                           f"{namespace} (to run it again after a rollback: kubectl guarded retry {name})") from None
+        raise
+    if args.dry_run == "server":
+        if args.output:
+            io.print(dump(without_managed_fields(created), args.output))
+        else:
+            for line in created_lines(created, waves_source=source, replicas=replicas, dry_run="server"):
+                io.print(line)
+        return EXIT_OK
+    for line in created_lines(created, waves_source=source, replicas=replicas):
+        io.print(line)
+    obj = await_gates(lambda: kube.get(namespace, name), args.wait) if args.wait > 0 else created
+    for line in waiting_lines(obj, waited=args.wait):
+        io.print(line)
+    if args.watch:
+        return follow(kube, namespace, name, args.timeout, io)
+    return EXIT_OK
 
 
 def cmd_request(kube: Kube, args: argparse.Namespace, io: Io) -> int:
@@ -115,7 +199,7 @@ def cmd_audit(kube: Kube, args: argparse.Namespace, io: Io) -> int:
 COMMANDS: dict[str, Callable[[Kube, argparse.Namespace, Io], int]] = {
     "list": cmd_list, "status": cmd_status, "history": cmd_history, "watch": cmd_watch,
     **dict.fromkeys(REQUESTS, cmd_request),
-    "approve": cmd_approve, "audit": cmd_audit,
+    "approve": cmd_approve, "audit": cmd_audit, "release": cmd_release,
 }
 
 

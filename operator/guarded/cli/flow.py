@@ -1,8 +1,9 @@
 """The loops of the plugin, free of I/O: reading, printing, the clock and sleeping are passed in.
 
 `await_answer` waits until the operator records a request's result in status.lastRequest;
-`await_judgement` until it lists a new approval in status.approvals; `watch` re-renders a rollout
-until its phase is terminal. All are driven by fakes in the unit tests.
+`await_judgement` until it lists a new approval in status.approvals; `await_gates` until it has judged
+a new release's gates; `watch` re-renders a rollout until its phase is terminal. All are driven by
+fakes in the unit tests.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from guarded.api.common import GROUP, VERSION
 from guarded.api.policy import APPROVAL_KIND
 from guarded.api.rollout import REQUEST_ACTIONS, REQUEST_ANNOTATION, Phase, phase_in
 from guarded.cli.errors import EXIT_ERROR, EXIT_NO_ANSWER, EXIT_OK, EXIT_REJECTED, EXIT_USAGE
+from guarded.cli.release import judged
 from guarded.cli.view import progress_line, status_view, summary_line
 
 CLEAR_SCREEN = "\x1b[H\x1b[2J"
@@ -66,6 +68,19 @@ def await_judgement(approval: str, read_status: Callable[[], dict[str, Any] | No
         remaining = deadline - clock()
         if seen is not None or remaining <= 0 or phase is None or not phase.waiting:
             return status, seen
+        sleep(min(interval, remaining))
+
+
+def await_gates(read_object: Callable[[], dict[str, Any]], wait: float, *, interval: float = 0.5,
+                clock: Callable[[], float] = time.monotonic,
+                sleep: Callable[[float], None] = time.sleep) -> dict[str, Any]:
+    """Poll until the operator has judged the rollout's gates (or `wait` runs out): the last object read."""
+    deadline = clock() + wait
+    while True:
+        obj = read_object()
+        remaining = deadline - clock()
+        if judged(obj) or remaining <= 0:
+            return obj
         sleep(min(interval, remaining))
 
 

@@ -1,5 +1,8 @@
 """The plugin's only contact with the API server: kubeconfig, namespace, get, list, patch, create.
 
+Besides GuardedRollouts and RolloutApprovals, `release` reads the target Deployment, and the
+RolloutPolicies and the namespace's labels when the user may (their releaseDefaults).
+
 Objects come back as plain dicts with the API's camelCase keys. Every API failure becomes a
 `CliError` whose text is what the user sees, so no command ever shows a traceback.
 """
@@ -16,7 +19,7 @@ import urllib3
 from kubernetes.client.rest import ApiException
 
 from guarded.api.common import GROUP, VERSION
-from guarded.api.policy import APPROVAL_KIND, APPROVAL_PLURAL
+from guarded.api.policy import APPROVAL_KIND, APPROVAL_PLURAL, POLICY_PLURAL
 from guarded.api.rollout import KIND, PLURAL
 from guarded.cli.errors import EXIT_ERROR, EXIT_REJECTED, CliError
 
@@ -120,3 +123,42 @@ class Kube:
     def merge_patch(self, namespace: str, name: str, body: dict[str, Any]) -> dict[str, Any]:
         return self._call(self.custom.patch_namespaced_custom_object, GROUP, VERSION, namespace, PLURAL, name,
                           body, _content_type=MERGE_PATCH, namespace=namespace, name=name)
+
+    def create_rollout(self, namespace: str, body: dict[str, Any], dry_run: bool = False) -> dict[str, Any]:
+        """Create a GuardedRollout; the operator's admission webhook stamps (or refuses) its authors.
+        With `dry_run` the API server admits it (webhooks included) and stores nothing."""
+        extra = {"dry_run": "All"} if dry_run else {}
+        return self._call(self.custom.create_namespaced_custom_object, GROUP, VERSION, namespace, PLURAL, body,
+                          namespace=namespace, **extra)
+
+    def get_deployment(self, namespace: str, name: str) -> dict[str, Any]:
+        """A Deployment as the API returns it (camelCase keys)."""
+        apps = kubernetes.client.AppsV1Api(self.api_client)
+        resp = self._call(apps.read_namespaced_deployment, name, namespace, _preload_content=False,
+                          namespace=namespace, name=name, kind="Deployment")
+        return dict(json.loads(resp.data))
+
+    def readable(self, what: str, fn: Any, *args: Any) -> tuple[Any, str]:
+        """(the result, "") or, when RBAC denies it or it does not exist, (None, why): for what the plugin
+        reads only if the user may."""
+        try:
+            resp = fn(*args, _preload_content=False)
+        except ApiException as exc:
+            if exc.status in (401, 403, 404):
+                return None, f"{what}: {api_message(exc)}"
+            raise api_error(exc, kind=what) from None
+        except (urllib3.exceptions.HTTPError, OSError) as exc:
+            raise CliError(f"Error: cannot reach the API server at {self.api_client.configuration.host}: {exc}") \
+                from None
+        return json.loads(resp.data), ""
+
+    def policies_if_readable(self) -> tuple[Objects | None, str]:
+        """The RolloutPolicies (cluster-scoped), or None and why when the user may not list them."""
+        data, why = self.readable("RolloutPolicies", self.custom.list_cluster_custom_object, GROUP, VERSION,
+                                  POLICY_PLURAL)
+        return (None if data is None else list(data.get("items") or [])), why
+
+    def namespace_labels_if_readable(self, namespace: str) -> dict[str, str] | None:
+        core = kubernetes.client.CoreV1Api(self.api_client)
+        data, _ = self.readable("Namespace", core.read_namespace, namespace)
+        return None if data is None else dict((data.get("metadata") or {}).get("labels") or {})

@@ -17,6 +17,7 @@ EXIT_CODES = """exit codes:
   1  an error (not found, forbidden by RBAC, unreachable), or a watched rollout that ended RolledBack or Failed
   2  usage error, or watch --timeout ran out
   3  the operator rejected the request, or its admission webhook refused the approval (e.g. your own change)
+     or the release
   4  the operator did not answer the request within --wait seconds"""
 
 MAIN_EPILOG = f"""examples:
@@ -27,6 +28,7 @@ MAIN_EPILOG = f"""examples:
   kubectl guarded abort shop-2-0-0              roll back now
   kubectl guarded approve shop-2-0-0 --comment "reviewed, LGTM"
   kubectl guarded audit -A --since 24h > audit.md
+  kubectl guarded release shop --image app=registry.example/shop:2.2.0 --ticket SHOP-99 --watch
 
 Global flags (-n, --context, --kubeconfig) may come before or after the command.
 "{PROG} COMMAND --help" describes each command.
@@ -84,8 +86,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG, formatter_class=_Formatter, epilog=MAIN_EPILOG,
         description=textwrap.fill(
-            "Inspect, watch, approve and steer GuardedRollouts (rollouts.guarded.dev/v1alpha1), and report on "
-            "them. Requests (abort, pause, resume, promote, retry) are handed to the operator through the "
+            "Release changes as GuardedRollouts (rollouts.guarded.dev/v1alpha1), inspect, watch, approve and "
+            "steer them, and report on them. Requests (abort, pause, resume, promote, retry) are handed to the "
+            "operator through the "
             "rollouts.guarded.dev/request annotation; the command waits for the operator's answer. An approval is "
             "a RolloutApproval whose approver the operator's admission webhook takes from your identity.", 100,
             break_on_hyphens=False))
@@ -164,6 +167,61 @@ def build_parser() -> argparse.ArgumentParser:
                    help="how long to wait for the operator to count the approval (default: 10; 0: do not wait)")
     add_connection_flags(p, top=False)
 
+    p = _command(sub, "release", "create a GuardedRollout of a new image or environment for a Deployment, and say "
+                 "what it waits for",
+                 "examples:\n"
+                 "  kubectl guarded release shop --image app=registry.example/shop:2.2.0 -n shop \\\n"
+                 "      --description \"New checkout flow\" --ticket SHOP-1234 \\\n"
+                 "      --rollback-plan \"abort; the stable is untouched\"\n"
+                 "  kubectl guarded release shop --env app:CHECKOUT_V2=true --wave 1:2m --wave 50%:5m:gate "
+                 "--wave 100%\n"
+                 "  kubectl guarded release shop --image app=registry.example/shop:2.2.1 --emergency --ticket INC-42 "
+                 "--watch\n"
+                 "  kubectl guarded release shop --image app=registry.example/shop:2.2.0 --dry-run -o yaml\n\n"
+                 "The GuardedRollout is named <TARGET>-<hash of its spec> (--name to choose), so asking for the same\n"
+                 "release twice creates it once. Its waves are the --wave flags, else the releaseDefaults of the\n"
+                 "RolloutPolicies that guard the target (when you may read them; also their analysis), else the\n"
+                 "GuardedRollout default (1 pod, 10%, 50%, 100%, 60s each). You are not named in it: the operator's\n"
+                 "admission webhook records the user the API server authenticated as its author.\n"
+                 "--emergency (break glass): every wave bakes at most the policies' emergencyBake (30s by default),\n"
+                 "and the release needs at least one approval by someone other than you even where no policy asks\n"
+                 "for one; it is marked as an emergency in its status, history, the audit and the metrics.\n"
+                 "After creating it, the command waits up to --wait seconds for the operator to judge its gates and\n"
+                 "prints what it waits for (approvals and by whom, blocking gates) or that it is starting.\n"
+                 "exit codes: 0 created (--watch: it Succeeded), 1 error (not found, forbidden, already exists;\n"
+                 "--watch: RolledBack or Failed), 2 usage error (or --watch --timeout ran out), 3 refused by the\n"
+                 "operator's admission webhook")
+    p.add_argument("target", metavar="TARGET", help="name of the Deployment to change (in the namespace)")
+    p.add_argument("--image", action="append", default=[], metavar="CONTAINER=IMAGE",
+                   help="the new image of a container (repeat for several containers)")
+    p.add_argument("--env", action="append", default=[], metavar="[CONTAINER:]KEY=VALUE",
+                   help="an environment variable to set (repeatable); CONTAINER may be left out when the target "
+                        "has one container or --image names one")
+    p.add_argument("--wave", action="append", default=[], metavar="SIZE[:BAKE][:gate]",
+                   help="a wave, in order (repeatable): SIZE a pod count (1) or a percent of the pods (50%%), "
+                        "BAKE how long it runs healthy before the next (default 60s), gate: wait for a promote")
+    p.add_argument("--description", metavar="TEXT", default=None, help="what changes and why (spec.description)")
+    p.add_argument("--ticket", metavar="ID", default=None, help="change ticket or issue (spec.ticket)")
+    p.add_argument("--rollback-plan", metavar="TEXT", default=None, help="how to undo it (spec.rollbackPlan)")
+    p.add_argument("--ai-assisted", action="store_true", help="the change was written with AI assistance")
+    p.add_argument("--emergency", action="store_true",
+                   help="break glass for a fix that cannot wait: bakes shortened to the emergency minimum; still "
+                        "needs an approval by someone other than you")
+    p.add_argument("--name", metavar="NAME", default=None,
+                   help="name of the GuardedRollout (default: <TARGET>-<hash of its spec>)")
+    p.add_argument("--dry-run", nargs="?", const="client", choices=("client", "server"), default=None,
+                   metavar="client|server",
+                   help="client: print the GuardedRollout and create nothing; server: have the API server admit it "
+                        "(the webhook stamps you as author) without storing it")
+    p.add_argument("-o", "--output", choices=("yaml", "json"), default=None, metavar="FORMAT",
+                   help="with --dry-run: print the object as yaml (default) or json")
+    p.add_argument("--wait", type=float, metavar="SECONDS", default=15.0,
+                   help="how long to wait for the operator to judge the gates (default: 15; 0: do not wait)")
+    p.add_argument("--watch", action="store_true", help="then follow it as `kubectl guarded watch` does")
+    p.add_argument("--timeout", type=float, metavar="SECONDS", default=None,
+                   help="with --watch: give up after this many seconds and exit 2 (default: wait as long as it takes)")
+    add_connection_flags(p, top=False)
+
     p = _command(sub, "audit", "report on GuardedRollouts: authors, approvers, gates, policy, blast radius, "
                  "evidence, outcome",
                  "examples:\n  kubectl guarded audit -n shop                       every rollout in shop, as Markdown\n"
@@ -191,6 +249,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("--wait and --timeout must not be negative")
     if getattr(args, "revision", None) is not None and args.revision < 1:
         parser.error("--revision must be 1 or more (it is the rollout's metadata.generation)")
+    if args.command == "release":
+        if args.output and not args.dry_run:
+            parser.error("release: -o/--output prints the object of a --dry-run; without one the release is created")
+        if args.timeout is not None and not args.watch:
+            parser.error("release: --timeout is how long --watch follows the release; give --watch too")
     now = datetime.now(UTC)
     for flag in ("since", "until"):
         if getattr(args, flag, None) is not None:

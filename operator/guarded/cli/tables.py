@@ -98,22 +98,35 @@ def percent(value: Any) -> str:
     return "" if value is None else f"{value}%"
 
 
-def list_rows(items: Iterable[dict[str, Any]], now: datetime, all_namespaces: bool = False) -> list[list[str]]:
+def is_emergency(obj: dict[str, Any]) -> bool:
+    """An emergency release: asked for in its spec, or judged so by the operator (status.emergency)."""
+    return bool((obj.get("spec") or {}).get("emergency") or (obj.get("status") or {}).get("emergency"))
+
+
+def list_rows(items: Iterable[dict[str, Any]], now: datetime, all_namespaces: bool = False,
+              emergency_column: bool = False) -> list[list[str]]:
     rows = []
     for obj in items:
         meta, spec, status = obj.get("metadata") or {}, obj.get("spec") or {}, obj.get("status") or {}
         row = [meta.get("name", ""), (spec.get("target") or {}).get("name", ""), status.get("phase", ""),
                status.get("waveProgress", ""), percent(status.get("canaryWeight")),
                age(meta.get("creationTimestamp"), now), status.get("message", "")]
+        if emergency_column:
+            row.insert(3, "yes" if is_emergency(obj) else "no")
         rows.append(([meta.get("namespace", "")] if all_namespaces else []) + row)
     return rows
 
 
 def list_table(items: Iterable[dict[str, Any]], now: datetime, all_namespaces: bool = False) -> str:
+    """The list; an EMERGENCY column (after PHASE) appears when any listed rollout is an emergency release."""
     ordered = sorted(items, key=lambda o: ((o.get("metadata") or {}).get("namespace", ""),
                                            (o.get("metadata") or {}).get("name", "")))
-    headers = (["NAMESPACE"] if all_namespaces else []) + LIST_HEADERS
-    return format_table(headers, list_rows(ordered, now, all_namespaces))
+    emergency = any(is_emergency(o) for o in ordered)
+    headers = list(LIST_HEADERS)
+    if emergency:
+        headers.insert(3, "EMERGENCY")
+    headers = (["NAMESPACE"] if all_namespaces else []) + headers
+    return format_table(headers, list_rows(ordered, now, all_namespaces, emergency))
 
 
 def history_rows(status: dict[str, Any]) -> list[list[str]]:

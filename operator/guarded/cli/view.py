@@ -9,7 +9,8 @@ from pydantic import ValidationError
 
 from guarded.api.policy import DOCUMENTATION_FIELDS
 from guarded.api.rollout import Phase, Stage, Wave, authors_in, default_waves, phase_in, stage_in
-from guarded.cli.tables import format_table, one_line, percent
+from guarded.cli.tables import format_table, is_emergency, one_line, percent
+from guarded.core.policy import DEFAULT_EMERGENCY_BAKE
 from guarded.core.waves import canary_replicas
 
 STAGE_DOING = {
@@ -152,9 +153,15 @@ def change_summary(spec: dict[str, Any]) -> str:
     return "; ".join(parts)
 
 
+def waves_in_effect(obj: dict[str, Any]) -> list[dict[str, Any]]:
+    """The plan the operator fixed at the start (policy limits and emergency bakes applied), else the spec's."""
+    plan = (obj.get("status") or {}).get("plan")
+    return list(plan) if plan else spec_waves(obj.get("spec") or {})
+
+
 def waves_section(obj: dict[str, Any]) -> list[str]:
     spec, status = obj.get("spec") or {}, obj.get("status") or {}
-    waves = spec_waves(spec)
+    waves = waves_in_effect(obj)
     states = wave_states(len(waves), status)
     rows = []
     for i, (wave, state) in enumerate(zip(waves, states, strict=True)):
@@ -162,7 +169,8 @@ def waves_section(obj: dict[str, Any]) -> list[str]:
         gate = "manual gate" if wave.get("manualGate") else ""
         rows.append([marker, str(i + 1), wave_size(wave, status.get("stableReplicas")),
                      f"bake {wave.get('bake', '60s')}", gate, state])
-    lines = [f"Waves:        {progress_line(obj)}" + ("" if spec.get("waves") else "  (default waves)")]
+    note = "  (as planned at the start)" if status.get("plan") else "" if spec.get("waves") else "  (default waves)"
+    lines = [f"Waves:        {progress_line(obj)}" + note]
     lines += _indent(format_table(["", "#", "SIZE", "BAKE", "GATE", "STATE"], rows))
     return lines
 
@@ -312,14 +320,26 @@ def approvals_section(status: dict[str, Any]) -> list[str]:
 
 def policy_section(status: dict[str, Any]) -> list[str]:
     policy = status.get("policy") or {}
-    if not policy.get("policies"):
+    if not policy.get("policies") and not policy.get("rules"):
         return [_kv("Policy", "<none applies>" if status.get("gates") else "<not evaluated yet>")]
-    text = ", ".join(policy["policies"])
+    text = ", ".join(policy.get("policies") or []) or "<none applies>"
     if policy.get("safetyResets"):
         text += f" (safety reset active: {', '.join(policy['safetyResets'])})"
     rows = [[r.get("rule"), r.get("value"), ", ".join(r.get("setBy") or [])] for r in policy.get("rules") or []]
     return [_kv("Policy", text), *_indent(format_table(["RULE", "VALUE", "SET BY"], rows))] if rows else \
         [_kv("Policy", text)]
+
+
+def emergency_text(obj: dict[str, Any]) -> str | None:
+    """What an emergency release (spec.emergency) changes, or None for any other rollout."""
+    if not is_emergency(obj):
+        return None
+    rules = ((obj.get("status") or {}).get("policy") or {}).get("rules") or []
+    rule = next((r for r in rules if r.get("rule") == "emergencyBake"), None)
+    bake = f"{rule.get('value')} (emergencyBake, set by {', '.join(rule.get('setBy') or [])})" if rule \
+        else f"{DEFAULT_EMERGENCY_BAKE} (emergencyBake, unless a policy sets it)"
+    return (f"yes (break glass): every wave bakes at most {bake}; needs at least one approval by someone "
+            "other than its authors")
 
 
 def generation(obj: dict[str, Any]) -> int:
@@ -334,6 +354,7 @@ def approval_preview(obj: dict[str, Any], revision: int) -> str:
              ("Change", change_summary(spec)),
              *((documentation_label(key), spec.get(key) or "<none>") for key in DOCUMENTATION_FIELDS),
              ("AI-assisted", "yes" if spec.get("aiAssisted") else "no"),
+             *((("Emergency", emergency_text(obj)),) if is_emergency(obj) else ()),
              ("Authors", ", ".join(authors_of(obj)) or "<unknown>"), ("Phase", status.get("phase") or "Pending")]
     head = (f'Approving revision {revision} of guardedrollout "{meta.get("name")}" in namespace '
             f'"{meta.get("namespace")}":')
@@ -370,6 +391,9 @@ def status_view(obj: dict[str, Any]) -> str:
     known = phase_in(status)
     if status.get("rollbackReason") and known is not None and known.rollback:
         lines.append(_kv("Rollback", status["rollbackReason"]))
+    emergency = emergency_text(obj)
+    if emergency:
+        lines.append(_kv("Emergency", emergency))
     lines.append(_kv("Change", change_summary(spec)))
     for key in DOCUMENTATION_FIELDS:
         if spec.get(key) and key != "rollbackPlan":  # a plan is long: `approve` and `audit` show it
