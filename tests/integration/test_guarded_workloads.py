@@ -16,7 +16,8 @@ import yaml
 
 from guardrails import Team, policy
 from operator_process import OperatorProcess
-from rollouts import GROUP, PLURAL, VERSION, shop_deployment
+from rollouts import GROUP, PLURAL, VERSION, Shop, shop_deployment
+from story import Rollout, when
 from testbed import Cluster
 from waiting import eventually
 
@@ -194,7 +195,8 @@ def test_a_gitops_loop_reapplying_one_manifest_makes_one_release_and_none_after_
         sync()
         release = eventually(lambda: releases(team), timeout=30, what="the release of the first sync")[0]
         name = release["metadata"]["name"]
-        eventually(lambda: team.status(name).get("stage") == "Bake", timeout=60, what="wave 1 baking")
+        when.rollout_reaches(Rollout(Shop(team.cluster, team.namespace), name), stage="Bake", within=60,
+                             what="wave 1 baking")
         for _ in range(3):  # every 5 s while it bakes
             time.sleep(5)
             sync()
