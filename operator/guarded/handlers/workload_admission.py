@@ -23,6 +23,9 @@ def guard_deployment(body: kopf.Body, old: kopf.Body | None, userinfo: dict[str,
     if old is None:
         return
     user = str(userinfo.get("username", ""))
+    if operator_user() is None:  # fail closed: whose change this is cannot be told yet
+        raise kopf.AdmissionError("guarded-rollouts is starting (it does not know its own identity yet); "
+                                  "try again in a few seconds", code=503)
     try:
         admitted = admit_update(old=dict(old), new=dict(body), user=user, operator=user == operator_user())
     except Refused as exc:

@@ -32,18 +32,31 @@ _log = logs.logger()
 
 @kopf.on.startup(id="guarded-workloads")
 async def start_guarding(memo: kopf.Memo, **_: Any) -> None:
-    """The API client, and the operator's own username as the API server sees it (a SelfSubjectReview):
-    the webhook lets its own changes (promotion, scaling a wave) through and no one else's."""
+    """The API client now; the operator's own username as the API server sees it (a SelfSubjectReview)
+    as soon as the API server answers, in the background, so that an unreachable API server never
+    holds the operator's start (and its liveness). Until it is known the webhook admits no change."""
     client = getattr(memo, "client", None)
     if client is None:
         from guarded.handlers.operator import _kube_configuration
         client = KubeClient(kubernetes.client.ApiClient(_kube_configuration()))
-    review = await client._call(kubernetes.client.AuthenticationV1Api(client.api_client).create_self_subject_review,
-                                {"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"},
-                                _preload_content=False)
-    username = (json.loads(review.data).get("status") or {}).get("userInfo", {}).get("username")
-    _state.update(client=client, operator=username)
-    _log.info("guarding workloads as", operator=username)
+    _state.update(client=client)
+    memo.guard_identity = asyncio.create_task(_learn_identity(client))
+
+
+async def _learn_identity(client: KubeClient) -> None:
+    review_api = kubernetes.client.AuthenticationV1Api(client.api_client)
+    while _state["operator"] is None:
+        try:
+            review = await client._call(review_api.create_self_subject_review,
+                                        {"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"},
+                                        _preload_content=False)
+            username = (json.loads(review.data).get("status") or {}).get("userInfo", {}).get("username")
+        except Exception as exc:  # the API server is not there yet: try again
+            _log.warning("cannot learn the operator's identity yet", error=str(exc))
+            await asyncio.sleep(2.0)
+            continue
+        _state.update(operator=username)
+        _log.info("guarding workloads as", operator=username)
     await sync_now()
 
 
