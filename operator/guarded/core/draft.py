@@ -110,7 +110,7 @@ class Draft:
     def condition(self, inp: Inputs, type_: str, status: bool, reason: Reason | str, message: str = "") -> Draft:
         conditions = cond.set_condition(self.status.conditions, type=type_, status=status, reason=str(reason),
                                         message=message, now=inp.now, generation=inp.obs.generation)
-        return self.update(conditions=conditions)
+        return self if conditions == self.status.conditions else self.update(conditions=conditions)
 
 
 # -- what the waves in effect say (pure functions of the spec and the status) ----------------------
