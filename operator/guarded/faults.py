@@ -5,8 +5,10 @@ of `point[@Stage][#wave][/rollout]`, e.g. `decide@Bake#1` (raise in decide() for
 wave 2), `act@ScaleStable#1/shop-2` (only for the rollout named shop-2) or `gather` (every analysis
 query step). Points: observe, gather, decide, act, persist. The stage and wave are those of the status
 read for observe, gather and decide, and those of the decision's new status for act and persist (so
-`act@ScaleStable#1` is the acting on a decision that lowers the stable for wave 2). Like etcd's
-gofail, the point is in production code so that the path a real bug would take is the one tested.
+`act@ScaleStable#1` is the acting on a decision that lowers the stable for wave 2). One more point,
+`release/<deployment>`, stops the operator from creating the release of a guarded Deployment's recorded
+desire (kube/workloads.release_desire). Like etcd's gofail, the point is in production code so that
+the path a real bug would take is the one tested.
 """
 
 from __future__ import annotations

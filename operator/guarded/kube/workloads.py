@@ -13,7 +13,7 @@ from typing import Any
 
 from kubernetes.client.rest import ApiException
 
-from guarded import logs
+from guarded import faults, logs
 from guarded.api.common import GROUP, VERSION
 from guarded.api.policy import POLICY_PLURAL, RolloutPolicySpec
 from guarded.api.rollout import PLURAL
@@ -166,6 +166,7 @@ async def release_desire(client: KubeClient, deployment: Mapping[str, Any],
             if exc.status != 404:
                 raise
     if step.create is not None:
+        faults.hit("release", stage=None, wave=None, rollout=name)  # tests: a desire recorded, its release not made
         try:
             await client._call(client.custom.create_namespaced_custom_object, GROUP, VERSION, ns, PLURAL, step.create)
             _log.info("plain apply recorded as a release", namespace=ns, deployment=name,
