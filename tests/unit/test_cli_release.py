@@ -170,13 +170,13 @@ def test_what_was_created_names_target_change_waves_and_where_they_came_from() -
     name = created()["metadata"]["name"]
     assert lines[0] == f'guardedrollout/{created(emergency=True)["metadata"]["name"]} created in namespace "shop"'
     assert lines[1:] == [
-        "  Target:       Deployment/shop",
-        f"  Change:       app: image {IMAGE}",
-        "  Waves:        1 pod (bake 2m), 50% (5 pods, bake 5m), 100% (10 pods, bake 2m)  "
+        "  Target:         Deployment/shop",
+        f"  Change:         app: image {IMAGE}",
+        "  Waves:          1 pod (bake 2m), 50% (5 pods, bake 5m), 100% (10 pods, bake 2m)  "
         "[releaseDefaults of RolloutPolicy tier1]",
-        "  Ticket:       SHOP-9",
-        "  Emergency:    yes (break glass)",
-        "  Authors:      alice",
+        "  Ticket:         SHOP-9",
+        "  Emergency:      yes (break glass)",
+        "  Authors:        alice",
     ]
     assert name != created(emergency=True)["metadata"]["name"]
 

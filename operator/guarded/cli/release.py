@@ -17,13 +17,14 @@ from typing import Any
 from pydantic import ValidationError
 
 from guarded.api.common import GROUP, VERSION
-from guarded.api.policy import RolloutPolicySpec
+from guarded.api.policy import DOCUMENTATION_FIELDS, RolloutPolicySpec
 from guarded.api.rollout import KIND, GuardedRolloutSpec, Phase, phase_in
 from guarded.cli.tables import one_line
 from guarded.cli.view import (
     PREVIEW_WIDTH,
     authors_of,
     change_summary,
+    documentation_label,
     emergency_text,
     gate_of,
     spec_waves,
@@ -215,19 +216,17 @@ def created_lines(obj: Mapping[str, Any], *, waves_source: str, replicas: int | 
     """What `release` created: name, target, change, waves (and where they came from), documentation."""
     meta, spec = obj.get("metadata") or {}, obj.get("spec") or {}
     verb = "created" if dry_run is None else f"created ({dry_run} dry run)"
-    lines = [f'guardedrollout/{meta.get("name")} {verb} in namespace "{meta.get("namespace")}"',
-             _kv("  Target", target_text(spec)), _kv("  Change", change_summary(spec)),
-             _kv("  Waves", f"{waves_text(spec, replicas)}  [{waves_source}]")]
-    for key, label in (("description", "Description"), ("ticket", "Ticket"), ("rollbackPlan", "Rollback plan")):
-        if spec.get(key):
-            lines.append(_kv(f"  {label}", spec[key]))
+    facts = [("Target", target_text(spec)), ("Change", change_summary(spec)),
+             ("Waves", f"{waves_text(spec, replicas)}  [{waves_source}]")]
+    facts += [(documentation_label(key), spec[key]) for key in DOCUMENTATION_FIELDS if spec.get(key)]
     if spec.get("aiAssisted"):
-        lines.append(_kv("  AI-assisted", "yes"))
+        facts.append(("AI-assisted", "yes"))
     if spec.get("emergency"):
-        lines.append(_kv("  Emergency", "yes (break glass)"))
+        facts.append(("Emergency", "yes (break glass)"))
     authors = authors_of(dict(obj))
-    lines.append(_kv("  Authors", ", ".join(authors) if authors else "<stamped by the operator's webhook>"))
-    return lines
+    facts.append(("Authors", ", ".join(authors) if authors else "<stamped by the operator's webhook>"))
+    return [f'guardedrollout/{meta.get("name")} {verb} in namespace "{meta.get("namespace")}"',
+            *("  " + _kv(label, value) for label, value in facts)]
 
 
 def judged(obj: Mapping[str, Any]) -> bool:
