@@ -13,7 +13,8 @@ OUTPUTS = ("table", "json", "yaml")
 AUDIT_OUTPUTS = ("markdown", "json", "yaml")
 
 EXIT_CODES = """exit codes:
-  0  done (watch: the rollout Succeeded; requests: accepted; approve: the approval was created)
+  0  done (watch: the rollout Succeeded; requests: accepted; approve: the approval was created;
+     release: the rollout was created, and with --watch Succeeded)
   1  an error (not found, forbidden by RBAC, unreachable), or a watched rollout that ended RolledBack or Failed
   2  usage error, or watch --timeout ran out
   3  the operator rejected the request, or its admission webhook refused the approval (e.g. your own change)
