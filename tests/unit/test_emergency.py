@@ -135,3 +135,17 @@ def test_a_normal_release_is_not_counted_as_an_emergency() -> None:
     assert not world.status.emergency
     assert (t.registry.get_sample_value("guarded_emergency_releases_total", {"namespace": "shop"}) or 0) == 0
     assert all(h.reason != "EmergencyRelease" for h in world.status.history)
+
+
+def test_a_promote_during_an_emergency_bake_is_held_to_the_emergency_bake_not_to_min_bake() -> None:
+    world = World(spec(emergency=True, waves=[wave("1 pod", bake="60s"), wave("100%", bake="60s")]))
+    world.guard = dataclasses.replace(world.guard, policies=(named("tier-1", minBake="60s", emergencyBake="10s"),),
+                                      authors=("alice",), approvals=(approval("bob"),))
+    world.run_until(stage=Stage.BAKE, wave=0)
+    world.ask("promote")
+    world.step()
+    refused = world.status.last_request
+    assert refused is not None and refused.result == "Rejected"
+    assert "an emergency release bakes every wave 10s" in refused.message, refused.message
+    assert "60s" not in refused.message, "minBake does not hold an emergency release"
+    world.run_until(stage=Stage.SCALE_CANARY, wave=1, limit=15)  # the 10 s bake ends the wave by itself

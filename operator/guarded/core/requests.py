@@ -12,7 +12,7 @@ from guarded.api.common import parse_duration
 from guarded.api.reasons import Reason
 from guarded.api.rollout import REQUEST_ACTIONS, RequestRecord, Stage
 from guarded.core.clock import seconds_between, stamp
-from guarded.core.draft import Draft, Inputs, wave_label
+from guarded.core.draft import Draft, Inputs, current_wave, wave_label
 from guarded.core.moves import advance, restart, rollback, unpause
 from guarded.core.observations import Request
 from guarded.core.workloads import canary_ours
@@ -100,7 +100,11 @@ def policy_forbids_skip(inp: Inputs, d: Draft) -> str | None:
     if d.stage == Stage.BAKE:
         baked = (float(d.status.baked_seconds or 0.0) if inp.spec.analysis is not None
                  else seconds_between(d.status.bake_started_at, inp.now))
-    if baked >= parse_duration(rule.value):
+    required = parse_duration(rule.value)
+    why = f"policy {', '.join(rule.set_by)} requires every wave to bake {rule.value}"
+    if d.status.emergency:  # break glass: the plan's (shortened) bake is the minimum, not minBake
+        planned = current_wave(inp, d.status).bake
+        required, why = min(required, parse_duration(planned)), f"an emergency release bakes every wave {planned}"
+    if baked >= required:
         return None
-    return (f"policy {', '.join(rule.set_by)} requires every wave to bake {rule.value}; wave "
-            f"{wave_label(inp, d.status)} has baked {int(baked)}s")
+    return f"{why}; wave {wave_label(inp, d.status)} has baked {int(baked)}s"
