@@ -30,7 +30,7 @@ from typing import Any
 
 import kubernetes
 
-from guarded.api.rollout import phase_in
+from guarded.api.stages import phase_in
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))

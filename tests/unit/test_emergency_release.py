@@ -11,7 +11,7 @@ from specs import spec, wave
 from world import T0, World, pod_template
 
 from guarded.api.policy import RolloutPolicySpec
-from guarded.api.rollout import Phase, Stage
+from guarded.api.stages import Phase, Stage
 from guarded.core import gates, policy
 from guarded.core.clock import stamp
 from guarded.core.observations import ApprovalObs, DeploymentState, GuardObservation, Observations

@@ -5,7 +5,7 @@ from __future__ import annotations
 from specs import QUICK, spec, wave, waves
 from world import World
 
-from guarded.api.rollout import Phase, Stage
+from guarded.api.stages import Phase, Stage
 from guarded.core.actions import ClaimTarget
 from guarded.core.templates import REVISION_ANNOTATION
 

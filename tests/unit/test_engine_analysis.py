@@ -5,7 +5,7 @@ from __future__ import annotations
 from specs import analysis, spec, waves
 from world import World
 
-from guarded.api.rollout import Phase, Stage
+from guarded.api.stages import Phase, Stage
 from guarded.core.analysis import AnalysisObservation, Counts, MetricData
 
 WAVES = waves("1 pod", "50%", "100%", bake="10s")

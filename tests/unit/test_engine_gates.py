@@ -8,7 +8,7 @@ from specs import spec, wave
 from world import World
 
 from guarded.api.policy import RolloutPolicySpec
-from guarded.api.rollout import Phase, Stage
+from guarded.api.stages import Phase, Stage
 from guarded.core.observations import ApprovalObs
 from guarded.core.policy import NamedPolicy
 

@@ -8,7 +8,8 @@ from collections.abc import Callable
 from specs import THREE, spec
 from world import World
 
-from guarded.api.rollout import GuardedRolloutSpec, Phase, Stage
+from guarded.api.rollout import GuardedRolloutSpec
+from guarded.api.stages import Phase, Stage
 from guarded.core import conditions as cond
 from guarded.core.actions import (
     ApplyCanary,

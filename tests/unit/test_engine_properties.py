@@ -20,7 +20,8 @@ from hypothesis import strategies as st
 from specs import IMAGE, spec, waves
 from world import World, pod_template
 
-from guarded.api.rollout import GuardedRolloutSpec, GuardedRolloutStatus, Phase, Stage, Wave
+from guarded.api.rollout import GuardedRolloutSpec, GuardedRolloutStatus, Wave
+from guarded.api.stages import Phase, Stage
 from guarded.core.engine import Decision, decide
 from guarded.core.observations import DeploymentState, Observations
 from guarded.core.templates import content_hash

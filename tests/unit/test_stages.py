@@ -17,7 +17,7 @@ from specs import analysis, spec, wave, waves
 from world import World
 
 from guarded.api.policy import RolloutPolicySpec
-from guarded.api.rollout import Phase, Stage
+from guarded.api.stages import Phase, Stage
 from guarded.core.actions import (
     Action,
     ApplyCanary,

@@ -15,15 +15,8 @@ from prometheus_client import CollectorRegistry
 from specs import THREE, spec
 from world import World
 
-from guarded.api.rollout import (
-    AnalysisRecord,
-    AnalysisStatus,
-    EvidenceRecord,
-    GuardedRolloutStatus,
-    JudgementRecord,
-    Phase,
-    Stage,
-)
+from guarded.api.rollout import AnalysisRecord, AnalysisStatus, EvidenceRecord, GuardedRolloutStatus, JudgementRecord
+from guarded.api.stages import Phase, Stage
 from guarded.core.actions import Transition
 from guarded.core.analysis import AnalysisObservation, MetricData
 from guarded.core.engine import Decision

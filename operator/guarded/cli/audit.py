@@ -18,20 +18,18 @@ from datetime import datetime
 from typing import Any
 
 from guarded.api.policy import DOCUMENTATION_FIELDS
-from guarded.api.rollout import phase_in
-from guarded.cli.tables import is_emergency, one_line, parse_time, rfc3339
-from guarded.cli.view import (
+from guarded.api.stages import phase_in
+from guarded.cli.gateview import (
     GATE_HEADERS,
     authors_of,
-    change_summary,
     counted_text,
-    documentation_label,
     emergency_text,
     gate_row,
     generation,
     person_text,
-    target_text,
 )
+from guarded.cli.tables import is_emergency, one_line, parse_time, rfc3339
+from guarded.cli.text import change_summary, documentation_label, target_text
 
 REPORT_KIND = "GuardedRolloutAudit"
 ANALYSIS_RECORDS = 3  # the newest judgements shown per rollout

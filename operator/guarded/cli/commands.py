@@ -18,6 +18,7 @@ from guarded.cli.flow import (
     request_patch,
     watch,
 )
+from guarded.cli.gateview import approval_preview, approval_tally, generation
 from guarded.cli.kube import Kube
 from guarded.cli.parser import REQUESTS, request_action
 from guarded.cli.release import (
@@ -34,7 +35,7 @@ from guarded.cli.release import (
     waiting_lines,
 )
 from guarded.cli.tables import as_list, dump, history_table, list_table, parse_bound, without_managed_fields
-from guarded.cli.view import approval_preview, approval_tally, generation, status_view
+from guarded.cli.view import status_view
 
 
 class Io:

@@ -18,7 +18,8 @@ from typing import Any
 
 from guarded.api.common import GROUP, VERSION
 from guarded.api.policy import APPROVAL_KIND
-from guarded.api.rollout import REQUEST_ACTIONS, REQUEST_ANNOTATION, Phase, phase_in
+from guarded.api.rollout import REQUEST_ACTIONS, REQUEST_ANNOTATION
+from guarded.api.stages import Phase, phase_in
 from guarded.cli.errors import EXIT_ERROR, EXIT_NO_ANSWER, EXIT_OK, EXIT_REJECTED, EXIT_USAGE
 from guarded.cli.release import judged
 from guarded.cli.view import progress_line, status_view, summary_line

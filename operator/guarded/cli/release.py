@@ -18,19 +18,11 @@ from pydantic import ValidationError
 
 from guarded.api.common import GROUP, VERSION
 from guarded.api.policy import DOCUMENTATION_FIELDS, RolloutPolicySpec
-from guarded.api.rollout import KIND, GuardedRolloutSpec, Phase, phase_in
+from guarded.api.rollout import KIND, GuardedRolloutSpec
+from guarded.api.stages import Phase, phase_in
+from guarded.cli.gateview import authors_of, emergency_text, gate_of
 from guarded.cli.tables import one_line
-from guarded.cli.view import (
-    PREVIEW_WIDTH,
-    authors_of,
-    change_summary,
-    documentation_label,
-    emergency_text,
-    gate_of,
-    spec_waves,
-    target_text,
-    wave_size,
-)
+from guarded.cli.text import PREVIEW_WIDTH, change_summary, documentation_label, spec_waves, target_text, wave_size
 from guarded.core.templates import content_hash
 from guarded.core.workload_guard import guarding
 
