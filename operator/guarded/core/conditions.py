@@ -9,7 +9,7 @@ from collections.abc import Iterable
 from datetime import datetime
 
 from guarded.api.common import Condition
-from guarded.api.rollout import Phase
+from guarded.api.stages import Phase
 from guarded.core.clock import stamp_seconds
 
 PROGRESSING = "Progressing"

@@ -13,7 +13,8 @@ from datetime import datetime
 from typing import Any
 
 from guarded.api.reasons import Reason
-from guarded.api.rollout import GuardedRolloutSpec, GuardedRolloutStatus, HistoryEntry, Stage, Wave
+from guarded.api.rollout import GuardedRolloutSpec, GuardedRolloutStatus, HistoryEntry, Wave
+from guarded.api.stages import Stage
 from guarded.core import conditions as cond
 from guarded.core.actions import Action, Event, Transition
 from guarded.core.clock import stamp

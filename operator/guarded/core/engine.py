@@ -19,7 +19,8 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from guarded.api.reasons import Reason
-from guarded.api.rollout import GuardedRolloutSpec, GuardedRolloutStatus, Stage
+from guarded.api.rollout import GuardedRolloutSpec, GuardedRolloutStatus
+from guarded.api.stages import Stage
 from guarded.core import conditions as cond
 from guarded.core.actions import Action, DeleteDeployment, Event, ReleaseTarget, ScaleDeployment, Transition
 from guarded.core.analysis import analysis_due

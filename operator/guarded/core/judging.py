@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from guarded.api.common import parse_duration
 from guarded.api.reasons import Reason
-from guarded.api.rollout import AnalysisStatus, PreRolloutCounts, Stage
+from guarded.api.rollout import AnalysisStatus, PreRolloutCounts
+from guarded.api.stages import Stage
 from guarded.core import analysis
 from guarded.core.analysis import AnalysisObservation, Verdict
 from guarded.core.clock import parse, seconds_between, stamp

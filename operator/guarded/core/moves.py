@@ -7,7 +7,8 @@ they call nothing back, so the way a decision goes can be read by following call
 from __future__ import annotations
 
 from guarded.api.reasons import Reason
-from guarded.api.rollout import AnalysisStatus, Stage
+from guarded.api.rollout import AnalysisStatus
+from guarded.api.stages import Stage
 from guarded.core import conditions as cond
 from guarded.core.clock import parse, stamp
 from guarded.core.draft import Draft, Inputs, canary_target, current_wave, total, wave_index, wave_label, waves

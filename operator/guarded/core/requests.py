@@ -10,7 +10,8 @@ from collections.abc import Callable
 
 from guarded.api.common import parse_duration
 from guarded.api.reasons import Reason
-from guarded.api.rollout import REQUEST_ACTIONS, RequestRecord, Stage
+from guarded.api.rollout import REQUEST_ACTIONS, RequestRecord
+from guarded.api.stages import Stage
 from guarded.core.clock import seconds_between, stamp
 from guarded.core.draft import Draft, Inputs, current_wave, wave_label
 from guarded.core.moves import advance, restart, rollback, unpause

@@ -14,7 +14,7 @@ from itertools import pairwise
 
 from guarded.api.common import parse_duration
 from guarded.api.reasons import CAPACITY_FIRST, Reason
-from guarded.api.rollout import Stage
+from guarded.api.stages import Stage
 from guarded.core import conditions as cond
 from guarded.core.actions import PromoteTarget
 from guarded.core.analysis import Verdict

@@ -6,7 +6,7 @@ from datetime import timedelta
 
 from guarded.api.common import parse_duration
 from guarded.api.reasons import Reason
-from guarded.api.rollout import Stage
+from guarded.api.stages import Stage
 from guarded.core import conditions as cond
 from guarded.core.clock import parse, stamp_seconds
 from guarded.core.draft import Draft, Inputs, canary_target, current_wave, total, wave_label

@@ -22,7 +22,8 @@ from aiohttp import web
 from guarded import logs
 from guarded.api.common import GROUP, VERSION
 from guarded.api.policy import APPROVAL_PLURAL, POLICY_PLURAL
-from guarded.api.rollout import PLURAL, phase_in
+from guarded.api.rollout import PLURAL
+from guarded.api.stages import phase_in
 from guarded.core.templates import canary_name
 from guarded.handlers import alerts, endpoints, telemetry, tls
 from guarded.handlers.reconcile import clean_up, reconcile

@@ -15,7 +15,8 @@ from pydantic import ValidationError
 
 from guarded import faults, logs
 from guarded.api import errors
-from guarded.api.rollout import REQUESTER_ANNOTATION, GuardedRolloutSpec, GuardedRolloutStatus, Stage, stage_in
+from guarded.api.rollout import REQUESTER_ANNOTATION, GuardedRolloutSpec, GuardedRolloutStatus
+from guarded.api.stages import Stage, stage_in
 from guarded.core import conditions as cond
 from guarded.core.actions import Event
 from guarded.core.analysis import AnalysisObservation

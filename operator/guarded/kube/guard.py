@@ -19,7 +19,8 @@ from guarded.api.policy import (
     RolloutApprovalSpec,
     RolloutPolicySpec,
 )
-from guarded.api.rollout import PLURAL, GuardedRolloutSpec, Stage, authors_in, stage_in
+from guarded.api.rollout import PLURAL, GuardedRolloutSpec, authors_in
+from guarded.api.stages import Stage, stage_in
 from guarded.core.observations import ApprovalObs, GuardObservation, QueueEntry
 from guarded.core.policy import NamedPolicy, UnreadablePolicy
 from guarded.core.templates import canary_deployment, canary_name, changed_template

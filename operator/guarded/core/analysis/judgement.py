@@ -9,7 +9,8 @@ from datetime import datetime
 
 from guarded.api.analysis import Analysis, AnalysisRecord, JudgementRecord, Verdict
 from guarded.api.common import parse_duration
-from guarded.api.rollout import GuardedRolloutSpec, GuardedRolloutStatus, Stage
+from guarded.api.rollout import GuardedRolloutSpec, GuardedRolloutStatus
+from guarded.api.stages import Stage
 from guarded.core.analysis.selection import effective_metrics, judge_config
 from guarded.core.analysis.statistics import MetricData, judge
 from guarded.core.clock import seconds_between, stamp
