@@ -10,34 +10,18 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
 from guardrails import Team, policy
 from operator_process import OperatorProcess
+from plugin_users import as_user, users_team
 from testbed import Cluster
-
-PLUGIN = Path(sys.executable).parent / "kubectl-guarded"
-
-
-def as_user(cluster: Cluster, user: str, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
-    """The plugin run by `user` through their own kubeconfig context."""
-    proc = subprocess.run([str(PLUGIN), "--kubeconfig", cluster.kubeconfig, "--context", f"guarded-{user}", *args],
-                          capture_output=True, text=True, timeout=timeout)
-    assert "Traceback" not in proc.stderr, proc.stderr
-    return proc
 
 
 @pytest.fixture
 def team(cluster: Cluster, namespace: str) -> Team:
-    if cluster.testbed_dir is None:
-        pytest.skip("running the plugin as alice and bob needs the local test bed's per-user contexts")
-    if not PLUGIN.exists():
-        pytest.fail(f"{PLUGIN} is missing: run `pip install -e .` so the kubectl-guarded entry point exists")
-    return Team(cluster, namespace)
+    return users_team(cluster, namespace)
 
 
 def test_bob_approves_alices_change_it_rolls_out_and_the_audit_names_them_both(

@@ -12,39 +12,25 @@ from __future__ import annotations
 
 import re
 import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import yaml
 
 from guardrails import Team, policy
 from operator_process import OperatorProcess
+from plugin_users import as_user, plugin, users_team
 from testbed import Cluster
 from waiting import eventually
 
-PLUGIN = Path(sys.executable).parent / "kubectl-guarded"
 IMAGE = "registry.example/shop:2.2.0"
 DEFAULTS = {"waves": [{"replicas": 1, "bake": "3s"}, {"weight": 100, "bake": "2s"}]}
 
 
-def plugin(cluster: Cluster, user: str, *args: str) -> list[str]:
-    return [str(PLUGIN), "--kubeconfig", cluster.kubeconfig, "--context", f"guarded-{user}", *args]
-
-
-def as_user(cluster: Cluster, user: str, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
-    proc = subprocess.run(plugin(cluster, user, *args), capture_output=True, text=True, timeout=timeout)
-    assert "Traceback" not in proc.stderr, proc.stderr
-    return proc
 
 
 @pytest.fixture
 def team(cluster: Cluster, namespace: str) -> Team:
-    if cluster.testbed_dir is None:
-        pytest.skip("running the plugin as alice and bob needs the local test bed's per-user contexts")
-    if not PLUGIN.exists():
-        pytest.fail(f"{PLUGIN} is missing: run `pip install -e .` so the kubectl-guarded entry point exists")
-    return Team(cluster, namespace)
+    return users_team(cluster, namespace)
 
 
 def test_alice_releases_an_emergency_fix_from_flags_bob_approves_and_her_watch_ends_succeeded(
