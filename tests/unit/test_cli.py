@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from fake_time import FakeTime
 from kubernetes.client.rest import ApiException
 
 from guarded.cli import commands, flow, parser, tables, view
@@ -352,17 +353,6 @@ def test_a_refusal_by_the_operators_admission_webhook_exits_3_with_its_reason():
 
 # -- the request flow ----------------------------------------------------------------------
 
-class FakeTime:
-    def __init__(self) -> None:
-        self.now = 0.0
-        self.sleeps: list[float] = []
-
-    def clock(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.now += seconds
 
 
 def answers(*statuses: dict | None):

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 import yaml
+from fake_time import FakeTime
 
 from guarded.cli import audit, commands, flow, parser, release, tables, view
 from guarded.cli.errors import EXIT_ERROR, EXIT_OK, EXIT_USAGE, CliError
@@ -232,17 +233,6 @@ def test_waiting_for_the_gates_stops_once_this_revision_is_judged() -> None:
     assert "status" not in flow.await_gates(created, 2, clock=t2.clock, sleep=t2.sleep) and t2.now == 2
 
 
-class FakeTime:
-    def __init__(self) -> None:
-        self.now = 0.0
-        self.sleeps: list[float] = []
-
-    def clock(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.now += seconds
 
 
 class FakeKube:
