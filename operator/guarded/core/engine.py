@@ -31,14 +31,17 @@ from guarded.core.observations import Observations
 from guarded.core.requests import handle_request
 from guarded.core.stages import STAGES
 from guarded.core.summary import summary, update_conditions
-from guarded.core.templates import canary_name, claim_value
+from guarded.core.templates import canary_name
 from guarded.core.waves import percent
 from guarded.core.workloads import (
     canary_current,
     canary_foreign,
     canary_ours,
+    claim_of,
     claim_target,
+    claims_target,
     holder,
+    owns_canary,
     release_target,
     remove_canary,
     stable_restored,
@@ -265,16 +268,16 @@ def decide_cleanup(status: GuardedRolloutStatus, obs: Observations, *, restore: 
     """What deleting a GuardedRollout (or an operator error) must undo: its canary goes, the stable
     gets its pods back, the target's claim is released. Only what this rollout owns is touched."""
     actions: list[Action] = []
-    c, t = obs.canary, obs.target
-    if remove_canary and c is not None and not c.deleting and obs.uid is not None and c.owner_uid == obs.uid:
+    c, t, claim = obs.canary, obs.target, claim_of(obs)
+    if remove_canary and c is not None and not c.deleting and owns_canary(obs):
         actions.append(DeleteDeployment(name=c.name, uid=c.uid))
-    ours = obs.uid is not None and obs.claim is not None and obs.claim.value == claim_value(obs.name, obs.uid)
+    ours = claims_target(obs)
     if restore is None:
         restore = status.stage.in_wave or status.stage.cleaning
     if ours and restore and status.stable_replicas and t is not None and t.replicas != status.stable_replicas:
         actions.append(ScaleDeployment(name=t.name, replicas=status.stable_replicas, rollout_uid=obs.uid))
-    if release and ours and t is not None and obs.uid is not None:
-        actions.append(ReleaseTarget(name=t.name, value=claim_value(obs.name, obs.uid)))
+    if release and ours and t is not None and claim is not None:
+        actions.append(ReleaseTarget(name=t.name, value=claim))
     return tuple(actions)
 
 

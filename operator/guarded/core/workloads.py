@@ -12,16 +12,20 @@ from typing import Any
 
 from guarded.core.actions import ApplyCanary, ClaimTarget, DeleteDeployment, ReleaseTarget, ScaleDeployment
 from guarded.core.draft import Draft, Inputs
-from guarded.core.observations import Claim
+from guarded.core.observations import Claim, Observations
 from guarded.core.templates import REVISION_ANNOTATION, canary_deployment, changed_template, claim_value
 
 # -- whose is what --------------------------------------------------------------------------------
 
 
-def canary_ours(inp: Inputs) -> bool:
+def owns_canary(obs: Observations) -> bool:
     """The canary Deployment exists and its controller ownerReference is this rollout (by uid)."""
-    c = inp.obs.canary
-    return c is not None and inp.obs.uid is not None and c.owner_uid == inp.obs.uid
+    c = obs.canary
+    return c is not None and obs.uid is not None and c.owner_uid == obs.uid
+
+
+def canary_ours(inp: Inputs) -> bool:
+    return owns_canary(inp.obs)
 
 
 def canary_foreign(inp: Inputs) -> bool:
@@ -36,13 +40,18 @@ def canary_current(inp: Inputs, d: Draft) -> bool:
             and c.annotations.get(REVISION_ANNOTATION) == d.status.revision)
 
 
-def claim_of(inp: Inputs) -> str | None:
+def claim_of(obs: Observations) -> str | None:
     """The claim annotation this rollout writes on its target."""
-    return claim_value(inp.obs.name, inp.obs.uid) if inp.obs.uid else None
+    return claim_value(obs.name, obs.uid) if obs.uid else None
+
+
+def claims_target(obs: Observations) -> bool:
+    """The target's claim names this rollout."""
+    return obs.claim is not None and obs.claim.value == claim_of(obs)
 
 
 def holds_target(inp: Inputs) -> bool:
-    return inp.obs.claim is not None and inp.obs.claim.value == claim_of(inp)
+    return claims_target(inp.obs)
 
 
 def holder(inp: Inputs) -> Claim | None:
@@ -55,7 +64,7 @@ def holder(inp: Inputs) -> Claim | None:
 
 def claim_target(inp: Inputs, d: Draft) -> Draft:
     """Ask for the target's claim (compare-and-swap on the value seen); a stale claim is taken over."""
-    t, mine = inp.obs.target, claim_of(inp)
+    t, mine = inp.obs.target, claim_of(inp.obs)
     if t is None or mine is None or holds_target(inp) or holder(inp) is not None:
         return d
     return d.act(ClaimTarget(name=t.name, value=mine, expected=inp.obs.claim.value if inp.obs.claim else None))
@@ -64,7 +73,7 @@ def claim_target(inp: Inputs, d: Draft) -> Draft:
 def release_target(inp: Inputs, d: Draft) -> Draft:
     """Give the target up; a claim asked for earlier in this same decision is simply not made."""
     d = d.drop(ClaimTarget)
-    t, mine = inp.obs.target, claim_of(inp)
+    t, mine = inp.obs.target, claim_of(inp.obs)
     if t is not None and mine is not None and holds_target(inp):
         d = d.act(ReleaseTarget(name=t.name, value=mine))
     return d
