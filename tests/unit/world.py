@@ -29,14 +29,25 @@ from guarded.core.actions import (
     ApplyCanary,
     ClaimTarget,
     DeleteDeployment,
+    EnsureConfigVersion,
     PromoteTarget,
     ReleaseTarget,
+    RemoveConfigVersion,
     ScaleDeployment,
 )
 from guarded.core.analysis import AnalysisObservation, analysis_due
 from guarded.core.clock import stamp
+from guarded.core.config_refs import content_digest, merged_data, version_name
 from guarded.core.engine import Decision, decide
-from guarded.core.observations import Claim, DeploymentState, GuardObservation, Observations, Request
+from guarded.core.observations import (
+    Claim,
+    ConfigObs,
+    DeploymentState,
+    GuardObservation,
+    Observations,
+    Request,
+    VersionObs,
+)
 from guarded.core.templates import CLAIM_ANNOTATION, content_hash, parse_claim
 
 T0 = datetime(2026, 11, 22, 12, 0, 0, tzinfo=UTC)
@@ -72,6 +83,15 @@ class FakeDeployment:
 
 
 @dataclass
+class FakeConfig:
+    """A ConfigMap or Secret: its content ({"data": ..., "binaryData": ...}) and who owns it."""
+
+    content: dict[str, Any]
+    uid: str
+    owners: set[str] = field(default_factory=set)   # rollout uids, and "deployment:<name>"
+
+
+@dataclass
 class World:
     spec: GuardedRolloutSpec
     replicas: int = 10
@@ -101,6 +121,8 @@ class World:
     refused: list[tuple[object, str]] = field(default_factory=list)
     deployments_created: int = 0
     requests_sent: int = 0
+    # ConfigMaps and Secrets by (kind, name), as the shell would find them.
+    configs: dict[tuple[str, str], FakeConfig] = field(default_factory=dict)
     # The copies of templates handed to the engine, by Deployment: (content hash, copy). The engine never
     # changes its inputs (test_engine_properties replays every decision to check), so one copy serves
     # every observation until the template changes; deep-copying it each tick was most of a simulation.
@@ -165,7 +187,38 @@ class World:
                             generation=self.generation, target=self.state("shop"),
                             canary=self.state("shop-canary"), request=self.request,
                             analysis=analysis, webhook_alerts=self.webhook_alerts, guard=self.guard,
-                            requester=self.requester, claim=self.claim())
+                            requester=self.requester, claim=self.claim(), config=self.config_obs(),
+                            config_versions=self.version_obs())
+
+    def config_obs(self) -> tuple[ConfigObs, ...]:
+        """spec.change's configuration resolved as kube/config.observe does."""
+        out = []
+        for kind, changes in (("ConfigMap", self.spec.change.config_maps), ("Secret", self.spec.change.secrets)):
+            for c in changes:
+                source = self.configs.get((kind, c.name))
+                origin = self.configs.get((kind, c.content_from)) if c.content_from else source
+                if source is None or origin is None:
+                    missing = c.content_from or c.name
+                    out.append(ConfigObs(kind=kind, name=c.name, error=f"{kind} {missing!r} not found"))
+                    continue
+                content = dict(origin.content)
+                if getattr(c, "data", None) is not None:
+                    content = {**content, "data": merged_data(content.get("data") or {}, c.data, c.remove_keys)}
+                digest = content_digest(content.get("data"), content.get("binaryData"))
+                out.append(ConfigObs(kind=kind, name=c.name, version=version_name(c.name, digest),
+                                     content=content if kind == "ConfigMap" else None))
+        return tuple(out)
+
+    def version_obs(self) -> tuple[VersionObs, ...]:
+        wanted = {(c.kind, c.version) for c in self.config_obs() if c.version}
+        wanted |= {(c.kind, c.version) for c in self.status.config}
+        out = []
+        for kind, version in sorted(wanted):
+            obj = self.configs.get((kind, version))
+            out.append(VersionObs(kind=kind, version=version) if obj is None else VersionObs(
+                kind=kind, version=version, exists=True, uid=obj.uid, ours=self.uid in obj.owners,
+                adopted=any(o.startswith("deployment:") for o in obj.owners)))
+        return tuple(out)
 
     def decide(self) -> Decision:
         return decide(self.spec, self.status, self.observe())
@@ -228,15 +281,37 @@ class World:
             self.deployments.pop(action.name, None)
         elif isinstance(action, PromoteTarget):
             d = self.deployments[action.name]
+            for ref in action.config:   # adopted by the target, then its source shows the promoted content
+                self.configs[(ref.kind, ref.version)].owners.add(f"deployment:{action.name}")
+                self.configs[(ref.kind, ref.name)].content = dict(self.configs[(ref.kind, ref.version)].content)
             d.template = copy.deepcopy(action.template)
             d.replicas = action.replicas
             d.generation += 1
         elif isinstance(action, ClaimTarget):
             self.deployments[action.name].annotations[CLAIM_ANNOTATION] = action.value
+        elif isinstance(action, EnsureConfigVersion | RemoveConfigVersion):
+            self.carry_out_config(action)
         elif isinstance(action, ReleaseTarget):
             annotations = self.deployments[action.name].annotations
             if annotations.get(CLAIM_ANNOTATION) == action.value:
                 del annotations[CLAIM_ANNOTATION]
+
+    def carry_out_config(self, action: EnsureConfigVersion | RemoveConfigVersion) -> None:
+        key = (action.kind, action.version)
+        obj = self.configs.get(key)
+        if isinstance(action, RemoveConfigVersion):
+            if obj is not None and obj.uid == action.uid and action.rollout_uid in obj.owners \
+                    and not any(o.startswith("deployment:") for o in obj.owners):
+                del self.configs[key]
+            return
+        if obj is not None:
+            obj.owners.add(action.rollout_uid or "")
+            return
+        if action.content is not None:
+            content = dict(action.content)
+        else:
+            content = dict(self.configs[(action.kind, action.copy_from or "")].content)
+        self.configs[key] = FakeConfig(content=content, uid=f"uid-{action.version}", owners={action.rollout_uid or ""})
 
     def controllers(self) -> None:
         """One tick of the Deployment controller: reach spec replicas of the current template.

@@ -62,13 +62,50 @@ class ContainerChange(ApiModel):
                               description="Variables set (added or replaced by name).")
 
 
+class ConfigMapChange(ApiModel):
+    """New content for a ConfigMap the target's pods read. The canary's pods read a versioned, immutable
+    copy (`<name>-<content hash>`); the stable pods keep what they read; promotion moves the target to it."""
+
+    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": [{
+        "rule": "has(self.data) != has(self.contentFrom)",
+        "message": "give exactly one of data or contentFrom",
+    }]})
+
+    name: DnsName = Field(description="The ConfigMap the target's pods read (volumes, envFrom, env valueFrom).")
+    data: dict[str, str] | None = Field(
+        default=None, description="Keys set (added or replaced); the ConfigMap's other keys keep their values.",
+        json_schema_extra={"maxProperties": 1024})
+    remove_keys: list[str] = Field(default_factory=list, max_length=1024,
+                                   description="Keys removed (with data).")
+    content_from: DnsName | None = Field(
+        default=None, description="A ConfigMap in this namespace whose whole content is the new content.")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> ConfigMapChange:
+        if (self.data is None) == (self.content_from is None):
+            raise ValueError("give exactly one of data or contentFrom")
+        if self.remove_keys and self.data is None:
+            raise ValueError("removeKeys goes with data (contentFrom is the whole content)")
+        return self
+
+
+class SecretChange(ApiModel):
+    """New content for a Secret the target's pods read, taken from another Secret (its data never enters
+    the GuardedRollout, its status, Events or logs). Versioned like a ConfigMap change."""
+
+    name: DnsName = Field(description="The Secret the target's pods read.")
+    content_from: DnsName = Field(description="A Secret in this namespace whose whole content is the new content.")
+
+
 class Change(ApiModel):
-    """What changes in the target's pod template. Applied to the canary first, to the target at promotion."""
+    """What changes: the target's pod template and/or the configuration its pods read. Applied to the canary
+    first, to the target at promotion."""
 
     model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": [{
         "rule": "(has(self.containers) && size(self.containers) > 0) || has(self.podTemplatePatch)"
-                " || has(self.template)",
-        "message": "give at least one of containers or podTemplatePatch, or a whole template",
+                " || has(self.template) || (has(self.configMaps) && size(self.configMaps) > 0)"
+                " || (has(self.secrets) && size(self.secrets) > 0)",
+        "message": "give at least one of containers, podTemplatePatch, template, configMaps or secrets",
     }, {
         "rule": "!has(self.template) || (!has(self.podTemplatePatch) && (!has(self.containers)"
                 " || size(self.containers) == 0))",
@@ -89,16 +126,24 @@ class Change(ApiModel):
         "Deployment is recorded as this). Alone: not with containers or podTemplatePatch.",
         json_schema_extra={"x-kubernetes-preserve-unknown-fields": True},
     )
+    config_maps: list[ConfigMapChange] = Field(default_factory=list, max_length=16,
+                                               description="ConfigMaps whose new content rides the waves.")
+    secrets: list[SecretChange] = Field(default_factory=list, max_length=16,
+                                        description="Secrets whose new content rides the waves.")
 
     @model_validator(mode="after")
     def _not_empty(self) -> Change:
         if self.template is not None and (self.containers or self.pod_template_patch):
             raise ValueError("spec.change.template: a whole template replaces the pod template: give it alone")
-        if not self.containers and not self.pod_template_patch and self.template is None:
-            raise ValueError("spec.change: give at least one of containers or podTemplatePatch, or a whole template")
-        names = [c.name for c in self.containers]
-        if len(names) != len(set(names)):
-            raise ValueError("spec.change.containers: each container may appear only once")
+        if (not self.containers and not self.pod_template_patch and self.template is None
+                and not self.config_maps and not self.secrets):
+            raise ValueError("spec.change: give at least one of containers, podTemplatePatch, template, configMaps "
+                             "or secrets")
+        for what, items in (("containers", self.containers), ("configMaps", self.config_maps),
+                            ("secrets", self.secrets)):
+            names = [c.name for c in items]
+            if len(names) != len(set(names)):
+                raise ValueError(f"spec.change.{what}: each name may appear only once")
         return self
 
 
@@ -259,6 +304,14 @@ class ValidationFinding(ApiModel):
     message: str
 
 
+class ConfigVersion(ApiModel):
+    """A changed ConfigMap or Secret: the versioned copy the canary reads (and the target after promotion)."""
+
+    kind: Literal["ConfigMap", "Secret"]
+    name: str = Field(description="The object the change is for (what the stable pods read).")
+    version: str = Field(description="The immutable copy with the new content, named by its content hash.")
+
+
 class GuardedRolloutStatus(ApiModel):
     phase: Phase = Phase.PENDING
     message: str = ""
@@ -292,6 +345,9 @@ class GuardedRolloutStatus(ApiModel):
     validation: list[ValidationFinding] = Field(default_factory=list)
     plan: list[Wave] = Field(default_factory=list,
                              description="The waves in effect for this revision: spec.waves after policy limits.")
+    config: list[ConfigVersion] = Field(
+        default_factory=list, description="The configuration versions this attempt rolls out, fixed at its start "
+        "(names only: a Secret's data never appears here).")
     emergency: bool = Field(default=False, description="An emergency release (spec.emergency), as the gates "
                             "judged it: its bakes are shortened to the emergency minimum (status.plan).")
     analysis: AnalysisStatus = Field(default_factory=AnalysisStatus)

@@ -58,9 +58,43 @@ class PromoteTarget:
     template: dict[str, Any]
     replicas: int
     rollout_uid: str | None = None
+    config: tuple[ConfigRef, ...] = ()   # versions the template reads: adopted by the target, mirrored to sources
 
 
-Action = ApplyCanary | ScaleDeployment | DeleteDeployment | PromoteTarget | ClaimTarget | ReleaseTarget
+@dataclass(frozen=True, kw_only=True)
+class ConfigRef:
+    kind: str        # ConfigMap | Secret
+    name: str        # what the stable pods read
+    version: str     # the copy with the new content
+
+
+@dataclass(frozen=True, kw_only=True)
+class EnsureConfigVersion:
+    """Make the immutable copy `version` of new content for `name`, owned by the rollout (or add the rollout
+    as an owner of an existing one). A ConfigMap's content is carried; a Secret's is copied by the shell
+    from `copy_from`, so that it never passes through the core."""
+
+    kind: str
+    name: str
+    version: str
+    content: dict[str, Any] | None = None
+    copy_from: str | None = None
+    rollout_name: str
+    rollout_uid: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class RemoveConfigVersion:
+    """Delete exactly this copy (uid precondition) if it is still owned by the rollout and no Deployment."""
+
+    kind: str
+    version: str
+    uid: str
+    rollout_uid: str | None = None
+
+
+Action = (ApplyCanary | ScaleDeployment | DeleteDeployment | PromoteTarget | ClaimTarget | ReleaseTarget
+          | EnsureConfigVersion | RemoveConfigVersion)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -78,5 +112,17 @@ class Transition:
     target: str
 
 
-__all__ = ["Action", "ApplyCanary", "ClaimTarget", "DeleteDeployment", "Event", "PromoteTarget", "ReleaseTarget",
-           "ScaleDeployment", "Transition"]
+__all__ = [
+    "Action",
+    "ApplyCanary",
+    "ClaimTarget",
+    "ConfigRef",
+    "DeleteDeployment",
+    "EnsureConfigVersion",
+    "Event",
+    "PromoteTarget",
+    "ReleaseTarget",
+    "RemoveConfigVersion",
+    "ScaleDeployment",
+    "Transition",
+]

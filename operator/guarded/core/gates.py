@@ -41,6 +41,7 @@ from guarded.api.rollout import (
 from guarded.core import policy as pol
 from guarded.core import validation
 from guarded.core.analysis import effective_metrics
+from guarded.core.config_refs import rewrite
 from guarded.core.observations import GuardObservation, Observations
 from guarded.core.templates import ChangeError, changed_template
 from guarded.core.waves import canary_replicas
@@ -146,7 +147,8 @@ def _gate(name: str, passed: bool, reason: str, message: str) -> GateRecord:
 def _validate(spec: GuardedRolloutSpec, obs: Observations, guard: GuardObservation) -> list[ValidationFinding]:
     assert obs.target is not None
     try:
-        template = changed_template(obs.target.template, spec.change, "validation")
+        template = rewrite(changed_template(obs.target.template, spec.change, "validation"),
+                           {(c.kind, c.name): c.version for c in obs.config if c.version})
     except ChangeError as err:
         return [ValidationFinding(rule="ChangeApplies", field="spec.change", message=str(err))]
     findings = validation.check_template(spec, template, replicas=obs.target.replicas)

@@ -106,6 +106,32 @@ class GuardObservation:
 
 
 @dataclass(frozen=True, kw_only=True)
+class ConfigObs:
+    """One ConfigMap or Secret the change names, resolved by the shell: the version its new content makes.
+
+    `content` is the new content ({"data": ..., "binaryData": ...}) of a ConfigMap, for validation and for
+    making the copy; a Secret's is never read into the core (None)."""
+
+    kind: str                                # ConfigMap | Secret
+    name: str
+    version: str | None = None               # <name>-<content hash>; None when it could not be resolved
+    error: str | None = None                 # why not (the source or contentFrom object is missing, ...)
+    content: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class VersionObs:
+    """A versioned copy as the shell found it."""
+
+    kind: str
+    version: str
+    exists: bool = False
+    uid: str | None = None
+    ours: bool = False       # one of its ownerReferences is this rollout
+    adopted: bool = False    # owned by a Deployment (promoted): it stays while that Deployment lives
+
+
+@dataclass(frozen=True, kw_only=True)
 class Observations:
     now: datetime
     namespace: str
@@ -120,6 +146,9 @@ class Observations:
     guard: GuardObservation | None = None           # present while the rollout waits to start
     requester: str | None = None                    # who set the request annotation (admission)
     claim: Claim | None = None                      # who holds the target (None: nobody)
+    config: tuple[ConfigObs, ...] = ()              # spec.change's ConfigMaps and Secrets, resolved
+    config_versions: tuple[VersionObs, ...] = ()    # the copies resolved now or fixed in status.config
 
 
-__all__ = ["ApprovalObs", "Claim", "DeploymentState", "GuardObservation", "Observations", "QueueEntry", "Request"]
+__all__ = ["ApprovalObs", "Claim", "ConfigObs", "DeploymentState", "GuardObservation", "Observations",
+           "QueueEntry", "Request", "VersionObs"]

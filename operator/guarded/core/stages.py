@@ -16,6 +16,7 @@ from guarded.api.common import parse_duration
 from guarded.api.reasons import CAPACITY_FIRST, Reason
 from guarded.api.stages import Stage
 from guarded.core import conditions as cond
+from guarded.core import config
 from guarded.core.actions import PromoteTarget
 from guarded.core.analysis import Verdict
 from guarded.core.clock import seconds_between, stamp
@@ -67,6 +68,9 @@ def valid_for_target(inp: Inputs, d: Draft) -> Draft:
         changed_template(t.template, inp.spec.change, inp.revision)
     except ChangeError as err:
         return d.condition(inp, cond.VALID, False, Reason.INVALID_CHANGE, str(err))
+    problem = config.problem(inp)
+    if problem is not None:
+        return d.condition(inp, cond.VALID, False, Reason.INVALID_CHANGE, problem).wait(10.0)
     return d.condition(inp, cond.VALID, True, Reason.VALID, "the change applies to the target")
 
 
@@ -93,7 +97,8 @@ def pending(inp: Inputs, d: Draft) -> Draft:
     if outcome.emergency_note:
         d = d.record(inp, Reason.EMERGENCY_RELEASE, outcome.emergency_note, warning=True)
     d = d.update(
-        revision=inp.revision, wave=0, stable_replicas=t.replicas, stable_template_hash=template_hash(t.template),
+        revision=inp.revision, config=config.resolved(inp), wave=0, stable_replicas=t.replicas,
+        stable_template_hash=template_hash(t.template),
         started_at=stamp(inp.now), wave_started_at=stamp(inp.now), bake_started_at=None, baked_seconds=None,
         completed_at=None, rollback_reason=None, attempt=d.status.attempt + 1,
     ).goto(Stage.SCALE_CANARY)
@@ -192,8 +197,10 @@ def promote(inp: Inputs, d: Draft) -> Draft:
     assert t is not None
     n = total(d.status)
     if not target_promoted(inp, d):
-        template = changed_template(t.template, inp.spec.change, d.status.revision or inp.revision)
-        d = d.act(PromoteTarget(name=t.name, template=template, replicas=n, rollout_uid=inp.obs.uid))
+        template = config.new_template(inp, d, t.template, d.status.revision or inp.revision)
+        d = config.ensure_versions(inp, d)
+        d = d.act(PromoteTarget(name=t.name, template=template, replicas=n, rollout_uid=inp.obs.uid,
+                                config=config.refs(inp, d)))
         return d.wait(POLL_SECONDS)
     d = ensure_target_replicas(inp, d, n)
     if t.replicas == n and t.fully_available and t.ready >= n:
@@ -224,6 +231,9 @@ def restore(inp: Inputs, d: Draft) -> tuple[Draft, bool]:
     if restored or judged_bad:
         d = remove_canary(inp, d)
     done = restored and not canary_ours(inp)
+    if done:
+        # The copies of the configuration this attempt made go with its canary (one a Deployment adopted stays).
+        d = config.remove_versions(inp, d, keep=config.versions(inp, d) if d.stage == Stage.RETIRING else None)
     return (d, True) if done else (d.wait(POLL_SECONDS), False)
 
 

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from guarded.core import config
 from guarded.core.actions import ApplyCanary, ClaimTarget, DeleteDeployment, ReleaseTarget, ScaleDeployment
 from guarded.core.draft import Draft, Inputs
 from guarded.core.observations import Claim, Observations
-from guarded.core.templates import REVISION_ANNOTATION, canary_deployment, changed_template, claim_value
+from guarded.core.templates import REVISION_ANNOTATION, canary_deployment, claim_value
 
 # -- whose is what --------------------------------------------------------------------------------
 
@@ -83,7 +84,7 @@ def canary_manifest(inp: Inputs, d: Draft, replicas: int) -> dict[str, Any]:
     t = inp.obs.target
     assert t is not None
     revision = d.status.revision or inp.revision
-    template = changed_template(t.template, inp.spec.change, revision)
+    template = config.new_template(inp, d, t.template, revision)
     return canary_deployment(
         rollout_name=inp.obs.name, rollout_uid=inp.obs.uid, namespace=inp.obs.namespace,
         target_name=inp.spec.target.name, target_selector=t.selector, template=template,
@@ -98,6 +99,7 @@ def ensure_canary(inp: Inputs, d: Draft, replicas: int) -> Draft:
         return d
     if canary_current(inp, d) and c is not None and c.replicas == replicas:
         return d
+    d = config.ensure_versions(inp, d)  # the copies the canary's pods read exist before the canary does
     return d.act(ApplyCanary(manifest=canary_manifest(inp, d, replicas)))
 
 

@@ -26,6 +26,7 @@ from guarded.core.templates import CLAIM_ANNOTATION, canary_name, parse_claim
 from guarded.handlers import alerts, telemetry
 from guarded.kube.act import NotOwned, apply_actions
 from guarded.kube.client import Conflict, KubeClient
+from guarded.kube.config import observe as observe_config
 from guarded.kube.events import post_events
 from guarded.kube.guard import gather as gather_guard
 from guarded.kube.observe import deployment_state, request_from
@@ -91,10 +92,11 @@ def describe_error(exc: BaseException) -> str:
 
 async def _observe(client: KubeClient, obj: dict[str, Any], target_name: str, *,
                    analysis: AnalysisObservation | None = None, guard: Any = None,
-                   webhook_alerts: tuple[str, ...] = ()) -> Observations:
+                   webhook_alerts: tuple[str, ...] = (), config: Any = ((), ())) -> Observations:
     meta = obj["metadata"]
     namespace = meta["namespace"]
     target = await client.get_deployment(namespace, target_name)
+    resolved, versions = config
     canary = await client.get_deployment(namespace, canary_name(target_name))
     return Observations(
         now=_now(), namespace=namespace, name=meta["name"], uid=meta.get("uid"),
@@ -102,6 +104,7 @@ async def _observe(client: KubeClient, obj: dict[str, Any], target_name: str, *,
         request=request_from(meta.get("annotations")), analysis=analysis, webhook_alerts=webhook_alerts,
         guard=guard, requester=(meta.get("annotations") or {}).get(REQUESTER_ANNOTATION),
         claim=await _claim_of(client, namespace, target, meta.get("uid")),
+        config=resolved, config_versions=versions,
     )
 
 
@@ -140,14 +143,15 @@ async def _reconcile(client: KubeClient, obj: dict[str, Any], spec: GuardedRollo
             analysis_obs = AnalysisObservation(metrics={}, alerts_error="no Prometheus configured (--prometheus-url)")
         else:
             analysis_obs = await asyncio.to_thread(gather, provider, spec, status, namespace=namespace, now=now)
+    config = await observe_config(client, namespace, spec, status, meta.get("uid"))
     guard = None
     if target is not None and need.gates:
-        guard = await gather_guard(client, obj=obj, spec=spec, target=target)
+        guard = await gather_guard(client, obj=obj, spec=spec, target=target, config=config[0])
     webhook_alerts: tuple[str, ...] = ()
     if spec.analysis is not None and spec.analysis.alerts is not None:
         webhook_alerts = alerts.STORE.matching(spec.analysis.alerts.match_labels, time.time())
     obs = await _observe(client, obj, spec.target.name, analysis=analysis_obs, guard=guard,
-                         webhook_alerts=webhook_alerts)
+                         webhook_alerts=webhook_alerts, config=config)
     obs = replace(obs, now=now)
     faults.hit("decide", stage=stage, wave=wave, rollout=meta["name"])
     started = time.perf_counter()

@@ -19,11 +19,14 @@ from guarded.core.actions import (
     ApplyCanary,
     ClaimTarget,
     DeleteDeployment,
+    EnsureConfigVersion,
     PromoteTarget,
     ReleaseTarget,
+    RemoveConfigVersion,
     ScaleDeployment,
 )
 from guarded.core.templates import CLAIM_ANNOTATION, parse_claim
+from guarded.kube import config
 from guarded.kube.client import Conflict, KubeClient
 
 RETRIES = 5
@@ -49,6 +52,10 @@ async def apply_actions(client: KubeClient, namespace: str, actions: tuple[Actio
             await _claim(client, namespace, action)
         elif isinstance(action, ReleaseTarget):
             await _release(client, namespace, action)
+        elif isinstance(action, EnsureConfigVersion):
+            await config.ensure_version(client, namespace, action)
+        elif isinstance(action, RemoveConfigVersion):
+            await config.remove_version(client, namespace, action)
         else:  # pragma: no cover - exhaustive over the Action union
             raise TypeError(f"unknown action {action!r}")
 
@@ -130,13 +137,26 @@ async def _scale(client: KubeClient, namespace: str, action: ScaleDeployment) ->
 
 
 async def _promote(client: KubeClient, namespace: str, action: PromoteTarget) -> None:
+    """The target gets the changed template. The configuration versions it reads are adopted by it first
+    (so they outlive the rollout), and their sources show the promoted content after."""
+    promoted: list[dict[str, Any]] = []
+
     def change(body: dict[str, Any]) -> dict[str, Any]:
         _require_claim(body, action.rollout_uid)
         body["spec"]["template"] = action.template
         body["spec"]["replicas"] = action.replicas
+        promoted[:] = [body]
         return body
 
+    if action.config:
+        target = await client.get_deployment(namespace, action.name)
+        if target is None:
+            return
+        _require_claim(target, action.rollout_uid)
+        await config.adopt(client, namespace, target, action.config)
     await _replace_deployment(client, namespace, action.name, change)
+    if action.config and promoted:
+        await config.mirror(client, namespace, promoted[0], action.config)
 
 
 async def _claim(client: KubeClient, namespace: str, action: ClaimTarget) -> None:

@@ -7,9 +7,11 @@ here is judged in core/gates; nothing is decided in this module.
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Any
 
+from kubernetes.client.rest import ApiException
 from pydantic import ValidationError
 
 from guarded.api.policy import (
@@ -21,7 +23,8 @@ from guarded.api.policy import (
 )
 from guarded.api.rollout import PLURAL, GuardedRolloutSpec, authors_in
 from guarded.api.stages import Stage, stage_in
-from guarded.core.observations import ApprovalObs, GuardObservation, QueueEntry
+from guarded.core.config_refs import rewrite
+from guarded.core.observations import ApprovalObs, ConfigObs, GuardObservation, QueueEntry
 from guarded.core.policy import NamedPolicy, UnreadablePolicy
 from guarded.core.templates import canary_deployment, canary_name, changed_template
 from guarded.kube.client import KubeClient
@@ -92,6 +95,25 @@ def _queue(items: list[dict[str, Any]]) -> tuple[QueueEntry, ...]:
     return tuple(out)
 
 
+async def _dry_run_config(client: KubeClient, namespace: str, c: ConfigObs) -> str | None:
+    """The API server's word on the ConfigMap version the change makes (keys, sizes, admission)."""
+    body = {"apiVersion": "v1", "kind": "ConfigMap", "immutable": True,
+            "metadata": {"name": c.version, "namespace": namespace},
+            **{k: v for k, v in (c.content or {}).items() if v}}
+    try:
+        await client._call(client.core.create_namespaced_config_map, namespace, body, dry_run="All")
+    except ApiException as exc:
+        if exc.status == 409:
+            return None  # the same content exists as a version already
+        if exc.status in (400, 403, 422):
+            try:
+                return f"ConfigMap {c.name}: " + str(json.loads(exc.body).get("message") or exc.reason)
+            except (ValueError, TypeError):
+                return f"ConfigMap {c.name}: {exc.reason}"
+        raise
+    return None
+
+
 def _selects(selector: dict[str, str], labels: dict[str, str]) -> bool:
     return bool(selector) and all(labels.get(k) == v for k, v in selector.items())
 
@@ -127,7 +149,7 @@ def service_pods(pods_by_selector: list[list[dict[str, Any]]]) -> int:
 
 
 async def gather(client: KubeClient, *, obj: dict[str, Any], spec: GuardedRolloutSpec,
-                 target: dict[str, Any]) -> GuardObservation:
+                 target: dict[str, Any], config: tuple[ConfigObs, ...] = ()) -> GuardObservation:
     meta = obj["metadata"]
     namespace, name = meta["namespace"], meta["name"]
     ns = await client.get_namespace(namespace)
@@ -144,7 +166,9 @@ async def gather(client: KubeClient, *, obj: dict[str, Any], spec: GuardedRollou
         manifest = canary_deployment(
             rollout_name=name, rollout_uid=meta.get("uid"), namespace=namespace, target_name=spec.target.name,
             target_selector=target.get("spec", {}).get("selector", {}),
-            template=changed_template(template, spec.change, "dry-run"), replicas=1, revision="dry-run")
+            template=rewrite(changed_template(template, spec.change, "dry-run"),
+                             {(c.kind, c.name): c.version for c in config if c.version}),
+            replicas=1, revision="dry-run")
     except Exception as exc:  # the change does not apply: core/gates reports it precisely
         dry_run_error = str(exc)
     else:
@@ -154,6 +178,9 @@ async def gather(client: KubeClient, *, obj: dict[str, Any], spec: GuardedRollou
         dry_run_error = await client.dry_run_create_deployment(namespace, manifest)
         if dry_run_error is not None:
             dry_run_error = stable_dry_run_error(dry_run_error, generate_name, placeholder)
+        for c in config:
+            if dry_run_error is None and c.content is not None and c.version:
+                dry_run_error = await _dry_run_config(client, namespace, c)
     return GuardObservation(
         created=meta.get("creationTimestamp", ""), namespace_labels=(ns or {}).get("metadata", {}).get("labels") or {},
         policies=policies, unreadable_policies=unreadable, authors=_tuple(authors_in(meta.get("annotations"))),

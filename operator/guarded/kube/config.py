@@ -1,0 +1,246 @@
+"""The configuration a change names, on the cluster: resolving its new content into a version, and making,
+adopting, mirroring and removing the versioned copies (core/config.py decides; this module reads and writes).
+
+A Secret's data is read here only to hash it and to copy it into its version; it is never logged, put in
+an observation, an action, a status or an Event.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from kubernetes.client.rest import ApiException
+
+from guarded import logs
+from guarded.api.common import GROUP, VERSION
+from guarded.api.rollout import GuardedRolloutSpec, GuardedRolloutStatus
+from guarded.api.stages import Stage
+from guarded.core.actions import ConfigRef, EnsureConfigVersion, RemoveConfigVersion
+from guarded.core.config_refs import CONFIG_OF_LABEL, content_digest, merged_data, references, version_name
+from guarded.core.observations import ConfigObs, VersionObs
+from guarded.core.templates import MANAGED_BY, MANAGED_BY_LABEL
+from guarded.kube.client import Conflict, KubeClient
+
+_log = logs.logger()
+
+
+class ContentChanged(Exception):
+    """The content a version was fixed from has changed since: the copy cannot be made as decided."""
+
+
+def _api(client: KubeClient, kind: str, verb: str) -> Any:
+    noun = "config_map" if kind == "ConfigMap" else "secret"
+    return getattr(client.core, f"{verb}_namespaced_{noun}")
+
+
+async def get(client: KubeClient, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+    return await client._get_json(_api(client, kind, "read"), name, namespace)
+
+
+def content_of(obj: Mapping[str, Any]) -> dict[str, Any]:
+    """What a version copies: data and binaryData of a ConfigMap, data of a Secret."""
+    if obj.get("kind") == "Secret" or "type" in obj:
+        return {"data": dict(obj.get("data") or {})}
+    return {"data": dict(obj.get("data") or {}), "binaryData": dict(obj.get("binaryData") or {})}
+
+
+def digest_of(content: Mapping[str, Any]) -> str:
+    return content_digest(content.get("data"), content.get("binaryData"))
+
+
+# -- observing --------------------------------------------------------------------------------------
+
+async def _resolve_map(client: KubeClient, namespace: str, change: Any) -> ConfigObs:
+    source = await get(client, "ConfigMap", namespace, change.name)
+    if source is None:
+        return ConfigObs(kind="ConfigMap", name=change.name,
+                         error=f"ConfigMap {change.name!r} not found in namespace {namespace!r}")
+    if change.content_from is not None:
+        origin = await get(client, "ConfigMap", namespace, change.content_from)
+        if origin is None:
+            return ConfigObs(kind="ConfigMap", name=change.name, error=f"contentFrom: ConfigMap "
+                             f"{change.content_from!r} not found in namespace {namespace!r}")
+        content = content_of(origin)
+    else:
+        current = content_of(source)
+        content = {"data": merged_data(current["data"], change.data or {}, change.remove_keys),
+                   "binaryData": current["binaryData"]}
+    return ConfigObs(kind="ConfigMap", name=change.name, version=version_name(change.name, digest_of(content)),
+                     content=content)
+
+
+async def _resolve_secret(client: KubeClient, namespace: str, change: Any) -> ConfigObs:
+    if await get(client, "Secret", namespace, change.name) is None:
+        return ConfigObs(kind="Secret", name=change.name,
+                         error=f"Secret {change.name!r} not found in namespace {namespace!r}")
+    origin = await get(client, "Secret", namespace, change.content_from)
+    if origin is None:
+        return ConfigObs(kind="Secret", name=change.name, error=f"contentFrom: Secret {change.content_from!r} "
+                         f"not found in namespace {namespace!r}")
+    return ConfigObs(kind="Secret", name=change.name, version=version_name(change.name, digest_of(content_of(origin))))
+
+
+async def _version(client: KubeClient, namespace: str, kind: str, version: str, rollout_uid: str | None) -> VersionObs:
+    obj = await get(client, kind, namespace, version)
+    if obj is None:
+        return VersionObs(kind=kind, version=version)
+    owners = obj["metadata"].get("ownerReferences") or []
+    return VersionObs(kind=kind, version=version, exists=True, uid=obj["metadata"].get("uid"),
+                      ours=any(o.get("uid") == rollout_uid for o in owners),
+                      adopted=any(o.get("kind") == "Deployment" for o in owners))
+
+
+async def observe(client: KubeClient, namespace: str, spec: GuardedRolloutSpec, status: GuardedRolloutStatus,
+                  rollout_uid: str | None) -> tuple[tuple[ConfigObs, ...], tuple[VersionObs, ...]]:
+    """spec.change's configuration resolved now, and the state of every copy it or status.config names."""
+    change = spec.change
+    if not change.config_maps and not change.secrets and not status.config:
+        return (), ()
+    resolved = [await _resolve_map(client, namespace, c) for c in change.config_maps]
+    resolved += [await _resolve_secret(client, namespace, s) for s in change.secrets]
+    wanted = {(c.kind, c.version) for c in resolved if c.version}
+    if status.stage != Stage.PENDING or status.config:
+        wanted |= {(c.kind, c.version) for c in status.config}
+    versions = [await _version(client, namespace, kind, v, rollout_uid) for kind, v in sorted(wanted)]
+    return tuple(resolved), tuple(versions)
+
+
+# -- acting -----------------------------------------------------------------------------------------
+
+def _owner(kind: str, api_version: str, name: str, uid: str) -> dict[str, Any]:
+    return {"apiVersion": api_version, "kind": kind, "name": name, "uid": uid, "controller": False,
+            "blockOwnerDeletion": False}
+
+
+async def ensure_version(client: KubeClient, namespace: str, action: EnsureConfigVersion) -> None:
+    existing = await get(client, action.kind, namespace, action.version)
+    ours = _owner("GuardedRollout", f"{GROUP}/{VERSION}", action.rollout_name, action.rollout_uid or "")
+    if existing is not None:
+        await _add_owner(client, namespace, action.kind, existing, ours, of=action.name)
+        return
+    body: dict[str, Any]
+    if action.kind == "ConfigMap":
+        content = dict(action.content or {})
+        body = {"apiVersion": "v1", "kind": "ConfigMap"}
+    else:
+        origin = await get(client, "Secret", namespace, action.copy_from or "")
+        if origin is None:
+            raise ContentChanged(f"contentFrom: Secret {action.copy_from!r} is gone")
+        content = {"data": dict(origin.get("data") or {})}
+        body = {"apiVersion": "v1", "kind": "Secret", "type": origin.get("type") or "Opaque"}
+    if version_name(action.name, digest_of(content)) != action.version:
+        raise ContentChanged(f"the content of {action.kind} {action.name!r} changed after version "
+                             f"{action.version!r} was fixed")
+    body.update({k: v for k, v in content.items() if v})
+    body["immutable"] = True
+    body["metadata"] = {"name": action.version, "namespace": namespace,
+                        "labels": {CONFIG_OF_LABEL: action.name, MANAGED_BY_LABEL: MANAGED_BY},
+                        "ownerReferences": [ours] if action.rollout_uid else []}
+    try:
+        await client._call(_api(client, action.kind, "create"), namespace, body)
+    except ApiException as exc:
+        if exc.status != 409:
+            raise
+        raise Conflict(f"{action.kind} {action.version} was created meanwhile") from exc
+    _log.info("configuration version made", kind=action.kind, name=action.name, version=action.version)
+
+
+async def _add_owner(client: KubeClient, namespace: str, kind: str, obj: dict[str, Any], owner: dict[str, Any],
+                     *, of: str) -> None:
+    meta = obj["metadata"]
+    labels = meta.get("labels") or {}
+    if labels.get(CONFIG_OF_LABEL) != of:
+        raise ContentChanged(f"{kind} {meta['name']!r} exists and is not a version of {of!r} (label "
+                             f"{CONFIG_OF_LABEL}): it is not used; rename the change or remove that object")
+    owners = meta.get("ownerReferences") or []
+    if not owner["uid"] or any(o.get("uid") == owner["uid"] for o in owners):
+        return
+    patch = {"metadata": {"resourceVersion": meta["resourceVersion"], "ownerReferences": [*owners, owner]}}
+    try:
+        await client._call(_api(client, kind, "patch"), meta["name"], namespace, patch)
+    except ApiException as exc:
+        if exc.status == 409:
+            raise Conflict(f"{kind} {meta['name']} changed meanwhile") from exc
+        raise
+
+
+async def remove_version(client: KubeClient, namespace: str, action: RemoveConfigVersion) -> None:
+    obj = await get(client, action.kind, namespace, action.version)
+    if obj is None or obj["metadata"].get("uid") != action.uid:
+        return
+    owners = obj["metadata"].get("ownerReferences") or []
+    if any(o.get("kind") == "Deployment" for o in owners) or not any(o.get("uid") == action.rollout_uid
+                                                                    for o in owners):
+        return  # adopted by a Deployment, or not ours: it stays
+    try:
+        await client._call(_api(client, action.kind, "delete"), action.version, namespace,
+                           body={"preconditions": {"uid": action.uid}})
+    except ApiException as exc:
+        if exc.status not in (404, 409):
+            raise
+    _log.info("configuration version removed", kind=action.kind, version=action.version)
+
+
+async def adopt(client: KubeClient, namespace: str, target: Mapping[str, Any], refs: tuple[ConfigRef, ...]) -> None:
+    """Before the target reads them: its versions are owned by it, so they outlive the rollout."""
+    meta = target["metadata"]
+    owner = _owner("Deployment", "apps/v1", meta["name"], meta["uid"])
+    for ref in refs:
+        obj = await get(client, ref.kind, namespace, ref.version)
+        if obj is None:
+            raise ContentChanged(f"{ref.kind} version {ref.version!r} is gone: not promoting a template that reads it")
+        await _add_owner(client, namespace, ref.kind, obj, owner, of=ref.name)
+
+
+async def mirror(client: KubeClient, namespace: str, target: Mapping[str, Any], refs: tuple[ConfigRef, ...]) -> None:
+    """After promotion: each changed object shows the promoted content, so that what `kubectl get` shows (and a
+    GitOps tool compares) is what runs. Its old content is kept first as a version the target owns (a release
+    of it undoes the change). Skipped while any other Deployment reads the object itself: it would change
+    under those pods at once."""
+    deployments = await client._items(client.apps.list_namespaced_deployment, namespace)
+    for ref in refs:
+        readers = [d["metadata"]["name"] for d in deployments
+                   if d["metadata"]["name"] != target["metadata"]["name"]
+                   and (d["metadata"].get("labels") or {}).get("rollouts.guarded.dev/role") != "canary"
+                   and _reads_exactly(d, ref)]
+        source = await get(client, ref.kind, namespace, ref.name)
+        version = await get(client, ref.kind, namespace, ref.version)
+        if readers or source is None or version is None or source.get("immutable"):
+            if readers:
+                _log.info("source not mirrored: other Deployments read it", kind=ref.kind, name=ref.name,
+                          readers=readers)
+            continue
+        if content_of(source) == content_of(version):
+            continue
+        await _snapshot(client, namespace, target, ref, source)
+        body = {**source, **content_of(version)}
+        await client._replace(_api(client, ref.kind, "replace"), ref.name, namespace, body)
+        _log.info("source mirrors the promoted version", kind=ref.kind, name=ref.name, version=ref.version)
+
+
+def _reads_exactly(deployment: Mapping[str, Any], ref: ConfigRef) -> bool:
+    """The Deployment's pods read the object itself (not a version of it)."""
+    return (ref.kind, ref.name) in references((deployment.get("spec") or {}).get("template") or {})
+
+
+async def _snapshot(client: KubeClient, namespace: str, target: Mapping[str, Any], ref: ConfigRef,
+                    source: Mapping[str, Any]) -> None:
+    content = content_of(source)
+    name = version_name(ref.name, digest_of(content))
+    if await get(client, ref.kind, namespace, name) is not None:
+        return
+    meta = target["metadata"]
+    body: dict[str, Any] = {"apiVersion": "v1", "kind": ref.kind, "immutable": True,
+                            **{k: v for k, v in content.items() if v},
+                            "metadata": {"name": name, "namespace": namespace,
+                                         "labels": {CONFIG_OF_LABEL: ref.name, MANAGED_BY_LABEL: MANAGED_BY},
+                                         "ownerReferences": [_owner("Deployment", "apps/v1", meta["name"],
+                                                                    meta["uid"])]}}
+    if ref.kind == "Secret":
+        body["type"] = source.get("type") or "Opaque"
+    try:
+        await client._call(_api(client, ref.kind, "create"), namespace, body)
+    except ApiException as exc:
+        if exc.status != 409:
+            raise
