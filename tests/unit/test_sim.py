@@ -2,17 +2,26 @@
 
 from __future__ import annotations
 
+import base64
+import json
 import math
 import random
+import threading
+from types import SimpleNamespace
+from typing import Any
 
 import pytest
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
+from structlog.testing import capture_logs
 
-from guarded.sim import sampling
+from guarded.sim import model, sampling
 from guarded.sim.exporter import Store, make_registry
+from guarded.sim.kube import ClusterReader
+from guarded.sim.main import Loop
 from guarded.sim.model import (
     BUCKETS,
+    CONFIG_MAP,
     ENABLED,
     ERROR_RATIO,
     ERROR_RATIO_ADD,
@@ -20,13 +29,14 @@ from guarded.sim.model import (
     ORDER_RATIO,
     ORDER_RATIO_FACTOR,
     RPS,
+    SECRET,
     Observation,
     PodObservation,
     PodSeries,
     Simulation,
     Snapshot,
 )
-from guarded.sim.observe import observation
+from guarded.sim.observe import config_reads, observation, with_configs
 
 TICK = 0.5
 
@@ -248,3 +258,142 @@ def test_the_exposition_has_every_series_with_its_labels() -> None:
     assert value("http_request_duration_seconds_sum", "a") == pytest.approx(a.duration_sum)
     assert value("http_requests_total", "b", code="200") == 0  # live but not Ready: exported at zero
     assert samples[("sim_ready_pods", (("app", "web"), ("namespace", "shop")))] == 1
+
+
+# --- model.Behaviour from a key of the ConfigMaps and Secrets a pod reads (sim.guarded.dev/config-key) ---
+
+SHOP_CONFIG = "currency: EUR\ncheckout:\n  provider: acme\n"  # a real app's settings: nothing for the simulator
+Refs = tuple[dict[str, Any], ...]
+
+
+def raw_pod(name: str, *, volumes: Refs = (), env_from: Refs = (), key: str | None = "shop.yaml",
+            ns: str = "shop") -> dict[str, Any]:
+    annotations = {ENABLED: "true", ORDER_RATIO: "0.05", **({model.CONFIG_KEY: key} if key else {})}
+    return {"metadata": {"namespace": ns, "name": name, "labels": {"app": "web"}, "annotations": annotations},
+            "spec": {"volumes": list(volumes), "containers": [{"name": "app", "envFrom": list(env_from)}]},
+            "status": {"conditions": [{"type": "Ready", "status": "True"}]}}
+
+
+def cm(name: str, kind: str = CONFIG_MAP) -> dict[str, Any]:  # a volume
+    source = {"configMap": {"name": name}} if kind == CONFIG_MAP else {"secret": {"secretName": name}}
+    return {"name": name, **source}
+
+
+def config_list(kind: str, *objects: tuple[str, dict[str, str]], ns: str = "shop") -> tuple[str, dict[str, Any]]:
+    """A ConfigMapList or SecretList body; a Secret's values are base64-encoded as the API server does."""
+    items = [{"metadata": {"namespace": ns, "name": n}, "data": {
+        k: base64.b64encode(v.encode()).decode() if kind == SECRET else v for k, v in d.items()}} for n, d in objects]
+    return kind, {"kind": f"{kind}List", "items": items}
+
+
+def observe(pods: list[dict[str, Any]], *lists: tuple[str, dict[str, Any]]) -> Observation:
+    return with_configs(observation({"items": pods}, {"items": []}), lists)
+
+
+def behaviours(obs: Observation) -> tuple[dict[str, model.Behaviour], tuple[model.InvalidConfig, ...]]:
+    bad: list[model.InvalidConfig] = []
+    return {p.name: model.behaviour(model.with_config(p, obs.config_data, bad), {}) for p in obs.pods}, tuple(bad)
+
+
+def test_a_config_map_change_drops_orders_only_for_the_pods_that_read_it() -> None:
+    pods = [raw_pod("canary", volumes=(cm("shop-config-3f2a9c1b7d"),)), raw_pod("stable", volumes=(cm("shop-config"),))]
+    obs = observe(pods, config_list(CONFIG_MAP, ("shop-config", {"shop.yaml": SHOP_CONFIG}), (
+        "shop-config-3f2a9c1b7d", {"shop.yaml": SHOP_CONFIG + "order-ratio: 0.0005\nrps: 4000\n"})))
+    assert config_reads(obs) == [("shop", CONFIG_MAP)]
+    by, bad = behaviours(obs)
+    assert (by["canary"].order_ratio, by["stable"].order_ratio, bad) == (0.0005, 0.05, ())
+    sim = Simulation(seed=11, default_rps=100)
+    assert sim.step(obs, TICK).invalid_config == ()
+    series = run(sim, obs, 399)
+    assert sum(s.requests for s in series.values()) == pytest.approx(4000 * 200, rel=0.02)  # rps from the canary
+    ratio = (series["canary"].orders / series["canary"].ok) / (series["stable"].orders / series["stable"].ok)
+    assert ratio == pytest.approx(0.01, abs=0.003)
+
+
+def test_a_secrets_base64_value_is_decoded_envfrom_is_read_and_the_first_object_with_the_key_wins() -> None:
+    settings = '{"error-ratio": 0.25, "latency-ms": 300}'
+    projected = {"name": "p", "projected": {"sources": [{"configMap": {"name": "a"}}, {"secret": {"name": "s"}}]}}
+    pods = [raw_pod("vol", volumes=(cm("s", SECRET),)), raw_pod("projected", volumes=(projected,)),
+            raw_pod("env", env_from=({"configMapRef": {"name": "a"}}, {"secretRef": {"name": "s"}})),
+            raw_pod("first", volumes=(cm("a"), cm("b")), env_from=({"secretRef": {"name": "s"}},))]
+    configs = config_list(CONFIG_MAP, ("a", {"other": "order-ratio: 0.9"}), ("b", {"shop.yaml": "error-ratio: 0.5"}))
+    obs = observe(pods, configs, config_list(SECRET, ("s", {"shop.yaml": settings})))
+    assert obs.config_data[("shop", SECRET, "s")] == {"shop.yaml": settings}
+    assert obs.pods[2].config_refs == ((CONFIG_MAP, "a"), (SECRET, "s"))
+    assert config_reads(obs) == [("shop", CONFIG_MAP), ("shop", SECRET)]
+    by, bad = behaviours(obs)
+    assert bad == () and {n: (b.error_ratio, b.latency_s, b.order_ratio) for n, b in by.items()} == {
+        "vol": (0.25, 0.3, 0.05), "projected": (0.25, 0.3, 0.05), "env": (0.25, 0.3, 0.05), "first": (0.5, 0.04, 0.05)}
+
+
+def test_json_and_yaml_values_both_parse() -> None:
+    assert model.parse_settings('{"order-ratio": 0.0005, "rps": "40"}') == {"order-ratio": 0.0005, "rps": "40"}
+    assert model.parse_settings("order-ratio: 0.0005\nf:\n  x: [1, 2]\n") == {"order-ratio": 0.0005, "f": {"x": [1, 2]}}
+    obs = observe([raw_pod("json", volumes=(cm("j"),)), raw_pod("yaml", volumes=(cm("y"),))], config_list(
+        CONFIG_MAP, ("j", {"shop.yaml": '{"order-ratio": "0.01"}'}), ("y", {"shop.yaml": "# x\norder-ratio: 1e-2"})))
+    by, _ = behaviours(obs)
+    assert by["json"].order_ratio == by["yaml"].order_ratio == 0.01
+
+
+@pytest.mark.parametrize(("kind", "data", "problem", "entry", "shown"), [
+    (CONFIG_MAP, {"other.yaml": "order-ratio: 0.0005"}, model.NOT_FOUND, "", ""),  # the object lacks the key
+    (CONFIG_MAP, {"shop.yaml": "order-ratio: [0.0005"}, model.NOT_A_MAPPING, "", ""),  # does not parse
+    (CONFIG_MAP, {"shop.yaml": "0.0005"}, model.NOT_A_MAPPING, "", ""),  # parses, but not to a mapping
+    (CONFIG_MAP, {"shop.yaml": "order-ratio: lots"}, model.NOT_A_NUMBER, "order-ratio", "lots"),
+    (SECRET, {"shop.yaml": "order-ratio: hunter2"}, model.NOT_A_NUMBER, "order-ratio", ""),  # value never shown
+    (SECRET, {"shop.yaml": "password: hunter2\norder-ratio: [0"}, model.NOT_A_MAPPING, "", ""),
+])
+def test_an_unusable_config_key_falls_back_to_the_annotations_and_is_reported(
+        kind: str, data: dict[str, str], problem: str, entry: str, shown: str) -> None:
+    obs = observe([raw_pod("p", volumes=(cm("cfg", kind),))], config_list(kind, ("cfg", data)))
+    result = Simulation(seed=1).step(obs, TICK)
+    source, searched = ("", (f"{kind}/cfg",)) if problem == model.NOT_FOUND else (f"{kind}/cfg", ())
+    bad = model.InvalidConfig("shop", "p", "shop.yaml", problem, source, searched, entry, shown)
+    assert result.invalid_config == (bad,)
+    assert "hunter2" not in repr(result)
+    assert behaviours(obs)[0]["p"].order_ratio == 0.05  # the pod's annotation
+
+
+def test_a_missing_object_falls_back_and_the_log_names_it_but_never_shows_a_secrets_values() -> None:
+    pods = [raw_pod("p", volumes=(cm("shop-config-3f2a9c1b7d"),)), raw_pod("s", volumes=(cm("s", SECRET),))]
+    obs = observe(pods, config_list(SECRET, ("s", {"shop.yaml": "password: hunter2\nrps: hunter2"})))
+    result = Simulation(seed=1).step(obs, TICK)
+    assert result.invalid_config[0] == model.InvalidConfig(
+        "shop", "p", "shop.yaml", model.NOT_FOUND, searched=("ConfigMap/shop-config-3f2a9c1b7d (missing)",))
+    assert behaviours(obs)[0]["p"].order_ratio == 0.05
+    with capture_logs() as logs:
+        Loop(None, Simulation(seed=1), Store(), TICK, threading.Event()).report(  # type: ignore[arg-type]
+            model.StepResult(invalid_config=result.invalid_config))
+    assert [(e["pod"], e["event"]) for e in logs] == [
+        ("p", f"{model.NOT_FOUND}; using the annotations"), ("s", f"{model.NOT_A_NUMBER}; using the annotations")]
+    assert (logs[1]["source"], logs[1]["entry"], logs[1]["value"]) == ("Secret/s", "rps", None)
+    assert "hunter2" not in repr(logs)
+
+
+class FakeCore:
+    """A CoreV1Api that records its list calls and answers them raw from `bodies`, by (call, *namespace)."""
+    def __init__(self, bodies: dict[tuple[str, ...], Any]) -> None:
+        self.bodies, self.calls = bodies, []  # type: dict[tuple[str, ...], Any], list[tuple[str, ...]]
+
+    def __getattr__(self, call: str) -> Any:
+        def answer(*namespace: str, **_: Any) -> SimpleNamespace:
+            self.calls.append((call, *namespace))
+            return SimpleNamespace(data=json.dumps(self.bodies[(call, *namespace)]).encode())
+        return answer
+
+
+def test_config_maps_and_secrets_are_listed_only_where_a_pod_has_a_config_key_once_per_kind() -> None:
+    reader = ClusterReader.__new__(ClusterReader)  # no kubeconfig: the API is the fake's
+    reader.label_selector, reader.timeout = "app", 1.0
+    plain = [raw_pod(f"p{i}", ns=ns, volumes=(cm("c"),), key=None) for i, ns in enumerate("ab")]
+    base = {("list_pod_for_all_namespaces",): {"items": plain}, ("list_namespace",): {"items": []}}
+    reader.core = core = FakeCore(base)  # type: ignore[assignment]
+    assert reader.observe().config_data == {}
+    assert core.calls == [("list_pod_for_all_namespaces",), ("list_namespace",)]
+    opted = [raw_pod(n, ns="b", volumes=(cm("c"),), env_from=({"secretRef": {"name": "s"}},)) for n in "qr"]
+    cms = config_list(CONFIG_MAP, ("c", {"shop.yaml": "order-ratio: 0.5"}), ns="b")[1]
+    reader.core = core = FakeCore({**base, ("list_pod_for_all_namespaces",): {"items": plain + opted},
+                                   ("list_namespaced_config_map", "b"): cms, ("list_namespaced_secret", "b"): {}})
+    obs = reader.observe()
+    assert core.calls[2:] == [("list_namespaced_config_map", "b"), ("list_namespaced_secret", "b")]
+    assert behaviours(obs)[0]["q"].order_ratio == 0.5

@@ -1,8 +1,13 @@
-"""Reading the cluster: one list of pods and one of namespaces per tick.
+"""Reading the cluster: one list of pods and one of namespaces per tick, and, only in namespaces where
+a pod takes its numbers from a config key, one list of the ConfigMaps and/or Secrets its pods read.
 
 Polling, not watching: a list is one request that is either complete or fails, so there is no
 resync, bookmark or reconnect logic to get wrong, and at test-bed scale (hundreds of pods, a tick
 of half a second) it costs the API server little. Bodies are read as raw JSON (see ``observe``).
+A failed ConfigMap or Secret list fails the whole poll, like a failed pod list: the simulation keeps
+its counters and retries, rather than serving a tick with the pods' configuration missing.
+
+Listing Secrets needs a user allowed to (the test bed runs the simulator as its admin).
 """
 
 from __future__ import annotations
@@ -12,8 +17,8 @@ from typing import Any
 
 import kubernetes
 
-from guarded.sim.model import Observation
-from guarded.sim.observe import observation
+from guarded.sim.model import CONFIG_MAP, Observation
+from guarded.sim.observe import config_reads, observation, with_configs
 
 
 class ClusterReader:
@@ -31,4 +36,14 @@ class ClusterReader:
             label_selector=self.label_selector, _preload_content=False, _request_timeout=self.timeout
         )
         namespaces: Any = self.core.list_namespace(_preload_content=False, _request_timeout=self.timeout)
-        return observation(json.loads(pods.data), json.loads(namespaces.data))
+        obs = observation(json.loads(pods.data), json.loads(namespaces.data))
+        reads = config_reads(obs)
+        if not reads:
+            return obs
+        return with_configs(obs, [(kind, self._list(namespace, kind)) for namespace, kind in reads])
+
+    def _list(self, namespace: str, kind: str) -> dict[str, Any]:
+        """The raw ConfigMapList or SecretList of one namespace."""
+        call = self.core.list_namespaced_config_map if kind == CONFIG_MAP else self.core.list_namespaced_secret
+        body: Any = call(namespace, _preload_content=False, _request_timeout=self.timeout)
+        return dict(json.loads(body.data))

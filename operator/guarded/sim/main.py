@@ -10,7 +10,8 @@ burst). That keeps the simulation's input a function of the observations alone, 
 reproduces it.
 
 Logs go to stderr as JSON (structlog), one line per pod that starts or stops serving, per bad
-annotation value, and per change between failing and succeeding polls: never one per tick.
+annotation value or unusable config key (a Secret's name and key, never its values), and per change
+between failing and succeeding polls: never one per tick.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ import structlog
 
 from guarded.sim.exporter import Store, serve
 from guarded.sim.kube import ClusterReader
-from guarded.sim.model import DEFAULT_RPS, InvalidAnnotation, Simulation, StepResult
+from guarded.sim.model import DEFAULT_RPS, NOT_FOUND, InvalidAnnotation, InvalidConfig, Simulation, StepResult
 
 MAX_TICKS_PER_STEP = 10
 
@@ -75,7 +76,7 @@ class Loop:
                  stop: threading.Event) -> None:
         self.reader, self.sim, self.store, self.tick, self.stop = reader, sim, store, tick, stop
         self.log = structlog.get_logger("guarded.sim")
-        self._reported: set[InvalidAnnotation] = set()
+        self._reported: set[InvalidAnnotation | InvalidConfig] = set()
         self._failing = False
 
     def run(self) -> None:
@@ -86,7 +87,8 @@ class Loop:
                 observation = self.reader.observe()
             except Exception as exc:  # the API server may restart; keep the last counters and retry
                 if not self._failing:
-                    self.log.warning("listing pods failed; retrying every tick", error=str(exc))
+                    self.log.warning("listing pods (or their configuration) failed; retrying every tick",
+                                     error=str(exc))
                 self._failing = True
             else:
                 if self._failing:
@@ -111,6 +113,19 @@ class Loop:
                 self._reported.add(bad)
                 self.log.warning("annotation is not a number; using the default", namespace=bad.namespace,
                                  pod=bad.name or None, annotation=bad.key, value=bad.value)
+        for config in result.invalid_config:
+            if config not in self._reported:
+                self._reported.add(config)
+                self.report_config(config)
+
+    def report_config(self, bad: InvalidConfig) -> None:
+        """One line per unusable config key or entry; `value` is only ever a ConfigMap's (see InvalidConfig)."""
+        where = {"namespace": bad.namespace, "pod": bad.name, "config_key": bad.key}
+        if bad.problem == NOT_FOUND:
+            self.log.warning(f"{bad.problem}; using the annotations", **where, searched=list(bad.searched))
+        else:
+            self.log.warning(f"{bad.problem}; using the annotations", **where, source=bad.source,
+                             entry=bad.entry or None, value=bad.value or None)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -8,14 +8,28 @@ A "service" is the pods of one namespace with the same ``app`` label. Only its R
 not being deleted serve; they share the service's request rate equally, like a Service's endpoints.
 Every number a pod or namespace can set is an annotation (names below); a value that does not parse
 falls back to the default and is reported, so that a typo shows up in the log instead of silently.
+
+A pod with ``sim.guarded.dev/config-key: KEY`` also takes its numbers from the ConfigMaps and Secrets
+it reads (volumes, projected volumes, then each container's envFrom, in that order): the first of
+them that has KEY wins, and its value, a JSON or YAML mapping, overrides the annotations with its
+entries ``rps``, ``error-ratio``, ``order-ratio`` and ``latency-ms`` (other entries are ignored).
+So a configuration change hurts exactly the pods that read the new version. An object or key that
+is missing, a value that is not a mapping, or an entry that is not a number, leaves the annotations
+in force and is reported (without a Secret's values).
 """
 
 from __future__ import annotations
 
+import functools
+import json
+import math
 import random
 from collections import Counter, defaultdict
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import yaml
 
 from guarded.sim.sampling import binomial, latency_buckets, poisson
 
@@ -27,6 +41,9 @@ ORDER_RATIO = PREFIX + "order-ratio"
 LATENCY_MS = PREFIX + "latency-ms"
 ORDER_RATIO_FACTOR = PREFIX + "order-ratio-factor"  # on a namespace: multiplies every pod's order ratio
 ERROR_RATIO_ADD = PREFIX + "error-ratio-add"  # on a namespace: added to every pod's error ratio
+CONFIG_KEY = PREFIX + "config-key"  # on a pod: the key, in the ConfigMaps and Secrets it reads, of its numbers
+CONFIG_ENTRIES = (RPS, ERROR_RATIO, ORDER_RATIO, LATENCY_MS)  # a config value's entries are these, unprefixed
+CONFIG_MAP, SECRET = "ConfigMap", "Secret"
 
 DEFAULT_RPS = 100.0
 DEFAULT_ERROR_RATIO = 0.005
@@ -38,6 +55,8 @@ BUCKETS: tuple[float, ...] = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5
 
 PodKey = tuple[str, str]  # (namespace, pod name)
 ServiceKey = tuple[str, str]  # (namespace, app)
+ConfigRef = tuple[str, str]  # (CONFIG_MAP or SECRET, name), as a pod references it
+ConfigObjectKey = tuple[str, str, str]  # (namespace, CONFIG_MAP or SECRET, name)
 
 
 @dataclass(frozen=True)
@@ -50,6 +69,7 @@ class PodObservation:
     ready: bool
     deleting: bool = False
     annotations: Mapping[str, str] = field(default_factory=dict)
+    config_refs: tuple[ConfigRef, ...] = ()  # the ConfigMaps and Secrets it reads, in search order
 
     @property
     def key(self) -> PodKey:
@@ -58,10 +78,12 @@ class PodObservation:
 
 @dataclass(frozen=True)
 class Observation:
-    """All pods (opted in or not) and the annotations of each namespace, as of one poll."""
+    """All pods (opted in or not), the annotations of each namespace, as of one poll, and the data
+    (decoded text) of the ConfigMaps and Secrets of the namespaces where a pod has a config key."""
 
     pods: tuple[PodObservation, ...]
     namespace_annotations: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    config_data: Mapping[ConfigObjectKey, Mapping[str, str]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -70,6 +92,25 @@ class InvalidAnnotation:
     name: str  # the pod's name, or "" for an annotation on the namespace itself
     key: str
     value: str
+
+
+@dataclass(frozen=True)
+class InvalidConfig:
+    """A pod's config key that is not used, whole or in one entry. Never holds a Secret's values."""
+
+    namespace: str
+    name: str  # the pod's name
+    key: str  # the pod's config key
+    problem: str  # one of the texts below
+    source: str = ""  # where the key was found ("ConfigMap/shop-config"); "" if nowhere
+    searched: tuple[str, ...] = ()  # if found nowhere: what the pod reads ("Secret/x (missing)" if absent)
+    entry: str = ""  # the entry that is not a number, or ""
+    value: str = ""  # that entry's value, from a ConfigMap only
+
+
+NOT_FOUND = "no ConfigMap or Secret the pod reads has the key"
+NOT_A_MAPPING = "the value is not a JSON or YAML mapping"
+NOT_A_NUMBER = "the entry is not a number"
 
 
 @dataclass(frozen=True)
@@ -83,6 +124,11 @@ class Behaviour:
 
 def enabled(annotations: Mapping[str, str]) -> bool:
     return annotations.get(ENABLED, "").strip().lower() == "true"
+
+
+def simulated(pod: PodObservation) -> bool:
+    """Whether the pod has series: opted in, with an ``app`` label, not being deleted."""
+    return enabled(pod.annotations) and bool(pod.app) and not pod.deleting
 
 
 def _number(annotations: Mapping[str, str], key: str, default: float, lo: float, hi: float,
@@ -131,6 +177,77 @@ def service_rps(pods: list[PodObservation], default_rps: float,
     if not votes:
         return default_rps
     return max(votes.items(), key=lambda kv: (kv[1], kv[0]))[0]
+
+
+@functools.lru_cache(maxsize=256)  # pods share a few values: parse each once, not per pod and tick
+def parse_settings(text: str) -> Mapping[str, Any] | None:
+    """The value as a mapping (JSON, else YAML), or None if it is neither or not a mapping."""
+    try:
+        doc = json.loads(text)
+    except ValueError:
+        try:
+            doc = yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+        except (yaml.YAMLError, ValueError, TypeError):
+            return None
+    return doc if isinstance(doc, dict) else None
+
+
+def _finite(value: object) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        return None
+    try:
+        number = float(value)
+    except (ValueError, OverflowError):
+        return None
+    return number if math.isfinite(number) else None
+
+
+def _find_config(pod: PodObservation, key: str, data: Mapping[ConfigObjectKey, Mapping[str, str]]
+                 ) -> tuple[ConfigRef, str] | None:
+    for kind, name in pod.config_refs:
+        value = data.get((pod.namespace, kind, name), {}).get(key)
+        if value is not None:
+            return (kind, name), value
+    return None
+
+
+def config_overrides(pod: PodObservation, data: Mapping[ConfigObjectKey, Mapping[str, str]],
+                     invalid: list[InvalidConfig]) -> dict[str, str]:
+    """The annotation values that the pod's config key sets (none without one); problems go to `invalid`."""
+    key = pod.annotations.get(CONFIG_KEY, "").strip()
+    if not key:
+        return {}
+    found = _find_config(pod, key, data)
+    if found is None:
+        searched = tuple(f"{kind}/{name}" + ("" if (pod.namespace, kind, name) in data else " (missing)")
+                         for kind, name in pod.config_refs)
+        invalid.append(InvalidConfig(pod.namespace, pod.name, key, NOT_FOUND, searched=searched))
+        return {}
+    (kind, name), text = found
+    source = f"{kind}/{name}"
+    settings = parse_settings(text)
+    if settings is None:
+        invalid.append(InvalidConfig(pod.namespace, pod.name, key, NOT_A_MAPPING, source))
+        return {}
+    overrides = {}
+    for annotation in CONFIG_ENTRIES:
+        entry = annotation.removeprefix(PREFIX)
+        if entry not in settings:
+            continue
+        number = _finite(settings[entry])
+        if number is None:
+            shown = str(settings[entry]) if kind == CONFIG_MAP else ""
+            invalid.append(InvalidConfig(pod.namespace, pod.name, key, NOT_A_NUMBER, source, entry=entry, value=shown))
+        else:
+            overrides[annotation] = repr(number)
+    return overrides
+
+
+def with_config(pod: PodObservation, data: Mapping[ConfigObjectKey, Mapping[str, str]],
+                invalid: list[InvalidConfig]) -> PodObservation:
+    """The pod with the annotations its config key overrides replaced (the pod itself if none)."""
+    overrides = config_overrides(pod, data, invalid)
+    return replace(pod, annotations={**pod.annotations, **overrides}) if overrides else pod
 
 
 class _Counters:
@@ -185,6 +302,7 @@ class StepResult:
     started: tuple[ServingPod, ...] = ()
     stopped: tuple[ServingPod, ...] = ()
     invalid: tuple[InvalidAnnotation, ...] = ()
+    invalid_config: tuple[InvalidConfig, ...] = ()
 
 
 class Simulation:
@@ -204,10 +322,11 @@ class Simulation:
 
     def step(self, observation: Observation, seconds: float) -> StepResult:
         """Advance by `seconds` of traffic to the pods of `observation`."""
+        invalid_config: list[InvalidConfig] = []
         live = {
-            p.key: p
+            p.key: with_config(p, observation.config_data, invalid_config)
             for p in sorted(observation.pods, key=lambda p: p.key)
-            if enabled(p.annotations) and p.app and not p.deleting
+            if simulated(p)
         }
         for key in [k for k, c in self._counters.items() if k not in live or c.app != live[k].app]:
             del self._counters[key]
@@ -236,7 +355,7 @@ class Simulation:
             per_pod = service_rps(ready, self.default_rps, invalid) / len(ready)
             for pod in ready:
                 self._serve(self._counters[pod.key], behaviour(pod, ns_annotations, invalid), per_pod * seconds)
-        return StepResult(started, stopped, tuple(dict.fromkeys(invalid)))
+        return StepResult(started, stopped, tuple(dict.fromkeys(invalid)), tuple(dict.fromkeys(invalid_config)))
 
     def _serve(self, c: _Counters, b: Behaviour, expected_requests: float) -> None:
         n = poisson(self._rng, expected_requests)
