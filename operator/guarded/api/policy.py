@@ -2,7 +2,9 @@
 
 A platform team writes RolloutPolicies: which rollouts they govern (namespace and target labels) and
 the rules those rollouts must meet before wave 1 (approvals, senior sign-off, documentation, first
-wave size, bake times, required metrics, concurrency, freeze windows, a time-boxed safety reset).
+wave size, bake times, required metrics, concurrency, freeze windows, a time-boxed safety reset), and
+what the ConfigMaps a rollout changes must hold (configValidation: a key parses as JSON or YAML and
+meets a JSON Schema the platform team keeps in a ConfigMap; checked by core/config_checks.py).
 Several policies may match one rollout; the strictest value of each rule wins (core/policy.py).
 
 A RolloutApproval is one person's sign-off of one rollout at one spec revision. Who approved is not
@@ -12,7 +14,7 @@ typed by the approver: the operator's admission webhook stamps `spec.approver` a
 
 from __future__ import annotations
 
-from typing import Any, Literal, get_args
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import Field, model_validator
 
@@ -123,6 +125,41 @@ class ReleaseDefaults(ApiModel):
     progress_deadline: str | None = Field(default=None, max_length=32, description="spec.progressDeadline.")
 
 
+# A ConfigMap key, as Kubernetes allows it.
+CONFIG_KEY_PATTERN = r"^[-._a-zA-Z0-9]+$"
+ConfigKey = Annotated[str, Field(min_length=1, max_length=253, pattern=CONFIG_KEY_PATTERN)]
+
+
+class SchemaRef(ApiModel):
+    """A ConfigMap key holding a JSON Schema (as JSON or YAML text)."""
+
+    namespace: DnsName = Field(description="Namespace of the ConfigMap that holds the schema.")
+    name: DnsName = Field(description="Name of the ConfigMap that holds the schema.")
+    key: ConfigKey = Field(description="The key whose value is the schema (JSON or YAML text).")
+
+    @property
+    def ref(self) -> str:
+        """How status and messages name it: namespace/name#key."""
+        return f"{self.namespace}/{self.name}#{self.key}"
+
+
+class ConfigValidation(ApiModel):
+    """A key of a ConfigMap a governed rollout changes must parse, and meet a JSON Schema when one is given.
+    Checked against the new content before wave 1; a finding blocks the rollout."""
+
+    config_map: DnsName | None = Field(
+        default=None, description="The ConfigMap this rule applies to, by the name the rollout changes "
+        "(spec.change.configMaps[].name). Absent: every ConfigMap a governed rollout changes.")
+    key: ConfigKey = Field(description="The ConfigMap key to check.")
+    format: Literal["json", "yaml"] = Field(description="How the key's value must parse.")
+    schema_from: SchemaRef | None = Field(
+        default=None, description="A JSON Schema (Draft 2020-12 unless it names another $schema) the parsed value "
+        "must meet. Absent: the value need only parse. A schema that cannot be read blocks the rollout.")
+    required: bool = Field(
+        default=True, description="The key must be present in the new content when the rule applies; false: "
+        "a ConfigMap without it passes.")
+
+
 class RolloutPolicySpec(ApiModel):
     selector: PolicySelector = Field(default_factory=PolicySelector)
     rules: PolicyRules = Field(default_factory=PolicyRules)
@@ -135,6 +172,10 @@ class RolloutPolicySpec(ApiModel):
         "apply of a changed template is recorded as one, authored by whoever applied it.")
     release_defaults: ReleaseDefaults | None = Field(
         default=None, description="Waves, analysis and deadline of the releases made of plain applies.")
+    config_validation: list[ConfigValidation] = Field(
+        default_factory=list, max_length=64,
+        description="What the ConfigMaps a governed rollout changes must hold; the rules of every matching policy "
+        "apply.")
 
 
 class RolloutApprovalSpec(ApiModel):

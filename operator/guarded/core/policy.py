@@ -9,6 +9,10 @@ policies set it, for the status and the audit report.
 
 Concurrency is not combined: each policy counts the rollouts it governs against its own limit.
 
+Config validation rules (spec.configValidation) are not combined either: every rule of every matching
+policy applies (one rule two policies set alike is one rule set by both). They are part of the policy's
+spec, not of its rules, so a safety reset does not add any.
+
 An emergency release (spec.emergency, `for_emergency`) keeps every rule but two: each wave bakes at most
 the longest emergencyBake of the policies (DEFAULT_EMERGENCY_BAKE when none sets one) instead of at least
 minBake, and at least one approval is required even where no policy asks for one.
@@ -21,7 +25,14 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 from guarded.api.common import parse_duration
-from guarded.api.policy import LabelSelector, PolicyRules, PolicySelector, RolloutPolicySpec, TimeWindow
+from guarded.api.policy import (
+    ConfigValidation,
+    LabelSelector,
+    PolicyRules,
+    PolicySelector,
+    RolloutPolicySpec,
+    TimeWindow,
+)
 from guarded.api.rollout import PolicyStatus, RuleSource
 from guarded.core.clock import parse
 
@@ -94,6 +105,7 @@ class EffectiveRules:
     blast_share: Rule | None = None
     concurrency: Mapping[str, Rule] = field(default_factory=dict)  # policy name -> its own limit
     freezes: tuple[ActiveFreeze, ...] = ()
+    config_validation: Mapping[ConfigValidation, tuple[str, ...]] = field(default_factory=dict)  # rule -> setBy
 
 
 def selects(selector: LabelSelector, labels: Mapping[str, str]) -> bool:
@@ -146,6 +158,32 @@ def _rule_sets(policy: NamedPolicy, now: datetime) -> list[tuple[str, PolicyRule
     return sets
 
 
+def config_rule_text(rule: ConfigValidation) -> str:
+    """How the status names a config validation rule: "shop-config/settings.json json schema ns/name#key"
+    ("*" for every ConfigMap; "optional" when the key may be absent)."""
+    text = f"{rule.config_map or '*'}/{rule.key} {rule.format}"
+    if rule.schema_from is not None:
+        text += f" schema {rule.schema_from.ref}"
+    return text if rule.required else f"{text} optional"
+
+
+def _config_validation(policies: Iterable[NamedPolicy]) -> dict[ConfigValidation, tuple[str, ...]]:
+    """The union of the policies' config validation rules, in the order of their status text."""
+    union: dict[ConfigValidation, tuple[str, ...]] = {}
+    for policy in policies:
+        for rule in policy.spec.config_validation:
+            by = union.get(rule, ())
+            if policy.name not in by:
+                union[rule] = (*by, policy.name)
+    return {rule: union[rule] for rule in sorted(union, key=config_rule_text)}
+
+
+def config_validations(rules: EffectiveRules) -> list[tuple[str, ConfigValidation]]:
+    """The config validation rules in force, each with who set it ("a,b" when two policies did), for
+    core.config_checks.check."""
+    return [(",".join(by), rule) for rule, by in rules.config_validation.items()]
+
+
 def combine(policies: Iterable[NamedPolicy], now: datetime) -> EffectiveRules:
     policies = list(policies)
     approvals = first_replicas = first_weight = min_bake = emergency_bake = blast_pods = blast_share = None
@@ -191,6 +229,7 @@ def combine(policies: Iterable[NamedPolicy], now: datetime) -> EffectiveRules:
         documentation=documentation, metrics=metrics, first_wave_replicas=first_replicas,
         first_wave_weight=first_weight, min_bake=min_bake, emergency_bake=emergency_bake, blast_pods=blast_pods,
         blast_share=blast_share, concurrency=concurrency, freezes=freezes,
+        config_validation=_config_validation(policies),
     )
 
 
@@ -234,4 +273,6 @@ def describe(rules: EffectiveRules) -> PolicyStatus | None:
     for freeze in rules.freezes:
         out.append(RuleSource(rule="freeze", value=f"{freeze.window.start}..{freeze.window.end}",
                               set_by=[freeze.policy]))
+    for check, by in rules.config_validation.items():
+        out.append(RuleSource(rule="configValidation", value=config_rule_text(check), set_by=list(by)))
     return PolicyStatus(policies=list(rules.policies), safety_resets=sorted(set(rules.safety_resets)), rules=out)
