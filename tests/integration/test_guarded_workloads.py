@@ -133,27 +133,52 @@ def test_every_plain_path_leaves_the_pods_alone_and_becomes_a_release_by_alice(
         print(f"plain apply to GuardedRollout created: {created_after:.2f}s")
 
 
-def test_configuration_a_guarded_deployment_reads_cannot_be_edited_directly(cluster: Cluster, team: Team) -> None:
+def configmap(team: Team, name: str) -> dict[str, Any]:
+    return json.loads(kubectl(team, "admin", "get", "configmap", name, "-o", "json").stdout)
+
+
+def test_as_alice_an_edit_of_a_configmap_guarded_pods_read_becomes_her_release(cluster: Cluster, team: Team) -> None:
     cluster.apply({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "shop-config"},
                    "data": {"checkout": "v1"}}, namespace=team.namespace)
     body = shop_deployment("shop", 2)
     body["metadata"]["labels"]["tier"] = "1"
     body["spec"]["template"]["spec"]["volumes"] = [{"name": "config", "configMap": {"name": "shop-config"}}]
     cluster.apply(body, namespace=team.namespace)
-    with policy(cluster, team, {}, guardWorkloads=True,
+    with policy(cluster, team, {}, guardWorkloads=True, releaseDefaults=DEFAULTS,
                 selector={"namespaceSelector": {"matchLabels": {"guarded.dev/policy": team.label}},
                           "targetSelector": {"matchLabels": {"tier": "1"}}}):
         wait_guarded(team)
-        labels = ("get", "configmap", "shop-config", "--show-labels")
-        eventually(lambda: "guarded" in kubectl(team, "admin", *labels).stdout, timeout=30,
-                   what="the ConfigMap it reads labelled guarded")
+        eventually(lambda: (configmap(team, "shop-config")["metadata"].get("labels") or {}).get(GUARDED) == "true",
+                   timeout=30, what="the ConfigMap it reads labelled guarded")
+        before = deployment(team)["spec"]["template"]
+        # alice edits it the way she would without guarded-rollouts: kubectl edit (an editor that saves v2).
         edited = kubectl(team, "alice", "patch", "configmap", "shop-config", "-p",
                          json.dumps({"data": {"checkout": "v2"}}), check=False)
-        assert edited.returncode != 0 and "read by a guarded Deployment" in edited.stderr, edited.stderr
+        assert edited.returncode == 0, edited.stderr
+        assert "recorded as a release by alice" in edited.stderr, edited.stderr
+        # What the stable pods read did not change: the ConfigMap's content, and the template's reference.
+        assert configmap(team, "shop-config")["data"] == {"checkout": "v1"}
+        assert deployment(team)["spec"]["template"] == before
+        release = eventually(lambda: next(iter(releases(team)), None), timeout=30, what="alice's edit as a release")
+        [change] = release["spec"]["change"]["configMaps"]
+        version = configmap(team, change["contentFrom"])
+        assert change["name"] == "shop-config" and version["data"] == {"checkout": "v2"} and version["immutable"]
+        assert release["spec"]["target"]["name"] == "shop"
+        name = release["metadata"]["name"]
+        authors = eventually(lambda: team.status(name).get("authors"), timeout=30, what="the release's authors")
+        assert authors == ["alice"]
+        # The edit rolls out in waves and is promoted: the pods read the version, the ConfigMap shows v2.
+        done = team.wait_phase(name, "Succeeded", timeout=120)
+        assert [h["wave"] for h in done["history"] if h["reason"] == "WaveStarted"] == [0, 1]
+        volumes = deployment(team)["spec"]["template"]["spec"]["volumes"]
+        assert volumes == [{"name": "config", "configMap": {"name": change["contentFrom"], "defaultMode": 420}}]
+        eventually(lambda: configmap(team, "shop-config")["data"] == {"checkout": "v2"}, timeout=30,
+                   what="the ConfigMap mirrors the promoted version")
+        eventually(lambda: f"{GROUP}/desired-version" not in (configmap(team, "shop-config")["metadata"]
+                                                              .get("annotations") or {}),
+                   timeout=30, what="the fulfilled edit cleared")
         unlabel = kubectl(team, "alice", "label", "configmap", "shop-config", f"{GUARDED}-", check=False)
         assert unlabel.returncode != 0, unlabel.stdout
-        data = json.loads(kubectl(team, "admin", "get", "configmap", "shop-config", "-o", "json").stdout)["data"]
-        assert data == {"checkout": "v1"}
 
 
 def test_with_the_operator_down_the_api_server_refuses_and_says_how_to_release(

@@ -92,7 +92,7 @@ def test_a_second_change_replaces_the_first_version_in_the_target():
     w.generation += 1
     w.run_until_done()
     assert w.status.stage == Stage.SUCCEEDED
-    [(kind, name)] = references(w.deployments["shop"].template)
+    [(_, name)] = references(w.deployments["shop"].template)
     assert name != VERSION and name.startswith("shop-config-")
     assert w.configs[("ConfigMap", name)].content["data"] == {**OLD["data"], **NEW, "region": "us"}
     assert ("ConfigMap", VERSION) in w.configs   # the old version stays (owned by the Deployment)

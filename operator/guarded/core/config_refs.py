@@ -31,6 +31,12 @@ def is_version_of(ref: str, name: str) -> bool:
     return ref == name or re.fullmatch(re.escape(name[:_NAME_ROOM]) + rf"-[0-9a-f]{{{DIGEST_LENGTH}}}", ref) is not None
 
 
+def source_of(ref: str) -> str:
+    """The object a version is of (`shop-config-0123456789` -> `shop-config`); any other name itself."""
+    match = re.fullmatch(rf"(.+)-[0-9a-f]{{{DIGEST_LENGTH}}}", ref)
+    return match.group(1) if match else ref
+
+
 def merged_data(current: Mapping[str, str], set_keys: Mapping[str, str], remove: list[str]) -> dict[str, str]:
     out = {k: v for k, v in current.items() if k not in remove}
     out.update(set_keys)

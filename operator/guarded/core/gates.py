@@ -38,9 +38,10 @@ from guarded.api.rollout import (
     ValidationFinding,
     Wave,
 )
+from guarded.core import config_checks, validation
 from guarded.core import policy as pol
-from guarded.core import validation
 from guarded.core.analysis import effective_metrics
+from guarded.core.config_checks import ConfigContent
 from guarded.core.config_refs import rewrite
 from guarded.core.observations import GuardObservation, Observations
 from guarded.core.templates import ChangeError, changed_template
@@ -92,7 +93,7 @@ def evaluate(spec: GuardedRolloutSpec, obs: Observations) -> GateOutcome:
         rules = pol.for_emergency(rules)
     gates: list[GateRecord] = []
 
-    findings = _validate(spec, obs, guard)
+    findings = _validate(spec, obs, guard) + _check_config(spec, obs, guard, rules)
     gates.append(_gate("Validation", not findings, findings[0].rule if findings else "Passed",
                        "; ".join(f"{f.field}: {f.message}" for f in findings) or "the change passed every check"))
 
@@ -158,6 +159,15 @@ def _validate(spec: GuardedRolloutSpec, obs: Observations, guard: GuardObservati
     elif guard.dry_run_error:
         findings.insert(0, validation.dry_run_finding(guard.dry_run_error))
     return findings
+
+
+def _check_config(spec: GuardedRolloutSpec, obs: Observations, guard: GuardObservation,
+                  rules: pol.EffectiveRules) -> list[ValidationFinding]:
+    """The policies' configValidation on the new content of every changed ConfigMap (AppConfig's validators)."""
+    content = {c.name: c.content for c in obs.config if c.kind == "ConfigMap" and c.content is not None}
+    changes = [ConfigContent(index=i, name=c.name, data=dict((content.get(c.name) or {}).get("data") or {}))
+               for i, c in enumerate(spec.change.config_maps) if c.name in content]
+    return config_checks.check(pol.config_validations(rules), changes, guard.config_schemas) if changes else []
 
 
 def _guards(spec: GuardedRolloutSpec) -> set[str]:

@@ -103,6 +103,8 @@ class GuardObservation:
     service_pods: int | None = None                # pods behind the Services that route to the target
     dry_run_done: bool = False
     dry_run_error: str | None = None
+    # JSON Schemas the policies' configValidation names, by (namespace, name, key): the text, None if unreadable.
+    config_schemas: dict[tuple[str, str, str], str | None] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, kw_only=True)

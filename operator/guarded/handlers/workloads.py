@@ -23,8 +23,17 @@ from guarded import logs
 from guarded.api.common import GROUP, VERSION
 from guarded.api.policy import POLICY_PLURAL
 from guarded.api.rollout import PLURAL
+from guarded.core.workload_guard import SOURCE
 from guarded.kube.client import KubeClient
-from guarded.kube.workloads import guard_one, load_policies, namespace_labels, release_desire, sync_guards
+from guarded.kube.config_guard import release_config
+from guarded.kube.workloads import (
+    defaults_for,
+    guard_one,
+    load_policies,
+    namespace_labels,
+    release_desire,
+    sync_guards,
+)
 
 _state: dict[str, Any] = {"client": None, "operator": None, "lock": None, "policies": None, "namespaces": {}}
 _log = logs.logger()
@@ -64,6 +73,15 @@ def operator_user() -> str | None:
     return _state["operator"]
 
 
+def config_client() -> KubeClient:
+    return _client()
+
+
+def config_defaults(namespace: str) -> Any:
+    """releaseDefaults for a release of a configuration edit in this namespace (by its Deployment's labels)."""
+    return defaults_for(_state["policies"] or [], _state["namespaces"].get(namespace, {}))
+
+
 def _client() -> KubeClient:
     client = _state["client"]
     if client is None:
@@ -92,6 +110,12 @@ async def release_changed(body: kopf.Body, type: str | None, **_: Any) -> None:
     client = _client()
     ns = body.metadata.namespace or ""
     target = str((body.get("spec") or {}).get("target", {}).get("name", ""))
+    source = str((body.metadata.annotations or {}).get(SOURCE, ""))
+    kind, _, rest = source.partition("/")
+    if kind in ("configmap", "secret"):   # an edit of configuration: its object's markers follow
+        await release_config(client, "ConfigMap" if kind == "configmap" else "Secret", ns, rest.split("@")[0],
+                             config_defaults(ns))
+        return
     deployment = await client.get_deployment(ns, target) if target else None
     if deployment is not None:
         await release_desire(client, deployment, _state["policies"], _state["namespaces"].get(ns, {}))

@@ -23,6 +23,7 @@ from guarded.api.policy import (
 )
 from guarded.api.rollout import PLURAL, GuardedRolloutSpec, authors_in
 from guarded.api.stages import Stage, stage_in
+from guarded.core.config_checks import schema_refs
 from guarded.core.config_refs import rewrite
 from guarded.core.observations import ApprovalObs, ConfigObs, GuardObservation, QueueEntry
 from guarded.core.policy import NamedPolicy, UnreadablePolicy
@@ -93,6 +94,16 @@ def _queue(items: list[dict[str, Any]]) -> tuple[QueueEntry, ...]:
                               created=meta.get("creationTimestamp", ""), policies=policies,
                               active=stage is not None and stage.active, waiting=waiting and stage == Stage.PENDING))
     return tuple(out)
+
+
+async def _schemas(client: KubeClient, policies: tuple[NamedPolicy, ...]) -> dict[tuple[str, str, str], str | None]:
+    """The JSON Schemas any policy's configValidation names (None: the ConfigMap or its key is missing)."""
+    out: dict[tuple[str, str, str], str | None] = {}
+    for key in sorted(schema_refs((p.name, rule) for p in policies for rule in p.spec.config_validation)):
+        namespace, name, item = key
+        obj = await client._get_json(client.core.read_namespaced_config_map, name, namespace)
+        out[key] = ((obj or {}).get("data") or {}).get(item)
+    return out
 
 
 async def _dry_run_config(client: KubeClient, namespace: str, c: ConfigObs) -> str | None:
@@ -181,7 +192,9 @@ async def gather(client: KubeClient, *, obj: dict[str, Any], spec: GuardedRollou
         for c in config:
             if dry_run_error is None and c.content is not None and c.version:
                 dry_run_error = await _dry_run_config(client, namespace, c)
+    schemas = await _schemas(client, policies) if config else {}
     return GuardObservation(
+        config_schemas=schemas,
         created=meta.get("creationTimestamp", ""), namespace_labels=(ns or {}).get("metadata", {}).get("labels") or {},
         policies=policies, unreadable_policies=unreadable, authors=_tuple(authors_in(meta.get("annotations"))),
         approvals=approvals, queue=queue,

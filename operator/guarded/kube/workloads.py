@@ -17,41 +17,13 @@ from guarded import faults, logs
 from guarded.api.common import GROUP, VERSION
 from guarded.api.policy import POLICY_PLURAL, RolloutPolicySpec
 from guarded.api.rollout import PLURAL
+from guarded.core.config_refs import references, source_of
 from guarded.core.templates import ROLE_LABEL
 from guarded.core.workload_guard import DESIRED_HASH, GUARDED_LABEL, guarding, next_step, template_of
 from guarded.kube.client import KubeClient
+from guarded.kube.config_guard import release_config
 
 _log = logs.logger()
-
-
-def consumed_config(template: Mapping[str, Any]) -> tuple[set[str], set[str]]:
-    """Names of the ConfigMaps and Secrets a pod template reads: volumes, envFrom, env valueFrom."""
-    spec = template.get("spec") or {}
-    maps: set[str] = set()
-    secrets: set[str] = set()
-    for volume in spec.get("volumes") or []:
-        if (volume.get("configMap") or {}).get("name"):
-            maps.add(volume["configMap"]["name"])
-        if (volume.get("secret") or {}).get("secretName"):
-            secrets.add(volume["secret"]["secretName"])
-        for source in (volume.get("projected") or {}).get("sources") or []:
-            if (source.get("configMap") or {}).get("name"):
-                maps.add(source["configMap"]["name"])
-            if (source.get("secret") or {}).get("name"):
-                secrets.add(source["secret"]["name"])
-    for container in [*(spec.get("containers") or []), *(spec.get("initContainers") or [])]:
-        for env_from in container.get("envFrom") or []:
-            if (env_from.get("configMapRef") or {}).get("name"):
-                maps.add(env_from["configMapRef"]["name"])
-            if (env_from.get("secretRef") or {}).get("name"):
-                secrets.add(env_from["secretRef"]["name"])
-        for env in container.get("env") or []:
-            source = env.get("valueFrom") or {}
-            if (source.get("configMapKeyRef") or {}).get("name"):
-                maps.add(source["configMapKeyRef"]["name"])
-            if (source.get("secretKeyRef") or {}).get("name"):
-                secrets.add(source["secretKeyRef"]["name"])
-    return maps, secrets
 
 
 async def _json(client: KubeClient, fn: Any, *args: Any, **kwargs: Any) -> dict[str, Any]:
@@ -88,7 +60,7 @@ async def namespace_labels(client: KubeClient) -> dict[str, dict[str, str]]:
 
 
 async def guard_one(client: KubeClient, d: Mapping[str, Any], policies: list[tuple[str, RolloutPolicySpec]],
-                    ns_labels: Mapping[str, str]) -> set[tuple[str, str, str]]:
+                    ns_labels: Mapping[str, str], *, edits: bool = False) -> set[tuple[str, str, str]]:
     """One Deployment: its label follows the policies; when guarded, the configuration it reads is labelled
     and its recorded desire released. Returns the (kind, namespace, name) of that configuration."""
     meta = d["metadata"]
@@ -100,10 +72,13 @@ async def guard_one(client: KubeClient, d: Mapping[str, Any], policies: list[tup
         _log.info("guarded workload" if guarded else "workload no longer guarded", namespace=ns, deployment=name)
     if not guarded:
         return set()
-    maps, secrets = consumed_config(template_of(d))
-    config = {("configmap", ns, c) for c in maps} | {("secret", ns, c) for c in secrets}
+    # What the pods read, and what a version they read is of (an edit of it is a release of the next version).
+    config = {(kind.lower(), ns, n) for kind, name in references(template_of(d)) for n in {name, source_of(name)}}
     await _label_config(client, config)
     await release_desire(client, d, policies, ns_labels)
+    for kind, _, name in sorted(config) if edits else ():  # edits recorded while the operator was away
+        await release_config(client, "ConfigMap" if kind == "configmap" else "Secret", ns, name,
+                             defaults_for(policies, ns_labels))
     return config
 
 
@@ -114,7 +89,7 @@ async def sync_guards(client: KubeClient, policies: list[tuple[str, RolloutPolic
     deployments = (await _json(client, client.apps.list_deployment_for_all_namespaces, **selector)).get("items", [])
     wanted: set[tuple[str, str, str]] = set()
     for d in deployments:
-        wanted |= await guard_one(client, d, policies, namespaces.get(d["metadata"]["namespace"], {}))
+        wanted |= await guard_one(client, d, policies, namespaces.get(d["metadata"]["namespace"], {}), edits=True)
     await _sync_config_labels(client, wanted)
 
 
@@ -180,6 +155,11 @@ async def release_desire(client: KubeClient, deployment: Mapping[str, Any],
         if changes:
             await client._call(client.apps.patch_namespaced_deployment, name, ns,
                                {"metadata": {"annotations": changes}})
+
+
+def defaults_for(policies: list[tuple[str, RolloutPolicySpec]], namespace_labels: Mapping[str, str]) -> Any:
+    """releaseDefaults by the labels of the Deployment a release is for."""
+    return lambda labels: _defaults(policies, namespace_labels, labels)
 
 
 def _defaults(policies: list[tuple[str, RolloutPolicySpec]], namespace_labels: Mapping[str, str],
