@@ -129,8 +129,11 @@ def config_next_step(kind: str, obj: Mapping[str, Any], consumers: list[str],
     if existing is None:
         if not consumers:
             return ConfigStep()   # nothing guarded reads it any more: the edit waits for a reader or a new edit
+        # Only a release made of an edit of this object is replaced: the marker is not proof of that (an
+        # edit that changes the content may carry any value in it), and someone else's release is theirs.
         earlier = rollouts.get(a.get(RELEASE, ""))
-        unstarted = earlier is not None and (earlier.get("status") or {}).get("stage", "Pending") == "Pending"
+        unstarted = (earlier is not None and _made_of(earlier, kind, desire.name)
+                     and (earlier.get("status") or {}).get("stage", "Pending") == "Pending")
         return ConfigStep(create=config_release(obj, desire, consumers, defaults), annotate={RELEASE: name},
                           supersede=a.get(RELEASE) if unstarted and a.get(RELEASE) != name else None)
     if phase == "RolledBack":
@@ -138,6 +141,12 @@ def config_next_step(kind: str, obj: Mapping[str, Any], consumers: list[str],
         return ConfigStep(annotate={ROLLED_BACK: f"{desire.version} {name}: {why}; applying the same content again "
                                     "does not retry it: fix or revert the edit (or kubectl guarded retry)"})
     return ConfigStep(annotate={RELEASE: name} if a.get(RELEASE) != name else {})
+
+
+def _made_of(rollout: Mapping[str, Any], kind: str, name: str) -> bool:
+    """The rollout is a release made of an edit of this object (its source annotation, see config_release)."""
+    source = ((rollout.get("metadata") or {}).get("annotations") or {}).get(SOURCE) or ""
+    return str(source).startswith(f"{kind.lower()}/{name}@")
 
 
 def config_release(obj: Mapping[str, Any], desire: ConfigDesire, consumers: list[str],
