@@ -4,9 +4,11 @@ read off the status the operator writes."""
 
 from __future__ import annotations
 
+import base64
 import copy
 import io
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,6 +18,7 @@ from fake_time import FakeTime
 from guarded.cli import audit, commands, flow, parser, release, tables, view
 from guarded.cli.errors import EXIT_ERROR, EXIT_OK, EXIT_USAGE, CliError
 from guarded.cli.release import Defaults, ReleaseError
+from guarded.core.config_refs import content_digest, version_name
 
 NS = "shop"
 IMAGE = "registry.example/shop:2.2.0"
@@ -238,9 +241,21 @@ def test_waiting_for_the_gates_stops_once_this_revision_is_judged() -> None:
 class FakeKube:
     """The calls `release` makes: the target, the policies (maybe forbidden), create, then reads."""
 
-    def __init__(self, target: dict, policies: list | None, status: dict, exists: bool = False) -> None:
+    def __init__(self, target: dict, policies: list | None, status: dict, exists: bool = False,
+                 secrets: dict[str, dict] | None = None) -> None:
         self.target, self.policies, self.status, self.exists = target, policies, status, exists
         self.created: list[tuple[dict, bool]] = []
+        self.secrets = secrets or {}                      # the namespace's Secrets, by name
+        self.secrets_forbidden = False                    # RBAC: the user may not get Secrets
+        self.created_secrets: list[tuple[dict, bool]] = []
+
+    def get_secret(self, namespace: str, name: str) -> tuple[dict | None, str]:
+        if self.secrets_forbidden:
+            return None, f'secrets "{name}" is forbidden: User "alice" cannot get resource "secrets" in API group ""'
+        return copy.deepcopy(self.secrets.get(name)), ""
+
+    def create_secret(self, namespace: str, body: dict, dry_run: bool = False) -> None:
+        self.created_secrets.append((copy.deepcopy(body), dry_run))
 
     def namespace(self, explicit: str | None) -> str:
         return explicit or "default"
@@ -316,6 +331,197 @@ def test_usage_mistakes_found_with_the_target_exit_2_and_a_repeated_release_says
     assert code == EXIT_ERROR and "already exists" in err and "kubectl guarded status shop-" in err
 
 
+# -- configuration: --config and --secret --------------------------------------------------------
+
+TOKEN = "s3cr3t-t0ken-value"                              # must never be printed nor put in the GuardedRollout
+
+
+def b64(text: str) -> str:
+    return base64.b64encode(text.encode()).decode()
+
+
+def shop_secret(**data: str) -> dict:
+    return {"metadata": {"name": "shop-secret", "namespace": NS}, "type": "example.com/api-credentials",
+            "data": {k: b64(v) for k, v in data.items()}}
+
+
+def test_the_config_flags_are_grouped_by_the_config_or_secret_before_them() -> None:
+    args = parser.parse_args(["release", "shop", "--config", "a", "--from-file", "x.json", "--from-literal", "K=V",
+                              "--image", f"app={IMAGE}", "--secret", "s", "--from-literal", "t=1", "--config", "b",
+                              "--remove-key", "old", "--from-file=k=y.txt"])
+    assert [(g.kind, g.name, g.sources, g.remove) for g in args.config] == [
+        ("ConfigMap", "a", [("--from-file", "x.json"), ("--from-literal", "K=V")], []),
+        ("Secret", "s", [("--from-literal", "t=1")], []),
+        ("ConfigMap", "b", [("--from-file", "k=y.txt")], ["old"])]
+    assert parser.parse_args(["release", "shop", "--image", f"app={IMAGE}"]).config is None
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["--from-file", "x.json", "--config", "c"], "argument --from-file: give --config NAME or --secret NAME before"),
+    (["--from-literal", "a=b"], "argument --from-literal: give --config NAME or --secret NAME before"),
+    (["--remove-key", "a"], "argument --remove-key: give --config NAME or --secret NAME before"),
+    (["--config", "c"], "--config c: give --from-file, --from-literal or --remove-key after it"),
+])
+def test_a_config_flag_out_of_place_is_a_usage_error_naming_it(argv: list[str], message: str,
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        parser.parse_args(["release", "shop", *argv])
+    assert exc.value.code == EXIT_USAGE and message in capsys.readouterr().err
+
+
+def test_a_config_map_release_sets_keys_from_files_and_literals(tmp_path: Path) -> None:
+    (tmp_path / "settings.json").write_text('{"checkout": "v2"}\n')
+    (tmp_path / "other.yaml").write_text("a: 1\n")
+    kube = FakeKube(deployment(), [TIER1], AWAITING)
+    code, out, err = run(kube, "shop", "-n", NS, "--wait", "0", "--config", "shop-config",
+                         "--from-file", str(tmp_path / "settings.json"), "--from-literal", "LOG_LEVEL=debug=1",
+                         "--from-file", f"flags.yaml={tmp_path / 'other.yaml'}")
+    assert (code, err) == (EXIT_OK, "")
+    [(body, _)] = kube.created
+    assert body["spec"]["change"] == {"configMaps": [{"name": "shop-config", "data": {
+        "settings.json": '{"checkout": "v2"}\n', "LOG_LEVEL": "debug=1", "flags.yaml": "a: 1\n"}}]}
+    assert out.splitlines()[1:3] == ["  Target:         Deployment/shop",
+                                     "  ConfigMap:      shop-config: sets settings.json, LOG_LEVEL, flags.yaml"]
+    assert kube.created_secrets == []
+
+
+def test_two_config_groups_with_an_image_and_a_removed_key(tmp_path: Path) -> None:
+    (tmp_path / "limits.json").write_text("{}")
+    kube = FakeKube(deployment(), [TIER1], AWAITING)
+    code, out, _ = run(kube, "shop", "--wait", "0", "--config", "shop-config", "--from-literal", "A=1",
+                       "--remove-key", "legacy.ini", "--image", f"app={IMAGE}",
+                       "--config", "limits", "--from-file", str(tmp_path / "limits.json"))
+    assert code == EXIT_OK
+    change = kube.created[0][0]["spec"]["change"]
+    assert change == {"containers": [{"name": "app", "image": IMAGE}], "configMaps": [
+        {"name": "shop-config", "data": {"A": "1"}, "removeKeys": ["legacy.ini"]},
+        {"name": "limits", "data": {"limits.json": "{}"}}]}
+    assert out.splitlines()[2:5] == [f"  Change:         app: image {IMAGE}",
+                                     "  ConfigMap:      shop-config: sets A; removes legacy.ini",
+                                     "  ConfigMap:      limits: sets limits.json"]
+    run(kube, "shop", "--wait", "0", "--config", "shop-config", "--remove-key", "legacy.ini")
+    assert kube.created[-1][0]["spec"]["change"] == {
+        "configMaps": [{"name": "shop-config", "data": {}, "removeKeys": ["legacy.ini"]}]}
+
+
+@pytest.mark.parametrize(("flags", "message"), [
+    (["--from-file", "/nonexistent/settings.json"], "--from-file '/nonexistent/settings.json': cannot read "
+                                                    "/nonexistent/settings.json: No such file or directory"),
+    (["--from-literal", "LOG_LEVEL"], "--from-literal 'LOG_LEVEL': write KEY=VALUE"),
+    (["--from-literal", "=x"], "--from-literal '=x': write KEY=VALUE"),
+    (["--from-literal", "bad key=x"], "--from-literal 'bad key=x': 'bad key' is not a valid key"),
+    (["--from-file", "=settings.json"], "--from-file '=settings.json': write PATH or KEY=PATH"),
+    (["--remove-key", "a/b"], "--remove-key 'a/b': 'a/b' is not a valid key"),
+    (["--from-literal", "A=1", "--from-literal", "A=2"], "--config shop-config: key 'A' is given twice"),
+    (["--from-literal", "A=1", "--remove-key", "A"], "--config shop-config: key 'A' is both set and removed"),
+    (["--from-literal", "A=1", "--config", "shop-config", "--from-literal", "B=2"], "--config shop-config is given "
+                                                                                   "twice"),
+])
+def test_config_mistakes_exit_2_naming_the_flag(flags: list[str], message: str) -> None:
+    kube = FakeKube(deployment(), [TIER1], AWAITING)
+    code, _, err = run(kube, "shop", "--config", "shop-config", *flags)
+    assert code == EXIT_USAGE and err.startswith("Error: ") and message in err, err
+    assert kube.created == []
+
+
+def test_a_config_map_from_a_directory_or_binary_file_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "blob.bin").write_bytes(b"\xff\xfe\x00")
+    kube = FakeKube(deployment(), [TIER1], AWAITING)
+    code, _, err = run(kube, "shop", "--config", "c", "--from-file", str(tmp_path / "blob.bin"))
+    assert code == EXIT_USAGE and "not UTF-8 text; a ConfigMap's data holds text" in err
+    code, _, err = run(kube, "shop", "--config", "c", "--from-file", f"k={tmp_path}")
+    assert code == EXIT_USAGE and f"--from-file 'k={tmp_path}': cannot read {tmp_path}: Is a directory" in err
+
+
+def test_a_secret_release_makes_a_content_addressed_immutable_version_and_the_rollout_only_names_it(
+        tmp_path: Path) -> None:
+    (tmp_path / "ca.pem").write_bytes(b"-----BEGIN CERTIFICATE-----\n")
+    kube = FakeKube(deployment(), [TIER1], AWAITING, secrets={"shop-secret": shop_secret(url="https://api", old="x")})
+    code, out, err = run(kube, "shop", "-n", NS, "--wait", "0", "--secret", "shop-secret",
+                         "--from-literal", f"token={TOKEN}", "--from-file", str(tmp_path / "ca.pem"),
+                         "--remove-key", "old")
+    assert (code, err) == (EXIT_OK, "")
+    data = {"url": b64("https://api"), "token": b64(TOKEN), "ca.pem": b64("-----BEGIN CERTIFICATE-----\n")}
+    version = version_name("shop-secret", content_digest(data, None))
+    labels = {"rollouts.guarded.dev/config-of": "shop-secret", "app.kubernetes.io/managed-by": "guarded-rollouts"}
+    assert kube.created_secrets == [({
+        "apiVersion": "v1", "kind": "Secret", "type": "example.com/api-credentials", "immutable": True, "data": data,
+        "metadata": {"name": version, "namespace": NS, "labels": labels}}, False)]
+    [(body, _)] = kube.created
+    assert body["spec"]["change"] == {"secrets": [{"name": "shop-secret", "contentFrom": version}]}
+    lines = out.splitlines()
+    assert lines[0] == f"secret/{version} (immutable, sets token, ca.pem; removes old) created"
+    assert lines[3] == f"  Secret:         shop-secret: sets token, ca.pem; removes old; reads {version}"
+    for text in (out, err, json.dumps(body)):
+        assert TOKEN not in text and b64(TOKEN) not in text and b64("https://api") not in text
+
+
+def test_a_secret_value_appears_in_no_output_of_a_dry_run() -> None:
+    kube = FakeKube(deployment(), [TIER1], AWAITING, secrets={"shop-secret": shop_secret(url="https://api")})
+    for output in ("yaml", "json"):
+        code, out, err = run(kube, "shop", "--secret", "shop-secret", "--from-literal", f"token={TOKEN}",
+                             "--dry-run", "-o", output)
+        assert code == EXIT_OK and kube.created == [] and kube.created_secrets == []
+        body = yaml.safe_load(out)
+        version = body["spec"]["change"]["secrets"][0]["contentFrom"]
+        assert body["spec"]["change"] == {"secrets": [{"name": "shop-secret", "contentFrom": version}]}
+        assert err == f"secret/{version} (immutable, sets token) created (client dry run)\n"
+        assert TOKEN not in out + err and b64(TOKEN) not in out + err
+    code, out, err = run(kube, "shop", "--secret", "shop-secret", "--from-literal", f"token={TOKEN}",
+                         "--dry-run=server")
+    assert code == EXIT_OK and [dry for _, dry in kube.created_secrets] == [True] and kube.created[0][1] is True
+    assert "(immutable, sets token) created (server dry run)" in out and TOKEN not in out + err
+
+
+def test_an_identical_existing_version_is_reused() -> None:
+    data = {"url": b64("https://api"), "token": b64(TOKEN)}
+    version = version_name("shop-secret", content_digest(data, None))
+    existing = {"metadata": {"name": version, "labels": {"rollouts.guarded.dev/config-of": "shop-secret"}},
+                "type": "example.com/api-credentials", "immutable": True, "data": data}
+    kube = FakeKube(deployment(), [TIER1], AWAITING,
+                    secrets={"shop-secret": shop_secret(url="https://api"), version: existing})
+    code, out, _ = run(kube, "shop", "--wait", "0", "--secret", "shop-secret", "--from-literal", f"token={TOKEN}")
+    assert code == EXIT_OK and kube.created_secrets == []
+    assert kube.created[0][0]["spec"]["change"]["secrets"] == [{"name": "shop-secret", "contentFrom": version}]
+    assert out.splitlines()[0] == (f"secret/{version} (immutable, sets token) unchanged: an identical version of "
+                                   "shop-secret exists")
+
+
+@pytest.mark.parametrize(("labels", "data", "message"), [
+    ({}, None, "and is not a version of 'shop-secret' (it lacks the label "
+               "rollouts.guarded.dev/config-of=shop-secret)"),
+    ({"rollouts.guarded.dev/config-of": "shop-secret"}, {"token": b64("other")}, "with other data than the new "
+                                                                                   "content"),
+])
+def test_an_existing_object_by_the_versions_name_with_other_content_is_an_error_naming_it(
+        labels: dict, data: dict | None, message: str) -> None:
+    content = {"url": b64("https://api"), "token": b64(TOKEN)}
+    version = version_name("shop-secret", content_digest(content, None))
+    kube = FakeKube(deployment(), [TIER1], AWAITING, secrets={
+        "shop-secret": shop_secret(url="https://api"),
+        version: {"metadata": {"name": version, "labels": labels}, "data": data or content}})
+    code, out, err = run(kube, "shop", "--secret", "shop-secret", "--from-literal", f"token={TOKEN}")
+    assert code == EXIT_ERROR and kube.created_secrets == [] and kube.created == []
+    assert err.startswith(f'Error: --secret shop-secret: Secret "{version}" exists in namespace "default" {message}')
+    assert TOKEN not in out + err
+
+
+def test_a_secret_the_user_may_not_read_or_that_is_missing_is_an_error_saying_so() -> None:
+    kube = FakeKube(deployment(), [TIER1], AWAITING, secrets={"shop-secret": shop_secret(url="https://api")})
+    kube.secrets_forbidden = True
+    code, _, err = run(kube, "shop", "--secret", "shop-secret", "--from-literal", "token=x", "-n", NS)
+    assert code == EXIT_ERROR and kube.created == []
+    assert err.startswith('Error: --secret: you may not read Secret "shop-secret" in namespace "shop" (secrets '
+                          '"shop-secret" is forbidden: User "alice" cannot get resource "secrets"')
+    assert 'needs get and create on Secrets in namespace "shop"' in err
+    code, _, err = run(FakeKube(deployment(), [TIER1], AWAITING), "shop", "--secret", "shop-secret",
+                       "--from-literal", "token=x")
+    assert code == EXIT_ERROR and 'Secret "shop-secret" not found in namespace "default"' in err
+    kube = FakeKube(deployment(), [TIER1], AWAITING, secrets={"shop-secret": shop_secret(url="https://api")})
+    code, _, err = run(kube, "shop", "--secret", "shop-secret", "--remove-key", "nope")
+    assert code == EXIT_USAGE and "--remove-key nope: Secret 'shop-secret' has no such key (its keys: url)" in err
+
+
 # -- the emergency marks in list, status and audit ----------------------------------------------
 
 def with_status(emergency: bool, **status: Any) -> dict:
@@ -368,7 +574,9 @@ def test_help_describes_every_release_flag_with_examples(capsys: pytest.CaptureF
     assert exc.value.code == 0
     out = capsys.readouterr().out
     assert "examples:" in out and "kubectl guarded release shop --image app=" in out and "exit codes:" in out
-    for flag in ("--image", "--env", "--wave", "--description", "--ticket", "--rollback-plan", "--ai-assisted",
+    assert "kubectl guarded release shop --config shop-config --from-file settings.json" in out
+    for flag in ("--image", "--env", "--config", "--secret", "--from-file", "--from-literal", "--remove-key",
+                 "--wave", "--description", "--ticket", "--rollback-plan", "--ai-assisted",
                  "--emergency", "--name", "--dry-run", "--output", "--wait", "--watch", "--timeout", "--namespace",
                  "--context", "--kubeconfig"):
         assert flag in out, flag

@@ -34,6 +34,7 @@ from guarded.cli.release import (
     release_manifest,
     waiting_lines,
 )
+from guarded.cli.release_config import SecretVersion, config_change, config_facts, make_versions
 from guarded.cli.tables import as_list, dump, history_table, list_table, parse_bound, without_managed_fields
 from guarded.cli.view import status_view
 
@@ -99,14 +100,18 @@ def follow(kube: Kube, namespace: str, name: str, timeout: float | None, io: Io)
     return result.code
 
 
-def build_release(kube: Kube, args: argparse.Namespace, namespace: str) -> tuple[dict, str, int | None]:
-    """The GuardedRollout the flags ask for, where its waves came from, and the target's replica count."""
+def build_release(kube: Kube, args: argparse.Namespace,
+                  namespace: str) -> tuple[dict, str, int | None, list[SecretVersion]]:
+    """The GuardedRollout the flags ask for, where its waves came from, the target's replica count, and the
+    Secret versions it reads (made before it is created)."""
     deployment = kube.get_deployment(namespace, args.target)
     containers = containers_of(deployment)
     try:
         images = parse_images(args.image)
         only = next(iter(images)) if len(images) == 1 else containers[0] if len(containers) == 1 else None
-        change = change_of(images, parse_envs(args.env, only), containers)
+        envs = parse_envs(args.env, only)
+        config, versions = config_change(kube, namespace, args.config or [])
+        change = {**(change_of(images, envs, containers) if images or envs or not config else {}), **config}
         waves = [parse_wave(w) for w in args.wave]
     except ReleaseError as exc:
         raise CliError(f"Error: {exc}", EXIT_USAGE) from None
@@ -124,12 +129,16 @@ def build_release(kube: Kube, args: argparse.Namespace, namespace: str) -> tuple
     except ReleaseError as exc:
         raise CliError(f"Error: {exc}", EXIT_USAGE) from None
     replicas = (deployment.get("spec") or {}).get("replicas")
-    return manifest, defaults.source, replicas
+    return manifest, defaults.source, replicas, versions
 
 
 def cmd_release(kube: Kube, args: argparse.Namespace, io: Io) -> int:
     namespace = kube.namespace(args.namespace)
-    manifest, source, replicas = build_release(kube, args, namespace)
+    manifest, source, replicas, versions = build_release(kube, args, namespace)
+    # The Secret versions it reads first (names and keys only, never values; on stderr when stdout is an object).
+    for line in make_versions(kube, namespace, versions, args.dry_run):
+        (io.error if args.dry_run == "client" or args.output else io.print)(line)
+    config = config_facts(manifest["spec"]["change"], versions)
     if args.dry_run == "client":
         io.print(dump(manifest, args.output or "yaml"))
         return EXIT_OK
@@ -145,10 +154,11 @@ def cmd_release(kube: Kube, args: argparse.Namespace, io: Io) -> int:
         if args.output:
             io.print(dump(without_managed_fields(created), args.output))
         else:
-            for line in created_lines(created, waves_source=source, replicas=replicas, dry_run="server"):
+            for line in created_lines(created, waves_source=source, replicas=replicas, dry_run="server",
+                                      config=config):
                 io.print(line)
         return EXIT_OK
-    for line in created_lines(created, waves_source=source, replicas=replicas):
+    for line in created_lines(created, waves_source=source, replicas=replicas, config=config):
         io.print(line)
     obj = await_gates(lambda: kube.get(namespace, name), args.wait) if args.wait > 0 else created
     for line in waiting_lines(obj, waited=args.wait):

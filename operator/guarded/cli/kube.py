@@ -1,7 +1,8 @@
 """The plugin's only contact with the API server: kubeconfig, namespace, get, list, patch, create.
 
 Besides GuardedRollouts and RolloutApprovals, `release` reads the target Deployment, and the
-RolloutPolicies and the namespace's labels when the user may (their releaseDefaults).
+RolloutPolicies and the namespace's labels when the user may (their releaseDefaults); with --secret it
+reads that Secret and creates its immutable version (release_config.py), always as the user.
 
 Objects come back as plain dicts with the API's camelCase keys. Every API failure becomes a
 `CliError` whose text is what the user sees, so no command ever shows a traceback.
@@ -137,6 +138,29 @@ class Kube:
         resp = self._call(apps.read_namespaced_deployment, name, namespace, _preload_content=False,
                           namespace=namespace, name=name, kind="Deployment")
         return dict(json.loads(resp.data))
+
+    def get_secret(self, namespace: str, name: str) -> tuple[dict[str, Any] | None, str]:
+        """A Secret read as the user: (it, ""), (None, "") when there is none, or (None, the API server's
+        message) when RBAC refuses it. Its data is for hashing and copying only: never print it."""
+        core = kubernetes.client.CoreV1Api(self.api_client)
+        try:
+            resp: Any = core.read_namespaced_secret(name, namespace, _preload_content=False)
+        except ApiException as exc:
+            if exc.status == 404:
+                return None, ""
+            if exc.status in (401, 403):
+                return None, api_message(exc)
+            raise api_error(exc, namespace, name, "Secret") from None
+        except (urllib3.exceptions.HTTPError, OSError) as exc:
+            raise CliError(f"Error: cannot reach the API server at {self.api_client.configuration.host}: {exc}") \
+                from None
+        return dict(json.loads(resp.data)), ""
+
+    def create_secret(self, namespace: str, body: dict[str, Any], dry_run: bool = False) -> None:
+        core = kubernetes.client.CoreV1Api(self.api_client)
+        extra = {"dry_run": "All"} if dry_run else {}
+        self._call(core.create_namespaced_secret, namespace, body, _preload_content=False, namespace=namespace,
+                   kind="Secret", **extra)
 
     def readable(self, what: str, fn: Any, *args: Any) -> tuple[Any, str]:
         """(the result, "") or, when RBAC denies it or it does not exist, (None, why): for what the plugin

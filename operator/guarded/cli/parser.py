@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import textwrap
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 from guarded.cli.tables import parse_bound
 
@@ -47,6 +49,45 @@ REQUESTS = {
     "retry": ("start a rolled-back rollout again from its first wave",
               "kubectl guarded retry shop-2-0-0 -n shop --wait 30"),
 }
+
+
+@dataclass
+class ConfigFlags:
+    """One `release --config NAME` or `--secret NAME` with the --from-file, --from-literal and --remove-key
+    flags that follow it (up to the next --config/--secret), in the order given."""
+
+    kind: str                                                          # "ConfigMap" or "Secret"
+    name: str
+    sources: list[tuple[str, str]] = field(default_factory=list)      # ("--from-file", "[KEY=]PATH"), ...
+    remove: list[str] = field(default_factory=list)
+
+
+class _ConfigObject(argparse.Action):
+    """--config NAME / --secret NAME: opens a group in args.config that the flags after it fill. argparse runs
+    actions in command-line order, so a group holds exactly the --from-* flags written after its flag."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                 option_string: str | None = None) -> None:
+        groups = list(getattr(namespace, self.dest, None) or [])
+        groups.append(ConfigFlags(kind=self.const, name=str(values)))
+        setattr(namespace, self.dest, groups)
+
+
+class _ConfigContent(argparse.Action):
+    """--from-file, --from-literal, --remove-key: added to the group of the last --config/--secret."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                 option_string: str | None = None) -> None:
+        groups = getattr(namespace, self.dest, None)
+        flag = self.option_strings[0]
+        if not groups:
+            raise argparse.ArgumentError(self, f"give --config NAME or --secret NAME before {flag}: each --from-file, "
+                                               "--from-literal and --remove-key applies to the --config or --secret "
+                                               "written before it")
+        if flag == "--remove-key":
+            groups[-1].remove.append(str(values))
+        else:
+            groups[-1].sources.append((flag, str(values)))
 
 
 class _Formatter(argparse.RawDescriptionHelpFormatter):
@@ -168,8 +209,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="how long to wait for the operator to count the approval (default: 10; 0: do not wait)")
     add_connection_flags(p, top=False)
 
-    p = _command(sub, "release", "create a GuardedRollout of a new image or environment for a Deployment, and say "
-                 "what it waits for",
+    p = _command(sub, "release", "create a GuardedRollout of a new image, environment or configuration for a "
+                 "Deployment, and say what it waits for",
                  "examples:\n"
                  "  kubectl guarded release shop --image app=registry.example/shop:2.2.0 -n shop \\\n"
                  "      --description \"New checkout flow\" --ticket SHOP-1234 \\\n"
@@ -178,7 +219,11 @@ def build_parser() -> argparse.ArgumentParser:
                  "--wave 100%\n"
                  "  kubectl guarded release shop --image app=registry.example/shop:2.2.1 --emergency --ticket INC-42 "
                  "--watch\n"
-                 "  kubectl guarded release shop --image app=registry.example/shop:2.2.0 --dry-run -o yaml\n\n"
+                 "  kubectl guarded release shop --image app=registry.example/shop:2.2.0 --dry-run -o yaml\n"
+                 "  kubectl guarded release shop --config shop-config --from-file settings.json \\\n"
+                 "      --from-literal LOG_LEVEL=debug --remove-key legacy.ini\n"
+                 "  kubectl guarded release shop --secret shop-secret --from-literal api-token=\"$TOKEN\" \\\n"
+                 "      --config shop-config --from-file flags=./flags.json --image app=registry.example/shop:2.3.0\n\n"
                  "The GuardedRollout is named <TARGET>-<hash of its spec> (--name to choose), so asking for the same\n"
                  "release twice creates it once. Its waves are the --wave flags, else the releaseDefaults of the\n"
                  "RolloutPolicies that guard the target (when you may read them; also their analysis), else the\n"
@@ -187,6 +232,14 @@ def build_parser() -> argparse.ArgumentParser:
                  "--emergency (break glass): every wave bakes at most the policies' emergencyBake (30s by default),\n"
                  "and the release needs at least one approval by someone other than you even where no policy asks\n"
                  "for one; it is marked as an emergency in its status, history, the audit and the metrics.\n"
+                 "--config NAME / --secret NAME: the ConfigMap or Secret of that name (one the target's pods\n"
+                 "read) gets the keys of the --from-file/--from-literal flags written after it (up to the next\n"
+                 "--config or --secret), loses those of --remove-key, keeps the others; the canary reads the new\n"
+                 "content first.\n"
+                 "A ConfigMap's new keys go into spec.change.configMaps. A Secret's never enter the GuardedRollout:\n"
+                 "the command reads the Secret as you, makes its new content an immutable Secret <NAME>-<content\n"
+                 "hash> (reused when it exists with that content) and names that one in spec.change.secrets; values\n"
+                 "are never printed. It needs get and create on Secrets in the namespace.\n"
                  "After creating it, the command waits up to --wait seconds for the operator to judge its gates and\n"
                  "prints what it waits for (approvals and by whom, blocking gates) or that it is starting.\n"
                  "exit codes: 0 created (--watch: it Succeeded), 1 error (not found, forbidden, already exists;\n"
@@ -198,6 +251,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--env", action="append", default=[], metavar="[CONTAINER:]KEY=VALUE",
                    help="an environment variable to set (repeatable); CONTAINER may be left out when the target "
                         "has one container or --image names one")
+    p.add_argument("--config", action=_ConfigObject, dest="config", const="ConfigMap", default=None,
+                   metavar="NAME", help="a ConfigMap the target's pods read whose keys change; the --from-file, "
+                   "--from-literal and --remove-key flags after it say how (repeatable, one per ConfigMap)")
+    p.add_argument("--secret", action=_ConfigObject, dest="config", const="Secret", default=None, metavar="NAME",
+                   help="a Secret the target's pods read whose keys change, as --config; its values go into a new "
+                        "immutable Secret, never into the GuardedRollout or the output (repeatable)")
+    p.add_argument("--from-file", action=_ConfigContent, dest="config", default=None, metavar="[KEY=]PATH",
+                   help="set KEY (default: the file's name) of the --config/--secret before it to the file's "
+                        "content (repeatable)")
+    p.add_argument("--from-literal", action=_ConfigContent, dest="config", default=None, metavar="KEY=VALUE",
+                   help="set KEY of the --config/--secret before it to VALUE (repeatable)")
+    p.add_argument("--remove-key", action=_ConfigContent, dest="config", default=None, metavar="KEY",
+                   help="remove KEY from the --config/--secret before it (repeatable)")
     p.add_argument("--wave", action="append", default=[], metavar="SIZE[:BAKE][:gate]",
                    help="a wave, in order (repeatable): SIZE a pod count (1) or a percent of the pods (50%%), "
                         "BAKE how long it runs healthy before the next (default 60s), gate: wait for a promote")
@@ -255,6 +321,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             parser.error("release: -o/--output prints the object of a --dry-run; without one the release is created")
         if args.timeout is not None and not args.watch:
             parser.error("release: --timeout is how long --watch follows the release; give --watch too")
+        for group in args.config or []:
+            if not group.sources and not group.remove:
+                flag = "--config" if group.kind == "ConfigMap" else "--secret"
+                parser.error(f"release: {flag} {group.name}: give --from-file, --from-literal or --remove-key after "
+                             "it (the keys to set or remove)")
     now = datetime.now(UTC)
     for flag in ("since", "until"):
         if getattr(args, flag, None) is not None:

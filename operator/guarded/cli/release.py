@@ -93,7 +93,8 @@ def change_of(images: Mapping[str, str], envs: Mapping[str, list[dict[str, str]]
               containers: Sequence[str]) -> dict[str, Any]:
     """spec.change: one entry per container the flags change, each checked against the target's containers."""
     if not images and not envs:
-        raise ReleaseError("nothing to release: give --image CONTAINER=IMAGE and/or --env CONTAINER:KEY=VALUE")
+        raise ReleaseError("nothing to release: give --image CONTAINER=IMAGE, --env CONTAINER:KEY=VALUE, --config NAME "
+                           "or --secret NAME")
     out = []
     for name in [*images, *(c for c in envs if c not in images)]:
         if containers and name not in containers:
@@ -204,11 +205,13 @@ def waves_text(spec: Mapping[str, Any], total: int | None = None) -> str:
 
 
 def created_lines(obj: Mapping[str, Any], *, waves_source: str, replicas: int | None = None,
-                  dry_run: str | None = None) -> list[str]:
-    """What `release` created: name, target, change, waves (and where they came from), documentation."""
+                  dry_run: str | None = None, config: Sequence[tuple[str, str]] = ()) -> list[str]:
+    """What `release` created: name, target, change (`config`: a line per ConfigMap and Secret it changes,
+    release_config.config_facts), waves (and where they came from), documentation."""
     meta, spec = obj.get("metadata") or {}, obj.get("spec") or {}
     verb = "created" if dry_run is None else f"created ({dry_run} dry run)"
-    facts = [("Target", target_text(spec)), ("Change", change_summary(spec)),
+    summary = change_summary(spec)
+    facts = [("Target", target_text(spec)), *([("Change", summary)] if summary or not config else []), *config,
              ("Waves", f"{waves_text(spec, replicas)}  [{waves_source}]")]
     facts += [(documentation_label(key), spec[key]) for key in DOCUMENTATION_FIELDS if spec.get(key)]
     if spec.get("aiAssisted"):
