@@ -155,8 +155,13 @@ def test_a_newer_change_supersedes_an_earlier_release_that_never_started() -> No
     assert first is not None
     newer = desired("shop:6.6.7")
     newer["metadata"]["annotations"][RELEASE] = first["metadata"]["name"]
-    waiting = {first["metadata"]["name"]: {"status": {"stage": "Pending", "phase": "AwaitingApproval"}}}
+    waiting = {first["metadata"]["name"]: {**first, "status": {"stage": "Pending", "phase": "AwaitingApproval"}}}
     step = next_step(newer, waiting, {})
     assert step.create is not None and step.supersede == first["metadata"]["name"]
-    running = {first["metadata"]["name"]: {"status": {"stage": "Bake", "phase": "Progressing"}}}
+    running = {first["metadata"]["name"]: {**first, "status": {"stage": "Bake", "phase": "Progressing"}}}
     assert next_step(newer, running, {}).supersede is None, "one under way finishes; the newer one waits for it"
+    # The release marker names someone else's waiting rollout (a template change may carry any value in it):
+    # it is not deleted.
+    theirs = {first["metadata"]["name"]: {"metadata": {"name": first["metadata"]["name"]},
+                                          "status": {"stage": "Pending", "phase": "AwaitingApproval"}}}
+    assert next_step(newer, theirs, {}).supersede is None

@@ -196,6 +196,11 @@ WAVES_CEL = [
 class GuardedRolloutSpec(ApiModel):
     target: TargetRef
     change: Change
+    consumers: list[TargetRef] = Field(
+        default_factory=list, max_length=32,
+        description="Other Deployments that read the changed configuration and move with this rollout: the first "
+        "wave runs on spec.target alone, later waves grow across every consumer, each judged against its own "
+        "stable pods; a failure in any rolls back all. Only with a configuration-only change.")
     waves: list[Wave] = Field(
         default_factory=default_waves, min_length=1, max_length=20,
         description="Ordered steps. Default: 1 pod, 10%, 50%, 100%.",
@@ -211,6 +216,18 @@ class GuardedRolloutSpec(ApiModel):
         "policies' emergencyBake (30s when none sets it), and the change needs at least one approval by someone "
         "other than its authors even when no policy asks for one. Read when the rollout starts.")
     analysis: Analysis | None = Field(default=None, description="Metric analysis and alerts that guard every wave.")
+
+    @model_validator(mode="after")
+    def _consumers(self) -> GuardedRolloutSpec:
+        names = [c.name for c in self.consumers]
+        if self.target.name in names or len(names) != len(set(names)):
+            raise ValueError("spec.consumers: each Deployment may appear once, and not as spec.target too")
+        c = self.change
+        if names and (c.containers or c.pod_template_patch or c.template is not None
+                      or not (c.config_maps or c.secrets)):
+            raise ValueError("spec.consumers: only a change of configMaps or secrets alone can move several "
+                             "Deployments (a pod template change is for spec.target only)")
+        return self
 
     @model_validator(mode="after")
     def _waves_increase(self) -> GuardedRolloutSpec:
@@ -312,6 +329,20 @@ class ConfigVersion(ApiModel):
     version: str = Field(description="The immutable copy with the new content, named by its content hash.")
 
 
+class ConsumerStatus(ApiModel):
+    """One Deployment a shared configuration change moves, and how far it is."""
+
+    name: str = Field(description="The Deployment.")
+    rollout: str = Field(description="The GuardedRollout moving it: this one for spec.target, else the one it "
+                         "made (owned by this one, labelled rollouts.guarded.dev/part-of).")
+    phase: str | None = None
+    stage: str | None = None
+    wave_progress: str | None = None
+    canary_replicas: int | None = None
+    stable_replicas: int | None = None
+    message: str = ""
+
+
 class GuardedRolloutStatus(ApiModel):
     phase: Phase = Phase.PENDING
     message: str = ""
@@ -345,6 +376,9 @@ class GuardedRolloutStatus(ApiModel):
     validation: list[ValidationFinding] = Field(default_factory=list)
     plan: list[Wave] = Field(default_factory=list,
                              description="The waves in effect for this revision: spec.waves after policy limits.")
+    consumers: list[ConsumerStatus] = Field(
+        default_factory=list, description="Per Deployment of a shared configuration change (spec.consumers), "
+        "spec.target first.")
     config: list[ConfigVersion] = Field(
         default_factory=list, description="The configuration versions this attempt rolls out, fixed at its start "
         "(names only: a Secret's data never appears here).")

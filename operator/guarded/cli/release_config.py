@@ -22,8 +22,14 @@ from typing import Any, Protocol
 from guarded.cli.errors import CliError
 from guarded.cli.parser import ConfigFlags
 from guarded.cli.release import ReleaseError
-from guarded.core.config_refs import CONFIG_OF_LABEL, content_digest, merged_data, version_name
-from guarded.core.templates import MANAGED_BY, MANAGED_BY_LABEL
+from guarded.core.config_refs import (
+    CONFIG_OF_LABEL,
+    content_digest,
+    is_version_of_labelled,
+    merged_data,
+    version_labels,
+    version_name,
+)
 
 KEY = re.compile(r"^[-._a-zA-Z0-9]+$")   # a ConfigMap or Secret key, as the API server validates it
 FLAG = {"ConfigMap": "--config", "Secret": "--secret"}
@@ -148,7 +154,7 @@ def secret_version(edit: ConfigEdit, current: Mapping[str, Any], namespace: str)
     body = {"apiVersion": "v1", "kind": "Secret", "type": current.get("type") or "Opaque", "immutable": True,
             "data": data,
             "metadata": {"name": version, "namespace": namespace,
-                         "labels": {CONFIG_OF_LABEL: edit.name, MANAGED_BY_LABEL: MANAGED_BY}}}
+                         "labels": version_labels(edit.name)}}
     return SecretVersion(name=edit.name, version=version, body=body, exists=False, keys=tuple(edit.data),
                          removed=edit.remove)
 
@@ -160,7 +166,7 @@ def reuse(planned: SecretVersion, existing: Mapping[str, Any] | None) -> SecretV
         return planned
     labels = (existing.get("metadata") or {}).get("labels") or {}
     where = f'Secret "{planned.version}" exists in namespace "{planned.body["metadata"]["namespace"]}"'
-    if labels.get(CONFIG_OF_LABEL) != planned.name:
+    if not is_version_of_labelled(labels, planned.name):
         raise CliError(f"Error: --secret {planned.name}: {where} and is not a version of {planned.name!r} (it lacks "
                        f"the label {CONFIG_OF_LABEL}={planned.name}); rename or delete it, then release again")
     if dict(existing.get("data") or {}) != planned.body["data"]:

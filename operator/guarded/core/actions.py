@@ -93,8 +93,23 @@ class RemoveConfigVersion:
     rollout_uid: str | None = None
 
 
+@dataclass(frozen=True, kw_only=True)
+class CreateRollout:
+    """Create a consumer's GuardedRollout (owned by the acting one); one that exists already is left as it is."""
+
+    manifest: dict[str, Any]
+
+
+@dataclass(frozen=True, kw_only=True)
+class MirrorConfig:
+    """After promotion: each changed object shows the promoted version's content (kube/config.mirror)."""
+
+    target: str
+    config: tuple[ConfigRef, ...]
+
+
 Action = (ApplyCanary | ScaleDeployment | DeleteDeployment | PromoteTarget | ClaimTarget | ReleaseTarget
-          | EnsureConfigVersion | RemoveConfigVersion)
+          | EnsureConfigVersion | RemoveConfigVersion | CreateRollout | MirrorConfig)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -117,9 +132,11 @@ __all__ = [
     "ApplyCanary",
     "ClaimTarget",
     "ConfigRef",
+    "CreateRollout",
     "DeleteDeployment",
     "EnsureConfigVersion",
     "Event",
+    "MirrorConfig",
     "PromoteTarget",
     "ReleaseTarget",
     "RemoveConfigVersion",

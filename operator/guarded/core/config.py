@@ -92,7 +92,10 @@ def _content_from(change: Change, kind: str, name: str) -> str | None:
 
 def remove_versions(inp: Inputs, d: Draft, keep: Mapping[Key, str] | None = None) -> Draft:
     """Remove the copies this rollout made that no Deployment adopted (a rollback, a retirement)."""
-    keep_names = set((keep or {}).values())
+    # A version the spec itself names as its content (made by the plugin or by the webhook of an edit) stays
+    # for a retry; the rollout's deletion takes it (its ownerReference).
+    keep_names = set((keep or {}).values()) | {c.content_from for c in [*inp.spec.change.config_maps,
+                                                                         *inp.spec.change.secrets] if c.content_from}
     for c in d.status.config:
         state = version_state(inp, c.version)
         if (state is None or not state.exists or not state.ours or state.adopted or state.uid is None

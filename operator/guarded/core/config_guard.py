@@ -20,8 +20,7 @@ from typing import Any
 
 from guarded.api.common import GROUP
 from guarded.core.admission import ON_BEHALF_OF
-from guarded.core.config_refs import CONFIG_OF_LABEL, content_digest, version_name
-from guarded.core.templates import MANAGED_BY, MANAGED_BY_LABEL
+from guarded.core.config_refs import content_digest, version_labels, version_name
 from guarded.core.workload_guard import DESIRED_BY, DOC_ANNOTATIONS, RELEASE, ROLLED_BACK, SOURCE, Refused, release_name
 
 DESIRED_VERSION = f"{GROUP}/desired-version"   # the version of an edit not rolled out yet
@@ -71,7 +70,7 @@ def admit_config_update(*, kind: str, old: Mapping[str, Any], new: Mapping[str, 
     body: dict[str, Any] = {
         "apiVersion": "v1", "kind": kind, "immutable": True, **{k: v for k, v in after.items() if v},
         "metadata": {"name": version, "namespace": meta.get("namespace"),
-                     "labels": {CONFIG_OF_LABEL: name, MANAGED_BY_LABEL: MANAGED_BY}},
+                     "labels": version_labels(name)},
     }
     if kind == "Secret":
         body["type"] = new.get("type") or "Opaque"

@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from guarded.api.common import GROUP
-from guarded.core.templates import content_hash
+from guarded.core.templates import MANAGED_BY, MANAGED_BY_LABEL, content_hash
 
 CONFIG_OF_LABEL = f"{GROUP}/config-of"       # on a version: the ConfigMap or Secret it is a version of
 DIGEST_LENGTH = 10
@@ -29,6 +29,20 @@ def version_name(name: str, digest: str) -> str:
 def is_version_of(ref: str, name: str) -> bool:
     """`ref` is `name` itself or one of its versions."""
     return ref == name or re.fullmatch(re.escape(name[:_NAME_ROOM]) + rf"-[0-9a-f]{{{DIGEST_LENGTH}}}", ref) is not None
+
+
+def config_label(name: str) -> str:
+    """The config-of label's value for `name` (label values are at most 63 characters)."""
+    return name if len(name) <= 63 else f"{name[:52]}-{content_hash(name)[:10]}"
+
+
+def version_labels(name: str) -> dict[str, str]:
+    """The labels of a version of `name`: what it is a version of, and who manages it."""
+    return {CONFIG_OF_LABEL: config_label(name), MANAGED_BY_LABEL: MANAGED_BY}
+
+
+def is_version_of_labelled(labels: Mapping[str, str] | None, name: str) -> bool:
+    return (labels or {}).get(CONFIG_OF_LABEL) == config_label(name)
 
 
 def source_of(ref: str) -> str:

@@ -24,6 +24,7 @@ from guarded.api.stages import Stage
 from guarded.core import conditions as cond
 from guarded.core.actions import Action, DeleteDeployment, Event, ReleaseTarget, ScaleDeployment, Transition
 from guarded.core.analysis import analysis_due
+from guarded.core.consumers import check_consumers, check_parent, track_consumers
 from guarded.core.draft import Draft, Inputs, canary_target, rollout_revision, template_hash, total, wave_label
 from guarded.core.judging import analyze
 from guarded.core.moves import restart, rollback, target_promoted
@@ -93,7 +94,9 @@ def decide(spec: GuardedRolloutSpec, status: GuardedRolloutStatus, obs: Observat
         d = check_revision(inp, d)
         d, go_on = check_target_unchanged(inp, d)
     if go_on:
+        d = check_consumers(inp, check_parent(inp, d))   # a shared change: linked rollouts roll back together
         d = run_stages(inp, analyze(inp, d), wave_before=status.wave)
+        d = track_consumers(inp, d)
     return finish(inp, d)
 
 

@@ -134,6 +134,20 @@ class VersionObs:
 
 
 @dataclass(frozen=True, kw_only=True)
+class LinkedRollout:
+    """Another GuardedRollout of the same shared change: this one's parent, or one of its consumers' rollouts.
+
+    `spec` and `status` are the API models (spec None when it cannot be read)."""
+
+    name: str
+    uid: str | None
+    owner_uid: str | None = None    # its controller ownerReference (a consumer's rollout: the parent's uid)
+    spec: Any = None
+    status: Any = None
+    deleting: bool = False
+
+
+@dataclass(frozen=True, kw_only=True)
 class Observations:
     now: datetime
     namespace: str
@@ -150,7 +164,10 @@ class Observations:
     claim: Claim | None = None                      # who holds the target (None: nobody)
     config: tuple[ConfigObs, ...] = ()              # spec.change's ConfigMaps and Secrets, resolved
     config_versions: tuple[VersionObs, ...] = ()    # the copies resolved now or fixed in status.config
+    owner_uid: str | None = None                    # this rollout's controller ownerReference, if any
+    parent: LinkedRollout | None = None             # the rollout that owns this one (a consumer's rollout)
+    children: tuple[LinkedRollout, ...] = ()        # the consumers' rollouts this one made (spec.consumers)
 
 
-__all__ = ["ApprovalObs", "Claim", "ConfigObs", "DeploymentState", "GuardObservation", "Observations",
+__all__ = ["ApprovalObs", "Claim", "ConfigObs", "DeploymentState", "GuardObservation", "LinkedRollout", "Observations",
            "QueueEntry", "Request", "VersionObs"]

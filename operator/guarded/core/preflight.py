@@ -5,6 +5,7 @@ from __future__ import annotations
 from guarded.api.reasons import Reason
 from guarded.core import conditions as cond
 from guarded.core import gates
+from guarded.core.consumers import child_gates
 from guarded.core.draft import Draft, Inputs
 
 
@@ -13,6 +14,8 @@ def pass_gates(inp: Inputs, d: Draft) -> tuple[Draft, gates.GateOutcome | None]:
     if inp.obs.guard is None:
         return d.wait(0.0), None  # the shell gathers what the gates need on the next reconcile
     outcome = gates.evaluate(inp.spec, inp.obs)
+    if inp.obs.parent is not None:  # a consumer's rollout of a shared change: the gates are its parent's
+        outcome = child_gates(inp, d, outcome)
     before = {(g.gate, g.reason, g.message) for g in inp.status.gates if not g.passed}
     seen_before = {(a.name, a.counted, a.reason) for a in d.status.approvals}
     d = d.update(gates=outcome.gates, approvals=outcome.approvals, policy=outcome.policy,

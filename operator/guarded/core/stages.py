@@ -17,9 +17,18 @@ from guarded.api.reasons import CAPACITY_FIRST, Reason
 from guarded.api.stages import Stage
 from guarded.core import conditions as cond
 from guarded.core import config
-from guarded.core.actions import PromoteTarget
+from guarded.core.actions import MirrorConfig, PromoteTarget
 from guarded.core.analysis import Verdict
 from guarded.core.clock import seconds_between, stamp
+from guarded.core.consumers import (
+    WAIT,
+    consumers_done,
+    consumers_ended,
+    consumers_gated,
+    gate_passed,
+    is_parent,
+    parent_of,
+)
 from guarded.core.draft import (
     POLL_SECONDS,
     Draft,
@@ -179,6 +188,8 @@ def bake(inp: Inputs, d: Draft) -> Draft:
             return rollback(inp, d, Reason.ANALYSIS_INCONCLUSIVE, f"wave {wave_label(inp, s)}: no Pass within "
                             f"spec.progressDeadline ({inp.spec.progress_deadline}) after the bake")
         return d.wait(parse_duration(analysis.interval))
+    if consumers_gated(inp, d) is not None:
+        return d.wait(WAIT)   # a shared change moves on only when every consumer's rollout baked this wave
     if wave.manual_gate:
         d = d.goto(Stage.GATE)
         return d.record(inp, Reason.AWAITING_PROMOTION, f"wave {wave_label(inp, s)} baked {wave.bake}; waiting for "
@@ -187,8 +198,12 @@ def bake(inp: Inputs, d: Draft) -> Draft:
 
 
 def gate(inp: Inputs, d: Draft) -> Draft:
-    """Baked; hold the wave until a promote request (core/requests.py) advances it."""
-    return hold_wave(inp, d)
+    """Baked; hold the wave until a promote request (core/requests.py) advances it, or, for a consumer's
+    rollout of a shared change, until its parent has moved past the matching wave."""
+    d = hold_wave(inp, d)
+    if parent_of(inp) is None:
+        return d
+    return advance(inp, d) if gate_passed(inp, d) else d.wait(WAIT)
 
 
 def promote(inp: Inputs, d: Draft) -> Draft:
@@ -209,9 +224,15 @@ def promote(inp: Inputs, d: Draft) -> Draft:
 
 
 def cleanup(inp: Inputs, d: Draft) -> Draft:
-    """Promoted: remove the canary, then the rollout has succeeded."""
+    """Promoted: remove the canary, wait for every consumer's rollout to succeed, let the changed configuration
+    show the promoted content; then the rollout has succeeded."""
     if canary_ours(inp):
         return remove_canary(inp, d).wait(POLL_SECONDS)
+    if is_parent(inp) and consumers_done(inp) is not None:
+        return d.wait(WAIT)
+    refs = config.refs(inp, d)
+    if refs and parent_of(inp) is None:
+        d = d.act(MirrorConfig(target=inp.spec.target.name, config=refs))
     d = d.update(completed_at=stamp(inp.now)).goto(Stage.SUCCEEDED)
     return d.record(inp, Reason.SUCCEEDED, f"revision {d.status.revision} promoted: {total(d.status)} pods of "
                     f"{inp.spec.target.name!r} run the change; canary removed")
@@ -241,6 +262,8 @@ def rolling_back(inp: Inputs, d: Draft) -> Draft:
     d, done = restore(inp, d)
     if not done:
         return d
+    if is_parent(inp) and not consumers_ended(inp):
+        return d.wait(WAIT)   # every consumer's rollout rolls back with this one
     d = d.update(completed_at=stamp(inp.now)).goto(Stage.ROLLED_BACK)
     return d.record(inp, Reason.ROLLED_BACK, f"rolled back ({d.status.rollback_reason}): canary removed, "
                     f"{total(d.status)} stable pods Ready", warning=True)

@@ -176,8 +176,12 @@ def next_step(deployment: Mapping[str, Any], rollouts: Mapping[str, Mapping[str,
     if existing is None:
         # A newer change replaces an earlier one that is still waiting to start (each plain change is
         # "the running template plus this": the latest one is what the applier wants now).
+        # Only a release made of a plain apply of this Deployment is replaced (its source annotation): the
+        # marker alone is no proof, a template change may carry any value in it.
         earlier = rollouts.get(a.get(RELEASE, ""))
-        unstarted = earlier is not None and (earlier.get("status") or {}).get("stage", "Pending") == "Pending"
+        source = str(((earlier or {}).get("metadata") or {}).get("annotations", {}).get(SOURCE) or "")
+        unstarted = (earlier is not None and source.startswith(f"deployment/{desire.deployment}@")
+                     and (earlier.get("status") or {}).get("stage", "Pending") == "Pending")
         return Step(create=release_manifest(deployment, desire, defaults), annotate={RELEASE: name},
                     supersede=a.get(RELEASE) if unstarted else None)
     status = existing.get("status") or {}

@@ -15,13 +15,15 @@ from pydantic import ValidationError
 
 from guarded import faults, logs
 from guarded.api import errors
-from guarded.api.rollout import REQUESTER_ANNOTATION, GuardedRolloutSpec, GuardedRolloutStatus
+from guarded.api.common import GROUP, VERSION
+from guarded.api.rollout import PLURAL, REQUESTER_ANNOTATION, GuardedRolloutSpec, GuardedRolloutStatus
 from guarded.api.stages import Stage, stage_in
 from guarded.core import conditions as cond
 from guarded.core.actions import Event
 from guarded.core.analysis import AnalysisObservation
+from guarded.core.consumers import PART_OF_LABEL
 from guarded.core.engine import Decision, decide, decide_cleanup, decide_fail_safe, needs
-from guarded.core.observations import Claim, Observations
+from guarded.core.observations import Claim, LinkedRollout, Observations
 from guarded.core.templates import CLAIM_ANNOTATION, canary_name, parse_claim
 from guarded.handlers import alerts, telemetry
 from guarded.kube.act import NotOwned, apply_actions
@@ -104,8 +106,52 @@ async def _observe(client: KubeClient, obj: dict[str, Any], target_name: str, *,
         request=request_from(meta.get("annotations")), analysis=analysis, webhook_alerts=webhook_alerts,
         guard=guard, requester=(meta.get("annotations") or {}).get(REQUESTER_ANNOTATION),
         claim=await _claim_of(client, namespace, target, meta.get("uid")),
-        config=resolved, config_versions=versions,
+        config=resolved, config_versions=versions, owner_uid=_owner_uid(meta),
+        parent=await _parent(client, obj), children=await _children(client, obj),
     )
+
+
+def _owner_uid(meta: dict[str, Any]) -> str | None:
+    owner = next((o for o in meta.get("ownerReferences") or [] if o.get("controller")
+                  and o.get("kind") == "GuardedRollout"), None)
+    return owner.get("uid") if owner else None
+
+
+def _linked(obj: dict[str, Any]) -> LinkedRollout:
+    meta = obj["metadata"]
+    try:
+        spec: GuardedRolloutSpec | None = GuardedRolloutSpec.model_validate(obj.get("spec") or {})
+    except ValidationError:
+        spec = None
+    try:
+        status = GuardedRolloutStatus.model_validate(obj.get("status") or {})
+    except ValidationError:
+        status = GuardedRolloutStatus()
+    return LinkedRollout(name=meta["name"], uid=meta.get("uid"), owner_uid=_owner_uid(meta), spec=spec,
+                         status=status, deleting=meta.get("deletionTimestamp") is not None)
+
+
+async def _parent(client: KubeClient, obj: dict[str, Any]) -> LinkedRollout | None:
+    """The rollout this one is part of (a consumer's rollout of a shared change), by its label and owner."""
+    meta = obj["metadata"]
+    name = (meta.get("labels") or {}).get(PART_OF_LABEL)
+    if not name:
+        return None
+    parent = await client.get_rollout(meta["namespace"], name)
+    if parent is None:
+        return LinkedRollout(name=name, uid=None, deleting=True)
+    return _linked(parent)
+
+
+async def _children(client: KubeClient, obj: dict[str, Any]) -> tuple[LinkedRollout, ...]:
+    """The consumers' rollouts of a shared change this one made."""
+    spec, status = obj.get("spec") or {}, obj.get("status") or {}
+    if not spec.get("consumers") and not status.get("consumers"):
+        return ()
+    meta = obj["metadata"]
+    items = await client._items(client.custom.list_namespaced_custom_object, GROUP, VERSION, meta["namespace"],
+                                PLURAL, label_selector=f"{PART_OF_LABEL}={meta['name']}")
+    return tuple(_linked(item) for item in items)
 
 
 async def _claim_of(client: KubeClient, namespace: str, target: dict[str, Any] | None,

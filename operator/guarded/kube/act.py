@@ -13,13 +13,19 @@ import copy
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from kubernetes.client.rest import ApiException
+
 from guarded import logs
+from guarded.api.common import GROUP, VERSION
+from guarded.api.rollout import PLURAL
 from guarded.core.actions import (
     Action,
     ApplyCanary,
     ClaimTarget,
+    CreateRollout,
     DeleteDeployment,
     EnsureConfigVersion,
+    MirrorConfig,
     PromoteTarget,
     ReleaseTarget,
     RemoveConfigVersion,
@@ -56,6 +62,12 @@ async def apply_actions(client: KubeClient, namespace: str, actions: tuple[Actio
             await config.ensure_version(client, namespace, action)
         elif isinstance(action, RemoveConfigVersion):
             await config.remove_version(client, namespace, action)
+        elif isinstance(action, CreateRollout):
+            await _create_rollout(client, namespace, action.manifest)
+        elif isinstance(action, MirrorConfig):
+            target = await client.get_deployment(namespace, action.target)
+            if target is not None:
+                await config.mirror(client, namespace, target, action.config)
         else:  # pragma: no cover - exhaustive over the Action union
             raise TypeError(f"unknown action {action!r}")
 
@@ -137,15 +149,12 @@ async def _scale(client: KubeClient, namespace: str, action: ScaleDeployment) ->
 
 
 async def _promote(client: KubeClient, namespace: str, action: PromoteTarget) -> None:
-    """The target gets the changed template. The configuration versions it reads are adopted by it first
-    (so they outlive the rollout), and their sources show the promoted content after."""
-    promoted: list[dict[str, Any]] = []
-
+    """The target gets the changed template. The configuration versions it reads are adopted by it first,
+    so that they outlive the rollout."""
     def change(body: dict[str, Any]) -> dict[str, Any]:
         _require_claim(body, action.rollout_uid)
         body["spec"]["template"] = action.template
         body["spec"]["replicas"] = action.replicas
-        promoted[:] = [body]
         return body
 
     if action.config:
@@ -155,8 +164,14 @@ async def _promote(client: KubeClient, namespace: str, action: PromoteTarget) ->
         _require_claim(target, action.rollout_uid)
         await config.adopt(client, namespace, target, action.config)
     await _replace_deployment(client, namespace, action.name, change)
-    if action.config and promoted:
-        await config.mirror(client, namespace, promoted[0], action.config)
+
+
+async def _create_rollout(client: KubeClient, namespace: str, manifest: dict[str, Any]) -> None:
+    try:
+        await client._call(client.custom.create_namespaced_custom_object, GROUP, VERSION, namespace, PLURAL, manifest)
+    except ApiException as exc:
+        if exc.status != 409:  # made by an earlier decision already
+            raise
 
 
 async def _claim(client: KubeClient, namespace: str, action: ClaimTarget) -> None:

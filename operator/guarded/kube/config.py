@@ -17,9 +17,16 @@ from guarded.api.common import GROUP, VERSION
 from guarded.api.rollout import GuardedRolloutSpec, GuardedRolloutStatus
 from guarded.api.stages import Stage
 from guarded.core.actions import ConfigRef, EnsureConfigVersion, RemoveConfigVersion
-from guarded.core.config_refs import CONFIG_OF_LABEL, content_digest, merged_data, references, version_name
+from guarded.core.config_refs import (
+    CONFIG_OF_LABEL,
+    content_digest,
+    is_version_of_labelled,
+    merged_data,
+    references,
+    version_labels,
+    version_name,
+)
 from guarded.core.observations import ConfigObs, VersionObs
-from guarded.core.templates import MANAGED_BY, MANAGED_BY_LABEL
 from guarded.kube.client import Conflict, KubeClient
 
 _log = logs.logger()
@@ -135,7 +142,7 @@ async def ensure_version(client: KubeClient, namespace: str, action: EnsureConfi
     body.update({k: v for k, v in content.items() if v})
     body["immutable"] = True
     body["metadata"] = {"name": action.version, "namespace": namespace,
-                        "labels": {CONFIG_OF_LABEL: action.name, MANAGED_BY_LABEL: MANAGED_BY},
+                        "labels": version_labels(action.name),
                         "ownerReferences": [ours] if action.rollout_uid else []}
     try:
         await client._call(_api(client, action.kind, "create"), namespace, body)
@@ -150,7 +157,7 @@ async def _add_owner(client: KubeClient, namespace: str, kind: str, obj: dict[st
                      *, of: str) -> None:
     meta = obj["metadata"]
     labels = meta.get("labels") or {}
-    if labels.get(CONFIG_OF_LABEL) != of:
+    if not is_version_of_labelled(labels, of):
         raise ContentChanged(f"{kind} {meta['name']!r} exists and is not a version of {of!r} (label "
                              f"{CONFIG_OF_LABEL}): it is not used; rename the change or remove that object")
     owners = meta.get("ownerReferences") or []
@@ -173,6 +180,15 @@ async def remove_version(client: KubeClient, namespace: str, action: RemoveConfi
     if any(o.get("kind") == "Deployment" for o in owners) or not any(o.get("uid") == action.rollout_uid
                                                                     for o in owners):
         return  # adopted by a Deployment, or not ours: it stays
+    others = [o for o in owners if o.get("uid") != action.rollout_uid]
+    if others:  # another rollout (of the same shared change) still uses it: only this one lets go
+        patch = {"metadata": {"resourceVersion": obj["metadata"]["resourceVersion"], "ownerReferences": others}}
+        try:
+            await client._call(_api(client, action.kind, "patch"), action.version, namespace, patch)
+        except ApiException as exc:
+            if exc.status not in (404, 409):
+                raise
+        return
     try:
         await client._call(_api(client, action.kind, "delete"), action.version, namespace,
                            body={"preconditions": {"uid": action.uid}})
@@ -234,7 +250,7 @@ async def _snapshot(client: KubeClient, namespace: str, target: Mapping[str, Any
     body: dict[str, Any] = {"apiVersion": "v1", "kind": ref.kind, "immutable": True,
                             **{k: v for k, v in content.items() if v},
                             "metadata": {"name": name, "namespace": namespace,
-                                         "labels": {CONFIG_OF_LABEL: ref.name, MANAGED_BY_LABEL: MANAGED_BY},
+                                         "labels": version_labels(ref.name),
                                          "ownerReferences": [_owner("Deployment", "apps/v1", meta["name"],
                                                                     meta["uid"])]}}
     if ref.kind == "Secret":

@@ -1,0 +1,246 @@
+"""A shared configuration change: one GuardedRollout moves every Deployment that reads it.
+
+The rollout the user (or an edit of the ConfigMap) creates is the parent: it rolls the change out to
+spec.target itself and makes one GuardedRollout per spec.consumers Deployment, owned by it and labelled
+`part-of`. Those follow the parent in lockstep, read from observations only (no requests between them):
+
+    parent wave:     1 (1 pod of spec.target)   2 (10%)    3 (50%)    4 (100%)    Promote
+    consumer wave:   -  (waits in Pending)      1 (10%)    2 (50%)    3 (100%)    Promote
+
+A consumer's rollout has the parent's waves after the first, each with a gate: it bakes a wave while the
+parent bakes its own, then waits in Gate until the parent moves on. The parent advances only when every
+consumer's rollout has baked (a fresh Pass on its own canary against its own stable pods) and waits in
+Gate. A consumer's rollout that rolls back rolls the parent back, and the parent's rollback rolls every
+consumer's rollout back. The gates (approvals, documentation, blast radius of all consumers, freezes) are
+judged on the parent; a consumer's rollout is admitted because its parent names it (same change, the
+derived waves, the parent's uid as controller owner), which a rollout a user writes cannot fake.
+"""
+
+from __future__ import annotations
+
+from guarded.api.common import GROUP, VERSION
+from guarded.api.reasons import Reason
+from guarded.api.rollout import ConsumerStatus, GateRecord, GuardedRolloutSpec, Wave
+from guarded.api.stages import Stage
+from guarded.core.actions import CreateRollout
+from guarded.core.draft import Draft, Inputs, waves
+from guarded.core.gates import GateOutcome, GateResult
+from guarded.core.moves import rollback
+from guarded.core.observations import LinkedRollout
+from guarded.core.templates import content_hash
+
+PART_OF_LABEL = f"{GROUP}/part-of"
+WAIT = 1.0   # linked rollouts watch each other by polling: a parent's move does not wake its consumers
+
+
+def child_name(parent: str, consumer: str) -> str:
+    name = f"{parent}-{consumer}"
+    return name if len(name) <= 253 else f"{name[:236]}-{content_hash(name)}"
+
+
+def offset(plan: list[Wave]) -> int:
+    """Parent waves run before the consumers start: the first, when there is more than one."""
+    return 1 if len(plan) > 1 else 0
+
+
+def child_spec(parent: GuardedRolloutSpec, plan: list[Wave], consumer: str) -> GuardedRolloutSpec:
+    """The spec of a consumer's rollout: the parent's change and analysis on the consumer, the parent's waves
+    after the first, each gated (the parent moves it on)."""
+    wire = parent.to_wire()
+    wire.pop("consumers", None)
+    wire["target"] = {"name": consumer}
+    wire["waves"] = [w.model_copy(update={"manual_gate": True}).to_wire() for w in plan[offset(plan):]]
+    return GuardedRolloutSpec.model_validate(wire)
+
+
+# -- the parent's side -----------------------------------------------------------------------------
+
+def is_parent(inp: Inputs) -> bool:
+    return bool(inp.spec.consumers)
+
+
+def children(inp: Inputs) -> dict[str, LinkedRollout]:
+    """The consumers' rollouts this one owns, by consumer Deployment."""
+    out = {}
+    for child in inp.obs.children:
+        if child.owner_uid == inp.obs.uid and child.spec is not None and not child.deleting:
+            out[child.spec.target.name] = child
+    return out
+
+
+def ensure_children(inp: Inputs, d: Draft) -> Draft:
+    """Once started (the plan fixed), every consumer has its rollout."""
+    plan = waves(inp, d.status)
+    if not is_parent(inp) or not (d.stage.in_wave or d.stage.promoting) or not d.status.plan:
+        return d
+    have = children(inp)
+    for consumer in inp.spec.consumers:
+        if consumer.name in have:
+            continue
+        d = d.act(CreateRollout(manifest={
+            "apiVersion": f"{GROUP}/{VERSION}", "kind": "GuardedRollout",
+            "metadata": {"name": child_name(inp.obs.name, consumer.name), "namespace": inp.obs.namespace,
+                         "labels": {PART_OF_LABEL: inp.obs.name},
+                         "ownerReferences": [{"apiVersion": f"{GROUP}/{VERSION}", "kind": "GuardedRollout",
+                                              "name": inp.obs.name, "uid": inp.obs.uid, "controller": True,
+                                              "blockOwnerDeletion": False}]},
+            "spec": child_spec(inp.spec, plan, consumer.name).to_wire(),
+        }))
+    return d
+
+
+def _current(inp: Inputs, d: Draft, child: LinkedRollout) -> bool:
+    return child.spec == child_spec(inp.spec, waves(inp, d.status), child.spec.target.name)
+
+
+def consumers_gated(inp: Inputs, d: Draft) -> str | None:
+    """None when the parent may leave its current wave: every consumer's rollout baked the matching wave and
+    waits in Gate (or none is due yet); else what it waits for."""
+    if not is_parent(inp):
+        return None
+    plan, wave = waves(inp, d.status), int(d.status.wave or 0)
+    due = wave - offset(plan)
+    if due < 0:
+        return None
+    have = children(inp)
+    for consumer in inp.spec.consumers:
+        child = have.get(consumer.name)
+        s = child.status if child is not None else None
+        if child is None or s is None or not _current(inp, d, child):
+            return f"the rollout of consumer {consumer.name!r} is not there yet"
+        if s.stage != Stage.GATE or s.wave != due:
+            return f"consumer {consumer.name!r} at {s.stage} of wave {s.wave_progress or '-'}"
+    return None
+
+
+def consumers_done(inp: Inputs) -> str | None:
+    """None once every consumer's rollout has succeeded; else which one is still going."""
+    have = children(inp)
+    for consumer in inp.spec.consumers:
+        child = have.get(consumer.name)
+        if child is None or child.status is None or child.status.stage != Stage.SUCCEEDED:
+            return consumer.name
+    return None
+
+
+def failed_consumer(inp: Inputs) -> LinkedRollout | None:
+    for child in children(inp).values():
+        if child.status is not None and child.status.stage in (Stage.ROLLING_BACK, Stage.ROLLED_BACK, Stage.FAILED):
+            return child
+    return None
+
+
+def consumers_ended(inp: Inputs) -> bool:
+    return all(c.status is None or c.status.stage.terminal or c.status.stage == Stage.PENDING
+               for c in children(inp).values())
+
+
+def check_consumers(inp: Inputs, d: Draft) -> Draft:
+    """The parent: a consumer's rollout that rolls back rolls all back."""
+    bad = failed_consumer(inp) if is_parent(inp) else None
+    if bad is None or not d.stage.in_wave:
+        return d
+    why = bad.status.rollback_reason or "rolled back"
+    return rollback(inp, d, Reason.CONSUMER_ROLLED_BACK, f"the rollout of consumer {bad.spec.target.name!r} "
+                    f"({bad.name}) rolled back ({why}): rolling back every consumer")
+
+
+def track_consumers(inp: Inputs, d: Draft) -> Draft:
+    """The parent: its consumers' rollouts exist once it started; status shows each consumer's progress."""
+    if not is_parent(inp):
+        return d
+    return ensure_children(inp, d).update(consumers=statuses(inp, d))
+
+
+def statuses(inp: Inputs, d: Draft) -> list[ConsumerStatus]:
+    s = d.status
+    out = [ConsumerStatus(name=inp.spec.target.name, rollout=inp.obs.name, phase=str(s.phase), stage=str(s.stage),
+                          wave_progress=s.wave_progress, canary_replicas=s.canary_replicas,
+                          stable_replicas=s.stable_replicas)]
+    have = children(inp)
+    for consumer in inp.spec.consumers:
+        child = have.get(consumer.name)
+        cs = child.status if child is not None else None
+        out.append(ConsumerStatus(
+            name=consumer.name, rollout=child.name if child else child_name(inp.obs.name, consumer.name),
+            phase=str(cs.phase) if cs else None, stage=str(cs.stage) if cs else None,
+            wave_progress=cs.wave_progress if cs else None, canary_replicas=cs.canary_replicas if cs else None,
+            stable_replicas=cs.stable_replicas if cs else None, message=(cs.message if cs else "")[:300]))
+    return out
+
+
+# -- a consumer's side -----------------------------------------------------------------------------
+
+def parent_of(inp: Inputs) -> LinkedRollout | None:
+    """The parent, when this rollout is a consumer's rollout it really made (None: a rollout of its own)."""
+    p = inp.obs.parent
+    if p is None or inp.obs.owner_uid is None or p.uid != inp.obs.owner_uid:
+        return None
+    return p
+
+
+def linked(inp: Inputs) -> bool:
+    p = parent_of(inp)
+    return (p is not None and p.spec is not None and p.status is not None and not p.deleting
+            and inp.spec == child_spec(p.spec, list(p.status.plan or p.spec.waves), inp.spec.target.name))
+
+
+def parent_position(p: LinkedRollout) -> int:
+    """The parent's wave; past the last while it promotes, cleans up or has succeeded."""
+    s = p.status
+    if s.stage.in_wave:
+        return int(s.wave or 0)
+    if s.stage in (Stage.PROMOTE, Stage.CLEANUP, Stage.SUCCEEDED):
+        return len(s.plan or p.spec.waves)
+    return -1
+
+
+def parent_failed(p: LinkedRollout) -> bool:
+    return p.deleting or (p.status is not None and p.status.stage in (Stage.ROLLING_BACK, Stage.ROLLED_BACK,
+                                                                      Stage.FAILED))
+
+
+def child_gates(inp: Inputs, d: Draft, outcome: GateOutcome) -> GateOutcome:
+    """A consumer's rollout: its own Validation (the dry run on its Deployment), the rest is its parent's."""
+    p = inp.obs.parent
+    if not linked(inp) or p is None:
+        name = p.name if p is not None else "?"
+        return _part_of(outcome, False, Reason.NOT_PART_OF, f"labelled part of GuardedRollout {name!r}, which does "
+                        "not own it with this spec: a consumer's rollout is made by its parent only")
+    start = offset(list(p.status.plan or p.spec.waves))
+    if parent_failed(p) or parent_position(p) < start:
+        return _part_of(outcome, False, Reason.WAITING_FOR_PARENT, f"starts when GuardedRollout {p.name!r} "
+                        f"reaches wave {start + 1} (it is at {p.status.stage}, {p.status.wave_progress or '-'})")
+    return _part_of(outcome, True, Reason.PART_OF, f"part of GuardedRollout {p.name!r}, which passed the gates")
+
+
+def _part_of(outcome: GateOutcome, ok: bool, reason: Reason, message: str) -> GateOutcome:
+    validation = [g for g in outcome.gates if g.gate == "Validation"]
+    gate = GateRecord(gate="PartOf", passed=ok, reason=str(reason), message=message)
+    result = GateResult(ok=ok, reason=str(reason), message=message)
+    return GateOutcome(gates=[*validation, gate], validated=outcome.validated, admitted=result,
+                       approved=GateResult(ok=True, reason=str(reason), message="approved with its parent"),
+                       findings=outcome.findings, plan=[], authors=outcome.authors)
+
+
+def check_parent(inp: Inputs, d: Draft) -> Draft:
+    """A consumer's rollout rolls back with its parent."""
+    p = parent_of(inp)
+    if p is None or not d.stage.in_wave or not parent_failed(p):
+        return d
+    return rollback(inp, d, Reason.PARENT_ROLLED_BACK, f"GuardedRollout {p.name!r}, which this one is part of, "
+                    f"rolls back ({(p.status.rollback_reason if p.status else None) or 'deleted'})")
+
+
+def gate_passed(inp: Inputs, d: Draft) -> bool:
+    """A consumer's rollout waiting in Gate: its parent has moved past the matching wave."""
+    p = parent_of(inp)
+    if p is None or not linked(inp):
+        return False
+    return parent_position(p) > int(d.status.wave or 0) + offset(list(p.status.plan or p.spec.waves))
+
+
+__all__ = ["PART_OF_LABEL", "check_consumers", "check_parent", "child_gates", "child_name", "child_spec",
+           "consumers_done", "consumers_ended", "consumers_gated", "gate_passed", "is_parent", "linked", "offset",
+           "parent_of", "track_consumers"]
+
