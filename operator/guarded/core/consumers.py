@@ -25,7 +25,7 @@ from guarded.api.stages import Stage
 from guarded.core.actions import CreateRollout
 from guarded.core.draft import Draft, Inputs, waves
 from guarded.core.gates import GateOutcome, GateResult
-from guarded.core.moves import rollback
+from guarded.core.moves import restart, rollback
 from guarded.core.observations import LinkedRollout
 from guarded.core.templates import content_hash
 
@@ -146,13 +146,12 @@ def check_consumers(inp: Inputs, d: Draft) -> Draft:
 
 
 def track_consumers(inp: Inputs, d: Draft) -> Draft:
-    """The parent: its consumers' rollouts exist once it started; status shows each consumer's progress."""
-    if not is_parent(inp):
-        return d
-    return ensure_children(inp, d).update(consumers=statuses(inp, d))
+    """The parent: its consumers' rollouts exist once it started."""
+    return ensure_children(inp, d) if is_parent(inp) else d
 
 
 def statuses(inp: Inputs, d: Draft) -> list[ConsumerStatus]:
+    """Each consumer's progress, spec.target first (from this decision's status: call it last)."""
     s = d.status
     out = [ConsumerStatus(name=inp.spec.target.name, rollout=inp.obs.name, phase=str(s.phase), stage=str(s.stage),
                           wave_progress=s.wave_progress, canary_replicas=s.canary_replicas,
@@ -224,12 +223,19 @@ def _part_of(outcome: GateOutcome, ok: bool, reason: Reason, message: str) -> Ga
 
 
 def check_parent(inp: Inputs, d: Draft) -> Draft:
-    """A consumer's rollout rolls back with its parent."""
+    """A consumer's rollout rolls back with its parent (one that never started ends so too), and starts again
+    when its parent starts a new attempt after this one ended."""
     p = parent_of(inp)
-    if p is None or not d.stage.in_wave or not parent_failed(p):
+    if p is None or p.status is None:
         return d
-    return rollback(inp, d, Reason.PARENT_ROLLED_BACK, f"GuardedRollout {p.name!r}, which this one is part of, "
-                    f"rolls back ({(p.status.rollback_reason if p.status else None) or 'deleted'})")
+    if parent_failed(p) and (d.stage.in_wave or d.stage == Stage.PENDING):
+        return rollback(inp, d, Reason.PARENT_ROLLED_BACK, f"GuardedRollout {p.name!r}, which this one is part "
+                        f"of, rolls back ({p.status.rollback_reason or 'deleted'})")
+    ended, again = d.status.completed_at, p.status.started_at
+    if d.stage == Stage.ROLLED_BACK and ended and again and again > ended and not parent_failed(p):
+        return restart(inp, d.record(inp, Reason.NEW_REVISION, f"GuardedRollout {p.name!r} started again: "
+                                     "this consumer's rollout follows it"))
+    return d
 
 
 def gate_passed(inp: Inputs, d: Draft) -> bool:
@@ -242,5 +248,5 @@ def gate_passed(inp: Inputs, d: Draft) -> bool:
 
 __all__ = ["PART_OF_LABEL", "check_consumers", "check_parent", "child_gates", "child_name", "child_spec",
            "consumers_done", "consumers_ended", "consumers_gated", "gate_passed", "is_parent", "linked", "offset",
-           "parent_of", "track_consumers"]
+           "parent_of", "statuses", "track_consumers"]
 

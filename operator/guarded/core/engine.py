@@ -24,7 +24,7 @@ from guarded.api.stages import Stage
 from guarded.core import conditions as cond
 from guarded.core.actions import Action, DeleteDeployment, Event, ReleaseTarget, ScaleDeployment, Transition
 from guarded.core.analysis import analysis_due
-from guarded.core.consumers import check_consumers, check_parent, track_consumers
+from guarded.core.consumers import check_consumers, check_parent, is_parent, statuses, track_consumers
 from guarded.core.draft import Draft, Inputs, canary_target, rollout_revision, template_hash, total, wave_label
 from guarded.core.judging import analyze
 from guarded.core.moves import restart, rollback, target_promoted
@@ -216,6 +216,8 @@ def finish(inp: Inputs, d: Draft, *, recovered: bool = True) -> Decision:
     d = d.update(**replica_counts(inp, d))
     d = d.update(phase=cond.derive_phase(d.status.conditions))
     d = d.update(message=summary(inp, d))
+    if is_parent(inp):
+        d = d.update(consumers=statuses(inp, d))
     return Decision(actions=d.actions, status=d.status, events=d.events, requeue_after=d.requeue,
                     transitions=d.transitions)
 
