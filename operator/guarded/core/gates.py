@@ -42,7 +42,7 @@ from guarded.core import config_checks, validation
 from guarded.core import policy as pol
 from guarded.core.analysis import effective_metrics
 from guarded.core.config_checks import ConfigContent
-from guarded.core.config_refs import rewrite
+from guarded.core.config_refs import is_version_of, rewrite
 from guarded.core.observations import GuardObservation, Observations
 from guarded.core.templates import ChangeError, changed_template
 from guarded.core.waves import canary_replicas
@@ -86,14 +86,16 @@ def evaluate(spec: GuardedRolloutSpec, obs: Observations) -> GateOutcome:
     guard = obs.guard or GuardObservation()
     target = obs.target
     assert target is not None
-    rules = pol.combine(
-        pol.matching(guard.policies, namespace_labels=guard.namespace_labels, target_labels=target.labels),
-        obs.now)
+    # A shared change is governed by every policy that selects any Deployment it moves.
+    label_sets = [target.labels, *(found[2] for found in guard.consumers.values() if found is not None)]
+    governing = {p.name: p for labels in label_sets
+                 for p in pol.matching(guard.policies, namespace_labels=guard.namespace_labels, target_labels=labels)}
+    rules = pol.combine([governing[n] for n in sorted(governing)], obs.now)
     if spec.emergency:
         rules = pol.for_emergency(rules)
     gates: list[GateRecord] = []
 
-    findings = _validate(spec, obs, guard) + _check_config(spec, obs, guard, rules)
+    findings = _validate(spec, obs, guard) + _check_config(spec, obs, guard, rules) + _consumers(spec, guard)
     gates.append(_gate("Validation", not findings, findings[0].rule if findings else "Passed",
                        "; ".join(f"{f.field}: {f.message}" for f in findings) or "the change passed every check"))
 
@@ -161,6 +163,25 @@ def _validate(spec: GuardedRolloutSpec, obs: Observations, guard: GuardObservati
     return findings
 
 
+def _consumers(spec: GuardedRolloutSpec, guard: GuardObservation) -> list[ValidationFinding]:
+    """Every consumer of a shared change exists and reads what the change names."""
+    findings = []
+    names = [(kind, name) for kind, items in (("ConfigMap", spec.change.config_maps), ("Secret", spec.change.secrets))
+             for name in (c.name for c in items)]
+    for i, consumer in enumerate(spec.consumers):
+        found = guard.consumers.get(consumer.name)
+        field = f"spec.consumers[{i}].name"
+        if found is None:
+            findings.append(ValidationFinding(rule="ConsumerNotFound", field=field,
+                                              message=f"Deployment {consumer.name!r} not found"))
+            continue
+        reads_none = [f"{k} {n}" for k, n in names if not any(rk == k and is_version_of(rn, n) for rk, rn in found[1])]
+        if reads_none:
+            findings.append(ValidationFinding(rule="ConsumerDoesNotRead", field=field, message=(
+                f"the pod template of Deployment {consumer.name!r} does not read {', '.join(reads_none)}")))
+    return findings
+
+
 def _check_config(spec: GuardedRolloutSpec, obs: Observations, guard: GuardObservation,
                   rules: pol.EffectiveRules) -> list[ValidationFinding]:
     """The policies' configValidation on the new content of every changed ConfigMap (AppConfig's validators)."""
@@ -186,7 +207,8 @@ def _how(metric: str) -> str:
 
 def _blast_radius(obs: Observations, guard: GuardObservation, rules: pol.EffectiveRules) -> BlastRadius:
     assert obs.target is not None
-    pods = obs.target.replicas
+    # A shared change: every consumer's pods run it once promoted.
+    pods = obs.target.replicas + sum(found[0] for found in guard.consumers.values() if found is not None)
     behind = guard.service_pods
     # No Service routes to the target (or none with a selector): as far as we can see the target is the
     # whole service, so its share is 100%. Unknown never counts as small.

@@ -103,6 +103,9 @@ class GuardObservation:
     service_pods: int | None = None                # pods behind the Services that route to the target
     dry_run_done: bool = False
     dry_run_error: str | None = None
+    # spec.consumers as found: name -> (replicas, the (kind, name) pairs its pod template reads, its labels);
+    # None: not found.
+    consumers: dict[str, tuple[int, frozenset[tuple[str, str]], dict[str, str]] | None] = field(default_factory=dict)
     # JSON Schemas the policies' configValidation names, by (namespace, name, key): the text, None if unreadable.
     config_schemas: dict[tuple[str, str, str], str | None] = field(default_factory=dict)
 

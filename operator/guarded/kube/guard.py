@@ -24,7 +24,7 @@ from guarded.api.policy import (
 from guarded.api.rollout import PLURAL, GuardedRolloutSpec, authors_in
 from guarded.api.stages import Stage, stage_in
 from guarded.core.config_checks import schema_refs
-from guarded.core.config_refs import rewrite
+from guarded.core.config_refs import references, rewrite
 from guarded.core.observations import ApprovalObs, ConfigObs, GuardObservation, QueueEntry
 from guarded.core.policy import NamedPolicy, UnreadablePolicy
 from guarded.core.templates import canary_deployment, canary_name, changed_template
@@ -168,8 +168,11 @@ async def gather(client: KubeClient, *, obj: dict[str, Any], spec: GuardedRollou
     approvals = _approvals(await client.list_namespaced_custom(namespace, APPROVAL_PLURAL), name)
     queue = _queue(await client.list_cluster_custom(PLURAL)) if policies else ()
     template = target.get("spec", {}).get("template", {})
-    labels = (template.get("metadata") or {}).get("labels") or {}
-    selectors = routing_selectors(await client.list_services(namespace), labels)
+    consumers = {c.name: await client.get_deployment(namespace, c.name) for c in spec.consumers}
+    services = await client.list_services(namespace)
+    selectors = [sel for t in [template, *(((d or {}).get("spec") or {}).get("template") or {}
+                                           for d in consumers.values())]
+                 for sel in routing_selectors(services, (t.get("metadata") or {}).get("labels") or {})]
     behind = service_pods([await client.list_pods(namespace, ",".join(f"{k}={v}" for k, v in sorted(sel.items())))
                            for sel in selectors])
     dry_run_error: str | None
@@ -195,6 +198,10 @@ async def gather(client: KubeClient, *, obj: dict[str, Any], spec: GuardedRollou
     schemas = await _schemas(client, policies) if config else {}
     return GuardObservation(
         config_schemas=schemas,
+        consumers={name: None if d is None or d["metadata"].get("deletionTimestamp") else (
+            int((d.get("spec") or {}).get("replicas", 1) or 0),
+            frozenset(references((d.get("spec") or {}).get("template") or {})), d["metadata"].get("labels") or {})
+            for name, d in consumers.items()},
         created=meta.get("creationTimestamp", ""), namespace_labels=(ns or {}).get("metadata", {}).get("labels") or {},
         policies=policies, unreadable_policies=unreadable, authors=_tuple(authors_in(meta.get("annotations"))),
         approvals=approvals, queue=queue,
