@@ -181,15 +181,58 @@ def test_as_alice_an_edit_of_a_configmap_guarded_pods_read_becomes_her_release(c
         assert unlabel.returncode != 0, unlabel.stdout
 
 
+def test_an_edit_of_a_configmap_two_guarded_deployments_read_is_one_release_across_both(
+        cluster: Cluster, team: Team) -> None:
+    cluster.apply({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "shared-config"},
+                   "data": {"checkout": "v1"}}, namespace=team.namespace)
+    for name in ("cart", "checkout"):
+        body = shop_deployment(name, 2)
+        body["metadata"]["labels"]["tier"] = "1"
+        body["spec"]["template"]["spec"]["volumes"] = [{"name": "config", "configMap": {"name": "shared-config"}}]
+        cluster.apply(body, namespace=team.namespace)
+    with policy(cluster, team, {}, guardWorkloads=True, releaseDefaults=DEFAULTS,
+                selector={"namespaceSelector": {"matchLabels": {"guarded.dev/policy": team.label}},
+                          "targetSelector": {"matchLabels": {"tier": "1"}}}):
+        for name in ("cart", "checkout"):
+            wait_guarded(team, name)
+        eventually(lambda: (configmap(team, "shared-config")["metadata"].get("labels") or {}).get(GUARDED) == "true",
+                   timeout=30, what="the shared ConfigMap labelled guarded")
+        edited = kubectl(team, "alice", "patch", "configmap", "shared-config", "-p",
+                         json.dumps({"data": {"checkout": "v2"}}), check=False)
+        assert edited.returncode == 0, edited.stderr
+        release = eventually(lambda: next(iter(releases(team)), None), timeout=30, what="the edit as a release")
+        assert release["spec"]["target"]["name"] == "cart"
+        assert [c["name"] for c in release["spec"]["consumers"]] == ["checkout"]
+        done = team.wait_phase(release["metadata"]["name"], "Succeeded", timeout=150)
+        version = done["config"][0]["version"]
+        assert [(c["name"], c["phase"]) for c in done["consumers"]] == [("cart", "Succeeded"),
+                                                                          ("checkout", "Succeeded")]
+        for name in ("cart", "checkout"):
+            volumes = deployment(team, name)["spec"]["template"]["spec"]["volumes"]
+            assert [v["configMap"]["name"] for v in volumes] == [version]
+        eventually(lambda: configmap(team, "shared-config")["data"] == {"checkout": "v2"}, timeout=30,
+                   what="the shared ConfigMap mirrors the promoted version")
+
+
 def test_with_the_operator_down_the_api_server_refuses_and_says_how_to_release(
         cluster: Cluster, team: Team, operator: OperatorProcess) -> None:
+    cluster.apply({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "shop-config"},
+                   "data": {"checkout": "v1"}}, namespace=team.namespace)
     team.shop(labels={"tier": "1"})
+    kubectl(team, "admin", "patch", "deployment", "shop", "-p", json.dumps({"spec": {"template": {"spec": {
+        "volumes": [{"name": "config", "configMap": {"name": "shop-config"}}]}}}}))
     with policy(cluster, team, {}, guardWorkloads=True,
                 selector={"namespaceSelector": {"matchLabels": {"guarded.dev/policy": team.label}},
                           "targetSelector": {"matchLabels": {"tier": "1"}}}):
         wait_guarded(team)
+        eventually(lambda: (configmap(team, "shop-config")["metadata"].get("labels") or {}).get(GUARDED) == "true",
+                   timeout=30, what="the ConfigMap it reads labelled guarded")
         operator.stop()
         try:
+            edit = kubectl(team, "alice", "patch", "configmap", "shop-config", "-p",
+                           json.dumps({"data": {"checkout": "v2"}}), check=False)
+            assert edit.returncode != 0 and "--config shop-config" in edit.stderr, edit.stderr
+            assert configmap(team, "shop-config")["data"] == {"checkout": "v1"}
             out = kubectl(team, "alice", "set", "image", "deployment/shop", f"app={NEW}", check=False)
             assert out.returncode != 0, out.stdout
             assert "kubectl guarded release" in out.stderr and "guarded by a RolloutPolicy" in out.stderr, out.stderr
