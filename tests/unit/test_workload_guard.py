@@ -165,3 +165,24 @@ def test_a_newer_change_supersedes_an_earlier_release_that_never_started() -> No
     theirs = {first["metadata"]["name"]: {"metadata": {"name": first["metadata"]["name"]},
                                           "status": {"stage": "Pending", "phase": "AwaitingApproval"}}}
     assert next_step(newer, theirs, {}).supersede is None
+
+
+def test_an_apply_naming_the_configmap_whose_version_the_pods_read_keeps_the_version() -> None:
+    """A GitOps tool re-applies its manifest (`shop-config`) after a configuration release moved the pods to
+    `shop-config-<hash>`: not a change; a real change in the same apply keeps the version too."""
+    running = deployment_reading("shop-config-0123456789")
+    applied = deployment_reading("shop-config")
+    admitted = admit_update(old=running, new=applied, user="argocd", operator=False)
+    assert admitted.annotations == {} and admitted.template == running["spec"]["template"]
+    changed = deployment_reading("shop-config", image="shop:6.6.6")
+    admitted = admit_update(old=running, new=changed, user="argocd", operator=False)
+    desired = json.loads(admitted.annotations[DESIRED_TEMPLATE])
+    assert desired["spec"]["volumes"] == running["spec"]["template"]["spec"]["volumes"]
+    assert desired["spec"]["containers"][0]["image"] == "shop:6.6.6"
+
+
+def deployment_reading(config: str, image: str = "shop:1.0.0") -> dict:
+    return {"metadata": {"name": "shop", "namespace": "shop"}, "spec": {"template": {
+        "metadata": {"labels": {"app": "shop"}},
+        "spec": {"containers": [{"name": "app", "image": image}],
+                 "volumes": [{"name": "settings", "configMap": {"name": config}}]}}}}

@@ -23,6 +23,7 @@ from typing import Any
 from guarded.api.common import GROUP
 from guarded.api.policy import RolloutPolicySpec
 from guarded.core.admission import ON_BEHALF_OF
+from guarded.core.config_refs import references, rewrite, source_of
 from guarded.core.policy import selects
 from guarded.core.templates import REVISION_ANNOTATION, content_hash
 
@@ -79,12 +80,17 @@ def admit_update(*, old: Mapping[str, Any], new: Mapping[str, Any], user: str, o
     name = str((new.get("metadata") or {}).get("name", ""))
     old_t, new_t = template_of(old), template_of(new)
     before, after = annotations_of(old), annotations_of(new)
+    # An apply that names `shop-config` where the pods read its version `shop-config-<hash>` (a GitOps tool
+    # re-applying its manifest after a configuration release) keeps the version: no change by itself.
+    pinned = pin_versions(new_t, old_t)
+    kept = old_t if pinned != new_t else None
+    new_t = pinned
     if old_t == new_t:
         for key in (*DESIRE_KEYS, RELEASE, ROLLED_BACK):
             if after.get(key) != before.get(key):
                 raise Refused(f"metadata.annotations[{key}] is written by guarded-rollouts only; "
                               f"{HOW_TO_RELEASE.format(name=name)}")
-        return Admitted()
+        return Admitted(template=kept)
     desired_hash = content_hash(new_t)
     annotations: dict[str, str | None] = {
         DESIRED_TEMPLATE: json.dumps(new_t, sort_keys=True, separators=(",", ":")),
@@ -94,6 +100,13 @@ def admit_update(*, old: Mapping[str, Any], new: Mapping[str, Any], user: str, o
                     note=f"Deployment {name!r} is guarded: its pod template is unchanged; the change "
                          f"({desired_hash}) is recorded as a release by {user} and rolls out in waves once "
                          "the policy's gates pass (kubectl guarded list)")
+
+
+def pin_versions(template: dict[str, Any], running: dict[str, Any]) -> dict[str, Any]:
+    """`template` with each reference to a ConfigMap or Secret whose version the running template reads
+    pointing at that version: the configuration's content changes only through its own releases."""
+    pins = {(kind, source_of(ref)): ref for kind, ref in references(running) if source_of(ref) != ref}
+    return rewrite(template, pins)
 
 
 def admit_delete(*, old: Mapping[str, Any], operator: bool, namespace_terminating: bool) -> None:
