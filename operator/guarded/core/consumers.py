@@ -123,11 +123,22 @@ def consumers_done(inp: Inputs) -> str | None:
     return None
 
 
-def failed_consumer(inp: Inputs) -> LinkedRollout | None:
+def failed_consumer(inp: Inputs, d: Draft) -> LinkedRollout | None:
+    """A consumer's rollout that rolls back, or did in this attempt. One that rolled back before this attempt
+    started is not a failure of it: it starts again once it sees this one did (check_parent)."""
     for child in children(inp).values():
-        if child.status is not None and child.status.stage in (Stage.ROLLING_BACK, Stage.ROLLED_BACK, Stage.FAILED):
-            return child
+        s = child.status
+        if s is None or s.stage not in (Stage.ROLLING_BACK, Stage.ROLLED_BACK, Stage.FAILED):
+            continue
+        if s.stage == Stage.ROLLED_BACK and _restarts(s.completed_at, d.status.started_at):
+            continue
+        return child
     return None
+
+
+def _restarts(ended: str | None, again: str | None) -> bool:
+    """A consumer's rollout that ended at `ended` follows its parent's attempt started at `again`."""
+    return bool(ended and again and again > ended)
 
 
 def consumers_ended(inp: Inputs) -> bool:
@@ -137,7 +148,7 @@ def consumers_ended(inp: Inputs) -> bool:
 
 def check_consumers(inp: Inputs, d: Draft) -> Draft:
     """The parent: a consumer's rollout that rolls back rolls all back."""
-    bad = failed_consumer(inp) if is_parent(inp) else None
+    bad = failed_consumer(inp, d) if is_parent(inp) else None
     if bad is None or not d.stage.in_wave:
         return d
     why = bad.status.rollback_reason or "rolled back"
@@ -232,7 +243,7 @@ def check_parent(inp: Inputs, d: Draft) -> Draft:
         return rollback(inp, d, Reason.PARENT_ROLLED_BACK, f"GuardedRollout {p.name!r}, which this one is part "
                         f"of, rolls back ({p.status.rollback_reason or 'deleted'})")
     ended, again = d.status.completed_at, p.status.started_at
-    if d.stage == Stage.ROLLED_BACK and ended and again and again > ended and not parent_failed(p):
+    if d.stage == Stage.ROLLED_BACK and _restarts(ended, again) and not parent_failed(p):
         return restart(inp, d.record(inp, Reason.NEW_REVISION, f"GuardedRollout {p.name!r} started again: "
                                      "this consumer's rollout follows it"))
     return d
