@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import base64
 import copy
 import io
 import json
@@ -526,3 +527,207 @@ def test_approving_a_revision_that_is_no_longer_current_warns_before_the_operato
     assert err.getvalue() == ("Warning: the rollout is at revision 4, not 3; the operator approves only the current "
                               "revision\n")
     assert kube.created[0]["spec"]["revision"] == 3, "the admission webhook decides, with the revision reviewed"
+
+
+# -- configuration and consumers -------------------------------------------------------------
+
+SETTINGS = '{\n  "checkout": {"v2": true, "timeoutMs": 2500},\n  "currency": "EUR",\n  "retries": 3\n}'
+SECRET_VERSION = "shop-secret-0a1b2c3d4e"
+
+
+def shared_config(name: str = "shop-config-7f3a", **status: object) -> dict:
+    """A shared configuration change of shop, orders and billing, in wave 2 of 4 (the consumers in their 1 of 3)."""
+    obj = rollout(name, **status)
+    obj["metadata"]["uid"] = f"uid-{name}"
+    obj["spec"] = {"target": {"name": "shop"}, "consumers": [{"name": "orders"}, {"name": "billing"}],
+                   "change": {"configMaps": [{"name": "shop-config", "removeKeys": ["OLD_FLAG"],
+                                              "data": {"settings.json": SETTINGS, "LOG_LEVEL": "debug"}}],
+                              "secrets": [{"name": "shop-secret", "contentFrom": SECRET_VERSION}]}}
+    obj["status"].setdefault("config", [
+        {"kind": "ConfigMap", "name": "shop-config", "version": "shop-config-5e8d41c0b7"},
+        {"kind": "Secret", "name": "shop-secret", "version": SECRET_VERSION}])
+    obj["status"].setdefault("consumers", [
+        {"name": "shop", "rollout": name, "phase": "Progressing", "stage": "Bake", "waveProgress": "2/4",
+         "canaryReplicas": 1, "stableReplicas": 10, "message": ""},
+        {"name": "orders", "rollout": f"{name}-orders", "phase": "Progressing", "stage": "Bake", "waveProgress": "1/3",
+         "canaryReplicas": 1, "stableReplicas": 6,
+         "message": "wave 1/3: baking 5m (until 2026-03-01T12:04:10Z); analysis Pass on order-rate and error-rate"},
+        {"name": "billing", "rollout": f"{name}-billing", "phase": "Progressing", "stage": "ScaleCanary",
+         "waveProgress": "1/3", "canaryReplicas": 0, "stableReplicas": 4,
+         "message": "wave 1/3: waiting for 1 canary pods"},
+    ])
+    return obj
+
+
+def consumer_rollout(parent: dict, deployment: str, owned: bool = True) -> dict:
+    """The rollout a parent made for one consumer: labelled part-of it and (unless told otherwise) owned by it."""
+    name = parent["metadata"]["name"]
+    obj = rollout(f"{name}-{deployment}", phase="Progressing", stage="Bake", waveProgress="1/3",
+                  message="wave 1/3: baking 5m")
+    obj["metadata"]["labels"] = {"rollouts.guarded.dev/part-of": name}
+    if owned:
+        obj["metadata"]["ownerReferences"] = [{"apiVersion": "rollouts.guarded.dev/v1alpha1", "kind": "GuardedRollout",
+                                               "name": name, "uid": parent["metadata"]["uid"], "controller": True}]
+    obj["spec"] = {"target": {"name": deployment}, "change": copy.deepcopy(parent["spec"]["change"])}
+    return obj
+
+
+def section(lines: list[str], head: str) -> list[str]:
+    """The lines of one section of the status view: its headline and the indented lines after it."""
+    start = next(i for i, line in enumerate(lines) if line.startswith(head))
+    end = next((i for i in range(start + 1, len(lines)) if not lines[i].startswith(" ")), len(lines))
+    return lines[start:end]
+
+
+def test_status_view_of_a_shared_config_rollout_shows_its_configuration_and_consumers():
+    lines = view.status_view(shared_config()).splitlines()
+    assert "Change:       ConfigMap shop-config; Secret shop-secret" in lines
+    assert section(lines, "Configuration:") == [
+        "Configuration:",
+        "  ConfigMap shop-config -> shop-config-5e8d41c0b7",
+        "    sets LOG_LEVEL = debug",
+        '    sets settings.json = { "checkout": {"v2": true, "timeoutMs": 2500}...',
+        "    removes OLD_FLAG",
+        f"  Secret shop-secret -> {SECRET_VERSION}   (values are never shown)",
+    ]
+    assert section(lines, "Consumers:") == [
+        "Consumers:    3 Deployments read the change, each judged against its own stable pods; a rollback of one "
+        "rolls back all",
+        "  DEPLOYMENT   ROLLOUT                    PHASE         STAGE         WAVE   CANARY   STABLE   MESSAGE",
+        "  shop         shop-config-7f3a           Progressing   Bake          2/4    1        10",
+        "  orders       shop-config-7f3a-orders    Progressing   Bake          1/3    1        6        "
+        "wave 1/3: baking 5m (until 2026-03-01T12:04:10Z); analysi...",
+        "  billing      shop-config-7f3a-billing   Progressing   ScaleCanary   1/3    0        4        "
+        "wave 1/3: waiting for 1 canary pods",
+    ]
+    assert lines.index("Configuration:") < lines.index("Replicas:     canary 1 (10% of ready pods), stable 10 "
+                                                        "(the target's count before the rollout)")
+    assert lines.index(section(lines, "Consumers:")[0]) > lines.index(section(lines, "Waves:")[0])
+
+
+def test_status_view_before_the_operator_made_the_versions_and_the_consumers_rollouts():
+    obj = shared_config(config=[], consumers=[])
+    obj["spec"]["change"] = {"configMaps": [{"name": "shop-config", "contentFrom": "shop-config-next"}],
+                             "secrets": [{"name": "shop-secret", "contentFrom": SECRET_VERSION}]}
+    lines = view.status_view(obj).splitlines()
+    assert section(lines, "Configuration:") == [
+        "Configuration:",
+        "  ConfigMap shop-config -> <version not made yet>",
+        "    new content: all of ConfigMap shop-config-next",
+        "  Secret shop-secret -> <version not made yet>   (values are never shown)",
+        f"    new content: all of Secret {SECRET_VERSION}",
+    ]
+    assert "Consumers:    shop, orders, billing (each moved by a rollout of its own once this one starts)" in lines
+
+
+def test_a_config_map_with_many_keys_lists_some_and_counts_the_rest():
+    obj = shared_config()
+    obj["spec"]["change"]["configMaps"][0]["data"] = {f"key{i:02}": "x" * 100 for i in range(15)}
+    lines = section(view.status_view(obj).splitlines(), "Configuration:")
+    assert lines[2] == "    sets key00 = " + "x" * 45 + "..."
+    assert lines[13:15] == ["    sets key11 = " + "x" * 45 + "...", "    sets 3 more keys"]
+
+
+def test_status_view_of_an_image_change_has_no_configuration_or_consumers():
+    lines = view.status_view(rollout()).splitlines()
+    assert not any(line.startswith(("Configuration:", "Consumers:", "Part of:")) for line in lines)
+
+
+def test_status_view_of_a_consumers_rollout_names_the_rollout_it_is_part_of():
+    child = consumer_rollout(shared_config(), "orders")
+    lines = view.status_view(child).splitlines()
+    assert lines[2:4] == ["Target:       Deployment/orders",
+                          "Part of:      guardedrollout/shop-config-7f3a (its gates and waves lead this one)"]
+    assert "  ConfigMap shop-config -> <version not made yet>" in lines
+
+
+def test_list_indents_the_consumers_rollouts_under_their_parent_and_names_a_config_change():
+    parent = shared_config()
+    faked = consumer_rollout(parent, "zz", owned=False)  # labelled, not owned: the operator refuses it
+    items = [rollout("a-release"), consumer_rollout(parent, "orders"), faked, parent,
+             consumer_rollout(parent, "billing")]
+    lines = tables.list_table(items, NOW).splitlines()
+    assert lines == [
+        "NAME                         TARGET    PHASE         WAVE   CANARY   AGE   CHANGE                            "
+        "          MESSAGE",
+        "a-release                    shop      Progressing   2/4    10%      3m    app: image shop:2.0.0             "
+        "          wave 2/4: baking 60s (until 12:01:00Z)",
+        "shop-config-7f3a             shop      Progressing   2/4    10%      3m    ConfigMap shop-config; Secret shop"
+        "-secret   wave 2/4: baking 60s (until 12:01:00Z)",
+        "  shop-config-7f3a-billing   billing   Progressing   1/3    10%      3m    ConfigMap shop-config; Secret shop"
+        "-secret   wave 1/3: baking 5m",
+        "  shop-config-7f3a-orders    orders    Progressing   1/3    10%      3m    ConfigMap shop-config; Secret shop"
+        "-secret   wave 1/3: baking 5m",
+        "shop-config-7f3a-zz          zz        Progressing   1/3    10%      3m    ConfigMap shop-config; Secret shop"
+        "-secret   wave 1/3: baking 5m",
+    ]
+    across = tables.list_table(items, NOW, all_namespaces=True).splitlines()
+    assert [line[:40].rstrip() for line in across[2:5]] == [
+        "shop        shop-config-7f3a",
+        "shop          shop-config-7f3a-billing",
+        "shop          shop-config-7f3a-orders",
+    ], "the NAME column is indented after NAMESPACE"
+
+
+class SecretKube:
+    """What status, list and audit read, and a Secret holding a marker value that must never be shown."""
+
+    def __init__(self, rollouts: list[dict], secrets: dict[str, dict]) -> None:
+        self.rollouts, self.secrets = rollouts, secrets
+        self.secret_reads: list[str] = []
+
+    def namespace(self, explicit: str | None) -> str:
+        return explicit or "shop"
+
+    def get(self, namespace: str, name: str) -> dict:
+        return next(r for r in self.rollouts if r["metadata"]["name"] == name)
+
+    def list(self, namespace: str | None) -> list[dict]:
+        return self.rollouts
+
+    def list_approvals(self, namespace: str | None) -> list[dict]:
+        return []
+
+    def get_secret(self, namespace: str, name: str) -> tuple[dict | None, str]:
+        self.secret_reads.append(name)
+        return self.secrets.get(name), ""
+
+
+def test_a_secret_change_shows_names_only_through_status_list_and_audit():
+    marker = "MARKER-s3cr3t-7e1f"
+    encoded = base64.b64encode(marker.encode()).decode()
+    secret = {"apiVersion": "v1", "kind": "Secret", "type": "Opaque", "data": {"token": encoded},
+              "metadata": {"name": SECRET_VERSION, "namespace": "shop"}}
+    parent = shared_config()
+    # A stray field beside the names (the API server prunes it; were it there, nothing shows it).
+    parent["spec"]["change"]["secrets"][0]["stringData"] = {"token": marker}
+    kube = SecretKube([parent, consumer_rollout(parent, "orders")],
+                      {SECRET_VERSION: secret, "shop-secret": {**secret, "metadata": {"name": "shop-secret"}}})
+    outputs = {}
+    for argv in (["status", "shop-config-7f3a"], ["status", "shop-config-7f3a-orders"], ["list"], ["list", "-A"],
+                 ["audit"], ["audit", "-o", "json"], ["audit", "-o", "yaml"]):
+        out, err = io.StringIO(), io.StringIO()
+        assert commands.run(kube, parser.parse_args(argv), out, err) == EXIT_OK  # type: ignore[arg-type]
+        outputs[" ".join(argv)] = out.getvalue() + err.getvalue()
+    for command, text in outputs.items():
+        assert marker not in text and encoded not in text and "token" not in text, command
+    assert kube.secret_reads == [], "showing a rollout never reads a Secret"
+    assert f"  Secret shop-secret -> {SECRET_VERSION}   (values are never shown)" in outputs["status shop-config-7f3a"]
+    assert "ConfigMap shop-config; Secret shop-secret" in outputs["list"]
+    assert f"| Secret | shop-secret | {SECRET_VERSION} | all of Secret {SECRET_VERSION} |" in outputs["audit"]
+    report = json.loads(outputs["audit -o json"])
+    assert report["rollouts"][0]["change"]["secrets"] == [{"name": "shop-secret", "contentFrom": SECRET_VERSION}]
+    assert {"kind": "Secret", "name": "shop-secret", "version": SECRET_VERSION, "contentFrom": SECRET_VERSION,
+            "keys": [], "removedKeys": []} in report["rollouts"][0]["config"]
+
+
+def test_a_consumers_rollout_is_found_by_its_owner_when_the_label_holds_a_shortened_name():
+    parent = shared_config("shop-config-" + "x" * 60)
+    child = consumer_rollout(parent, "orders")
+    child["metadata"]["labels"] = {"rollouts.guarded.dev/part-of": "shop-config-" + "x" * 40 + "-0123456789"}
+    lines = tables.list_table([child, parent, rollout("a-release")], NOW).splitlines()
+    parent_name, child_name = parent["metadata"]["name"], child["metadata"]["name"]
+    assert [line.split()[0] for line in lines[1:]] == ["a-release", parent_name, child_name]
+    assert lines[3].startswith("  " + child_name)
+    assert (f"Part of:      guardedrollout/{parent_name} (its gates and waves lead this one)"
+            in view.status_view(child).splitlines())

@@ -203,3 +203,74 @@ def test_the_markdown_report_summarises_then_details_each_rollout():
 def test_an_empty_range_says_so():
     text = audit.render_markdown(report(rollout(created=100), rng=audit.Range(since=parse_bound("1h", NOW))))
     assert "0 rollouts." in text and text.endswith("No rollout was created or changed in this range.")
+
+
+# -- configuration and consumers -------------------------------------------------------------
+
+def shared_config(name: str = "shop-config-7f3a") -> dict:
+    """A shared ConfigMap and Secret change of shop and orders, promoted."""
+    obj = rollout(name, phase="Succeeded", rollbackReason=None, message="promoted",
+                  config=[{"kind": "ConfigMap", "name": "shop-config", "version": "shop-config-5e8d41c0b7"},
+                          {"kind": "Secret", "name": "shop-secret", "version": "shop-secret-0a1b2c3d4e"}],
+                  consumers=[{"name": "shop", "rollout": name, "phase": "Succeeded", "stage": "Succeeded",
+                              "waveProgress": "4/4", "canaryReplicas": 0, "stableReplicas": 10, "message": ""},
+                             {"name": "orders", "rollout": f"{name}-orders", "phase": "Succeeded",
+                              "stage": "Succeeded", "waveProgress": "3/3", "message": "promoted"}])
+    obj["spec"]["consumers"] = [{"name": "orders"}]
+    obj["spec"]["change"] = {"configMaps": [{"name": "shop-config", "data": {"settings.json": '{"v2": true}'},
+                                             "removeKeys": ["OLD_FLAG"]}],
+                             "secrets": [{"name": "shop-secret", "contentFrom": "shop-secret-0a1b2c3d4e"}]}
+    return obj
+
+
+def test_the_report_names_the_configuration_versions_and_the_consumers():
+    child = rollout("shop-config-7f3a-orders")
+    child["metadata"]["labels"] = {"rollouts.guarded.dev/part-of": "shop-config-7f3a"}
+    parent_record, child_record = report(shared_config(), child)["rollouts"]
+    assert parent_record["change"]["summary"] == "ConfigMap shop-config; Secret shop-secret"
+    assert parent_record["config"] == [
+        {"kind": "ConfigMap", "name": "shop-config", "version": "shop-config-5e8d41c0b7", "contentFrom": None,
+         "keys": ["settings.json"], "removedKeys": ["OLD_FLAG"]},
+        {"kind": "Secret", "name": "shop-secret", "version": "shop-secret-0a1b2c3d4e",
+         "contentFrom": "shop-secret-0a1b2c3d4e", "keys": [], "removedKeys": []},
+    ]
+    assert parent_record["consumers"] == [
+        {"name": "shop", "rollout": "shop-config-7f3a", "phase": "Succeeded", "stage": "Succeeded",
+         "waveProgress": "4/4", "message": ""},
+        {"name": "orders", "rollout": "shop-config-7f3a-orders", "phase": "Succeeded", "stage": "Succeeded",
+         "waveProgress": "3/3", "message": "promoted"},
+    ]
+    assert parent_record["partOf"] is None and child_record["partOf"] == "shop-config-7f3a"
+    plain = report(rollout())["rollouts"][0]
+    assert (plain["config"], plain["consumers"], plain["partOf"]) == ([], [], None)
+
+
+def test_the_consumers_of_a_rollout_not_started_yet_are_its_spec():
+    obj = shared_config()
+    obj["status"]["consumers"] = []
+    assert [(c["name"], c["rollout"]) for c in report(obj)["rollouts"][0]["consumers"]] == [
+        ("shop", "shop-config-7f3a"), ("orders", None)]
+
+
+def test_the_markdown_report_has_a_configuration_and_consumers_section():
+    child = rollout("shop-config-7f3a-orders")
+    child["metadata"]["labels"] = {"rollouts.guarded.dev/part-of": "shop-config-7f3a"}
+    lines = audit.render_markdown(report(shared_config(), child)).splitlines()
+    start = lines.index("### Configuration and consumers")
+    assert lines[start:start + 12] == [
+        "### Configuration and consumers",
+        "",
+        "| Kind | Name | Version | New content |",
+        "| --- | --- | --- | --- |",
+        "| ConfigMap | shop-config | shop-config-5e8d41c0b7 | sets settings.json; removes OLD_FLAG |",
+        "| Secret | shop-secret | shop-secret-0a1b2c3d4e | all of Secret shop-secret-0a1b2c3d4e |",
+        "",
+        "| Deployment | Rollout | Phase | Stage | Wave |",
+        "| --- | --- | --- | --- | --- |",
+        "| shop | shop-config-7f3a | Succeeded | Succeeded | 4/4 |",
+        "| orders | shop-config-7f3a-orders | Succeeded | Succeeded | 3/3 |",
+        "",
+    ]
+    assert lines[start + 12] == "### Approvals"
+    assert "| Part of | shop-config-7f3a |" in lines
+    assert lines.count("### Configuration and consumers") == 1, "the child changes no configuration here"

@@ -1,5 +1,6 @@
 """The audit report of `kubectl guarded audit`: who changed what, who approved it, what the guardrails
-said, what the analysis saw, and how it ended.
+said, what the analysis saw, and how it ended; for a configuration change, the versions of the ConfigMaps and
+Secrets it rolled out and the Deployments it moved (names and keys only: never a Secret's data).
 
 Pure functions of plain dicts (GuardedRollouts and RolloutApprovals as the API returns them), the time
 range and "now", so the report is built and checked without a cluster. `build_report` selects and
@@ -29,12 +30,20 @@ from guarded.cli.gateview import (
     person_text,
 )
 from guarded.cli.tables import is_emergency, one_line, parse_time, rfc3339
-from guarded.cli.text import change_summary, documentation_label, target_text
+from guarded.cli.text import (
+    change_text,
+    config_entries,
+    consumers_of,
+    documentation_label,
+    part_of,
+    target_text,
+)
 
 REPORT_KIND = "GuardedRolloutAudit"
 ANALYSIS_RECORDS = 3  # the newest judgements shown per rollout
 EVIDENCE_KEYS = ("judge", "verdict", "canaryEvents", "canaryRequests", "canaryRatio", "referenceEvents",
                  "referenceRequests", "referenceRatio", "thresholdRho", "logLr", "logThreshold", "reason")
+CONSUMER_KEYS = ("name", "rollout", "phase", "stage", "waveProgress", "message")
 NOT_JUDGED = "not judged by the operator's gates (given after the rollout started, or not seen yet)"
 
 
@@ -130,6 +139,15 @@ def timeline(status: dict[str, Any], rng: Range) -> list[dict[str, Any]]:
             for h in status.get("history") or [] if rng.contains(h.get("time"))]
 
 
+def change_record(spec: dict[str, Any]) -> dict[str, Any]:
+    """spec.change as written, with a Secret's change as its names only (the schema has no more; a stray
+    field is dropped rather than reported)."""
+    change = dict(spec.get("change") or {})
+    if "secrets" in change:
+        change["secrets"] = [{k: s[k] for k in ("name", "contentFrom") if k in s} for s in change["secrets"] or []]
+    return {"summary": change_text(spec), **change}
+
+
 def in_range(rollout: dict[str, Any], rng: Range) -> bool:
     """Created in the range, or anything recorded in it."""
     history = (rollout.get("status") or {}).get("history") or []
@@ -145,7 +163,10 @@ def rollout_record(rollout: dict[str, Any], approvals: Iterable[dict[str, Any]],
         "namespace": meta.get("namespace"), "name": meta.get("name"), "uid": meta.get("uid"),
         "revision": generation(rollout), "created": meta.get("creationTimestamp"),
         "target": target_text(spec),
-        "change": {"summary": change_summary(spec), **(spec.get("change") or {})},
+        "change": change_record(spec),
+        "partOf": part_of(meta),
+        "config": config_entries(spec, status),
+        "consumers": [{k: c.get(k) for k in CONSUMER_KEYS} for c in consumers_of(rollout)],
         "authors": authors_of(rollout),
         "approvers": approvers(records),
         "approvals": records,
@@ -231,10 +252,33 @@ def _facts_md(r: dict[str, Any]) -> list[str]:
              ("Approved by", ", ".join(_who(a) for a in r["approvers"]) or "nobody"),
              ("AI-assisted", "yes" if r["aiAssisted"] else "no"),
              ("Emergency", r.get("emergencyDetail") or "no"),
+             *((("Part of", r["partOf"]),) if r.get("partOf") else ()),
              *((documentation_label(key), docs.get(key)) for key in DOCUMENTATION_FIELDS),
              ("Outcome", outcome_text(r["outcome"])), ("Started", r["outcome"].get("startedAt")),
              ("Message", r["outcome"].get("message"))]
     return [*md_table(["Fact", "Value"], facts), ""]
+
+
+def _config_md(r: dict[str, Any]) -> list[str]:
+    """The versions rolled out and the Deployments moved; nothing for a rollout that changes no configuration."""
+    if not r.get("config") and not r.get("consumers"):
+        return []
+    body = md_table(["Kind", "Name", "Version", "New content"], [
+        [c["kind"], c["name"], c.get("version") or "not made", _content(c)] for c in r["config"]]) \
+        if r.get("config") else []
+    if r.get("consumers"):
+        body += ["", *md_table(["Deployment", "Rollout", "Phase", "Stage", "Wave"], [
+            [c["name"], c.get("rollout"), c.get("phase"), c.get("stage"), c.get("waveProgress")]
+            for c in r["consumers"]])]
+    return _section("Configuration and consumers", body, "")
+
+
+def _content(c: dict[str, Any]) -> str:
+    """Keys set and removed, or the object whose whole content it is: names, never values."""
+    bits = [f"all of {c['kind']} {c['contentFrom']}"] if c.get("contentFrom") else []
+    bits += [f"sets {', '.join(c['keys'])}"] if c.get("keys") else []
+    bits += [f"removes {', '.join(c['removedKeys'])}"] if c.get("removedKeys") else []
+    return "; ".join(bits)
 
 
 def _approvals_md(r: dict[str, Any]) -> list[str]:
@@ -312,9 +356,10 @@ def _rollout_cell(r: dict[str, Any]) -> str:
 
 
 def rollout_markdown(r: dict[str, Any]) -> list[str]:
-    """One rollout's section: its facts, then approvals, gates, policy, blast radius, analysis, timeline."""
-    return [f"## {_rollout_cell(r)}: {outcome_text(r['outcome'])}", "", *_facts_md(r), *_approvals_md(r),
-            *_gates_md(r), *_policy_md(r), *_blast_md(r), *_analysis_md(r), *_timeline_md(r)]
+    """One rollout's section: its facts, configuration and consumers (if any), then approvals, gates, policy,
+    blast radius, analysis, timeline."""
+    return [f"## {_rollout_cell(r)}: {outcome_text(r['outcome'])}", "", *_facts_md(r), *_config_md(r),
+            *_approvals_md(r), *_gates_md(r), *_policy_md(r), *_blast_md(r), *_analysis_md(r), *_timeline_md(r)]
 
 
 def render_markdown(report: dict[str, Any]) -> str:

@@ -1,4 +1,6 @@
-"""Pure formatting of tables on plain dicts: the list, the history, ages, times, JSON and YAML output."""
+"""Pure formatting of tables on plain dicts: the list, the history, ages, times, JSON and YAML output.
+
+`one_line` lives in text.py (which the change column of the list needs) and is re-exported here."""
 
 from __future__ import annotations
 
@@ -10,20 +12,26 @@ from typing import Any
 
 import yaml
 
+from guarded.api.rollout import KIND
+from guarded.cli.text import change_text, one_line, part_of, shorten  # one_line: the views import it from here too
+
 LIST_HEADERS = ["NAME", "TARGET", "PHASE", "WAVE", "CANARY", "AGE", "MESSAGE"]
 HISTORY_HEADERS = ["TIME", "WAVE", "REASON", "MESSAGE"]
+CHANGE_WIDTH = 60
+NESTED = "  "  # before the name of a consumer's rollout, listed under the rollout it is part of
+
+Key = tuple[str, str]
 
 
-def one_line(value: Any) -> str:
-    """A table cell: None is empty, newlines become spaces."""
-    if value is None:
-        return ""
-    return " ".join(str(value).split("\n")).strip()
+def _cell(value: Any) -> str:
+    """one_line, keeping a leading indent (a consumer's rollout under its parent in the list)."""
+    text = one_line(value)
+    return " " * (len(value) - len(value.lstrip(" "))) + text if isinstance(value, str) and text else text
 
 
 def format_table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
     """kubectl's plain table: left-aligned columns, three spaces apart, the last one not padded."""
-    cells = [list(headers)] + [[one_line(c) for c in row] for row in rows]
+    cells = [list(headers)] + [[_cell(c) for c in row] for row in rows]
     widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
     lines = []
     for row in cells:
@@ -103,14 +111,56 @@ def is_emergency(obj: dict[str, Any]) -> bool:
     return bool((obj.get("spec") or {}).get("emergency") or (obj.get("status") or {}).get("emergency"))
 
 
-def list_rows(items: Iterable[dict[str, Any]], now: datetime, all_namespaces: bool = False,
-              emergency_column: bool = False) -> list[list[str]]:
+def changes_config(obj: dict[str, Any]) -> bool:
+    change = (obj.get("spec") or {}).get("change") or {}
+    return bool(change.get("configMaps") or change.get("secrets"))
+
+
+def _key(obj: dict[str, Any]) -> Key:
+    meta = obj.get("metadata") or {}
+    return meta.get("namespace") or "", meta.get("name") or ""
+
+
+def parent_in(obj: dict[str, Any], listed: dict[Key, dict[str, Any]]) -> Key | None:
+    """The listed rollout this one is part of: labelled part-of and owned by it (the label alone is not
+    enough: a rollout anyone writes can carry it, and the operator refuses it)."""
+    meta = obj.get("metadata") or {}
+    name = part_of(meta)
+    key = (meta.get("namespace") or "", name or "")
+    parent = listed.get(key) if name and key != _key(obj) else None
+    if parent is None:
+        return None
+    uid = (parent.get("metadata") or {}).get("uid")
+    owned = any(ref.get("kind") == KIND and ref.get("name") == name and (uid is None or ref.get("uid") == uid)
+                for ref in meta.get("ownerReferences") or [])
+    return key if owned else None
+
+
+def nested(items: Iterable[dict[str, Any]]) -> list[tuple[dict[str, Any], bool]]:
+    """The rollouts by namespace and name, each consumer's rollout right under the rollout it is part of
+    (True: listed under its parent)."""
+    ordered = sorted(items, key=_key)
+    listed = {_key(o): o for o in ordered}
+    parents = {_key(o): parent_in(o, listed) for o in ordered}
+    under = {k: p for k, p in parents.items() if p is not None and parents.get(p) is None}
+    out: list[tuple[dict[str, Any], bool]] = []
+    for obj in ordered:
+        if _key(obj) not in under:
+            out.append((obj, False))
+            out += [(listed[k], True) for k, p in under.items() if p == _key(obj)]
+    return out
+
+
+def list_rows(items: Iterable[tuple[dict[str, Any], bool]], now: datetime, all_namespaces: bool = False,
+              emergency_column: bool = False, change_column: bool = False) -> list[list[str]]:
     rows = []
-    for obj in items:
+    for obj, child in items:
         meta, spec, status = obj.get("metadata") or {}, obj.get("spec") or {}, obj.get("status") or {}
-        row = [meta.get("name", ""), (spec.get("target") or {}).get("name", ""), status.get("phase", ""),
-               status.get("waveProgress", ""), percent(status.get("canaryWeight")),
+        row = [(NESTED if child else "") + meta.get("name", ""), (spec.get("target") or {}).get("name", ""),
+               status.get("phase", ""), status.get("waveProgress", ""), percent(status.get("canaryWeight")),
                age(meta.get("creationTimestamp"), now), status.get("message", "")]
+        if change_column:
+            row.insert(-1, shorten(change_text(spec), CHANGE_WIDTH))
         if emergency_column:
             row.insert(3, "yes" if is_emergency(obj) else "no")
         rows.append(([meta.get("namespace", "")] if all_namespaces else []) + row)
@@ -118,15 +168,19 @@ def list_rows(items: Iterable[dict[str, Any]], now: datetime, all_namespaces: bo
 
 
 def list_table(items: Iterable[dict[str, Any]], now: datetime, all_namespaces: bool = False) -> str:
-    """The list; an EMERGENCY column (after PHASE) appears when any listed rollout is an emergency release."""
-    ordered = sorted(items, key=lambda o: ((o.get("metadata") or {}).get("namespace", ""),
-                                           (o.get("metadata") or {}).get("name", "")))
-    emergency = any(is_emergency(o) for o in ordered)
+    """The list; an EMERGENCY column (after PHASE) appears when any listed rollout is an emergency release, a
+    CHANGE column (before MESSAGE) when any changes a ConfigMap or Secret. The rollouts of a shared
+    configuration change's consumers are indented under the rollout they are part of."""
+    ordered = nested(items)
+    emergency = any(is_emergency(o) for o, _ in ordered)
+    change = any(changes_config(o) for o, _ in ordered)
     headers = list(LIST_HEADERS)
+    if change:
+        headers.insert(-1, "CHANGE")
     if emergency:
         headers.insert(3, "EMERGENCY")
     headers = (["NAMESPACE"] if all_namespaces else []) + headers
-    return format_table(headers, list_rows(ordered, now, all_namespaces, emergency))
+    return format_table(headers, list_rows(ordered, now, all_namespaces, emergency, change))
 
 
 def history_rows(status: dict[str, Any]) -> list[list[str]]:

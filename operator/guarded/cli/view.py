@@ -18,12 +18,21 @@ from guarded.cli.text import (
     _indent,
     _kv,
     _num,
-    change_summary,
+    change_text,
+    config_entries,
+    consumers_of,
     documentation_label,
+    part_of,
+    shorten,
     spec_waves,
     target_text,
     wave_size,
 )
+
+VALUE_WIDTH = 48     # a ConfigMap value, shortened
+KEYS_SHOWN = 12      # keys listed per ConfigMap; the rest are counted
+MESSAGE_WIDTH = 60   # a consumer's message, shortened
+CONSUMER_HEADERS = ["DEPLOYMENT", "ROLLOUT", "PHASE", "STAGE", "WAVE", "CANARY", "STABLE", "MESSAGE"]
 
 STAGE_DOING = {
     Stage.SCALE_CANARY: "raising the canary",
@@ -193,6 +202,56 @@ def replicas_line(status: dict[str, Any]) -> str:
     return _kv("Replicas", f"canary {canary_text}, stable {stable_text}")
 
 
+def config_lines(entry: dict[str, Any], data: dict[str, Any]) -> list[str]:
+    """One changed ConfigMap or Secret: name -> version, then what changes; a ConfigMap's values shortened
+    (`data`: its spec.change data), a Secret's never (the rollout holds none: it names another Secret)."""
+    kind, version, source = entry["kind"], entry.get("version"), entry.get("contentFrom")
+    hidden = "   (values are never shown)" if kind == "Secret" else ""
+    lines = [f"  {kind} {entry['name']} -> {version or '<version not made yet>'}{hidden}"]
+    if source and source != version:
+        lines.append(f"    new content: all of {kind} {source}")
+    keys = entry.get("keys") or []
+    lines += [f"    sets {key} = {shorten(data.get(key), VALUE_WIDTH)}" for key in keys[:KEYS_SHOWN]]
+    if len(keys) > KEYS_SHOWN:
+        lines.append(f"    sets {len(keys) - KEYS_SHOWN} more keys")
+    if entry.get("removedKeys"):
+        lines.append(f"    removes {', '.join(entry['removedKeys'])}")
+    return lines
+
+
+def config_section(spec: dict[str, Any], status: dict[str, Any]) -> list[str]:
+    """The ConfigMaps and Secrets the change rolls out, each with the version its canary reads."""
+    entries = config_entries(spec, status)
+    if not entries:
+        return []
+    data = {c.get("name"): c.get("data") or {} for c in (spec.get("change") or {}).get("configMaps") or []}
+    lines = ["Configuration:"]
+    for entry in entries:
+        lines += config_lines(entry, data.get(entry["name"], {}) if entry["kind"] == "ConfigMap" else {})
+    return lines
+
+
+def consumers_section(obj: dict[str, Any]) -> list[str]:
+    """The Deployments a shared configuration change moves, each by its own rollout (spec.target by this one)."""
+    consumers = consumers_of(obj)
+    if not consumers:
+        return []
+    if not (obj.get("status") or {}).get("consumers"):
+        names = ", ".join(str(c.get("name")) for c in consumers)
+        return [_kv("Consumers", f"{names} (each moved by a rollout of its own once this one starts)")]
+    rows = [[c.get("name"), c.get("rollout") or "-", c.get("phase") or "-", c.get("stage") or "-",
+             c.get("waveProgress") or "-", _num(c.get("canaryReplicas")), _num(c.get("stableReplicas")),
+             shorten(c.get("message"), MESSAGE_WIDTH)] for c in consumers]
+    head = (f"{len(consumers)} Deployments read the change, each judged against its own stable pods; "
+            "a rollback of one rolls back all")
+    return [_kv("Consumers", head), *_indent(format_table(CONSUMER_HEADERS, rows))]
+
+
+def part_of_line(meta: dict[str, Any]) -> list[str]:
+    parent = part_of(meta)
+    return [_kv("Part of", f"guardedrollout/{parent} (its gates and waves lead this one)")] if parent else []
+
+
 def status_view(obj: dict[str, Any]) -> str:
     """What `kubectl guarded status NAME` prints."""
     meta, spec, status = obj.get("metadata") or {}, obj.get("spec") or {}, obj.get("status") or {}
@@ -200,7 +259,7 @@ def status_view(obj: dict[str, Any]) -> str:
     if status.get("stage"):
         phase += f" (stage {status['stage']})"
     lines = [_kv("Name", meta.get("name")), _kv("Namespace", meta.get("namespace")),
-             _kv("Target", target_text(spec)),
+             _kv("Target", target_text(spec)), *part_of_line(meta),
              _kv("Phase", phase), _kv("Message", status.get("message") or "")]
     known = phase_in(status)
     if status.get("rollbackReason") and known is not None and known.rollback:
@@ -208,13 +267,15 @@ def status_view(obj: dict[str, Any]) -> str:
     emergency = emergency_text(obj)
     if emergency:
         lines.append(_kv("Emergency", emergency))
-    lines.append(_kv("Change", change_summary(spec)))
+    lines.append(_kv("Change", change_text(spec)))
+    lines += config_section(spec, status)
     for key in DOCUMENTATION_FIELDS:
         if spec.get(key) and key != "rollbackPlan":  # a plan is long: `approve` and `audit` show it
             lines.append(_kv(documentation_label(key), spec[key]))
     lines.append(_kv("Authors", ", ".join(authors_of(obj)) or "<unknown>"))
     lines.append(replicas_line(status))
     lines += waves_section(obj)
+    lines += consumers_section(obj)
     lines += gates_section(status)
     lines += approvals_section(status)
     lines += policy_section(status)
