@@ -14,6 +14,7 @@ import subprocess
 import sys
 import threading
 import time
+from datetime import datetime
 from typing import Any
 
 import pytest
@@ -110,7 +111,10 @@ def test_a_configmap_that_drops_orders_is_rolled_back_in_wave_1_and_the_stable_n
     eventually(lambda: data(shop, version) is None, timeout=30, what="the bad version removed")
     then.canary_gone(shop, within=30)
     then.stable_ready(shop, 10, within=30)
-    print(f"bad ConfigMap caught and rolled back {caught:.1f}s after the rollout was created")
+    times = {h["reason"]: datetime.fromisoformat(h["time"].replace("Z", "+00:00")) for h in status["history"]}
+    judged = (times["RollingBack"] - times["WaveReady"]).total_seconds()
+    print(f"bad ConfigMap: rolled back {judged:.1f}s after its first canary pod was Ready, "
+          f"{caught:.1f}s after the rollout was created")
 
 
 def test_a_good_configmap_is_promoted_and_the_target_reads_its_version_the_old_one_kept(shop: Shop) -> None:

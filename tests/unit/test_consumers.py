@@ -22,13 +22,14 @@ from guarded.core.actions import (
     ClaimTarget,
     ConfigRef,
     CreateRollout,
+    DeleteRollout,
     MirrorConfig,
     PromoteTarget,
     ScaleDeployment,
 )
 from guarded.core.clock import stamp
 from guarded.core.config_refs import content_digest, version_name
-from guarded.core.consumers import PART_OF_LABEL, WAIT, child_name, child_spec, offset
+from guarded.core.consumers import PART_OF_LABEL, WAIT, child_name, child_spec, offset, part_of_value
 from guarded.core.draft import rollout_revision, template_hash
 from guarded.core.engine import Decision, decide
 from guarded.core.observations import (
@@ -441,3 +442,31 @@ def test_the_parents_status_lists_its_target_first_then_each_consumer_from_its_r
 def test_a_consumers_rollout_has_no_consumers_in_its_status():
     d = decide_child(at(child("cart"), Stage.BAKE, 0), linked_parent(Stage.BAKE, 1))
     assert d.status.consumers == []
+
+
+# -- edits and ends the lockstep must survive ----------------------------------------------------------
+
+def test_a_consumers_rollout_of_an_earlier_parent_spec_is_deleted_and_made_again():
+    waiting = at(PARENT, Stage.BAKE, 0, bake_started_at=stamp(NOW))
+    earlier = spec(waves=waves("1 pod", "50%", "100%", bake="9s"), change=CHANGE, consumers=[{"name": "cart"}])
+    stale = linked_child("cart", Stage.GATE, 0, rollout=child_spec(earlier, list(earlier.waves), "cart"))
+    d = decide_parent(waiting, stale, linked_child("web", Stage.PENDING))
+    assert [a for a in d.actions if isinstance(a, DeleteRollout)] == [
+        DeleteRollout(name="release-cart", uid="uid-cart-rollout")]
+    assert created(d) == {}   # made again once the old one is gone (a rollout being deleted is not counted)
+
+
+def test_a_consumer_that_rolls_back_after_the_parents_target_was_promoted_ends_the_change_failed_naming_it():
+    promoting = at(PARENT, Stage.CLEANUP, 2)
+    d = decide_parent(promoting, linked_child("cart", Stage.ROLLED_BACK, 1, rollback_reason="AnalysisFailed",
+                                              completed_at=stamp(NOW)), linked_child("web", Stage.SUCCEEDED, 1))
+    assert d.status.stage == Stage.FAILED and d.status.rollback_reason == str(Reason.CONSUMER_ROLLED_BACK)
+    said = d.status.history[-1].message
+    assert "'cart'" in said and "AnalysisFailed" in said and "some consumers only" in said
+    assert not any(isinstance(a, MirrorConfig) for a in d.actions)
+
+
+def test_a_long_parent_name_gives_a_part_of_label_within_63_characters():
+    long = "r" * 100
+    assert len(part_of_value(long)) <= 63 and part_of_value(long) != part_of_value("r" * 99)
+    assert part_of_value("release") == "release"

@@ -101,6 +101,14 @@ class CreateRollout:
 
 
 @dataclass(frozen=True, kw_only=True)
+class DeleteRollout:
+    """Delete a consumer's GuardedRollout this one owns (uid precondition)."""
+
+    name: str
+    uid: str
+
+
+@dataclass(frozen=True, kw_only=True)
 class MirrorConfig:
     """After promotion: each changed object shows the promoted version's content (kube/config.mirror)."""
 
@@ -109,7 +117,7 @@ class MirrorConfig:
 
 
 Action = (ApplyCanary | ScaleDeployment | DeleteDeployment | PromoteTarget | ClaimTarget | ReleaseTarget
-          | EnsureConfigVersion | RemoveConfigVersion | CreateRollout | MirrorConfig)
+          | EnsureConfigVersion | RemoveConfigVersion | CreateRollout | DeleteRollout | MirrorConfig)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -134,6 +142,7 @@ __all__ = [
     "ConfigRef",
     "CreateRollout",
     "DeleteDeployment",
+    "DeleteRollout",
     "EnsureConfigVersion",
     "Event",
     "MirrorConfig",

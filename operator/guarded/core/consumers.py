@@ -22,7 +22,8 @@ from guarded.api.common import GROUP, VERSION
 from guarded.api.reasons import Reason
 from guarded.api.rollout import ConsumerStatus, GateRecord, GuardedRolloutSpec, Wave
 from guarded.api.stages import Stage
-from guarded.core.actions import CreateRollout
+from guarded.core.actions import CreateRollout, DeleteRollout
+from guarded.core.clock import stamp
 from guarded.core.draft import Draft, Inputs, waves
 from guarded.core.gates import GateOutcome, GateResult
 from guarded.core.moves import restart, rollback
@@ -69,24 +70,34 @@ def children(inp: Inputs) -> dict[str, LinkedRollout]:
 
 
 def ensure_children(inp: Inputs, d: Draft) -> Draft:
-    """Once started (the plan fixed), every consumer has its rollout."""
+    """Once started (the plan fixed), every consumer has its rollout of this spec; one of an earlier spec
+    (the parent's spec was edited) is deleted (its own cleanup restores its Deployment) and made again."""
     plan = waves(inp, d.status)
     if not is_parent(inp) or not (d.stage.in_wave or d.stage.promoting) or not d.status.plan:
         return d
     have = children(inp)
     for consumer in inp.spec.consumers:
-        if consumer.name in have:
+        child = have.get(consumer.name)
+        if child is not None and _current(inp, d, child):
+            continue
+        if child is not None and child.uid is not None:
+            d = d.act(DeleteRollout(name=child.name, uid=child.uid))
             continue
         d = d.act(CreateRollout(manifest={
             "apiVersion": f"{GROUP}/{VERSION}", "kind": "GuardedRollout",
             "metadata": {"name": child_name(inp.obs.name, consumer.name), "namespace": inp.obs.namespace,
-                         "labels": {PART_OF_LABEL: inp.obs.name},
+                         "labels": {PART_OF_LABEL: part_of_value(inp.obs.name)},
                          "ownerReferences": [{"apiVersion": f"{GROUP}/{VERSION}", "kind": "GuardedRollout",
                                               "name": inp.obs.name, "uid": inp.obs.uid, "controller": True,
                                               "blockOwnerDeletion": False}]},
             "spec": child_spec(inp.spec, plan, consumer.name).to_wire(),
         }))
     return d
+
+
+def part_of_value(parent: str) -> str:
+    """The part-of label's value (label values are at most 63 characters; the parent is found by the owner)."""
+    return parent if len(parent) <= 63 else f"{parent[:52]}-{content_hash(parent)[:10]}"
 
 
 def _current(inp: Inputs, d: Draft, child: LinkedRollout) -> bool:
@@ -147,8 +158,16 @@ def consumers_ended(inp: Inputs) -> bool:
 
 
 def check_consumers(inp: Inputs, d: Draft) -> Draft:
-    """The parent: a consumer's rollout that rolls back rolls all back."""
+    """The parent: a consumer's rollout that rolls back rolls all back. Once the parent's own target is
+    promoted it cannot roll back by itself: the change ends Failed, saying which consumer did not take it."""
     bad = failed_consumer(inp, d) if is_parent(inp) else None
+    if bad is not None and d.stage.promoting and bad.status is not None and bad.status.stage.terminal:
+        d = d.update(rollback_reason=str(Reason.CONSUMER_ROLLED_BACK), completed_at=stamp(inp.now))
+        return d.goto(Stage.FAILED).record(
+            inp, Reason.CONSUMER_ROLLED_BACK, f"the rollout of consumer {bad.spec.target.name!r} ({bad.name}) "
+            f"rolled back ({bad.status.rollback_reason or 'rolled back'}) after {inp.spec.target.name!r} was "
+            "promoted: the change runs on some consumers only; release the previous version (contentFrom) "
+            "or fix and retry", warning=True)
     if bad is None or not d.stage.in_wave:
         return d
     why = bad.status.rollback_reason or "rolled back"
@@ -257,7 +276,23 @@ def gate_passed(inp: Inputs, d: Draft) -> bool:
     return parent_position(p) > int(d.status.wave or 0) + offset(list(p.status.plan or p.spec.waves))
 
 
-__all__ = ["PART_OF_LABEL", "check_consumers", "check_parent", "child_gates", "child_name", "child_spec",
-           "consumers_done", "consumers_ended", "consumers_gated", "gate_passed", "is_parent", "linked", "offset",
-           "parent_of", "statuses", "track_consumers"]
+__all__ = [
+    "PART_OF_LABEL",
+    "check_consumers",
+    "check_parent",
+    "child_gates",
+    "child_name",
+    "child_spec",
+    "consumers_done",
+    "consumers_ended",
+    "consumers_gated",
+    "gate_passed",
+    "is_parent",
+    "linked",
+    "offset",
+    "parent_of",
+    "part_of_value",
+    "statuses",
+    "track_consumers",
+]
 

@@ -21,7 +21,7 @@ from guarded.api.stages import Stage, stage_in
 from guarded.core import conditions as cond
 from guarded.core.actions import Event
 from guarded.core.analysis import AnalysisObservation
-from guarded.core.consumers import PART_OF_LABEL
+from guarded.core.consumers import PART_OF_LABEL, part_of_value
 from guarded.core.engine import Decision, decide, decide_cleanup, decide_fail_safe, needs
 from guarded.core.observations import Claim, LinkedRollout, Observations
 from guarded.core.templates import CLAIM_ANNOTATION, canary_name, parse_claim
@@ -134,9 +134,11 @@ def _linked(obj: dict[str, Any]) -> LinkedRollout:
 async def _parent(client: KubeClient, obj: dict[str, Any]) -> LinkedRollout | None:
     """The rollout this one is part of (a consumer's rollout of a shared change), by its label and owner."""
     meta = obj["metadata"]
-    name = (meta.get("labels") or {}).get(PART_OF_LABEL)
-    if not name:
+    if PART_OF_LABEL not in (meta.get("labels") or {}):
         return None
+    owner = next((o for o in meta.get("ownerReferences") or [] if o.get("controller")
+                  and o.get("kind") == "GuardedRollout"), None)
+    name = str((owner or {}).get("name") or meta["labels"][PART_OF_LABEL])
     parent = await client.get_rollout(meta["namespace"], name)
     if parent is None:
         return LinkedRollout(name=name, uid=None, deleting=True)
@@ -150,7 +152,7 @@ async def _children(client: KubeClient, obj: dict[str, Any]) -> tuple[LinkedRoll
         return ()
     meta = obj["metadata"]
     items = await client._items(client.custom.list_namespaced_custom_object, GROUP, VERSION, meta["namespace"],
-                                PLURAL, label_selector=f"{PART_OF_LABEL}={meta['name']}")
+                                PLURAL, label_selector=f"{PART_OF_LABEL}={part_of_value(meta['name'])}")
     return tuple(_linked(item) for item in items)
 
 

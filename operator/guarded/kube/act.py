@@ -24,6 +24,7 @@ from guarded.core.actions import (
     ClaimTarget,
     CreateRollout,
     DeleteDeployment,
+    DeleteRollout,
     EnsureConfigVersion,
     MirrorConfig,
     PromoteTarget,
@@ -64,6 +65,8 @@ async def apply_actions(client: KubeClient, namespace: str, actions: tuple[Actio
             await config.remove_version(client, namespace, action)
         elif isinstance(action, CreateRollout):
             await _create_rollout(client, namespace, action.manifest)
+        elif isinstance(action, DeleteRollout):
+            await _delete_rollout(client, namespace, action)
         elif isinstance(action, MirrorConfig):
             target = await client.get_deployment(namespace, action.target)
             if target is not None:
@@ -164,6 +167,15 @@ async def _promote(client: KubeClient, namespace: str, action: PromoteTarget) ->
         _require_claim(target, action.rollout_uid)
         await config.adopt(client, namespace, target, action.config)
     await _replace_deployment(client, namespace, action.name, change)
+
+
+async def _delete_rollout(client: KubeClient, namespace: str, action: DeleteRollout) -> None:
+    try:
+        await client._call(client.custom.delete_namespaced_custom_object, GROUP, VERSION, namespace, PLURAL,
+                           action.name, body={"preconditions": {"uid": action.uid}})
+    except ApiException as exc:
+        if exc.status not in (404, 409):  # gone, or another object by that name now
+            raise
 
 
 async def _create_rollout(client: KubeClient, namespace: str, manifest: dict[str, Any]) -> None:
