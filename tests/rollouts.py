@@ -156,9 +156,12 @@ ANALYSIS = {"interval": "2s", "requests": "http_requests_total", "orders": "orde
             "falseRollbackRate": 0.001, "maxInconclusive": 30, "preRolloutWindow": "5m"}
 
 
-def prometheus_has_traffic(cluster: Cluster, namespace: str) -> bool:
-    """The simulator's counters for this namespace are in Prometheus: a pre-rollout baseline exists."""
-    r = requests.get(f"{cluster.prometheus_url}/api/v1/query", timeout=5, params={
-        "query": f'sum(increase(http_requests_total{{namespace="{namespace}"}}[20s]))'})
-    result = r.json()["data"]["result"]
-    return bool(result) and float(result[0]["value"][1]) > 500
+def prometheus_has_traffic(cluster: Cluster, namespace: str, at_least: int = 500) -> bool:
+    """The simulator's counters for this namespace are in Prometheus: a pre-rollout baseline exists (of at
+    least `at_least` requests and some orders over the last minute)."""
+    def total(metric: str) -> float:
+        r = requests.get(f"{cluster.prometheus_url}/api/v1/query", timeout=5, params={
+            "query": f'sum(increase({metric}{{namespace="{namespace}"}}[1m]))'})
+        result = r.json()["data"]["result"]
+        return float(result[0]["value"][1]) if result else 0.0
+    return total("http_requests_total") > at_least and (at_least <= 500 or total("orders_total") > at_least / 40)

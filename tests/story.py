@@ -70,41 +70,55 @@ class Sample(NamedTuple):
     wave_progress: str | None
 
 
-class Watch:
-    """Samples a shop (and one of its rollouts) every 0.2 s on a thread of its own, until the with-block ends."""
+class Sampler:
+    """Calls `sample()` every 0.2 s on a thread of its own, from the with-block's start to its end, and keeps
+    what it returns in `samples` (for checks over a whole run, from the outside)."""
 
-    def __init__(self, shop: Shop, rollout: str | None = None) -> None:
-        self.shop, self.rollout = shop, rollout
-        self.samples: list[Sample] = []
+    def __init__(self) -> None:
+        self.samples: list[Any] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
+    def sample(self) -> Any:
+        raise NotImplementedError
+
     def _run(self) -> None:
         while not self._stop.is_set():
-            canary = self.shop.deployment(f"{self.shop.name}-canary")
-            stable = self.shop.deployment(self.shop.name)
-            status = self.shop.status(self.rollout) if self.rollout else {}
-            owners = (canary.metadata.owner_references or []) if canary is not None else []
-            self.samples.append(Sample(
-                at=time.monotonic(),
-                canary=(canary.status.ready_replicas or 0) if canary is not None else 0,
-                stable=(stable.status.ready_replicas or 0) if stable is not None else 0,
-                canary_uid=canary.metadata.uid if canary is not None else None,
-                canary_owner=owners[0].name if owners else None,
-                stage=status.get("stage"), wave_progress=status.get("waveProgress")))
+            self.samples.append(self.sample())
             time.sleep(0.2)
 
-    def below(self, replicas: int) -> list[Sample]:
-        """The samples with fewer than `replicas` Ready pods of stable and canary together."""
-        return [s for s in self.samples if s.canary + s.stable < replicas]
-
-    def __enter__(self) -> Watch:
+    def __enter__(self) -> Any:
         self._thread.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join(timeout=5)
+
+
+class Watch(Sampler):
+    """Samples a shop (and one of its rollouts): Ready pods, the canary object, the stage."""
+
+    def __init__(self, shop: Shop, rollout: str | None = None) -> None:
+        super().__init__()
+        self.shop, self.rollout = shop, rollout
+
+    def sample(self) -> Sample:
+        canary = self.shop.deployment(f"{self.shop.name}-canary")
+        stable = self.shop.deployment(self.shop.name)
+        status = self.shop.status(self.rollout) if self.rollout else {}
+        owners = (canary.metadata.owner_references or []) if canary is not None else []
+        return Sample(
+            at=time.monotonic(),
+            canary=(canary.status.ready_replicas or 0) if canary is not None else 0,
+            stable=(stable.status.ready_replicas or 0) if stable is not None else 0,
+            canary_uid=canary.metadata.uid if canary is not None else None,
+            canary_owner=owners[0].name if owners else None,
+            stage=status.get("stage"), wave_progress=status.get("waveProgress"))
+
+    def below(self, replicas: int) -> list[Sample]:
+        """The samples with fewer than `replicas` Ready pods of stable and canary together."""
+        return [s for s in self.samples if s.canary + s.stable < replicas]
 
 
 def _wait_for(rollout: Rollout, what: str, within: float, probe: Any) -> dict:

@@ -7,8 +7,6 @@ settings.json it mounts (sim.guarded.dev/config-key)."""
 from __future__ import annotations
 
 import json
-import threading
-import time
 
 import pytest
 
@@ -24,7 +22,7 @@ from rollouts import (
     prometheus_has_traffic,
     shop_deployment,
 )
-from story import Rollout, then, when
+from story import Rollout, Sampler, then, when
 from testbed import Cluster
 from waiting import eventually
 
@@ -69,27 +67,17 @@ def reads(shop: Shop, deployment: str) -> list[str]:
     return [v.config_map.name for v in (d.spec.template.spec.volumes or []) if v.config_map] if d else []
 
 
-class Readers:
-    """Every 0.2 s: which ConfigMap each consumer's stable and canary pods read (a canary absent: none)."""
+class Readers(Sampler):
+    """Which ConfigMap each consumer's stable and canary pods read (and the canary's Ready pods)."""
 
     def __init__(self, shop: Shop) -> None:
-        self.shop, self.samples, self._stop = shop, [], threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
+        super().__init__()
+        self.shop = shop
 
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self.samples.append({name: (tuple(reads(self.shop, name)),
-                                        (self.shop.ready(f"{name}-canary"), tuple(reads(self.shop, f"{name}-canary"))))
-                                 for name in CONSUMERS})
-            time.sleep(0.2)
-
-    def __enter__(self) -> Readers:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
+    def sample(self) -> dict:
+        return {name: (tuple(reads(self.shop, name)),
+                       (self.shop.ready(f"{name}-canary"), tuple(reads(self.shop, f"{name}-canary"))))
+                for name in CONSUMERS}
 
 
 def children(shop: Shop, parent: str) -> list[dict]:

@@ -12,7 +12,6 @@ import base64
 import json
 import subprocess
 import sys
-import threading
 import time
 from datetime import datetime
 from typing import Any
@@ -21,7 +20,7 @@ import pytest
 
 from operator_process import OperatorProcess
 from rollouts import ANALYSIS, GROUP, SIM_ANNOTATIONS, Shop, guarded_rollout, prometheus_has_traffic, shop_deployment
-from story import Rollout, then, when
+from story import Rollout, Sampler, then, when
 from testbed import ROOT, Cluster
 from waiting import eventually
 
@@ -70,27 +69,16 @@ def volumes(shop: Shop, deployment: str) -> list[str]:
     return [v.config_map.name for v in (d.spec.template.spec.volumes or []) if v.config_map] if d else []
 
 
-class StableView:
-    """Samples, every 0.2 s, what the stable pods read: the target's ConfigMap reference and its content."""
+class StableView(Sampler):
+    """What the stable pods read: the target's ConfigMap references and their content."""
 
     def __init__(self, shop: Shop) -> None:
-        self.shop, self.seen, self.samples, self._stop = shop, set(), 0, threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
+        super().__init__()
+        self.shop = shop
 
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            refs = tuple(volumes(self.shop, "shop"))
-            self.seen.add((refs, json.dumps([data(self.shop, r) for r in refs], sort_keys=True)))
-            self.samples += 1
-            time.sleep(0.2)
-
-    def __enter__(self) -> StableView:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
+    def sample(self) -> tuple[tuple[str, ...], str]:
+        refs = tuple(volumes(self.shop, "shop"))
+        return refs, json.dumps([data(self.shop, r) for r in refs], sort_keys=True)
 
 
 def test_a_configmap_that_drops_orders_is_rolled_back_in_wave_1_and_the_stable_never_reads_it(shop: Shop) -> None:
@@ -105,8 +93,8 @@ def test_a_configmap_that_drops_orders_is_rolled_back_in_wave_1_and_the_stable_n
     [version] = canary_reads
     assert version.startswith("shop-config-") and version == status["config"][0]["version"]
     # Over the whole run (every 0.2 s), the stable pods read shop-config with its original content only.
-    assert {refs for refs, _ in view.seen} == {("shop-config",)}
-    assert len({content for _, content in view.seen}) == 1 and view.samples > 20
+    assert {refs for refs, _ in view.samples} == {("shop-config",)}
+    assert len({content for _, content in view.samples}) == 1 and len(view.samples) > 20
     assert json.loads(data(shop, "shop-config")["settings.json"]) == GOOD
     eventually(lambda: data(shop, version) is None, timeout=30, what="the bad version removed")
     then.canary_gone(shop, within=30)

@@ -19,16 +19,22 @@ from guarded.handlers.workloads import config_client, config_defaults, operator_
 from guarded.kube.config_guard import make_version, soon
 
 
+def requester(userinfo: dict[str, Any]) -> str:
+    """Who asks, from the API server; refused while the operator's own identity is unknown (fail closed:
+    whose change this is cannot be told yet)."""
+    if operator_user() is None:
+        raise kopf.AdmissionError("guarded-rollouts is starting (it does not know its own identity yet); "
+                                  "try again in a few seconds", code=503)
+    return str(userinfo.get("username", ""))
+
+
 @kopf.on.mutate("apps", "v1", "deployments", id="guarded-deployment", operations=["UPDATE"],
                 labels={GUARDED_LABEL: "true"}, persistent=True, ignore_failures=True, side_effects=False)
 def guard_deployment(body: kopf.Body, old: kopf.Body | None, userinfo: dict[str, Any], patch: kopf.Patch,
                      warnings: list[str], **_: Any) -> None:
     if old is None:
         return
-    user = str(userinfo.get("username", ""))
-    if operator_user() is None:  # fail closed: whose change this is cannot be told yet
-        raise kopf.AdmissionError("guarded-rollouts is starting (it does not know its own identity yet); "
-                                  "try again in a few seconds", code=503)
+    user = requester(userinfo)
     try:
         admitted = admit_update(old=dict(old), new=dict(body), user=user, operator=user == operator_user())
     except Refused as exc:
@@ -46,10 +52,7 @@ async def _guard_config(kind: str, body: kopf.Body, old: kopf.Body | None, useri
                         patch: kopf.Patch, warnings: list[str], dryrun: bool) -> None:
     if old is None:
         return
-    user = str(userinfo.get("username", ""))
-    if operator_user() is None:  # fail closed: whose edit this is cannot be told yet
-        raise kopf.AdmissionError("guarded-rollouts is starting (it does not know its own identity yet); "
-                                  "try again in a few seconds", code=503)
+    user = requester(userinfo)
     try:
         admitted = admit_config_update(kind=kind, old=dict(old), new=dict(body), user=user,
                                        operator=user == operator_user())
