@@ -29,7 +29,7 @@ from waiting import eventually
 CONSUMERS = ("cart", "checkout", "search")
 GOOD = {"order-ratio": 0.05, "feature": "baseline"}
 BAD = {"order-ratio": 0.0005, "feature": "broken"}   # a 99% drop of orders for every pod that reads it
-WAVES = [{"replicas": 1, "bake": "8s"}, {"weight": 50, "bake": "8s"}, {"weight": 100, "bake": "4s"}]
+WAVES = [{"replicas": 1, "bake": "5s"}, {"weight": 50, "bake": "4s"}, {"weight": 100, "bake": "2s"}]
 
 
 def consumer(name: str) -> dict:

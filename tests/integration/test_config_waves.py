@@ -51,8 +51,8 @@ def shop(cluster: Cluster, namespace: str, operator: OperatorProcess) -> Shop:
     return s
 
 
-def config_release(shop: Shop, name: str, settings: dict, **spec: Any) -> Rollout:
-    body = guarded_rollout(name, waves=WAVES, analysis=dict(ANALYSIS), **spec)
+def config_release(shop: Shop, name: str, settings: dict, waves: list[dict] | None = None, **spec: Any) -> Rollout:
+    body = guarded_rollout(name, waves=waves or WAVES, analysis=dict(ANALYSIS), **spec)
     body["spec"]["change"] = {"configMaps": [{"name": "shop-config", "data": {"settings.json": json.dumps(settings)}}]}
     return when.rollout_created(shop, name, body=body)
 
@@ -106,7 +106,8 @@ def test_a_configmap_that_drops_orders_is_rolled_back_in_wave_1_and_the_stable_n
 
 
 def test_a_good_configmap_is_promoted_and_the_target_reads_its_version_the_old_one_kept(shop: Shop) -> None:
-    good = config_release(shop, "good-config", {**GOOD, "checkout": {"enabled": True, "banner": "winter"}})
+    good = config_release(shop, "good-config", {**GOOD, "checkout": {"enabled": True, "banner": "winter"}},
+                          waves=[{"replicas": 1, "bake": "4s"}, {"weight": 100, "bake": "2s"}])
     status = then.phase_is(good, "Succeeded", within=180)
     version = status["config"][0]["version"]
     assert volumes(shop, "shop") == [version]
