@@ -13,6 +13,7 @@ from __future__ import annotations
 import re
 import subprocess
 
+import kubernetes
 import pytest
 import yaml
 
@@ -108,3 +109,37 @@ def test_alice_releases_an_emergency_fix_from_flags_bob_approves_and_her_watch_e
         shown = as_user(cluster, "alice", "status", name, "-n", namespace).stdout.splitlines()
         assert any(line.startswith("Emergency:    yes (break glass)") for line in shown), shown
         eventually(lambda: team.ready("shop") == 4, timeout=60, what="4 Ready shop pods")
+
+
+def test_alice_releases_a_configmap_and_a_secret_from_files_and_literals_and_no_secret_value_is_printed(
+        cluster: Cluster, namespace: str, team: Team, operator: OperatorProcess, tmp_path) -> None:
+    v1 = kubernetes.client.CoreV1Api(cluster.api())
+    v1.create_namespaced_config_map(namespace, {"metadata": {"name": "shop-config"},
+                                                "data": {"settings.json": '{"checkout": "v1"}', "region": "eu"}})
+    v1.create_namespaced_secret(namespace, {"metadata": {"name": "shop-secret"}, "stringData": {"token": "old"}})
+    shop = team.shop(replicas=4)
+    shop.apps.patch_namespaced_deployment("shop", namespace, {"spec": {"template": {"spec": {
+        "volumes": [{"name": "settings", "configMap": {"name": "shop-config"}},
+                    {"name": "token", "secret": {"secretName": "shop-secret"}}]}}}})
+    eventually(lambda: shop.deployment("shop").status.updated_replicas == 4 and shop.ready("shop") == 4,
+               timeout=90, what="the shop reading its configuration")
+    settings = tmp_path / "settings.json"
+    settings.write_text('{"checkout": "v2"}')
+    secret_value = "pl41n-t0ken-n0t-for-print"
+    out = as_user(cluster, "alice", "release", "shop", "-n", namespace, "--config", "shop-config",
+                  "--from-file", str(settings), "--secret", "shop-secret", "--from-literal", f"token={secret_value}",
+                  "--wave", "1:1s", "--wave", "100%:1s", "--watch", "--timeout", "150", timeout=200)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert secret_value not in out.stdout + out.stderr
+    name = re.search(r"guardedrollout[.\w/-]*/([\w.-]+) created", out.stdout)
+    assert name, out.stdout
+    status = team.status(name.group(1))
+    assert status["phase"] == "Succeeded" and status["authors"] == ["alice"]
+    versions = {c["kind"]: c["version"] for c in status["config"]}
+    volumes = shop.deployment("shop").spec.template.spec.volumes
+    assert [v.config_map.name for v in volumes if v.config_map] == [versions["ConfigMap"]]
+    assert [v.secret.secret_name for v in volumes if v.secret] == [versions["Secret"]]
+    new = v1.read_namespaced_config_map(versions["ConfigMap"], namespace).data
+    assert new == {"settings.json": '{"checkout": "v2"}', "region": "eu"}
+    shown = as_user(cluster, "alice", "status", name.group(1), "-n", namespace)
+    assert shown.returncode == 0 and versions["Secret"] in shown.stdout and secret_value not in shown.stdout
