@@ -8,6 +8,8 @@ the policy's two approvals; bob and carol approve the last one and it rolls out 
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 import time
 from typing import Any
 
@@ -151,9 +153,10 @@ def test_as_alice_an_edit_of_a_configmap_guarded_pods_read_becomes_her_release(c
         eventually(lambda: (configmap(team, "shop-config")["metadata"].get("labels") or {}).get(GUARDED) == "true",
                    timeout=30, what="the ConfigMap it reads labelled guarded")
         before = deployment(team)["spec"]["template"]
-        # alice edits it the way she would without guarded-rollouts: kubectl edit (an editor that saves v2).
-        edited = kubectl(team, "alice", "patch", "configmap", "shop-config", "-p",
-                         json.dumps({"data": {"checkout": "v2"}}), check=False)
+        # alice edits it the way she would without guarded-rollouts: kubectl edit (her editor saves v2).
+        editor = {**os.environ, "KUBE_EDITOR": "sed -i s/checkout:.v1/checkout:\\ v2/"}
+        edited = subprocess.run([*cluster.kubectl_args("alice"), "edit", "configmap", "shop-config", "-n",
+                                 team.namespace], env=editor, capture_output=True, text=True, timeout=60, check=False)
         assert edited.returncode == 0, edited.stderr
         assert "recorded as a release by alice" in edited.stderr, edited.stderr
         # What the stable pods read did not change: the ConfigMap's content, and the template's reference.
