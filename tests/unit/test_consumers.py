@@ -7,6 +7,7 @@ decide() is driven directly with hand-built Observations: the parent sees its co
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import timedelta
 
 import pytest
@@ -14,7 +15,14 @@ from specs import analysis, spec, wave, waves
 from world import T0, pod_template
 
 from guarded.api.reasons import Reason
-from guarded.api.rollout import ConfigVersion, ConsumerStatus, GuardedRolloutSpec, GuardedRolloutStatus, Wave
+from guarded.api.rollout import (
+    ConfigVersion,
+    ConsumerStatus,
+    GuardedRolloutSpec,
+    GuardedRolloutStatus,
+    HistoryEntry,
+    Wave,
+)
 from guarded.api.stages import Stage
 from guarded.core import conditions as cond
 from guarded.core.actions import (
@@ -22,6 +30,7 @@ from guarded.core.actions import (
     ClaimTarget,
     ConfigRef,
     CreateRollout,
+    DeleteDeployment,
     DeleteRollout,
     MirrorConfig,
     PromoteTarget,
@@ -39,6 +48,7 @@ from guarded.core.observations import (
     GuardObservation,
     LinkedRollout,
     Observations,
+    Request,
     VersionObs,
 )
 from guarded.core.templates import REVISION_ANNOTATION, canary_name, claim_value
@@ -470,3 +480,62 @@ def test_a_long_parent_name_gives_a_part_of_label_within_63_characters():
     long = "r" * 100
     assert len(part_of_value(long)) <= 63 and part_of_value(long) != part_of_value("r" * 99)
     assert part_of_value("release") == "release"
+
+
+# -- what the review found: forgeries, requests, a consumer that never comes ---------------------------
+
+def test_a_rollout_for_a_deployment_the_parent_does_not_list_never_starts_even_with_the_derived_spec():
+    payments = child_spec(PARENT, list(PARENT.waves), "payments")   # what a forger would compute
+    status = at(payments, Stage.PENDING)
+    d = decide(payments, status, observe(payments, status, name=child_name(NAME, "payments"), uid="uid-forged",
+                                         guard=GUARD, owner_uid=UID, parent=linked_parent(Stage.BAKE, 1)))
+    assert d.status.stage == Stage.PENDING and gate(d, "PartOf")[1] == str(Reason.NOT_PART_OF)
+    assert not any(isinstance(a, ClaimTarget | ApplyCanary) for a in d.actions)
+
+
+def test_a_rollout_of_a_listed_consumer_under_another_name_never_starts():
+    status = at(child("cart"), Stage.PENDING)
+    d = decide(child("cart"), status, observe(child("cart"), status, name="my-own-name", uid="uid-forged",
+                                              guard=GUARD, owner_uid=UID, parent=linked_parent(Stage.BAKE, 1)))
+    assert d.status.stage == Stage.PENDING and gate(d, "PartOf")[1] == str(Reason.NOT_PART_OF)
+
+
+@pytest.mark.parametrize("action", ["promote", "promote-full", "pause", "retry"])
+def test_requests_that_would_break_the_lockstep_are_refused_on_a_consumers_rollout(action: str):
+    status = at(child("cart"), Stage.GATE, 0)
+    rollout = child("cart")
+    obs = observe(rollout, status, name=child_name(NAME, "cart"), uid="uid-cart-rollout", guard=GUARD,
+                  owner_uid=UID, parent=linked_parent(Stage.BAKE, 1))
+    d = decide(rollout, status, replace(obs, request=Request(id="r1", action=action)))
+    assert d.status.last_request is not None and d.status.last_request.result == "Rejected"
+    assert f"kubectl guarded {action} {NAME}" in d.status.last_request.message
+    assert d.status.stage == Stage.GATE and d.status.wave == 0
+
+
+def test_a_parent_whose_consumers_never_bake_rolls_back_after_the_progress_deadline():
+    late = at(PARENT, Stage.BAKE, 1, bake_started_at=stamp(NOW - timedelta(minutes=15)))
+    d = decide_parent(late, linked_child("cart", Stage.SCALE_CANARY, 0), linked_child("web", Stage.GATE, 0))
+    assert d.status.stage == Stage.ROLLING_BACK
+    assert d.status.rollback_reason == str(Reason.CONSUMERS_NOT_PROGRESSING)
+    soon = at(PARENT, Stage.BAKE, 1, bake_started_at=stamp(NOW - timedelta(minutes=1)))
+    assert decide_parent(soon, linked_child("cart", Stage.SCALE_CANARY, 0),
+                         linked_child("web", Stage.GATE, 0)).status.stage == Stage.BAKE
+
+
+def test_a_parent_stops_waiting_for_a_consumers_rollback_after_the_progress_deadline():
+    began = NOW - timedelta(minutes=11)
+    rolling = at(PARENT, Stage.ROLLING_BACK, 1, rollback_reason="AnalysisFailed", stable_replicas=REPLICAS,
+                 history=[HistoryEntry(time=stamp(began), reason="RollingBack", message="x")])
+    stuck = linked_child("cart", Stage.ROLLING_BACK, 0)
+    status = rolling
+    obs = replace(observe(PARENT, status, children=(stuck, linked_child("web", Stage.ROLLED_BACK, 0))), canary=None)
+    assert decide(PARENT, status, obs).status.stage == Stage.ROLLED_BACK
+
+
+def test_a_consumers_rollout_whose_deployment_is_gone_still_rolls_back_with_its_parent():
+    status = at(child("cart"), Stage.BAKE, 0)
+    obs = observe(child("cart"), status, name=child_name(NAME, "cart"), uid="uid-cart-rollout", guard=GUARD,
+                  owner_uid=UID, parent=linked_parent(Stage.ROLLING_BACK, 1, rollback_reason="AnalysisFailed"))
+    d = decide(child("cart"), status, replace(obs, target=None))
+    assert d.status.stage == Stage.ROLLING_BACK
+    assert any(isinstance(a, DeleteDeployment) for a in d.actions)   # its canary goes

@@ -142,3 +142,20 @@ def test_rewrite_points_every_kind_of_reference_and_older_versions_at_the_new_on
     assert references(template) == {("ConfigMap", "shop-config"), ("ConfigMap", "shop-config-0123456789"),
                                     ("Secret", "shop-secret")}   # the input is not changed
     assert rewrite(template, {("ConfigMap", "shop"): "shop-cccccccccc"}) == template  # a prefix is not a version
+
+
+def test_an_object_squatting_a_versions_name_is_never_used_as_that_version():
+    import pytest
+
+    from guarded.core.config_refs import version_labels
+    from guarded.kube.config import ContentChanged, verify_version
+    data = {**OLD["data"], **NEW}
+    real = {"metadata": {"name": VERSION, "labels": version_labels("shop-config")}, "immutable": True, "data": data}
+    verify_version("ConfigMap", real, "shop-config")
+    for squat, says in [
+        ({**real, "immutable": False}, "not immutable"),
+        ({**real, "data": {**data, "settings.json": '{"checkout": "evil"}'}}, "not what its name says"),
+        ({**real, "metadata": {"name": VERSION, "labels": {}}}, "is not a version of"),
+    ]:
+        with pytest.raises(ContentChanged, match=says):
+            verify_version("ConfigMap", squat, "shop-config")

@@ -41,6 +41,11 @@ def versions(inp: Inputs, d: Draft) -> dict[Key, str]:
     return {(c.kind, c.name): c.version for c in inp.obs.config if c.version}
 
 
+def resolved_now(inp: Inputs) -> dict[Key, str]:
+    """The versions the spec resolves to now (what a new revision will roll out)."""
+    return {(c.kind, c.name): c.version for c in inp.obs.config if c.version}
+
+
 def resolved(inp: Inputs) -> list[ConfigVersion]:
     return [ConfigVersion(kind=c.kind, name=c.name, version=c.version) for c in inp.obs.config if c.version]
 

@@ -18,12 +18,12 @@ derived waves, the parent's uid as controller owner), which a rollout a user wri
 
 from __future__ import annotations
 
-from guarded.api.common import GROUP, VERSION
+from guarded.api.common import GROUP, VERSION, parse_duration
 from guarded.api.reasons import Reason
 from guarded.api.rollout import ConsumerStatus, GateRecord, GuardedRolloutSpec, Wave
 from guarded.api.stages import Stage
 from guarded.core.actions import CreateRollout, DeleteRollout
-from guarded.core.clock import stamp
+from guarded.core.clock import seconds_between, stamp
 from guarded.core.draft import Draft, Inputs, waves
 from guarded.core.gates import GateOutcome, GateResult
 from guarded.core.moves import restart, rollback
@@ -31,7 +31,7 @@ from guarded.core.observations import LinkedRollout
 from guarded.core.templates import content_hash
 
 PART_OF_LABEL = f"{GROUP}/part-of"
-WAIT = 1.0   # linked rollouts watch each other by polling: a parent's move does not wake its consumers
+WAIT = 2.0   # linked rollouts watch each other by polling: a parent's move does not wake its consumers
 
 
 def child_name(parent: str, consumer: str) -> str:
@@ -152,6 +152,12 @@ def _restarts(ended: str | None, again: str | None) -> bool:
     return bool(ended and again and again > ended)
 
 
+def rollback_overdue(inp: Inputs, d: Draft) -> bool:
+    """The parent has waited spec.progressDeadline for its consumers' rollouts to end their rollback."""
+    began = next((h.time for h in reversed(d.status.history) if h.reason == Reason.ROLLING_BACK), None)
+    return began is not None and seconds_between(began, inp.now) > parse_duration(inp.spec.progress_deadline)
+
+
 def consumers_ended(inp: Inputs) -> bool:
     return all(c.status is None or c.status.stage.terminal or c.status.stage == Stage.PENDING
                for c in children(inp).values())
@@ -209,9 +215,13 @@ def parent_of(inp: Inputs) -> LinkedRollout | None:
 
 
 def linked(inp: Inputs) -> bool:
+    """Made by its parent: the parent owns it (uid), lists its target among spec.consumers, and gives it this
+    name and exactly this spec. A rollout written by hand that claims a parent fails one of these."""
     p = parent_of(inp)
+    target = inp.spec.target.name
     return (p is not None and p.spec is not None and p.status is not None and not p.deleting
-            and inp.spec == child_spec(p.spec, list(p.status.plan or p.spec.waves), inp.spec.target.name))
+            and target in {c.name for c in p.spec.consumers} and inp.obs.name == child_name(p.name, target)
+            and inp.spec == child_spec(p.spec, list(p.status.plan or p.spec.waves), target))
 
 
 def parent_position(p: LinkedRollout) -> int:

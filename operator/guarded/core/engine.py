@@ -87,6 +87,9 @@ def decide(spec: GuardedRolloutSpec, status: GuardedRolloutStatus, obs: Observat
     last = d.status.last_request
     if obs.request is not None and (last is None or last.id != obs.request.id):
         d = handle_request(inp, d, obs.request)
+    # A shared change: linked rollouts roll back together, first of all (a consumer whose Deployment is gone
+    # still removes its canary when its parent rolls back).
+    d = check_consumers(inp, check_parent(inp, d))
     d, go_on = check_target(inp, d)
     if go_on:
         d, go_on = check_exclusive(inp, d)
@@ -94,7 +97,6 @@ def decide(spec: GuardedRolloutSpec, status: GuardedRolloutStatus, obs: Observat
         d = check_revision(inp, d)
         d, go_on = check_target_unchanged(inp, d)
     if go_on:
-        d = check_consumers(inp, check_parent(inp, d))   # a shared change: linked rollouts roll back together
         d = run_stages(inp, analyze(inp, d), wave_before=status.wave)
         d = track_consumers(inp, d)
     return finish(inp, d)

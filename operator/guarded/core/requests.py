@@ -13,6 +13,7 @@ from guarded.api.reasons import Reason
 from guarded.api.rollout import REQUEST_ACTIONS, RequestRecord
 from guarded.api.stages import Stage
 from guarded.core.clock import seconds_between, stamp
+from guarded.core.consumers import parent_of
 from guarded.core.draft import Draft, Inputs, current_wave, wave_label
 from guarded.core.moves import advance, restart, rollback, unpause
 from guarded.core.observations import Request
@@ -24,8 +25,12 @@ Answer = tuple[Draft, str | None]
 
 def handle_request(inp: Inputs, d: Draft, req: Request) -> Draft:
     answer: Callable[[Inputs, Draft, Request], Answer] | None = _ANSWERS.get(req.action)
+    parent = parent_of(inp)
     if req.error:
         d, refusal = d, req.error
+    elif parent is not None and req.action in ("promote", "promote-full", "retry", "pause", "resume"):
+        d, refusal = d, (f"this rollout moves with GuardedRollout {parent.name!r} (a shared change, wave by wave): "
+                         f"ask that one (kubectl guarded {req.action} {parent.name})")
     elif req.action in ("promote", "promote-full") and (why := policy_forbids_skip(inp, d)):
         d, refusal = d, why
     elif answer is None:

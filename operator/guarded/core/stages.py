@@ -28,6 +28,7 @@ from guarded.core.consumers import (
     gate_passed,
     is_parent,
     parent_of,
+    rollback_overdue,
 )
 from guarded.core.draft import (
     POLL_SECONDS,
@@ -188,8 +189,12 @@ def bake(inp: Inputs, d: Draft) -> Draft:
             return rollback(inp, d, Reason.ANALYSIS_INCONCLUSIVE, f"wave {wave_label(inp, s)}: no Pass within "
                             f"spec.progressDeadline ({inp.spec.progress_deadline}) after the bake")
         return d.wait(parse_duration(analysis.interval))
-    if consumers_gated(inp, d) is not None:
-        return d.wait(WAIT)   # a shared change moves on only when every consumer's rollout baked this wave
+    waiting_for = consumers_gated(inp, d)
+    if waiting_for is not None:   # a shared change moves on only when every consumer's rollout baked this wave
+        if elapsed >= bake_seconds + parse_duration(inp.spec.progress_deadline):
+            return rollback(inp, d, Reason.CONSUMERS_NOT_PROGRESSING, f"wave {wave_label(inp, s)}: {waiting_for} "
+                            f"after spec.progressDeadline ({inp.spec.progress_deadline}) past the bake")
+        return d.wait(WAIT)
     if wave.manual_gate:
         d = d.goto(Stage.GATE)
         return d.record(inp, Reason.AWAITING_PROMOTION, f"wave {wave_label(inp, s)} baked {wave.bake}; waiting for "
@@ -254,7 +259,7 @@ def restore(inp: Inputs, d: Draft) -> tuple[Draft, bool]:
     done = restored and not canary_ours(inp)
     if done:
         # The copies of the configuration this attempt made go with its canary (one a Deployment adopted stays).
-        d = config.remove_versions(inp, d, keep=config.versions(inp, d) if d.stage == Stage.RETIRING else None)
+        d = config.remove_versions(inp, d, keep=config.resolved_now(inp) if d.stage == Stage.RETIRING else None)
     return (d, True) if done else (d.wait(POLL_SECONDS), False)
 
 
@@ -262,8 +267,8 @@ def rolling_back(inp: Inputs, d: Draft) -> Draft:
     d, done = restore(inp, d)
     if not done:
         return d
-    if is_parent(inp) and not consumers_ended(inp):
-        return d.wait(WAIT)   # every consumer's rollout rolls back with this one
+    if is_parent(inp) and not consumers_ended(inp) and not rollback_overdue(inp, d):
+        return d.wait(WAIT)   # every consumer's rollout rolls back with this one (bounded: its Deployment may be gone)
     d = d.update(completed_at=stamp(inp.now)).goto(Stage.ROLLED_BACK)
     return d.record(inp, Reason.ROLLED_BACK, f"rolled back ({d.status.rollback_reason}): canary removed, "
                     f"{total(d.status)} stable pods Ready", warning=True)

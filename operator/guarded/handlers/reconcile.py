@@ -191,7 +191,11 @@ async def _reconcile(client: KubeClient, obj: dict[str, Any], spec: GuardedRollo
             analysis_obs = AnalysisObservation(metrics={}, alerts_error="no Prometheus configured (--prometheus-url)")
         else:
             analysis_obs = await asyncio.to_thread(gather, provider, spec, status, namespace=namespace, now=now)
-    config = await observe_config(client, namespace, spec, status, meta.get("uid"))
+    asked = request_from(meta.get("annotations"))
+    new_request = asked is not None and (status.last_request is None or status.last_request.id != asked.id)
+    config = await observe_config(client, namespace, spec, status, meta.get("uid"), int(meta.get("generation", 1)),
+                                  request=new_request, target_template=((target or {}).get("spec") or {}).get(
+                                      "template"))
     guard = None
     if target is not None and need.gates:
         guard = await gather_guard(client, obj=obj, spec=spec, target=target, config=config[0])

@@ -16,6 +16,7 @@ import kopf
 from guarded.core.config_guard import admit_config_update
 from guarded.core.workload_guard import GUARDED_LABEL, Refused, admit_update
 from guarded.handlers.workloads import config_client, config_defaults, operator_user
+from guarded.kube.config import ContentChanged
 from guarded.kube.config_guard import make_version, soon
 
 
@@ -62,7 +63,10 @@ async def _guard_config(kind: str, body: kopf.Body, old: kopf.Body | None, useri
         return
     if not dryrun:
         client = config_client()
-        await make_version(client, admitted.version)
+        try:
+            await make_version(client, admitted.version, of=body.metadata.name or "")
+        except ContentChanged as exc:
+            raise kopf.AdmissionError(f"the edit cannot be kept as a release: {exc}", code=409) from None
         ns, name = body.metadata.namespace or "", body.metadata.name or ""
         soon(client, kind, ns, name, config_defaults(ns))
     for key, value in admitted.annotations.items():

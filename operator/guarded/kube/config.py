@@ -23,6 +23,7 @@ from guarded.core.config_refs import (
     is_version_of_labelled,
     merged_data,
     references,
+    source_of,
     version_labels,
     version_name,
 )
@@ -30,6 +31,9 @@ from guarded.core.observations import ConfigObs, VersionObs
 from guarded.kube.client import Conflict, KubeClient
 
 _log = logs.logger()
+
+
+MADE_BY = f"{GROUP}/made-by"   # on a version: the uid of the rollout that made it (only that one deletes it)
 
 
 class ContentChanged(Exception):
@@ -58,7 +62,9 @@ def digest_of(content: Mapping[str, Any]) -> str:
 
 # -- observing --------------------------------------------------------------------------------------
 
-async def _resolve_map(client: KubeClient, namespace: str, change: Any) -> ConfigObs:
+async def _resolve_map(client: KubeClient, namespace: str, change: Any, running: str | None = None) -> ConfigObs:
+    """`running`: the version of it the target's pods read now, if any: keys set are set on that content (the
+    object itself may not show it, when it was not mirrored)."""
     source = await get(client, "ConfigMap", namespace, change.name)
     if source is None:
         return ConfigObs(kind="ConfigMap", name=change.name,
@@ -70,7 +76,8 @@ async def _resolve_map(client: KubeClient, namespace: str, change: Any) -> Confi
                              f"{change.content_from!r} not found in namespace {namespace!r}")
         content = content_of(origin)
     else:
-        current = content_of(source)
+        base = await get(client, "ConfigMap", namespace, running) if running else None
+        current = content_of(base if base is not None else source)
         content = {"data": merged_data(current["data"], change.data or {}, change.remove_keys),
                    "binaryData": current["binaryData"]}
     return ConfigObs(kind="ConfigMap", name=change.name, version=version_name(change.name, digest_of(content)),
@@ -99,12 +106,17 @@ async def _version(client: KubeClient, namespace: str, kind: str, version: str, 
 
 
 async def observe(client: KubeClient, namespace: str, spec: GuardedRolloutSpec, status: GuardedRolloutStatus,
-                  rollout_uid: str | None) -> tuple[tuple[ConfigObs, ...], tuple[VersionObs, ...]]:
+                  rollout_uid: str | None, generation: int | None = None, request: bool = False,
+                  target_template: Mapping[str, Any] | None = None,
+                  ) -> tuple[tuple[ConfigObs, ...], tuple[VersionObs, ...]]:
     """spec.change's configuration resolved now, and the state of every copy it or status.config names."""
     change = spec.change
-    if not change.config_maps and not change.secrets and not status.config:
-        return (), ()
-    resolved = [await _resolve_map(client, namespace, c) for c in change.config_maps]
+    if (not change.config_maps and not change.secrets and not status.config) or (
+            status.stage.terminal and status.observed_generation == generation and not request):
+        return (), ()   # an ended rollout reads nothing until its spec changes (or it is retried: a request)
+    reads = {name for kind, name in references(target_template or {}) if kind == "ConfigMap"}
+    resolved = [await _resolve_map(client, namespace, c, next(
+        (r for r in sorted(reads) if r != c.name and source_of(r) == c.name), None)) for c in change.config_maps]
     resolved += [await _resolve_secret(client, namespace, s) for s in change.secrets]
     wanted = {(c.kind, c.version) for c in resolved if c.version}
     if status.stage != Stage.PENDING or status.config:
@@ -143,6 +155,7 @@ async def ensure_version(client: KubeClient, namespace: str, action: EnsureConfi
     body["immutable"] = True
     body["metadata"] = {"name": action.version, "namespace": namespace,
                         "labels": version_labels(action.name),
+                        "annotations": {MADE_BY: action.rollout_uid or ""},
                         "ownerReferences": [ours] if action.rollout_uid else []}
     try:
         await client._call(_api(client, action.kind, "create"), namespace, body)
@@ -153,13 +166,23 @@ async def ensure_version(client: KubeClient, namespace: str, action: EnsureConfi
     _log.info("configuration version made", kind=action.kind, name=action.name, version=action.version)
 
 
+def verify_version(kind: str, obj: Mapping[str, Any], of: str) -> None:
+    """An existing object is used as a version only if it is one: labelled as a version of `of`, immutable,
+    and its content is what its name says (a user's object by that name is never read by pods)."""
+    meta = obj["metadata"]
+    name = meta["name"]
+    if not is_version_of_labelled(meta.get("labels"), of):
+        raise ContentChanged(f"{kind} {name!r} exists and is not a version of {of!r} (label {CONFIG_OF_LABEL}): "
+                             "it is not used; remove that object or change the content")
+    if not obj.get("immutable") or version_name(of, digest_of(content_of(obj))) != name:
+        raise ContentChanged(f"{kind} {name!r} exists but is not immutable or its content is not what its name "
+                             "says: it is not used; remove that object")
+
+
 async def _add_owner(client: KubeClient, namespace: str, kind: str, obj: dict[str, Any], owner: dict[str, Any],
                      *, of: str) -> None:
     meta = obj["metadata"]
-    labels = meta.get("labels") or {}
-    if not is_version_of_labelled(labels, of):
-        raise ContentChanged(f"{kind} {meta['name']!r} exists and is not a version of {of!r} (label "
-                             f"{CONFIG_OF_LABEL}): it is not used; rename the change or remove that object")
+    verify_version(kind, obj, of)
     owners = meta.get("ownerReferences") or []
     if not owner["uid"] or any(o.get("uid") == owner["uid"] for o in owners):
         return
@@ -181,7 +204,8 @@ async def remove_version(client: KubeClient, namespace: str, action: RemoveConfi
                                                                     for o in owners):
         return  # adopted by a Deployment, or not ours: it stays
     others = [o for o in owners if o.get("uid") != action.rollout_uid]
-    if others:  # another rollout (of the same shared change) still uses it: only this one lets go
+    made_here = ((obj["metadata"].get("annotations") or {}).get(MADE_BY) or None) == action.rollout_uid
+    if others or not made_here:  # another rollout still uses it, or another made it: only this one lets go
         patch = {"metadata": {"resourceVersion": obj["metadata"]["resourceVersion"], "ownerReferences": others}}
         try:
             await client._call(_api(client, action.kind, "patch"), action.version, namespace, patch)
@@ -212,20 +236,18 @@ async def adopt(client: KubeClient, namespace: str, target: Mapping[str, Any], r
 async def mirror(client: KubeClient, namespace: str, target: Mapping[str, Any], refs: tuple[ConfigRef, ...]) -> None:
     """After promotion: each changed object shows the promoted content, so that what `kubectl get` shows (and a
     GitOps tool compares) is what runs. Its old content is kept first as a version the target owns (a release
-    of it undoes the change). Skipped while any other Deployment reads the object itself: it would change
-    under those pods at once."""
-    deployments = await client._items(client.apps.list_namespaced_deployment, namespace)
+    of it undoes the change). Skipped while any pod (of any workload) reads the object itself: it would
+    change under those pods at once."""
+    pods = await client._items(client.core.list_namespaced_pod, namespace)
     for ref in refs:
-        readers = [d["metadata"]["name"] for d in deployments
-                   if d["metadata"]["name"] != target["metadata"]["name"]
-                   and (d["metadata"].get("labels") or {}).get("rollouts.guarded.dev/role") != "canary"
-                   and _reads_exactly(d, ref)]
+        readers = sorted({p["metadata"]["name"] for p in pods if not p["metadata"].get("deletionTimestamp")
+                          and (ref.kind, ref.name) in references({"spec": p.get("spec") or {}})})
         source = await get(client, ref.kind, namespace, ref.name)
         version = await get(client, ref.kind, namespace, ref.version)
         if readers or source is None or version is None or source.get("immutable"):
             if readers:
-                _log.info("source not mirrored: other Deployments read it", kind=ref.kind, name=ref.name,
-                          readers=readers)
+                _log.info("source not mirrored: pods still read it", kind=ref.kind, name=ref.name,
+                          readers=readers[:10])
             continue
         if content_of(source) == content_of(version):
             continue
@@ -233,11 +255,6 @@ async def mirror(client: KubeClient, namespace: str, target: Mapping[str, Any], 
         body = {**source, **content_of(version)}
         await client._replace(_api(client, ref.kind, "replace"), ref.name, namespace, body)
         _log.info("source mirrors the promoted version", kind=ref.kind, name=ref.name, version=ref.version)
-
-
-def _reads_exactly(deployment: Mapping[str, Any], ref: ConfigRef) -> bool:
-    """The Deployment's pods read the object itself (not a version of it)."""
-    return (ref.kind, ref.name) in references((deployment.get("spec") or {}).get("template") or {})
 
 
 async def _snapshot(client: KubeClient, namespace: str, target: Mapping[str, Any], ref: ConfigRef,

@@ -21,6 +21,7 @@ from guarded.core.config_refs import reads
 from guarded.core.workload_guard import GUARDED_LABEL, template_of
 from guarded.kube import config
 from guarded.kube.client import KubeClient
+from guarded.kube.config import ContentChanged
 
 _log = logs.logger()
 
@@ -68,15 +69,21 @@ async def release_config(client: KubeClient, kind: str, namespace: str, name: st
                            {"metadata": {"annotations": changes}})
 
 
-async def make_version(client: KubeClient, body: Mapping[str, Any]) -> None:
-    """The webhook's one side effect: the immutable copy of an edit (the same content: the same copy)."""
+async def make_version(client: KubeClient, body: Mapping[str, Any], of: str) -> None:
+    """The webhook's one side effect: the immutable copy of an edit (the same content: the same copy). An
+    object by that name that is not that copy raises config.ContentChanged (the edit is refused)."""
     kind, namespace = body["kind"], body["metadata"]["namespace"]
     try:
         await client._call(getattr(client.core, "create_namespaced_config_map" if kind == "ConfigMap"
                                    else "create_namespaced_secret"), namespace, dict(body))
     except ApiException as exc:
         if exc.status != 409:
-            raise
+            raise ContentChanged(f"could not keep the edit as {body['metadata']['name']!r} "
+                                 f"(HTTP {exc.status} {exc.reason})") from None
+        existing = await config.get(client, kind, namespace, body["metadata"]["name"])
+        if existing is None:
+            raise ContentChanged(f"{body['metadata']['name']!r} was deleted meanwhile: try again") from None
+        config.verify_version(kind, existing, of)
 
 
 def soon(client: KubeClient, kind: str, namespace: str, name: str, defaults_for: Any) -> None:
