@@ -128,8 +128,20 @@ def test_a_good_configmap_is_promoted_and_the_target_reads_its_version_the_old_o
 SECRET_VALUE = "hunter2-s3cr3t-value"
 
 
+@pytest.fixture
+def small_shop(cluster: Cluster, namespace: str, operator: OperatorProcess) -> Shop:
+    """4 pods reading shop-config, no traffic needed (no analysis)."""
+    s = Shop(cluster, namespace)
+    s.core.create_namespaced_config_map(namespace, {"metadata": {"name": "shop-config"},
+                                                    "data": {"settings.json": json.dumps(GOOD)}})
+    s.apps.create_namespaced_deployment(namespace, config_shop(replicas=4))
+    eventually(lambda: s.ready("shop") == 4, timeout=90, what="4 ready shop pods")
+    return s
+
+
 def test_a_secret_rides_the_waves_and_its_data_is_in_no_status_event_log_or_audit(
-        shop: Shop, operator: OperatorProcess) -> None:
+        small_shop: Shop, operator: OperatorProcess) -> None:
+    shop = small_shop
     core = shop.core
     core.create_namespaced_secret(shop.namespace, {"metadata": {"name": "shop-secret"},
                                                    "stringData": {"token": "old-token"}})
@@ -138,7 +150,7 @@ def test_a_secret_rides_the_waves_and_its_data_is_in_no_status_event_log_or_audi
     token = {"name": "TOKEN", "valueFrom": {"secretKeyRef": {"name": "shop-secret", "key": "token"}}}
     shop.apps.patch_namespaced_deployment("shop", shop.namespace, {"spec": {"template": {"spec": {
         "containers": [{"name": "app", "env": [token]}]}}}})
-    eventually(lambda: shop.ready("shop") == 10 and shop.deployment("shop").status.updated_replicas == 10,
+    eventually(lambda: shop.ready("shop") == 4 and shop.deployment("shop").status.updated_replicas == 4,
                timeout=90, what="the shop reading the Secret")
     body = guarded_rollout("secret-change", waves=[{"replicas": 1, "bake": "3s"}, {"weight": 100, "bake": "3s"}])
     body["spec"]["change"] = {"secrets": [{"name": "shop-secret", "contentFrom": "shop-secret-next"}]}
