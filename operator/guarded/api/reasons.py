@@ -69,7 +69,6 @@ class Reason(StrEnum):
     PART_OF = "PartOf"                            # a consumer's rollout: the gates are its parent's
     WAITING_FOR_PARENT = "WaitingForParent"
     NOT_PART_OF = "NotPartOf"                     # claims a parent that does not list it this way
-    WAITING_FOR_CONSUMERS = "WaitingForConsumers"
     CONSUMERS_NOT_PROGRESSING = "ConsumersNotProgressing"   # a consumer's rollout did not bake its wave in time
     UNEXPECTED_ERROR = "UnexpectedError"
     RECOVERED = "Recovered"

@@ -110,9 +110,5 @@ def remove_versions(inp: Inputs, d: Draft, keep: Mapping[Key, str] | None = None
     return d
 
 
-def versions_removed(inp: Inputs, d: Draft) -> bool:
-    return not any(isinstance(a, RemoveConfigVersion) for a in remove_versions(inp, d).actions)
-
-
 def refs(inp: Inputs, d: Draft) -> tuple[ConfigRef, ...]:
     return tuple(ConfigRef(kind=k, name=n, version=v) for (k, n), v in sorted(versions(inp, d).items()))

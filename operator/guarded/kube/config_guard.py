@@ -98,4 +98,9 @@ def soon(client: KubeClient, kind: str, namespace: str, name: str, defaults_for:
                     return
             except Exception as exc:  # the next event (or the next pass) tries again
                 _log.warning("releasing a configuration edit failed", kind=kind, name=name, error=str(exc))
-    asyncio.get_running_loop().create_task(later())
+    task = asyncio.get_running_loop().create_task(later())
+    _PENDING.add(task)   # the loop keeps only a weak reference to a task
+    task.add_done_callback(_PENDING.discard)
+
+
+_PENDING: set[asyncio.Task[None]] = set()
