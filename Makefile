@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 TESTBED := hack/testbed.sh
 
-.PHONY: help venv test unit lint integration e2e testbed-up testbed-down testbed-env crds demo clean bench-detection
+.PHONY: help venv test unit lint integration e2e testbed-up testbed-down testbed-env crds demo clean bench-detection bench-judges
 
 help:
 	@echo "make test          install into $(VENV), build or reuse the test bed, run every test"
@@ -16,6 +16,7 @@ help:
 	@echo "make testbed-down  stop everything the test bed started"
 	@echo "make crds          regenerate crds/ from the pydantic models"
 	@echo "make bench-detection  time-to-rollback and orders lost per bad-release scenario"
+	@echo "make bench-judges     our judge vs fixed-threshold judges on simulated rollouts (no cluster)"
 
 $(VENV)/.installed: pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -78,6 +79,9 @@ demo: venv
 bench-detection: venv
 	$(TESTBED) up
 	$(PY) bench/detection.py
+
+bench-judges: venv
+	$(PY) bench/judges.py
 
 clean: testbed-down
 	rm -rf $(VENV) .pytest_cache
