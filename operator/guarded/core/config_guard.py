@@ -20,23 +20,11 @@ from typing import Any
 
 from guarded.api.common import GROUP
 from guarded.core.admission import ON_BEHALF_OF
-from guarded.core.config_refs import content_digest, version_labels, version_name
+from guarded.core.config_refs import content_of, digest_of, version_labels, version_name
 from guarded.core.workload_guard import DESIRED_BY, DOC_ANNOTATIONS, RELEASE, ROLLED_BACK, SOURCE, Refused, release_name
 
 DESIRED_VERSION = f"{GROUP}/desired-version"   # the version of an edit not rolled out yet
 CONFIG_DESIRE_KEYS = (DESIRED_VERSION, DESIRED_BY)
-
-
-def content(kind: str, obj: Mapping[str, Any] | None) -> dict[str, Any]:
-    """What rides the waves: data and binaryData of a ConfigMap, data of a Secret."""
-    obj = obj or {}
-    if kind == "Secret":
-        return {"data": dict(obj.get("data") or {})}
-    return {"data": dict(obj.get("data") or {}), "binaryData": dict(obj.get("binaryData") or {})}
-
-
-def digest(value: Mapping[str, Any]) -> str:
-    return content_digest(value.get("data"), value.get("binaryData"))
 
 
 @dataclass(frozen=True)
@@ -55,7 +43,7 @@ def admit_config_update(*, kind: str, old: Mapping[str, Any], new: Mapping[str, 
         return ConfigAdmitted()
     meta = new.get("metadata") or {}
     name = str(meta.get("name", ""))
-    before, after = content(kind, old), content(kind, new)
+    before, after = content_of(kind, old), content_of(kind, new)
     old_notes = (old.get("metadata") or {}).get("annotations") or {}
     new_notes = meta.get("annotations") or {}
     if before == after:
@@ -66,7 +54,7 @@ def admit_config_update(*, kind: str, old: Mapping[str, Any], new: Mapping[str, 
         return ConfigAdmitted()
     if new.get("immutable") or old.get("immutable"):
         return ConfigAdmitted()  # the API server refuses the edit of an immutable object itself
-    version = version_name(name, digest(after))
+    version = version_name(name, digest_of(after))
     body: dict[str, Any] = {
         "apiVersion": "v1", "kind": kind, "immutable": True, **{k: v for k, v in after.items() if v},
         "metadata": {"name": version, "namespace": meta.get("namespace"),
@@ -121,7 +109,7 @@ def config_next_step(kind: str, obj: Mapping[str, Any], consumers: list[str],
     existing = rollouts.get(name)
     phase = ((existing or {}).get("status") or {}).get("phase")
     clear = {**dict.fromkeys(CONFIG_DESIRE_KEYS), RELEASE: None, ROLLED_BACK: None}
-    if phase == "Succeeded" or version_name(desire.name, digest(content(kind, obj))) == desire.version:
+    if phase == "Succeeded" or version_name(desire.name, digest_of(content_of(kind, obj))) == desire.version:
         return ConfigStep(annotate=clear)   # promoted (the object mirrors it), or the same content came back
     if a.get(ROLLED_BACK, "").split(" ")[0] == desire.version:
         return ConfigStep()

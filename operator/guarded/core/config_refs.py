@@ -22,6 +22,19 @@ def content_digest(data: Mapping[str, str] | None, binary_data: Mapping[str, str
     return content_hash({"data": dict(data or {}), "binaryData": dict(binary_data or {})})[:DIGEST_LENGTH]
 
 
+def content_of(kind: str, obj: Mapping[str, Any] | None) -> dict[str, Any]:
+    """What rides the waves and what a version copies: data and binaryData of a ConfigMap, data of a Secret."""
+    obj = obj or {}
+    if kind == "Secret":
+        return {"data": dict(obj.get("data") or {})}
+    return {"data": dict(obj.get("data") or {}), "binaryData": dict(obj.get("binaryData") or {})}
+
+
+def digest_of(content: Mapping[str, Any]) -> str:
+    """The content hash of `content_of(...)`."""
+    return content_digest(content.get("data"), content.get("binaryData"))
+
+
 def version_name(name: str, digest: str) -> str:
     return f"{name[:_NAME_ROOM]}-{digest}"
 

@@ -19,7 +19,8 @@ from guarded.api.stages import Stage
 from guarded.core.actions import ConfigRef, EnsureConfigVersion, RemoveConfigVersion
 from guarded.core.config_refs import (
     CONFIG_OF_LABEL,
-    content_digest,
+    content_of,
+    digest_of,
     is_version_of_labelled,
     merged_data,
     references,
@@ -40,24 +41,13 @@ class ContentChanged(Exception):
     """The content a version was fixed from has changed since: the copy cannot be made as decided."""
 
 
-def _api(client: KubeClient, kind: str, verb: str) -> Any:
+def api(client: KubeClient, kind: str, verb: str) -> Any:
     noun = "config_map" if kind == "ConfigMap" else "secret"
     return getattr(client.core, f"{verb}_namespaced_{noun}")
 
 
 async def get(client: KubeClient, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
-    return await client._get_json(_api(client, kind, "read"), name, namespace)
-
-
-def content_of(obj: Mapping[str, Any]) -> dict[str, Any]:
-    """What a version copies: data and binaryData of a ConfigMap, data of a Secret."""
-    if obj.get("kind") == "Secret" or "type" in obj:
-        return {"data": dict(obj.get("data") or {})}
-    return {"data": dict(obj.get("data") or {}), "binaryData": dict(obj.get("binaryData") or {})}
-
-
-def digest_of(content: Mapping[str, Any]) -> str:
-    return content_digest(content.get("data"), content.get("binaryData"))
+    return await client._get_json(api(client, kind, "read"), name, namespace)
 
 
 # -- observing --------------------------------------------------------------------------------------
@@ -74,10 +64,10 @@ async def _resolve_map(client: KubeClient, namespace: str, change: Any, running:
         if origin is None:
             return ConfigObs(kind="ConfigMap", name=change.name, error=f"contentFrom: ConfigMap "
                              f"{change.content_from!r} not found in namespace {namespace!r}")
-        content = content_of(origin)
+        content = content_of("ConfigMap", origin)
     else:
         base = await get(client, "ConfigMap", namespace, running) if running else None
-        current = content_of(base if base is not None else source)
+        current = content_of("ConfigMap", base if base is not None else source)
         content = {"data": merged_data(current["data"], change.data or {}, change.remove_keys),
                    "binaryData": current["binaryData"]}
     return ConfigObs(kind="ConfigMap", name=change.name, version=version_name(change.name, digest_of(content)),
@@ -92,7 +82,8 @@ async def _resolve_secret(client: KubeClient, namespace: str, change: Any) -> Co
     if origin is None:
         return ConfigObs(kind="Secret", name=change.name, error=f"contentFrom: Secret {change.content_from!r} "
                          f"not found in namespace {namespace!r}")
-    return ConfigObs(kind="Secret", name=change.name, version=version_name(change.name, digest_of(content_of(origin))))
+    version = version_name(change.name, digest_of(content_of("Secret", origin)))
+    return ConfigObs(kind="Secret", name=change.name, version=version)
 
 
 async def _version(client: KubeClient, namespace: str, kind: str, version: str, rollout_uid: str | None) -> VersionObs:
@@ -146,7 +137,7 @@ async def ensure_version(client: KubeClient, namespace: str, action: EnsureConfi
         origin = await get(client, "Secret", namespace, action.copy_from or "")
         if origin is None:
             raise ContentChanged(f"contentFrom: Secret {action.copy_from!r} is gone")
-        content = {"data": dict(origin.get("data") or {})}
+        content = content_of("Secret", origin)
         body = {"apiVersion": "v1", "kind": "Secret", "type": origin.get("type") or "Opaque"}
     if version_name(action.name, digest_of(content)) != action.version:
         raise ContentChanged(f"the content of {action.kind} {action.name!r} changed after version "
@@ -158,7 +149,7 @@ async def ensure_version(client: KubeClient, namespace: str, action: EnsureConfi
                         "annotations": {MADE_BY: action.rollout_uid or ""},
                         "ownerReferences": [ours] if action.rollout_uid else []}
     try:
-        await client._call(_api(client, action.kind, "create"), namespace, body)
+        await client._call(api(client, action.kind, "create"), namespace, body)
     except ApiException as exc:
         if exc.status != 409:
             raise
@@ -174,7 +165,7 @@ def verify_version(kind: str, obj: Mapping[str, Any], of: str) -> None:
     if not is_version_of_labelled(meta.get("labels"), of):
         raise ContentChanged(f"{kind} {name!r} exists and is not a version of {of!r} (label {CONFIG_OF_LABEL}): "
                              "it is not used; remove that object or change the content")
-    if not obj.get("immutable") or version_name(of, digest_of(content_of(obj))) != name:
+    if not obj.get("immutable") or version_name(of, digest_of(content_of(kind, obj))) != name:
         raise ContentChanged(f"{kind} {name!r} exists but is not immutable or its content is not what its name "
                              "says: it is not used; remove that object")
 
@@ -188,7 +179,7 @@ async def _add_owner(client: KubeClient, namespace: str, kind: str, obj: dict[st
         return
     patch = {"metadata": {"resourceVersion": meta["resourceVersion"], "ownerReferences": [*owners, owner]}}
     try:
-        await client._call(_api(client, kind, "patch"), meta["name"], namespace, patch)
+        await client._call(api(client, kind, "patch"), meta["name"], namespace, patch)
     except ApiException as exc:
         if exc.status == 409:
             raise Conflict(f"{kind} {meta['name']} changed meanwhile") from exc
@@ -208,13 +199,13 @@ async def remove_version(client: KubeClient, namespace: str, action: RemoveConfi
     if others or not made_here:  # another rollout still uses it, or another made it: only this one lets go
         patch = {"metadata": {"resourceVersion": obj["metadata"]["resourceVersion"], "ownerReferences": others}}
         try:
-            await client._call(_api(client, action.kind, "patch"), action.version, namespace, patch)
+            await client._call(api(client, action.kind, "patch"), action.version, namespace, patch)
         except ApiException as exc:
             if exc.status not in (404, 409):
                 raise
         return
     try:
-        await client._call(_api(client, action.kind, "delete"), action.version, namespace,
+        await client._call(api(client, action.kind, "delete"), action.version, namespace,
                            body={"preconditions": {"uid": action.uid}})
     except ApiException as exc:
         if exc.status not in (404, 409):
@@ -249,17 +240,17 @@ async def mirror(client: KubeClient, namespace: str, target: Mapping[str, Any], 
                 _log.info("source not mirrored: pods still read it", kind=ref.kind, name=ref.name,
                           readers=readers[:10])
             continue
-        if content_of(source) == content_of(version):
+        if content_of(ref.kind, source) == content_of(ref.kind, version):
             continue
         await _snapshot(client, namespace, target, ref, source)
-        body = {**source, **content_of(version)}
-        await client._replace(_api(client, ref.kind, "replace"), ref.name, namespace, body)
+        body = {**source, **content_of(ref.kind, version)}
+        await client._replace(api(client, ref.kind, "replace"), ref.name, namespace, body)
         _log.info("source mirrors the promoted version", kind=ref.kind, name=ref.name, version=ref.version)
 
 
 async def _snapshot(client: KubeClient, namespace: str, target: Mapping[str, Any], ref: ConfigRef,
                     source: Mapping[str, Any]) -> None:
-    content = content_of(source)
+    content = content_of(ref.kind, source)
     name = version_name(ref.name, digest_of(content))
     if await get(client, ref.kind, namespace, name) is not None:
         return
@@ -273,7 +264,7 @@ async def _snapshot(client: KubeClient, namespace: str, target: Mapping[str, Any
     if ref.kind == "Secret":
         body["type"] = source.get("type") or "Opaque"
     try:
-        await client._call(_api(client, ref.kind, "create"), namespace, body)
+        await client._call(api(client, ref.kind, "create"), namespace, body)
     except ApiException as exc:
         if exc.status != 409:
             raise

@@ -64,8 +64,7 @@ async def release_config(client: KubeClient, kind: str, namespace: str, name: st
     changes = {k: v for k, v in step.annotate.items()
                if ((obj["metadata"].get("annotations") or {}).get(k)) != v}
     if changes:
-        await client._call(getattr(client.core, "patch_namespaced_config_map" if kind == "ConfigMap"
-                                   else "patch_namespaced_secret"), name, namespace,
+        await client._call(config.api(client, kind, "patch"), name, namespace,
                            {"metadata": {"annotations": changes}})
 
 
@@ -74,8 +73,7 @@ async def make_version(client: KubeClient, body: Mapping[str, Any], of: str) -> 
     object by that name that is not that copy raises config.ContentChanged (the edit is refused)."""
     kind, namespace = body["kind"], body["metadata"]["namespace"]
     try:
-        await client._call(getattr(client.core, "create_namespaced_config_map" if kind == "ConfigMap"
-                                   else "create_namespaced_secret"), namespace, dict(body))
+        await client._call(config.api(client, kind, "create"), namespace, dict(body))
     except ApiException as exc:
         if exc.status != 409:
             raise ContentChanged(f"could not keep the edit as {body['metadata']['name']!r} "
