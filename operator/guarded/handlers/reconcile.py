@@ -111,10 +111,14 @@ async def _observe(client: KubeClient, obj: dict[str, Any], target_name: str, *,
     )
 
 
+def _rollout_owner(meta: dict[str, Any]) -> dict[str, Any]:
+    """The controller ownerReference to a GuardedRollout ({} when there is none)."""
+    return next((o for o in meta.get("ownerReferences") or [] if o.get("controller")
+                 and o.get("kind") == "GuardedRollout"), {})
+
+
 def _owner_uid(meta: dict[str, Any]) -> str | None:
-    owner = next((o for o in meta.get("ownerReferences") or [] if o.get("controller")
-                  and o.get("kind") == "GuardedRollout"), None)
-    return owner.get("uid") if owner else None
+    return _rollout_owner(meta).get("uid")
 
 
 def _linked(obj: dict[str, Any]) -> LinkedRollout:
@@ -136,9 +140,7 @@ async def _parent(client: KubeClient, obj: dict[str, Any]) -> LinkedRollout | No
     meta = obj["metadata"]
     if PART_OF_LABEL not in (meta.get("labels") or {}):
         return None
-    owner = next((o for o in meta.get("ownerReferences") or [] if o.get("controller")
-                  and o.get("kind") == "GuardedRollout"), None)
-    name = str((owner or {}).get("name") or meta["labels"][PART_OF_LABEL])
+    name = str(_rollout_owner(meta).get("name") or meta["labels"][PART_OF_LABEL])
     parent = await client.get_rollout(meta["namespace"], name)
     if parent is None:
         return LinkedRollout(name=name, uid=None, deleting=True)
