@@ -160,6 +160,38 @@ class ConfigValidation(ApiModel):
         "a ConfigMap without it passes.")
 
 
+# What a notification sink may be sent (spec.notifications[].events); the operator's own reading of a
+# persisted decision (core/notifications.py) names its notifications by these.
+NotifyEvent = Literal["AwaitingApproval", "Blocked", "Started", "WaveStarted", "RolledBack", "Promoted",
+                      "EmergencyRelease"]
+NOTIFY_EVENTS: tuple[NotifyEvent, ...] = get_args(NotifyEvent)
+
+
+class SecretKeySelector(ApiModel):
+    """A key of a Secret in the operator's namespace (a cluster-scoped policy has no namespace of its own)."""
+
+    name: DnsName = Field(description="The Secret, in the operator's namespace (GUARDED_NOTIFY_NAMESPACE).")
+    key: ConfigKey = Field(description="The key whose value is the URL.")
+
+
+class UrlSource(ApiModel):
+    secret_key_ref: SecretKeySelector
+
+
+class NotificationSink(ApiModel):
+    """Where the operator sends messages about the rollouts this policy governs. The URL is read from a
+    Secret: a Slack incoming-webhook URL is a credential and must not be readable by whoever reads policies."""
+
+    name: str = Field(min_length=1, max_length=63, pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$",
+                      description="Names the sink in the operator's logs and metrics.")
+    type: Literal["slack", "webhook"] = Field(
+        description="slack: a Slack-compatible incoming webhook ({\"text\": ...}); webhook: a JSON body "
+        "(docs/notifications.md).")
+    url_from: UrlSource = Field(description="The URL, from secretKeyRef (name and key).")
+    events: list[NotifyEvent] = Field(default_factory=list, max_length=len(NOTIFY_EVENTS),
+                                      description="What to send; empty: everything.")
+
+
 class RolloutPolicySpec(ApiModel):
     selector: PolicySelector = Field(default_factory=PolicySelector)
     rules: PolicyRules = Field(default_factory=PolicyRules)
@@ -176,6 +208,20 @@ class RolloutPolicySpec(ApiModel):
         default_factory=list, max_length=64,
         description="What the ConfigMaps a governed rollout changes must hold; the rules of every matching policy "
         "apply.")
+    notifications: list[NotificationSink] = Field(
+        default_factory=list, max_length=16,
+        description="Sinks told about the rollouts this policy governs: awaiting approval, blocked, started, wave, "
+        "rolled back (with the evidence), promoted, emergency release. Every matching policy's sinks are told.",
+        json_schema_extra={"x-kubernetes-validations": [{
+            "rule": "self.all(s, self.filter(t, t.name == s.name).size() == 1)",
+            "message": "each sink name may appear only once"}]})
+
+    @model_validator(mode="after")
+    def _sink_names(self) -> RolloutPolicySpec:
+        names = [s.name for s in self.notifications]
+        if len(names) != len(set(names)):
+            raise ValueError("spec.notifications: each sink name may appear only once")
+        return self
 
 
 class RolloutApprovalSpec(ApiModel):
