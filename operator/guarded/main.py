@@ -48,6 +48,13 @@ def main(argv: list[str] | None = None) -> int:
                         "e.g. guarded-rollouts-webhook.guarded-rollouts.svc")
     parser.add_argument("--webhook-tls-dir", default=os.environ.get("GUARDED_WEBHOOK_TLS_DIR", ""),
                         help="directory with tls.crt, tls.key and ca.crt; without them a private CA is made")
+    parser.add_argument("--notify-events", default=os.environ.get("GUARDED_NOTIFY_EVENTS", ""),
+                        help="comma-separated events the operator-wide sinks are sent (default: all); their URLs "
+                        "come from GUARDED_NOTIFY_SLACK_URL / GUARDED_NOTIFY_WEBHOOK_URL only (credentials: never "
+                        "on the command line). See docs/notifications.md")
+    parser.add_argument("--notify-namespace", default=os.environ.get("GUARDED_NOTIFY_NAMESPACE", ""),
+                        help="namespace of the Secrets RolloutPolicies' notification sinks name (default: the "
+                        "operator's own)")
     parser.add_argument("--log-level", default=os.environ.get("GUARDED_LOG_LEVEL", "INFO"))
     args = parser.parse_args(argv)
 
@@ -61,6 +68,8 @@ def main(argv: list[str] | None = None) -> int:
     os.environ["GUARDED_WEBHOOK_HOST"] = args.webhook_host
     os.environ["GUARDED_WEBHOOK_TLS_DIR"] = args.webhook_tls_dir
     os.environ["GUARDED_METRICS_LISTEN"] = args.metrics_listen
+    os.environ["GUARDED_NOTIFY_EVENTS"] = args.notify_events
+    os.environ["GUARDED_NOTIFY_NAMESPACE"] = args.notify_namespace
 
     import kopf
 

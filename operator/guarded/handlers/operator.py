@@ -25,7 +25,7 @@ from guarded.api.policy import APPROVAL_PLURAL, POLICY_PLURAL
 from guarded.api.rollout import PLURAL
 from guarded.api.stages import phase_in
 from guarded.core.templates import canary_name
-from guarded.handlers import alerts, endpoints, telemetry, tls
+from guarded.handlers import alerts, endpoints, notify, telemetry, tls
 from guarded.handlers.reconcile import clean_up, reconcile
 from guarded.kube.client import Conflict, KubeClient
 from guarded.metrics.prometheus import PrometheusProvider
@@ -73,6 +73,7 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     settings.watching.server_timeout = 120
     settings.peering.name = "guarded-rollouts"
     memo.client = KubeClient(kubernetes.client.ApiClient(_kube_configuration()))
+    notify.configure(memo.client)  # operator-wide sinks (GUARDED_NOTIFY_*): a bad value stops the start here
     url = os.environ.get("GUARDED_PROMETHEUS_URL")
     memo.provider = PrometheusProvider(url) if url else None
     listen = os.environ.get("GUARDED_ALERTS_LISTEN", "")

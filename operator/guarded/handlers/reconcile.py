@@ -25,7 +25,7 @@ from guarded.core.consumers import PART_OF_LABEL, part_of_value
 from guarded.core.engine import Decision, decide, decide_cleanup, decide_fail_safe, needs
 from guarded.core.observations import Claim, LinkedRollout, Observations
 from guarded.core.templates import CLAIM_ANNOTATION, canary_name, parse_claim
-from guarded.handlers import alerts, telemetry
+from guarded.handlers import alerts, notify, telemetry
 from guarded.kube.act import NotOwned, apply_actions
 from guarded.kube.client import Conflict, KubeClient
 from guarded.kube.config import observe as observe_config
@@ -225,8 +225,13 @@ async def _reconcile(client: KubeClient, obj: dict[str, Any], spec: GuardedRollo
 
 async def _persist(client: KubeClient, obj: dict[str, Any], status: GuardedRolloutStatus, decision: Decision,
                    log: Any) -> None:
-    """Write the decision's status (only when it changed; a 409 propagates), then its Events."""
-    await _write_status(client, obj, status, decision.status)  # Conflict propagates: decide again on fresh data
+    """Write the decision's status (only when it changed; a 409 propagates), then its notifications and Events."""
+    if await _write_status(client, obj, status, decision.status):  # Conflict propagates: decide again on fresh data
+        # The write claimed these transitions (compare-and-swap): sent once, by this replica, never awaited.
+        meta = obj["metadata"]
+        notify.submit(namespace=meta["namespace"], name=meta["name"],
+                      target=str(((obj.get("spec") or {}).get("target") or {}).get("name")),
+                      before=status, after=decision.status)
     if decision.events:
         await post_events(client, obj, decision.events)
         for event in decision.events:
