@@ -370,6 +370,9 @@ def test_a_missing_object_falls_back_and_the_log_names_it_but_never_shows_a_secr
     assert "hunter2" not in repr(logs)
 
 
+ROUTES = ("gateway.networking.k8s.io", "v1", "httproutes")
+
+
 class FakeCore:
     """A CoreV1Api that records its list calls and answers them raw from `bodies`, by (call, *namespace)."""
     def __init__(self, bodies: dict[tuple[str, ...], Any]) -> None:
@@ -385,6 +388,7 @@ class FakeCore:
 def test_config_maps_and_secrets_are_listed_only_where_a_pod_has_a_config_key_once_per_kind() -> None:
     reader = ClusterReader.__new__(ClusterReader)  # no kubeconfig: the API is the fake's
     reader.label_selector, reader.timeout = "app", 1.0
+    reader.custom = FakeCore({("list_cluster_custom_object", *ROUTES): {"items": []}})  # type: ignore[assignment]
     plain = [raw_pod(f"p{i}", ns=ns, volumes=(cm("c"),), key=None) for i, ns in enumerate("ab")]
     base = {("list_pod_for_all_namespaces",): {"items": plain}, ("list_namespace",): {"items": []}}
     reader.core = core = FakeCore(base)  # type: ignore[assignment]

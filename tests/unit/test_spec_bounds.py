@@ -72,6 +72,8 @@ NUMBERS: list[tuple[str, str, Any, str, list[float]]] = [
      lambda v: rollout(analysis={"metrics": [metric(maxRatio=v)]}), "(0, 1]", [*HUGE_FLOATS, INF]),
     ("analysis.metrics[].minRequests", "spec.analysis.metrics[0].minRequests",
      lambda v: rollout(analysis={"metrics": [metric(minRequests=v)]}), "[1, 1000000000]", HUGE_INTEGERS),
+    ("trafficRouting.httpRoute.ruleIndex", "spec.trafficRouting.httpRoute.ruleIndex",
+     lambda v: rollout(trafficRouting={"httpRoute": {"name": "shop", "ruleIndex": v}}), "[0, 63]", HUGE_INTEGERS),
 ]
 
 # RolloutPolicy: the same for its spec (rules, and a safety reset's rules). requiredApprovals may be 0.

@@ -64,6 +64,7 @@ class Reason(StrEnum):
     TARGET_HAS_NO_REPLICAS = "TargetHasNoReplicas"
     WAVES_SHRINK_CANARY = "WavesShrinkCanary"
     INVALID_CHANGE = "InvalidChange"
+    INVALID_TRAFFIC_ROUTING = "InvalidTrafficRouting"
     CONSUMER_ROLLED_BACK = "ConsumerRolledBack"   # a consumer's rollout of a shared change rolled back: all do
     PARENT_ROLLED_BACK = "ParentRolledBack"       # the rollout this consumer's rollout is part of rolled back
     PART_OF = "PartOf"                            # a consumer's rollout: the gates are its parent's

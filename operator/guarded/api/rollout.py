@@ -193,6 +193,25 @@ WAVES_CEL = [
 ]
 
 
+class HttpRouteRef(ApiModel):
+    """The Gateway API HTTPRoute (gateway.networking.k8s.io/v1) whose backendRef weights carry the waves."""
+
+    name: DnsName = Field(description="The HTTPRoute, in the rollout's namespace.")
+    rule_index: int | None = Field(
+        default=None, ge=0, le=63, description="The one rule (0-based) whose weights the waves set. Default: every "
+        "rule that sends to the stable Service.")
+
+
+class TrafficRouting(ApiModel):
+    """Route each wave's weight through an HTTPRoute instead of through the share of ready pods
+    (docs/traffic-routing.md): the canary gets its own Service, `<service>-canary`, as a second backendRef."""
+
+    http_route: HttpRouteRef
+    service: DnsName | None = Field(
+        default=None, description="The stable Service the route's backendRefs name. Default: the one Service the "
+        "route's rules send to.")
+
+
 class GuardedRolloutSpec(ApiModel):
     target: TargetRef
     change: Change
@@ -216,6 +235,16 @@ class GuardedRolloutSpec(ApiModel):
         "policies' emergencyBake (30s when none sets it), and the change needs at least one approval by someone "
         "other than its authors even when no policy asks for one. Read when the rollout starts.")
     analysis: Analysis | None = Field(default=None, description="Metric analysis and alerts that guard every wave.")
+    traffic_routing: TrafficRouting | None = Field(
+        default=None, description="Set each wave's weight as HTTPRoute backendRef weights between the stable Service "
+        "and a canary Service; the canary runs ceil(replicas * weight / 100) pods and the stable keeps all of its "
+        "own until promotion.")
+
+    @model_validator(mode="after")
+    def _routing(self) -> GuardedRolloutSpec:
+        if self.traffic_routing is not None and self.consumers:
+            raise ValueError("spec.trafficRouting: a shared change (spec.consumers) cannot be routed by weight")
+        return self
 
     @model_validator(mode="after")
     def _consumers(self) -> GuardedRolloutSpec:
@@ -343,6 +372,23 @@ class ConsumerStatus(ApiModel):
     message: str = ""
 
 
+class TrafficStatus(ApiModel):
+    """What routing by weight changed, recorded when the rollout starts, so that a restarted operator restores
+    exactly it: the route's rules, the stable Service's selector pin, the stable backendRef's weight before."""
+
+    route: str = Field(description="The HTTPRoute.")
+    rules: list[int] = Field(default_factory=list, description="The rules (0-based) whose weights the waves set.")
+    service: str = Field(description="The stable Service.")
+    canary_service: str = Field(description="The canary Service this rollout made (owned by it).")
+    stable_pin: str | None = Field(
+        default=None, description="The pod-template-hash of the target's pods that the stable Service's selector "
+        "is pinned to while canary pods run (they share its other labels).")
+    stable_weight: int | None = Field(
+        default=None, description="The stable backendRef's weight before the rollout (null: not set), restored at "
+        "the end.")
+    weight: int | None = Field(default=None, description="The canary backendRef's weight as last observed.")
+
+
 class GuardedRolloutStatus(ApiModel):
     phase: Phase = Phase.PENDING
     message: str = ""
@@ -384,6 +430,8 @@ class GuardedRolloutStatus(ApiModel):
         "(names only: a Secret's data never appears here).")
     emergency: bool = Field(default=False, description="An emergency release (spec.emergency), as the gates "
                             "judged it: its bakes are shortened to the emergency minimum (status.plan).")
+    traffic: TrafficStatus | None = Field(default=None, description="Routing by weight (spec.trafficRouting), "
+                                          "while its changes are in force.")
     analysis: AnalysisStatus = Field(default_factory=AnalysisStatus)
     conditions: list[Condition] = Field(default_factory=list)
     history: list[HistoryEntry] = Field(default_factory=list)

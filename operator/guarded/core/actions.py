@@ -116,8 +116,59 @@ class MirrorConfig:
     config: tuple[ConfigRef, ...]
 
 
+@dataclass(frozen=True, kw_only=True)
+class ApplyService:
+    """Create the canary Service (owned by the rollout), or bring one the rollout owns to this manifest."""
+
+    manifest: dict[str, Any]
+
+
+@dataclass(frozen=True, kw_only=True)
+class DeleteService:
+    """Delete exactly the Service observed (uid precondition), which this rollout owns."""
+
+    name: str
+    uid: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class PinSelector:
+    """Add `key: value` to a Service's selector and mark it pinned by `rollout_uid` (annotation); refused when
+    another rollout's pin is on it."""
+
+    service: str
+    key: str
+    value: str
+    rollout_uid: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class UnpinSelector:
+    """Remove the selector key this rollout pinned (only while its value is `value` and the pin is ours)."""
+
+    service: str
+    key: str
+    value: str
+    rollout_uid: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class SetRouteWeights:
+    """In each of `rules` of the HTTPRoute: the canary backendRef at `canary_weight` and the stable one at
+    100 - that; with `canary_weight` None the canary backendRef is removed and the stable's weight set back to
+    `stable_weight` (None: unset). Absolute, so doing it twice is harmless."""
+
+    route: str
+    rules: tuple[int, ...]
+    service: str
+    canary_service: str
+    canary_weight: int | None
+    stable_weight: int | None = None
+
+
 Action = (ApplyCanary | ScaleDeployment | DeleteDeployment | PromoteTarget | ClaimTarget | ReleaseTarget
-          | EnsureConfigVersion | RemoveConfigVersion | CreateRollout | DeleteRollout | MirrorConfig)
+          | EnsureConfigVersion | RemoveConfigVersion | CreateRollout | DeleteRollout | MirrorConfig
+          | ApplyService | DeleteService | PinSelector | UnpinSelector | SetRouteWeights)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -138,17 +189,22 @@ class Transition:
 __all__ = [
     "Action",
     "ApplyCanary",
+    "ApplyService",
     "ClaimTarget",
     "ConfigRef",
     "CreateRollout",
     "DeleteDeployment",
     "DeleteRollout",
+    "DeleteService",
     "EnsureConfigVersion",
     "Event",
     "MirrorConfig",
+    "PinSelector",
     "PromoteTarget",
     "ReleaseTarget",
     "RemoveConfigVersion",
     "ScaleDeployment",
+    "SetRouteWeights",
     "Transition",
+    "UnpinSelector",
 ]

@@ -20,7 +20,7 @@ from guarded.core.actions import Action, Event, Transition
 from guarded.core.clock import stamp
 from guarded.core.observations import Observations
 from guarded.core.templates import content_hash
-from guarded.core.waves import canary_replicas
+from guarded.core.waves import canary_replicas, routed_canary_replicas
 
 HISTORY_LIMIT = 60
 POLL_SECONDS = 1.0
@@ -29,7 +29,8 @@ POLL_SECONDS = 1.0
 def rollout_revision(spec: GuardedRolloutSpec) -> str:
     """Identity of what is being rolled out: a new revision retires the running canary."""
     wire = spec.to_wire()
-    return content_hash({k: wire.get(k) for k in ("target", "change", "waves")})
+    keys = ("target", "change", "waves", "trafficRouting") if spec.traffic_routing else ("target", "change", "waves")
+    return content_hash({k: wire.get(k) for k in keys})
 
 
 def template_hash(template: dict[str, Any]) -> str:
@@ -140,9 +141,14 @@ def current_wave(inp: Inputs, status: GuardedRolloutStatus) -> Wave:
 
 def canary_target(inp: Inputs, status: GuardedRolloutStatus) -> int:
     """Canary pods the current wave runs."""
+    if inp.spec.traffic_routing is not None:
+        return routed_canary_replicas(current_wave(inp, status), total(status))
     return canary_replicas(current_wave(inp, status), total(status))
 
 
 def stable_target(inp: Inputs, status: GuardedRolloutStatus) -> int:
-    """Stable pods while the current wave runs: the rest of the target's count."""
+    """Stable pods while the current wave runs: the rest of the target's count; all of it when the route's
+    weights, not the pods' share, carry the wave (no capacity is taken from the stable)."""
+    if inp.spec.traffic_routing is not None:
+        return total(status)
     return total(status) - canary_target(inp, status)

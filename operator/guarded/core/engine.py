@@ -22,6 +22,7 @@ from guarded.api.reasons import Reason
 from guarded.api.rollout import GuardedRolloutSpec, GuardedRolloutStatus
 from guarded.api.stages import Stage
 from guarded.core import conditions as cond
+from guarded.core import routing
 from guarded.core.actions import Action, DeleteDeployment, Event, ReleaseTarget, ScaleDeployment, Transition
 from guarded.core.analysis import analysis_due
 from guarded.core.consumers import check_consumers, check_parent, is_parent, statuses, track_consumers
@@ -215,6 +216,7 @@ def finish(inp: Inputs, d: Draft, *, recovered: bool = True) -> Decision:
     if d.stage.terminal:
         d = release_target(inp, d)  # in the decision that ends the rollout, so later ones act on nothing
     d = update_conditions(inp, d)
+    d = routing.observed(inp, d)
     d = d.update(**replica_counts(inp, d))
     d = d.update(phase=cond.derive_phase(d.status.conditions))
     d = d.update(message=summary(inp, d))
@@ -228,6 +230,11 @@ def replica_counts(inp: Inputs, d: Draft) -> dict[str, object]:
     """canaryWeight, canaryReplicas and waveProgress as the cluster shows them now."""
     stage, c, t = d.stage, inp.obs.canary, inp.obs.target
     canary_ready = c.ready if c is not None and canary_current(inp, d) else 0
+    routed = d.status.traffic
+    if routed is not None and (stage.in_wave or stage.promoting or stage.cleaning):
+        # Routed by weight: the share is the route's, not the pods'.
+        return {"canary_weight": routed.weight or 0, "canary_replicas": canary_ready,
+                **({"wave_progress": wave_label(inp, d.status)} if stage.in_wave or stage.promoting else {})}
     if stage.in_wave or stage.promoting:
         return {"canary_weight": percent(canary_ready, t.ready if t is not None else 0),
                 "canary_replicas": canary_ready, "wave_progress": wave_label(inp, d.status)}
@@ -274,10 +281,15 @@ def decide_cleanup(status: GuardedRolloutStatus, obs: Observations, *, restore: 
                    release: bool = True, remove_canary: bool = True) -> tuple[Action, ...]:
     """What deleting a GuardedRollout (or an operator error) must undo: its canary goes, the stable
     gets its pods back, the target's claim is released. Only what this rollout owns is touched."""
-    actions: list[Action] = []
     c, t, claim = obs.canary, obs.target, claim_of(obs)
-    if remove_canary and c is not None and not c.deleting and owns_canary(obs):
+    # Routed by weight: the canary's weight to 0 before anything else; the route, the canary Service and the
+    # stable's selector as they were once no canary pod is left (decided again until it is: see clean_up()).
+    withdraw, withdrawn = routing.withdraw_actions(status, obs)
+    actions: list[Action] = list(withdraw)
+    if remove_canary and withdrawn and c is not None and not c.deleting and owns_canary(obs):
         actions.append(DeleteDeployment(name=c.name, uid=c.uid))
+    if c is None:
+        actions += routing.unwind_actions(status, obs)[0]
     ours = claims_target(obs)
     if restore is None:
         restore = status.stage.in_wave or status.stage.cleaning

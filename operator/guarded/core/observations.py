@@ -151,6 +151,54 @@ class LinkedRollout:
 
 
 @dataclass(frozen=True, kw_only=True)
+class ServiceState:
+    """A Service as the shell saw it."""
+
+    name: str
+    uid: str | None = None
+    owner_uid: str | None = None          # its controller ownerReference's uid
+    selector: dict[str, str] = field(default_factory=dict)
+    annotations: dict[str, str] = field(default_factory=dict)
+    ports: tuple[dict[str, Any], ...] = ()
+    deleting: bool = False
+
+
+@dataclass(frozen=True, kw_only=True)
+class BackendRef:
+    """One backendRef of an HTTPRoute rule. `weight` None: not set (the Gateway API's default, 1)."""
+
+    name: str
+    kind: str = "Service"
+    group: str = ""
+    namespace: str | None = None
+    port: int | None = None
+    weight: int | None = None
+
+    @property
+    def is_service(self) -> bool:
+        return self.kind == "Service" and self.group in ("", "core")
+
+
+@dataclass(frozen=True, kw_only=True)
+class RouteState:
+    """An HTTPRoute as the shell saw it: the backendRefs of each rule, in order."""
+
+    name: str
+    rules: tuple[tuple[BackendRef, ...], ...] = ()
+
+
+@dataclass(frozen=True, kw_only=True)
+class RoutingObservation:
+    """What routing by weight reads (spec.trafficRouting): the route, the stable and canary Services, and the
+    pod-template-hash of the target's current ReplicaSet (None: not found, e.g. while it rolls)."""
+
+    route: RouteState | None = None
+    route_error: str | None = None        # the route could not be read (no Gateway API CRDs, forbidden)
+    services: dict[str, ServiceState] = field(default_factory=dict)   # the namespace's Services, by name
+    stable_pod_hash: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
 class Observations:
     now: datetime
     namespace: str
@@ -170,7 +218,8 @@ class Observations:
     owner_uid: str | None = None                    # this rollout's controller ownerReference, if any
     parent: LinkedRollout | None = None             # the rollout that owns this one (a consumer's rollout)
     children: tuple[LinkedRollout, ...] = ()        # the consumers' rollouts this one made (spec.consumers)
+    routing: RoutingObservation | None = None       # present with spec.trafficRouting
 
 
-__all__ = ["ApprovalObs", "Claim", "ConfigObs", "DeploymentState", "GuardObservation", "LinkedRollout", "Observations",
-           "QueueEntry", "Request", "VersionObs"]
+__all__ = ["ApprovalObs", "BackendRef", "Claim", "ConfigObs", "DeploymentState", "GuardObservation", "LinkedRollout",
+           "Observations", "QueueEntry", "Request", "RouteState", "RoutingObservation", "ServiceState", "VersionObs"]

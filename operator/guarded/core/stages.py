@@ -16,7 +16,7 @@ from guarded.api.common import parse_duration
 from guarded.api.reasons import CAPACITY_FIRST, Reason
 from guarded.api.stages import Stage
 from guarded.core import conditions as cond
-from guarded.core import config
+from guarded.core import config, routing
 from guarded.core.actions import MirrorConfig, PromoteTarget
 from guarded.core.analysis import Verdict
 from guarded.core.clock import seconds_between, stamp
@@ -81,6 +81,9 @@ def valid_for_target(inp: Inputs, d: Draft) -> Draft:
     problem = config.problem(inp)
     if problem is not None:
         return d.condition(inp, cond.VALID, False, Reason.INVALID_CHANGE, problem).wait(10.0)
+    problem = routing.problem(inp)
+    if problem is not None:
+        return d.condition(inp, cond.VALID, False, Reason.INVALID_TRAFFIC_ROUTING, problem).wait(5.0)
     return d.condition(inp, cond.VALID, True, Reason.VALID, "the change applies to the target")
 
 
@@ -112,17 +115,22 @@ def pending(inp: Inputs, d: Draft) -> Draft:
         started_at=stamp(inp.now), wave_started_at=stamp(inp.now), bake_started_at=None, baked_seconds=None,
         completed_at=None, rollback_reason=None, attempt=d.status.attempt + 1,
     ).goto(Stage.SCALE_CANARY)
+    d = routing.start(inp, d)
     d = d.record(inp, Reason.ROLLOUT_STARTED, f"rolling out revision {inp.revision} to {t.replicas} pods of "
                  f"{t.name!r} in {len(waves(inp, d.status))} waves (attempt {d.status.attempt})")
     return record_wave_started(inp, d)
 
 
 def scale_canary(inp: Inputs, d: Draft) -> Draft:
-    """Raise the canary to the wave's size; once its pods are Ready, lower the stable."""
+    """Raise the canary to the wave's size; once its pods are Ready, lower the stable (or, routed by weight,
+    shift the route's weight). Routed, the stable Service is pinned to the stable pods before any canary pod
+    exists, since they share its labels."""
     want = canary_target(inp, d.status)
-    d = ensure_canary(inp, d, want)
+    d, prepared = routing.prepare(inp, d)
+    if prepared:
+        d = ensure_canary(inp, d, want)
     c = inp.obs.canary
-    ready = (canary_current(inp, d) and c is not None and c.replicas == want
+    ready = (prepared and canary_current(inp, d) and c is not None and c.replicas == want
              and c.observed_generation >= c.generation and c.updated >= want and c.ready >= want)
     if ready:
         # Evidence accumulates over the whole rollout (each interval's likelihood ratio is conditioned
@@ -149,12 +157,29 @@ def scale_stable(inp: Inputs, d: Draft) -> Draft:
     d = ensure_canary(inp, d, want_canary)
     if c is None or not canary_current(inp, d) or c.ready < want_canary:
         return d.goto(Stage.SCALE_CANARY)  # capacity rule: back to waiting for the canary
+    if routing.routed(inp):
+        return shift_weight(inp, d)
     d = ensure_target_replicas(inp, d, want_stable)
     if t.replicas == want_stable and t.settled:
         d = d.update(bake_started_at=stamp(inp.now), baked_seconds=0.0).goto(Stage.BAKE)
         return d.record(inp, Reason.WAVE_READY, f"wave {wave_label(inp, d.status)}: {c.ready} canary and {t.ready} "
                         f"stable pods Ready; baking {current_wave(inp, d.status).bake}")
     return d.wait(POLL_SECONDS)
+
+
+def shift_weight(inp: Inputs, d: Draft) -> Draft:
+    """Routed by weight: the canary's pods are Ready, so the route may send it the wave's weight; bake once
+    the route shows it. The stable keeps all its pods (no capacity is taken from it)."""
+    weight = routing.wave_weight(inp, d)
+    d, shifted = routing.shift(inp, d, weight)
+    if not shifted:
+        return d.wait(POLL_SECONDS)
+    c = inp.obs.canary
+    assert c is not None and d.status.traffic is not None
+    d = d.update(bake_started_at=stamp(inp.now), baked_seconds=0.0).goto(Stage.BAKE)
+    return d.record(inp, Reason.WAVE_READY, f"wave {wave_label(inp, d.status)}: {c.ready} canary pods Ready, "
+                    f"HTTPRoute {d.status.traffic.route!r} sends them {weight}%; baking "
+                    f"{current_wave(inp, d.status).bake}")
 
 
 def hold_wave(inp: Inputs, d: Draft) -> Draft:
@@ -164,6 +189,8 @@ def hold_wave(inp: Inputs, d: Draft) -> Draft:
     c = inp.obs.canary
     if c is not None and canary_current(inp, d) and c.ready >= want_canary:
         d = ensure_target_replicas(inp, d, stable_target(inp, d.status))
+        if routing.routed(inp):
+            d, _ = routing.shift(inp, d, routing.wave_weight(inp, d))  # the weight a wave baked under is kept
     return d
 
 
@@ -217,6 +244,11 @@ def promote(inp: Inputs, d: Draft) -> Draft:
     assert t is not None
     n = total(d.status)
     if not target_promoted(inp, d):
+        # Routed: the stable Service's pin comes off first (the canary has passed every wave), so that it
+        # selects the target's new pods as they come; pinned, it would keep only the old ones as they go.
+        d, unpinned = routing.unpin(inp, d)
+        if not unpinned:
+            return d.wait(POLL_SECONDS)
         template = config.new_template(inp, d, t.template, d.status.revision or inp.revision)
         d = config.ensure_versions(inp, d)
         d = d.act(PromoteTarget(name=t.name, template=template, replicas=n, rollout_uid=inp.obs.uid,
@@ -232,7 +264,10 @@ def cleanup(inp: Inputs, d: Draft) -> Draft:
     """Promoted: remove the canary, wait for every consumer's rollout to succeed, let the changed configuration
     show the promoted content; then the rollout has succeeded."""
     if canary_ours(inp):
-        return remove_canary(inp, d).wait(POLL_SECONDS)
+        return remove_canary(inp, d).wait(POLL_SECONDS)   # routed: the weight back to the stable first
+    d, unwound = routing.unwind(inp, d)
+    if not unwound:
+        return d.wait(POLL_SECONDS)
     if is_parent(inp) and consumers_done(inp) is not None:
         return d.wait(WAIT)
     refs = config.refs(inp, d)
@@ -257,6 +292,9 @@ def restore(inp: Inputs, d: Draft) -> tuple[Draft, bool]:
     if restored or judged_bad:
         d = remove_canary(inp, d)
     done = restored and not canary_ours(inp)
+    if done:
+        # Routed: once no canary pod is left, the route, the canary Service and the stable's selector as before.
+        d, done = routing.unwind(inp, d)
     if done:
         # The copies of the configuration this attempt made go with its canary (one a Deployment adopted stays).
         d = config.remove_versions(inp, d, keep=config.resolved_now(inp) if d.stage == Stage.RETIRING else None)

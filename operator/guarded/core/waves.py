@@ -8,6 +8,8 @@ because the stable is lowered only to `total - canary` and only after the canary
 
 from __future__ import annotations
 
+import math
+
 from guarded.api.rollout import Wave
 
 
@@ -18,6 +20,26 @@ def canary_replicas(wave: Wave, total: int) -> int:
         return min(wave.replicas, total)
     assert wave.weight is not None
     return min(total, max(1, (total * wave.weight) // 100))
+
+
+def routed_weight(wave: Wave, total: int) -> int:
+    """With traffic routing: the canary backendRef's weight (percent, 1..100) this wave sets. A replicas wave
+    is its pods' share of the target's count, rounded, at least 1."""
+    if wave.weight is not None:
+        return wave.weight
+    assert wave.replicas is not None
+    return min(100, max(1, round(100 * min(wave.replicas, total) / total))) if total > 0 else 0
+
+
+def routed_canary_replicas(wave: Wave, total: int) -> int:
+    """With traffic routing: canary pods to carry the wave's weight at the stable's load per pod,
+    ceil(total * weight / 100), at least 1 (the stable keeps all `total` of its own)."""
+    if total <= 0:
+        return 0
+    if wave.replicas is not None:
+        return min(wave.replicas, total)
+    assert wave.weight is not None
+    return min(total, max(1, math.ceil(total * wave.weight / 100)))
 
 
 def weight_bound(wave: Wave, total: int) -> float:

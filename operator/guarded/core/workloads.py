@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from guarded.core import config
+from guarded.core import config, routing
 from guarded.core.actions import ApplyCanary, ClaimTarget, DeleteDeployment, ReleaseTarget, ScaleDeployment
-from guarded.core.draft import Draft, Inputs
+from guarded.core.draft import POLL_SECONDS, Draft, Inputs
 from guarded.core.observations import Claim, Observations
 from guarded.core.templates import REVISION_ANNOTATION, canary_deployment, claim_value
 
@@ -111,9 +111,13 @@ def ensure_target_replicas(inp: Inputs, d: Draft, replicas: int) -> Draft:
 
 
 def remove_canary(inp: Inputs, d: Draft) -> Draft:
+    """Delete our canary; with routing by weight only once the route sends it nothing (weight 0 first)."""
     c = inp.obs.canary
     if c is None or c.deleting or not canary_ours(inp):
         return d
+    d, withdrawn = routing.withdraw(inp, d)
+    if not withdrawn:
+        return d.wait(POLL_SECONDS)
     return d.act(DeleteDeployment(name=c.name, uid=c.uid))
 
 

@@ -21,19 +21,24 @@ from guarded.api.rollout import PLURAL
 from guarded.core.actions import (
     Action,
     ApplyCanary,
+    ApplyService,
     ClaimTarget,
     CreateRollout,
     DeleteDeployment,
     DeleteRollout,
+    DeleteService,
     EnsureConfigVersion,
     MirrorConfig,
+    PinSelector,
     PromoteTarget,
     ReleaseTarget,
     RemoveConfigVersion,
     ScaleDeployment,
+    SetRouteWeights,
+    UnpinSelector,
 )
 from guarded.core.templates import CLAIM_ANNOTATION, parse_claim
-from guarded.kube import config
+from guarded.kube import config, routing
 from guarded.kube.client import Conflict, KubeClient
 
 RETRIES = 5
@@ -45,34 +50,58 @@ class NotOwned(Exception):
 
 async def apply_actions(client: KubeClient, namespace: str, actions: tuple[Action, ...]) -> None:
     for action in actions:
-        if isinstance(action, ApplyCanary):
-            await _apply_canary(client, namespace, action.manifest)
-        elif isinstance(action, ScaleDeployment):
-            await _scale(client, namespace, action)
-        elif isinstance(action, DeleteDeployment):
-            if action.uid is None:
-                raise NotOwned(f"refusing to delete Deployment {action.name} without a uid precondition")
-            await client.delete_deployment(namespace, action.name, uid=action.uid)
-        elif isinstance(action, PromoteTarget):
-            await _promote(client, namespace, action)
-        elif isinstance(action, ClaimTarget):
-            await _claim(client, namespace, action)
-        elif isinstance(action, ReleaseTarget):
-            await _release(client, namespace, action)
-        elif isinstance(action, EnsureConfigVersion):
-            await config.ensure_version(client, namespace, action)
-        elif isinstance(action, RemoveConfigVersion):
-            await config.remove_version(client, namespace, action)
-        elif isinstance(action, CreateRollout):
-            await _create_rollout(client, namespace, action.manifest)
-        elif isinstance(action, DeleteRollout):
-            await _delete_rollout(client, namespace, action)
-        elif isinstance(action, MirrorConfig):
-            target = await client.get_deployment(namespace, action.target)
-            if target is not None:
-                await config.mirror(client, namespace, target, action.config)
-        else:  # pragma: no cover - exhaustive over the Action union
-            raise TypeError(f"unknown action {action!r}")
+        try:
+            await _apply(client, namespace, action)
+        except routing.NotOurs as exc:
+            raise NotOwned(str(exc)) from exc
+
+
+async def _apply(client: KubeClient, namespace: str, action: Action) -> None:
+    if isinstance(action, ApplyService | DeleteService | PinSelector | UnpinSelector | SetRouteWeights):
+        await _apply_routing(client, namespace, action)
+        return
+    if isinstance(action, ApplyCanary):
+        await _apply_canary(client, namespace, action.manifest)
+    elif isinstance(action, ScaleDeployment):
+        await _scale(client, namespace, action)
+    elif isinstance(action, DeleteDeployment):
+        if action.uid is None:
+            raise NotOwned(f"refusing to delete Deployment {action.name} without a uid precondition")
+        await client.delete_deployment(namespace, action.name, uid=action.uid)
+    elif isinstance(action, PromoteTarget):
+        await _promote(client, namespace, action)
+    elif isinstance(action, ClaimTarget):
+        await _claim(client, namespace, action)
+    elif isinstance(action, ReleaseTarget):
+        await _release(client, namespace, action)
+    elif isinstance(action, EnsureConfigVersion):
+        await config.ensure_version(client, namespace, action)
+    elif isinstance(action, RemoveConfigVersion):
+        await config.remove_version(client, namespace, action)
+    elif isinstance(action, CreateRollout):
+        await _create_rollout(client, namespace, action.manifest)
+    elif isinstance(action, DeleteRollout):
+        await _delete_rollout(client, namespace, action)
+    elif isinstance(action, MirrorConfig):
+        target = await client.get_deployment(namespace, action.target)
+        if target is not None:
+            await config.mirror(client, namespace, target, action.config)
+    else:  # pragma: no cover - exhaustive over the Action union
+        raise TypeError(f"unknown action {action!r}")
+
+
+async def _apply_routing(client: KubeClient, namespace: str,
+                         action: ApplyService | DeleteService | PinSelector | UnpinSelector | SetRouteWeights) -> None:
+    if isinstance(action, ApplyService):
+        await routing.apply_service(client, namespace, action)
+    elif isinstance(action, DeleteService):
+        await routing.delete_service(client, namespace, action)
+    elif isinstance(action, PinSelector):
+        await routing.pin(client, namespace, action)
+    elif isinstance(action, UnpinSelector):
+        await routing.unpin(client, namespace, action)
+    else:
+        await routing.apply_weights(client, namespace, action)
 
 
 async def _replace_deployment(client: KubeClient, namespace: str, name: str,

@@ -1,4 +1,5 @@
-"""Reading the cluster: one list of pods and one of namespaces per tick, and, only in namespaces where
+"""Reading the cluster: one list of pods, one of namespaces and one of HTTPRoutes per tick (and of Services,
+when there is a route), and, only in namespaces where
 a pod takes its numbers from a config key, one list of the ConfigMaps and/or Secrets its pods read.
 
 Polling, not watching: a list is one request that is either complete or fails, so there is no
@@ -18,7 +19,9 @@ from typing import Any
 import kubernetes
 
 from guarded.sim.model import CONFIG_MAP, Observation
-from guarded.sim.observe import config_reads, observation, with_configs
+from guarded.sim.observe import config_reads, observation, with_configs, with_routes
+
+GATEWAY = ("gateway.networking.k8s.io", "v1", "httproutes")
 
 
 class ClusterReader:
@@ -26,6 +29,7 @@ class ClusterReader:
                  timeout: float = 10.0) -> None:
         api = kubernetes.config.new_client_from_config(config_file=kubeconfig, context=context)
         self.core = kubernetes.client.CoreV1Api(api)
+        self.custom = kubernetes.client.CustomObjectsApi(api)
         # Pods without an `app` label belong to no service; the API server leaves them out for us.
         self.label_selector = label_selector
         self.timeout = timeout
@@ -37,10 +41,26 @@ class ClusterReader:
         )
         namespaces: Any = self.core.list_namespace(_preload_content=False, _request_timeout=self.timeout)
         obs = observation(json.loads(pods.data), json.loads(namespaces.data))
+        routes = self._routes()
+        if routes.get("items"):
+            services: Any = self.core.list_service_for_all_namespaces(_preload_content=False,
+                                                                      _request_timeout=self.timeout)
+            obs = with_routes(obs, routes, json.loads(services.data))
         reads = config_reads(obs)
         if not reads:
             return obs
         return with_configs(obs, [(kind, self._list(namespace, kind)) for namespace, kind in reads])
+
+    def _routes(self) -> dict[str, Any]:
+        """Every HTTPRoute (an empty list where the Gateway API's CRDs are not installed)."""
+        try:
+            body: Any = self.custom.list_cluster_custom_object(*GATEWAY, _preload_content=False,
+                                                              _request_timeout=self.timeout)
+        except kubernetes.client.ApiException as exc:
+            if exc.status == 404:
+                return {}
+            raise
+        return dict(json.loads(body.data))
 
     def _list(self, namespace: str, kind: str) -> dict[str, Any]:
         """The raw ConfigMapList or SecretList of one namespace."""

@@ -6,6 +6,8 @@ given the seed, the same sequence of observations and the same tick lengths give
 
 A "service" is the pods of one namespace with the same ``app`` label. Only its Ready pods that are
 not being deleted serve; they share the service's request rate equally, like a Service's endpoints.
+Pods behind an HTTPRoute (a backendRef's Service selects them) take the route's requests instead, split
+by the route's weights (``guarded.sim.routes``).
 Every number a pod or namespace can set is an annotation (names below); a value that does not parse
 falls back to the default and is reported, so that a typo shows up in the log instead of silently.
 
@@ -31,6 +33,7 @@ from typing import Any
 
 import yaml
 
+from guarded.sim.routes import RouteObservation, routed_rates
 from guarded.sim.sampling import binomial, latency_buckets, poisson
 
 PREFIX = "sim.guarded.dev/"
@@ -70,6 +73,7 @@ class PodObservation:
     deleting: bool = False
     annotations: Mapping[str, str] = field(default_factory=dict)
     config_refs: tuple[ConfigRef, ...] = ()  # the ConfigMaps and Secrets it reads, in search order
+    labels: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def key(self) -> PodKey:
@@ -84,6 +88,8 @@ class Observation:
     pods: tuple[PodObservation, ...]
     namespace_annotations: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
     config_data: Mapping[ConfigObjectKey, Mapping[str, str]] = field(default_factory=dict)
+    routes: tuple[RouteObservation, ...] = ()
+    service_selectors: Mapping[tuple[str, str], Mapping[str, str]] = field(default_factory=dict)  # (ns, name)
 
 
 @dataclass(frozen=True)
@@ -345,16 +351,21 @@ class Simulation:
         for pod in live.values():
             services[(pod.namespace, pod.app)].append(pod)
         invalid: list[InvalidAnnotation] = []
+        rates, behind = routed_rates(
+            observation.routes, observation.service_selectors, {k: p.labels for k, p in live.items() if p.ready},
+            lambda keys: service_rps([live[k] for k in keys], self.default_rps, invalid))
         self._ready = {}
         for service in sorted(services):
             ready = [p for p in services[service] if p.ready]
             self._ready[service] = len(ready)
-            if not ready:
-                continue
-            ns_annotations = observation.namespace_annotations.get(service[0], {})
-            per_pod = service_rps(ready, self.default_rps, invalid) / len(ready)
-            for pod in ready:
-                self._serve(self._counters[pod.key], behaviour(pod, ns_annotations, invalid), per_pod * seconds)
+            unrouted = [p for p in ready if p.key not in behind]
+            if unrouted:
+                per_pod = service_rps(unrouted, self.default_rps, invalid) / len(unrouted)
+                rates.update({p.key: per_pod for p in unrouted})
+        for key, rate in sorted(rates.items()):
+            pod = live[key]
+            ns_annotations = observation.namespace_annotations.get(pod.namespace, {})
+            self._serve(self._counters[key], behaviour(pod, ns_annotations, invalid), rate * seconds)
         return StepResult(started, stopped, tuple(dict.fromkeys(invalid)), tuple(dict.fromkeys(invalid_config)))
 
     def _serve(self, c: _Counters, b: Behaviour, expected_requests: float) -> None:

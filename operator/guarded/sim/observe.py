@@ -24,6 +24,7 @@ from guarded.sim.model import (
     PodObservation,
     simulated,
 )
+from guarded.sim.routes import route_observation
 
 
 def is_ready(pod: Mapping[str, Any]) -> bool:
@@ -41,6 +42,7 @@ def pod_observation(pod: Mapping[str, Any]) -> PodObservation:
         deleting=meta.get("deletionTimestamp") is not None,
         annotations=dict(meta.get("annotations") or {}),
         config_refs=config_refs(pod.get("spec") or {}),
+        labels=dict(meta.get("labels") or {}),
     )
 
 
@@ -74,6 +76,14 @@ def observation(pod_list: Mapping[str, Any], namespace_list: Mapping[str, Any]) 
         pods=tuple(pod_observation(p) for p in pod_list.get("items") or []),
         namespace_annotations=namespaces,
     )
+
+
+def with_routes(obs: Observation, route_list: Mapping[str, Any], service_list: Mapping[str, Any]) -> Observation:
+    """The HTTPRoutes (from an HTTPRouteList body) and every Service's selector (from a ServiceList body)."""
+    selectors = {((s.get("metadata") or {}).get("namespace", ""), (s.get("metadata") or {}).get("name", "")):
+                 dict((s.get("spec") or {}).get("selector") or {}) for s in service_list.get("items") or []}
+    routes = tuple(route_observation(r) for r in route_list.get("items") or [])
+    return replace(obs, routes=routes, service_selectors=selectors)
 
 
 def config_reads(obs: Observation) -> list[tuple[str, str]]:
