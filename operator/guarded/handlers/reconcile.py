@@ -32,8 +32,11 @@ from guarded.kube.config import observe as observe_config
 from guarded.kube.events import post_events
 from guarded.kube.guard import gather as gather_guard
 from guarded.kube.observe import deployment_state, request_from
+from guarded.kube.routing import observe as observe_routing
 from guarded.metrics.gather import gather
 from guarded.metrics.provider import MetricProvider
+
+CLEANUP_ROUNDS = 60  # at most a minute of steps undoing routing when a routed rollout is deleted
 
 
 @dataclass(frozen=True)
@@ -108,6 +111,7 @@ async def _observe(client: KubeClient, obj: dict[str, Any], target_name: str, *,
         claim=await _claim_of(client, namespace, target, meta.get("uid")),
         config=resolved, config_versions=versions, owner_uid=_owner_uid(meta),
         parent=await _parent(client, obj), children=await _children(client, obj),
+        routing=await observe_routing(client, namespace, obj.get("spec") or {}, target),
     )
 
 
@@ -311,5 +315,15 @@ async def clean_up(client: KubeClient, namespace: str, name: str, body: dict[str
     obs = await _observe(client, body, spec.target.name)
     actions = decide_cleanup(status, obs)
     await apply_actions(client, namespace, actions)
+    for _ in range(CLEANUP_ROUNDS if status.traffic is not None else 0):
+        # Routed by weight, undoing takes steps (weight 0, the canary gone, then the route, the canary Service
+        # and the stable's selector as they were), each on what the one before left.
+        await asyncio.sleep(1.0)
+        obs = await _observe(client, body, spec.target.name)
+        more = decide_cleanup(status, obs)
+        if not more:
+            break
+        await apply_actions(client, namespace, more)
+        actions += more
     logs.logger(rollout=name, namespace=namespace, wave=status.wave_progress).info(
         "deleted: cleaned up", actions=[type(a).__name__ for a in actions])
