@@ -15,6 +15,7 @@ help:
 	@echo "make testbed-up    start the local control plane + Prometheus (idempotent)"
 	@echo "make testbed-down  stop everything the test bed started"
 	@echo "make crds          regenerate crds/ from the pydantic models"
+	@echo "make chart         refresh charts/guarded-rollouts from the kustomize manifests, then lint it"
 	@echo "make bench-detection  time-to-rollback and orders lost per bad-release scenario"
 	@echo "make bench-judges     our judge vs fixed-threshold judges on simulated rollouts (no cluster)"
 
@@ -56,6 +57,14 @@ e2e: venv
 
 crds: venv
 	$(PY) -m guarded.api.crdgen crds/
+
+# The Helm chart copies the CRDs, RBAC, policies and dashboard from the kustomize manifests (a test
+# fails while a copy is stale); helm itself is built from its Go module and cached like the test bed's.
+.PHONY: chart
+chart: venv
+	$(PY) hack/sync_chart.py
+	hack/build-binaries.sh helm
+	source hack/versions.sh && "$$HELM_BIN_DIR/helm" lint --strict charts/guarded-rollouts
 
 # The demo, the README's first command: brings up the test bed (honouring GUARDED_TESTBED_DIR and
 # the GUARDED_*_PORT variables), runs hack/demo.py (a healthy release promoted, a bad one rolled

@@ -5,6 +5,7 @@
 #   kube-apiserver, kube-controller-manager, kube-scheduler, kubectl  <- k8s.io/kubernetes
 #   etcd                                                              <- go.etcd.io/etcd/server/v3
 #   kwok                                                              <- sigs.k8s.io/kwok
+#   helm                                                              <- helm.sh/helm/v3
 #
 # Each tool gets its own wrapper module so that Go never raises a dependency shared
 # between them (see docs/testbed.md).
@@ -105,11 +106,32 @@ build_kwok() {
   rm -rf "$KWOK_BIN_DIR"; mv "$KWOK_BIN_DIR.tmp" "$KWOK_BIN_DIR"
 }
 
+# Helm's own Makefile stamps its version and the Kubernetes minor of its client-go (the default
+# .Capabilities.KubeVersion of `helm template`, and what `helm lint` checks API versions against);
+# without the stamps it would claim Kubernetes 1.20.
+build_helm() {
+  if [[ -x "$HELM_BIN_DIR/helm" ]]; then log "helm $HELM_VERSION cached"; return; fi
+  local gomod client_go minor
+  gomod="$(go mod download -json "helm.sh/helm/v3@$HELM_VERSION" | sed -n 's/.*"GoMod": "\(.*\)",*/\1/p')"
+  [[ -f "$gomod" ]] || { log "cannot find go.mod of helm.sh/helm/v3@$HELM_VERSION"; exit 1; }
+  client_go="$(awk '$1 == "k8s.io/client-go" {print $2}' "$gomod")"   # v0.<minor>.<patch>
+  minor="${client_go#v0.}"; minor="${minor%%.*}"
+  local ld="-s -w -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION -X helm.sh/helm/v3/internal/version.metadata="
+  for pkg in helm.sh/helm/v3/pkg/lint/rules helm.sh/helm/v3/pkg/chartutil; do
+    ld+=" -X $pkg.k8sVersionMajor=1 -X $pkg.k8sVersionMinor=$minor"
+  done
+  mkdir -p "$HELM_BIN_DIR.tmp"
+  log "building helm $HELM_VERSION (Kubernetes 1.$minor)"
+  GOBIN="$HELM_BIN_DIR.tmp" CGO_ENABLED=0 go install -trimpath -ldflags "$ld" "helm.sh/helm/v3/cmd/helm@$HELM_VERSION"
+  rm -rf "$HELM_BIN_DIR"; mv "$HELM_BIN_DIR.tmp" "$HELM_BIN_DIR"
+}
+
 what="${1:-all}"
 case "$what" in
-  all) build_etcd; build_kwok; build_kubernetes ;;
+  all) build_etcd; build_kwok; build_kubernetes; build_helm ;;
   kubernetes) build_kubernetes ;;
   etcd) build_etcd ;;
   kwok) build_kwok ;;
-  *) echo "usage: $0 [all|kubernetes|etcd|kwok]" >&2; exit 2 ;;
+  helm) build_helm ;;
+  *) echo "usage: $0 [all|kubernetes|etcd|kwok|helm]" >&2; exit 2 ;;
 esac

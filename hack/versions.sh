@@ -3,11 +3,14 @@
 KUBE_VERSION="${KUBE_VERSION:-v1.34.4}"
 ETCD_VERSION="${ETCD_VERSION:-v3.6.16}"
 KWOK_VERSION="${KWOK_VERSION:-v0.7.0}"
+# Helm only renders, lints and installs charts/guarded-rollouts in the tests; its go.mod has no replace.
+HELM_VERSION="${HELM_VERSION:-v3.22.0}"
 
 GUARDED_CACHE="${GUARDED_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/guarded-rollouts}"
 KUBE_BIN_DIR="$GUARDED_CACHE/bin/kubernetes-$KUBE_VERSION"
 ETCD_BIN_DIR="$GUARDED_CACHE/bin/etcd-$ETCD_VERSION"
 KWOK_BIN_DIR="$GUARDED_CACHE/bin/kwok-$KWOK_VERSION"
+HELM_BIN_DIR="$GUARDED_CACHE/bin/helm-$HELM_VERSION"
 
 export GOTOOLCHAIN=local
 export GOFLAGS="${GOFLAGS:--buildvcs=false}"

@@ -146,3 +146,15 @@ def connect() -> Cluster:
         testbed_dir=Path(env["GUARDED_TESTBED_DIR"]),
         impersonate=False,
     )
+
+
+def helm_path() -> str:
+    """Helm for the chart's tests: GUARDED_HELM, or the one hack/build-binaries.sh builds once and caches
+    (the test bed's `up` builds it with the other binaries; a run against GUARDED_TEST_KUBECONFIG builds it here)."""
+    if os.environ.get("GUARDED_HELM"):
+        return os.environ["GUARDED_HELM"]
+    hack = ROOT / "hack"
+    subprocess.run(["bash", str(hack / "build-binaries.sh"), "helm"], check=True, capture_output=True, timeout=3600)
+    where = subprocess.run(["bash", "-c", 'source "$0" && echo "$HELM_BIN_DIR/helm"', str(hack / "versions.sh")],
+                           check=True, capture_output=True, text=True)
+    return where.stdout.strip()
