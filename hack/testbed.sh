@@ -215,6 +215,8 @@ cmd_down() {
 cmd_up() {
   if [[ -d "$RUN" ]] && running_complete; then
     log "already running in $RUN"
+    install_gateway_api
+    refresh_simulator
     print_summary
     return
   fi
@@ -288,13 +290,41 @@ cmd_up() {
   wait_for 60 "Prometheus" prom_ok
   # The traffic simulator: per-pod request, error, order and latency series for pods that opt in
   # (annotation sim.guarded.dev/enabled), scraped by Prometheus. The operator never talks to it.
-  start traffic-sim "$PYTHON" -m guarded.sim.main --kubeconfig "$RUN/kubeconfig" --context guarded-admin \
-    --listen 127.0.0.1 --port "$SIM_PORT" --seed 1
-  wait_for 60 "the traffic simulator" curl -sf -o /dev/null --max-time 2 "http://127.0.0.1:$SIM_PORT/healthz"
+  install_gateway_api
+  start_simulator
   printf '[{"targets": ["127.0.0.1:%s"], "labels": {"source": "traffic-sim"}}]\n' "$SIM_PORT" \
     > "$RUN/prometheus/targets/traffic-sim.json"
   log "up in $((SECONDS - t0))s"
   print_summary
+}
+
+# The Gateway API's standard CRDs (hack/gateway-api.sh pins the release): HTTPRoutes whose weights the
+# simulator honours. Applied on every `up` (server-side, idempotent), so a running test bed gets them too.
+install_gateway_api() {
+  local dir
+  dir="$("$HERE/gateway-api.sh" dir)"
+  kubectl_admin apply --server-side --force-conflicts -f "$dir" >/dev/null
+  kubectl_admin wait --for condition=Established --timeout 60s crd/httproutes.gateway.networking.k8s.io >/dev/null
+}
+
+sim_code() { cat "$ROOT"/operator/guarded/sim/*.py | sha256sum | cut -d' ' -f1; }
+
+start_simulator() {
+  start traffic-sim "$PYTHON" -m guarded.sim.main --kubeconfig "$RUN/kubeconfig" --context guarded-admin \
+    --listen 127.0.0.1 --port "$SIM_PORT" --seed 1
+  sim_code > "$RUN/traffic-sim.code"
+  wait_for 60 "the traffic simulator" curl -sf -o /dev/null --max-time 2 "http://127.0.0.1:$SIM_PORT/healthz"
+}
+
+# A running test bed whose simulator runs older code than the checkout's gets the new one (its counters start
+# again from zero, which Prometheus's rate() and increase() take as a counter reset).
+refresh_simulator() {
+  [[ "$(cat "$RUN/traffic-sim.code" 2>/dev/null)" == "$(sim_code)" ]] && return
+  log "the traffic simulator's code changed: restarting it"
+  kill -TERM "$(cat "$RUN/pids/traffic-sim.pid")" 2>/dev/null || true
+  for _ in $(seq 1 40); do pid_alive traffic-sim || break; sleep 0.25; done
+  pid_alive traffic-sim && kill -KILL "$(cat "$RUN/pids/traffic-sim.pid")"
+  start_simulator
 }
 
 start_prometheus() {
