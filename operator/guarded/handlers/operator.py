@@ -53,11 +53,18 @@ def _kube_configuration() -> kubernetes.client.Configuration:
     return cfg
 
 
+def bearer_token(cfg: kubernetes.client.Configuration) -> str | None:
+    """The token alone, for kopf: a kubeconfig's comes as "Bearer <token>", the in-cluster loader's as
+    "bearer <token>" (lowercase), and kopf adds the scheme itself."""
+    auth = (cfg.api_key.get("authorization") or cfg.api_key.get("BearerToken") or "").strip()
+    scheme, _, token = auth.partition(" ")
+    return (token.strip() if scheme.lower() == "bearer" else auth) or None
+
+
 @kopf.on.login()
 def login(**_: Any) -> kopf.ConnectionInfo:
     cfg = _kube_configuration()
-    auth = cfg.api_key.get("authorization") or cfg.api_key.get("BearerToken") or ""
-    token = auth.removeprefix("Bearer ").strip() or None
+    token = bearer_token(cfg)
     return kopf.ConnectionInfo(
         server=cfg.host, ca_path=cfg.ssl_ca_cert, insecure=not cfg.verify_ssl, token=token,
         certificate_path=cfg.cert_file, private_key_path=cfg.key_file,
