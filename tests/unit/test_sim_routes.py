@@ -131,3 +131,13 @@ def test_services_are_listed_only_when_there_is_a_route() -> None:
         {"metadata": {"namespace": "shop", "name": "r"}, "spec": {"rules": []}}]}})
     assert reader.observe().routes == (RouteObservation("shop", "r", ()),)
     assert "list_service_for_all_namespaces" in core.calls
+
+
+def test_a_pod_of_a_routed_app_that_no_backend_selects_takes_no_requests() -> None:
+    """A canary whose Service is not in the route yet: no Service's endpoint, so no requests."""
+    base = shop(None)
+    sim = Simulation(seed=2)
+    for _ in range(20):
+        sim.step(base, TICK)
+    series = {s.pod: s.requests for s in sim.snapshot().pods}
+    assert series["c0"] == 0 and sum(series.values()) > 0

@@ -7,7 +7,7 @@ given the seed, the same sequence of observations and the same tick lengths give
 A "service" is the pods of one namespace with the same ``app`` label. Only its Ready pods that are
 not being deleted serve; they share the service's request rate equally, like a Service's endpoints.
 Pods behind an HTTPRoute (a backendRef's Service selects them) take the route's requests instead, split
-by the route's weights (``guarded.sim.routes``).
+by the route's weights (``guarded.sim.routes``); the other pods of their app then take none.
 Every number a pod or namespace can set is an annotation (names below); a value that does not parse
 falls back to the default and is reported, so that a typo shows up in the log instead of silently.
 
@@ -358,7 +358,9 @@ class Simulation:
         for service in sorted(services):
             ready = [p for p in services[service] if p.ready]
             self._ready[service] = len(ready)
-            unrouted = [p for p in ready if p.key not in behind]
+            # An app with a pod behind a route takes its requests through routes only: a pod of it that no
+            # backend selects (a canary before its Service is in the route) is no Service's endpoint.
+            unrouted = [] if any(p.key in behind for p in services[service]) else ready
             if unrouted:
                 per_pod = service_rps(unrouted, self.default_rps, invalid) / len(unrouted)
                 rates.update({p.key: per_pod for p in unrouted})
