@@ -5,7 +5,8 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 TESTBED := hack/testbed.sh
 
-.PHONY: help venv test unit lint integration e2e testbed-up testbed-down testbed-env crds demo clean bench-detection bench-judges
+.PHONY: help venv test unit lint integration e2e testbed-up testbed-down testbed-env crds demo clean bench-detection bench-judges \
+	browser dashboard-screenshots
 
 help:
 	@echo "make test          install into $(VENV), build or reuse the test bed, run every test"
@@ -18,6 +19,7 @@ help:
 	@echo "make chart         refresh charts/guarded-rollouts from the kustomize manifests, then lint it"
 	@echo "make bench-detection  time-to-rollback and orders lost per bad-release scenario"
 	@echo "make bench-judges     our judge vs fixed-threshold judges on simulated rollouts (no cluster)"
+	@echo "make dashboard-screenshots  refresh docs/images/dashboard-*.png from the dashboard's browser test"
 
 $(VENV)/.installed: pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -45,9 +47,20 @@ testbed-env:
 
 # The one command: lint, unit tests, then integration and e2e tests against the test bed
 # (or against GUARDED_TEST_KUBECONFIG when set, e.g. a kind cluster).
-test: lint
+test: lint browser
 	@if [ -z "$$GUARDED_TEST_KUBECONFIG" ]; then $(TESTBED) up; fi
 	$(VENV)/bin/pytest tests -q -p no:cacheprovider
+
+# Debian's Chromium for the dashboard's browser test (Playwright drives it; it never downloads a browser).
+CHROMIUM ?= /usr/bin/chromium
+
+browser:
+	@test -x $(CHROMIUM) || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq -o DPkg::Lock::Timeout=600 chromium; }
+
+# Refresh docs/images/dashboard-*.png from the dashboard's browser test against the test bed.
+dashboard-screenshots: venv browser
+	$(TESTBED) up
+	GUARDED_DASHBOARD_SCREENSHOTS=docs/images $(VENV)/bin/pytest tests/e2e/test_dashboard.py -q -p no:cacheprovider
 
 integration: venv
 	$(VENV)/bin/pytest tests/integration -q

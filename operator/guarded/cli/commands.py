@@ -207,10 +207,22 @@ def cmd_audit(kube: Kube, args: argparse.Namespace, io: Io) -> int:
     return EXIT_OK
 
 
+def cmd_dashboard(kube: Kube, args: argparse.Namespace, io: Io) -> int:
+    # Imported here: aiohttp and plotly load only for the dashboard.
+    from guarded.dashboard.server import Dashboard, serve
+    from guarded.metrics.prometheus import PrometheusProvider
+    provider = PrometheusProvider(args.prometheus_url) if args.prometheus_url else None
+    if provider is None:
+        io.error("Note: no --prometheus-url (or $GUARDED_PROMETHEUS_URL): the rollouts' charts stay empty")
+    serve(Dashboard(kube=kube, namespace=args.namespace, provider=provider), address=args.address, port=args.port,
+          out=io.out)
+    return EXIT_OK
+
+
 COMMANDS: dict[str, Callable[[Kube, argparse.Namespace, Io], int]] = {
     "list": cmd_list, "status": cmd_status, "history": cmd_history, "watch": cmd_watch,
     **dict.fromkeys(REQUESTS, cmd_request),
-    "approve": cmd_approve, "audit": cmd_audit, "release": cmd_release,
+    "approve": cmd_approve, "audit": cmd_audit, "release": cmd_release, "dashboard": cmd_dashboard,
 }
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import textwrap
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -306,6 +307,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", choices=AUDIT_OUTPUTS, default="markdown", metavar="FORMAT",
                    help="output format: markdown (default), json or yaml (the same report)")
     add_connection_flags(p, top=False)
+
+    p = _command(sub, "dashboard", "serve a web page on localhost that shows your rollouts live and steers them as you",
+                 "examples:\n  kubectl guarded dashboard --prometheus-url http://127.0.0.1:9090\n"
+                 "  kubectl guarded dashboard -n shop --port 8765\n\n"
+                 "Every read and every button (approve, promote, pause, resume, abort, retry) is made with your\n"
+                 "kubeconfig's identity, through the same code as the commands of the same name, so RBAC and the\n"
+                 "admission rules apply and refusals read the same. It lists every namespace unless -n is given\n"
+                 "(the context's namespace when you may not list them all). It listens on 127.0.0.1 and prints a\n"
+                 "URL with a secret token; other users and other sites cannot use it (docs/dashboard.md).")
+    p.add_argument("--address", metavar="IP", default="127.0.0.1",
+                   help="address to listen on (default: 127.0.0.1; anything else exposes your identity to the network)")
+    p.add_argument("--port", type=int, metavar="N", default=0, help="port to listen on (default: a free one)")
+    p.add_argument("--prometheus-url", metavar="URL", default=os.environ.get("GUARDED_PROMETHEUS_URL", ""),
+                   help="Prometheus for the charts (default: $GUARDED_PROMETHEUS_URL, as the operator's)")
+    add_connection_flags(p, top=False)
     return parser
 
 
@@ -314,6 +330,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if getattr(args, "wait", 0) < 0 or (getattr(args, "timeout", None) or 0) < 0:
         parser.error("--wait and --timeout must not be negative")
+    if args.command == "dashboard" and not 0 <= args.port <= 65535:
+        parser.error("dashboard: --port must be from 0 (a free one) to 65535")
     if getattr(args, "revision", None) is not None and args.revision < 1:
         parser.error("--revision must be 1 or more (it is the rollout's metadata.generation)")
     if args.command == "release":

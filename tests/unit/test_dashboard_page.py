@@ -1,0 +1,216 @@
+"""The dashboard without a cluster: who may talk to it, what the page gets, the chart, the buttons' arguments."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+
+from guarded.cli.errors import CliError
+from guarded.dashboard.actions import BadAction, arguments, run_action
+from guarded.dashboard.chart import chart, window_of
+from guarded.dashboard.guard import COOKIE, Guard, middleware
+from guarded.dashboard.model import list_view, merge_records, rollout_view
+from guarded.metrics.provider import Series
+
+NOW = datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC)
+GUARD = Guard.for_address("s3cret", "127.0.0.1", 8123)
+EVIDENCE = {"judge": "Stable", "verdict": "Pass", "canaryEvents": 12.0, "canaryRequests": 300.0, "canaryRatio": 0.04,
+            "referenceRatio": 0.05, "thresholdRho": 0.8, "logLr": -6.25, "logThreshold": 5.99,
+            "reason": "no degradation"}
+
+
+def rollout(**status: object) -> dict:
+    return {
+        "metadata": {"name": "shop-2-0-0", "namespace": "shop", "generation": 2, "uid": "u1",
+                     "creationTimestamp": "2026-03-01T11:57:00Z",
+                     "annotations": {"rollouts.guarded.dev/authors": '["alice"]'}},
+        "spec": {"target": {"name": "shop"}, "change": {"containers": [{"name": "app", "image": "shop:2.0.0"}]},
+                 "ticket": "SHOP-1", "waves": [{"replicas": 1, "bake": "5s"}, {"weight": 100, "bake": "5s"}],
+                 "analysis": {"interval": "2s", "requests": "http_requests_total", "orders": "orders_total"}},
+        "status": {"phase": "Progressing", "stage": "Bake", "wave": 0, "wavesTotal": 2, "canaryWeight": 10,
+                   "authors": ["alice"], "stableReplicas": 10,
+                   "gates": [{"gate": "Approvals", "passed": True, "reason": "Approved", "message": "1/1"}],
+                   "approvals": [{"name": "a-1", "approver": "bob", "groups": ["engineers"], "revision": 2,
+                                  "counted": True}],
+                   "policy": {"policies": ["p"], "rules": [{"rule": "requiredApprovals", "value": "1",
+                                                            "setBy": ["p"]}]},
+                   "analysis": {"recent": [{"time": "2026-03-01T11:59:00Z", "wave": 0, "verdict": "Pass",
+                                            "intervals": 3, "judgements": [
+                                                {"metric": "order-rate", "verdict": "Pass", "evidence": [EVIDENCE]}]}]},
+                   "history": [{"time": "2026-03-01T11:58:00Z", "wave": 0, "reason": "WaveStarted",
+                                "message": "wave 1/2 (1 pods)"}],
+                   **status},
+    }
+
+
+# -- who may talk to it ----------------------------------------------------------------------------
+
+def refusal(**headers: str | None) -> tuple[int, str] | None:
+    request = {"method": "GET", "host": "127.0.0.1:8123", "cookie": "s3cret", "query_token": None, "origin": None,
+               "fetch_site": None, "content_type": None}
+    return GUARD.refusal(**{**request, **headers})
+
+
+def test_a_read_needs_our_host_and_the_token_from_the_url_or_the_cookie():
+    assert refusal() is None
+    assert refusal(host="localhost:8123") is None and refusal(host="[::1]:8123") is None
+    assert refusal(cookie=None, query_token="s3cret") is None
+    assert refusal(cookie=None)[0] == 401
+    assert refusal(cookie="s3cres")[0] == 401
+    assert refusal(host="attacker.example:8123")[0] == 421  # DNS rebinding: another name for 127.0.0.1
+    assert refusal(host="127.0.0.1:8124")[0] == 421
+    assert refusal(host=None)[0] == 421
+
+
+def test_a_change_needs_our_origin_and_json():
+    post = {"method": "POST", "content_type": "application/json"}
+    assert refusal(**post, origin="http://127.0.0.1:8123", fetch_site="same-origin") is None
+    assert refusal(**post, origin="http://127.0.0.1:8123") is None            # a browser without Sec-Fetch-Site
+    assert refusal(**post)[0] == 403                                            # no Origin
+    assert refusal(**post, origin="http://evil.example")[0] == 403
+    assert refusal(**post, origin="http://127.0.0.1:8123", fetch_site="cross-site")[0] == 403
+    assert refusal(**post, origin="https://127.0.0.1:8123")[0] == 403
+    assert refusal(method="POST", origin="http://127.0.0.1:8123", content_type="text/plain")[0] == 415
+    assert refusal(**post, cookie=None, origin="http://127.0.0.1:8123")[0] == 401
+
+
+def test_the_token_in_the_url_becomes_an_httponly_cookie_and_leaves_the_url():
+    async def go() -> None:
+        guard = Guard.for_address("s3cret", "127.0.0.1", 8123)
+        app = web.Application(middlewares=[middleware(guard)])
+
+        async def page(_: web.Request) -> web.Response:
+            return web.Response(text="page")
+        app.router.add_get("/", page)
+        async with TestClient(TestServer(app)) as client:
+            host = {"Host": "127.0.0.1:8123"}
+            first = await client.get("/?token=s3cret&x=1", headers=host, allow_redirects=False)
+            assert first.status == 303 and first.headers["Location"] == "/?x=1"
+            cookie = first.headers["Set-Cookie"]
+            assert f"{COOKIE}=s3cret" in cookie and "HttpOnly" in cookie and "SameSite=Strict" in cookie
+            assert "frame-ancestors 'none'" in first.headers["Content-Security-Policy"]
+            ok = await client.get("/", headers={**host, "Cookie": f"{COOKIE}=s3cret"})
+            assert ok.status == 200 and await ok.text() == "page"
+            client.session.cookie_jar.clear()
+            assert (await client.get("/", headers=host)).status == 401
+    asyncio.run(go())
+
+
+# -- what the page gets ----------------------------------------------------------------------------
+
+def test_the_list_shows_phase_stage_wave_canary_author_and_approvals():
+    [row] = list_view([rollout()], NOW)
+    assert (row["namespace"], row["name"], row["phase"], row["stage"], row["wave"], row["canary"]) == \
+        ("shop", "shop-2-0-0", "Progressing", "Bake", "1/2", "10%")
+    assert row["authors"] == ["alice"] and row["approvals"] == "1/1 counted: bob (engineers)"
+    assert row["age"] == "3m" and not row["terminal"]
+
+
+def test_the_rollout_page_has_waves_with_shares_evidence_gates_approvals_and_history():
+    page = rollout_view(rollout(), merge_records({}, rollout()["status"]))
+    assert page["revision"] == 2 and page["authors"] == ["alice"]
+    assert [(w["size"], w["state"], w["current"]) for w in page["waves"]] == [
+        ("1 pod", "current: baking", True), ("100% (10 pods)", "pending", False)]
+    assert page["gates"]["rows"] == [["Approvals", "yes", "Approved", "1/1"]]
+    assert page["approvals"] == [{"name": "a-1", "approver": "bob (engineers)", "revision": 2, "counted": "yes"}]
+    [judgement] = page["analysis"][0]["judgements"]
+    assert judgement["metric"] == "order-rate" and judgement["evidence"][0][:3] == ["Stable", "Pass", "12/300"]
+    assert page["history"][0][2] == "WaveStarted" and "Ticket" in dict(page["documentation"])
+    assert page["statusText"].startswith("Name:")
+
+
+def test_analysis_records_are_kept_beyond_the_few_the_status_holds():
+    seen: dict = {}
+    merge_records(seen, {"analysis": {"recent": [{"time": "2026-03-01T11:59:00Z"}]}})
+    records = merge_records(seen, {"analysis": {"recent": [{"time": "2026-03-01T11:59:05Z"}]}})
+    assert [r["time"] for r in records] == ["2026-03-01T11:59:00Z", "2026-03-01T11:59:05Z"]
+
+
+# -- the chart -------------------------------------------------------------------------------------
+
+class Prometheus:
+    """Answers each range query with a constant: canary pods 1 per step, stable 9, orders 5% of requests."""
+
+    def __init__(self) -> None:
+        self.queries: list[str] = []
+
+    def range(self, query: str, *, start: datetime, end: datetime, step_seconds: float) -> Series:
+        self.queries.append(query)
+        requests = 10.0 if "-canary-" in query else 90.0
+        value = requests * (0.05 if "orders_total" in query else 0.01 if "5.." in query else 1.0)
+        t0 = start.timestamp()
+        return Series(values={t0 + i * step_seconds: value for i in range(5)})
+
+    def instant(self, query: str, *, at: datetime | None = None) -> Series:
+        raise AssertionError("the chart reads ranges only")
+
+    def labels(self, query: str):
+        raise AssertionError("the chart reads ranges only")
+
+
+def test_the_chart_draws_each_metric_per_version_the_canary_share_waves_and_judgements():
+    prometheus = Prometheus()
+    result = chart(rollout(), prometheus, merge_records({}, rollout()["status"]), NOW)
+    assert result["errors"] == []
+    assert any('pod=~"shop-canary-' in q for q in prometheus.queries)
+    traces = result["figure"]["data"]
+    lines = {(t["name"], t.get("yaxis", "y")): t for t in traces if t["mode"] == "lines"}
+    assert lines[("canary", "y")]["y"] == [0.05] * 5 and lines[("stable", "y2")]["y"] == [0.01] * 5
+    assert lines[("canary share", "y3")]["y"] == [10.0] * 5
+    judged = next(t for t in traces if t["name"] == "judged Pass" and t.get("x"))
+    assert judged["y"] == [0.04] and "Stable: Pass no degradation" in judged["text"][0]
+    shapes = result["figure"]["layout"]["shapes"]
+    assert {s["x0"] for s in shapes} == {"2026-03-01T11:58:00"} and len(shapes) == 3  # across the 3 panels
+
+
+def test_the_chart_says_why_it_is_empty():
+    assert "--prometheus-url" in chart(rollout(), None, [], NOW)["note"]
+    bare = rollout()
+    del bare["spec"]["analysis"]
+    assert "no spec.analysis" in chart(bare, Prometheus(), [], NOW)["note"]
+
+
+def test_the_window_runs_from_a_minute_before_the_start_to_now_while_the_rollout_runs():
+    window = window_of(rollout(), NOW)
+    assert window.start == datetime(2026, 3, 1, 11, 56, tzinfo=UTC) and window.end == NOW
+    assert window.step == 1.0 and window.rate >= 10
+
+
+# -- the buttons -----------------------------------------------------------------------------------
+
+def test_each_button_is_the_plugins_command_with_its_arguments():
+    approve = arguments("approve", "shop", "r", {"comment": "LGTM", "revision": 3})
+    assert (approve.command, approve.namespace, approve.name, approve.comment, approve.revision) == \
+        ("approve", "shop", "r", "LGTM", 3)
+    full = arguments("promote-full", "shop", "r", {})
+    assert (full.command, full.full) == ("promote", True)
+    assert arguments("abort", "shop", "r", {}).command == "abort"
+    with pytest.raises(BadAction):
+        arguments("delete", "shop", "r", {})
+    with pytest.raises(BadAction):
+        arguments("approve", "shop", "r", {"revision": "3"})
+
+
+class RefusingKube:
+    """The API server refusing an author's approval, as the plugin's Kube reports it."""
+
+    def namespace(self, explicit: str | None) -> str:
+        return explicit or "default"
+
+    def get(self, namespace: str, name: str) -> dict:
+        return rollout(phase="AwaitingApproval")
+
+    def create_approval(self, namespace: str, body: dict) -> dict:
+        raise CliError("Error from server (Forbidden): admission webhook \"x.rollouts.guarded.dev\" denied the "
+                       "request: 'alice' is an author of rollout 'shop-2-0-0' (authors: alice)", 3)
+
+
+def test_a_refused_approval_returns_the_api_servers_message_and_exit_code_3():
+    outcome = run_action(RefusingKube(), "approve", "shop", "shop-2-0-0", {"comment": "", "revision": 2})
+    assert outcome.code == 3 and not outcome.ok
+    assert outcome.output.splitlines()[0] == 'Approving revision 2 of guardedrollout "shop-2-0-0" in namespace "shop":'
+    assert outcome.output.splitlines()[-1].startswith("Error from server (Forbidden): admission webhook")
