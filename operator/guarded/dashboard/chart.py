@@ -177,10 +177,12 @@ def figure(obj: dict[str, Any], window: Window, lines: dict[str, dict[str, dict[
         text = label.format(wave="-" if wave is None else wave + 1)
         fig.add_annotation(x=at, y=1.0, yref="paper", xref="x", text=text,
                            showarrow=False, textangle=-90, xanchor="right", yanchor="top", font={"size": 10})
-    fig.update_xaxes(range=[window.start.strftime("%Y-%m-%dT%H:%M:%S"), window.end.strftime("%Y-%m-%dT%H:%M:%S")])
+    # A date axis from the start, even before any point exists (else plotly.js guesses a linear one).
+    fig.update_xaxes(type="date", range=[window.start.strftime("%Y-%m-%dT%H:%M:%S"),
+                                         window.end.strftime("%Y-%m-%dT%H:%M:%S")])
     fig.update_yaxes(rangemode="tozero")
     fig.update_layout(height=220 * (len(names) + 1), margin={"l": 60, "r": 20, "t": 40, "b": 40},
-                      legend={"orientation": "h", "y": -0.08}, template="plotly_white", uirevision="keep")
+                      legend={"orientation": "h", "y": -0.08}, template="plotly_white")
     return fig
 
 
