@@ -13,6 +13,7 @@ from guarded.core import conditions as cond
 from guarded.core.clock import parse, stamp
 from guarded.core.draft import Draft, Inputs, canary_target, current_wave, total, wave_index, wave_label, waves
 from guarded.core.templates import REVISION_ANNOTATION
+from guarded.core.waves import routed_weight
 
 
 def rollback(inp: Inputs, d: Draft, reason: Reason, message: str) -> Draft:
@@ -25,6 +26,10 @@ def rollback(inp: Inputs, d: Draft, reason: Reason, message: str) -> Draft:
 def record_wave_started(inp: Inputs, d: Draft) -> Draft:
     wave = current_wave(inp, d.status)
     size = f"{wave.weight}%" if wave.weight is not None else f"{wave.replicas} pods"
+    if inp.spec.traffic_routing is not None:
+        return d.record(inp, Reason.WAVE_STARTED, f"wave {wave_label(inp, d.status)} ({size}): "
+                        f"{canary_target(inp, d.status)} canary pods beside the {total(d.status)} stable ones, then "
+                        f"{routed_weight(wave, total(d.status))}% of the requests by the HTTPRoute's weights")
     return d.record(inp, Reason.WAVE_STARTED, f"wave {wave_label(inp, d.status)} ({size}): "
                     f"{canary_target(inp, d.status)} of {total(d.status)} pods on the canary")
 
