@@ -274,3 +274,15 @@ def test_set_weights_adds_the_canary_backend_ref_beside_the_stable_one_and_remov
     assert set_weights(copy.deepcopy(routed), action) is None   # absolute: a second time changes nothing
     back = set_weights(routed, replace(action, canary_weight=None))
     assert back == route
+
+
+def test_removing_traffic_routing_mid_rollout_retires_the_canary_and_undoes_the_routing() -> None:
+    world = routed_world()
+    world.run_until(stage=Stage.BAKE, wave=2)
+    world.spec = spec(waves=FOUR_WAVES)   # the user deletes spec.trafficRouting
+    world.generation += 1
+    world.run_until(predicate=lambda w: any(h.reason == "Retired" for h in w.status.history))
+    assert world.trace.index("weight 0") < world.trace.index("canary deleted")
+    assert world.rules == [[{"name": "shop", "port": 80}]]
+    assert world.services["shop"]["selector"] == {"app": "shop"} and "shop-canary" not in world.services
+    assert world.status.traffic is None

@@ -111,7 +111,7 @@ async def _observe(client: KubeClient, obj: dict[str, Any], target_name: str, *,
         claim=await _claim_of(client, namespace, target, meta.get("uid")),
         config=resolved, config_versions=versions, owner_uid=_owner_uid(meta),
         parent=await _parent(client, obj), children=await _children(client, obj),
-        routing=await observe_routing(client, namespace, obj.get("spec") or {}, target),
+        routing=await observe_routing(client, namespace, obj, target),
     )
 
 

@@ -64,18 +64,20 @@ def current_pod_hash(target: dict[str, Any] | None, replica_sets: list[dict[str,
     return None
 
 
-async def observe(client: KubeClient, namespace: str, spec: dict[str, Any],
+async def observe(client: KubeClient, namespace: str, obj: dict[str, Any],
                   target: dict[str, Any] | None) -> RoutingObservation | None:
-    """What routing reads, for a rollout with spec.trafficRouting (None without)."""
-    routing = spec.get("trafficRouting") or {}
-    name = (routing.get("httpRoute") or {}).get("name")
+    """What routing reads, for a rollout with spec.trafficRouting or whose routing is still in force
+    (status.traffic: the field was removed mid-rollout, and what it changed must still be undone)."""
+    routing = (obj.get("spec") or {}).get("trafficRouting") or {}
+    in_force = (obj.get("status") or {}).get("traffic") or {}
+    name = in_force.get("route") or (routing.get("httpRoute") or {}).get("name")
     if not name:
         return None
     route, error = None, None
     try:
-        obj = await client._get_json(client.custom.get_namespaced_custom_object, GATEWAY_GROUP, GATEWAY_VERSION,
-                                     namespace, HTTPROUTES, name)
-        route = route_state(obj) if obj is not None else None
+        found = await client._get_json(client.custom.get_namespaced_custom_object, GATEWAY_GROUP, GATEWAY_VERSION,
+                                       namespace, HTTPROUTES, name)
+        route = route_state(found) if found is not None else None
     except ApiException as exc:
         if exc.status not in (403, 404):
             raise
