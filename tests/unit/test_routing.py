@@ -12,6 +12,8 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from specs import spec, waves
 from world import World
 
@@ -286,3 +288,34 @@ def test_removing_traffic_routing_mid_rollout_retires_the_canary_and_undoes_the_
     assert world.rules == [[{"name": "shop", "port": 80}]]
     assert world.services["shop"]["selector"] == {"app": "shop"} and "shop-canary" not in world.services
     assert world.status.traffic is None
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(delay=st.integers(1, 4), jitter=st.integers(0, 3), abort_at=st.integers(0, 80) | st.none(),
+       crashes=st.sets(st.integers(0, 120), max_size=12), seed=st.integers(0, 1000))
+def test_requests_reach_only_ready_canary_pods_while_the_stable_is_pinned_and_everything_is_undone(
+        delay: int, jitter: int, abort_at: int | None, crashes: set[int], seed: int) -> None:
+    """Random readiness delays, an abort at any tick and crashes before any status write: a weight above 0
+    only on Ready canary pods of the wave's size, the stable Service pinned whenever a canary pod exists,
+    the stable never below its count, and at the end the route and the Services as they were."""
+    world = RoutedWorld(spec(waves=FOUR_WAVES, trafficRouting=ROUTING), replicas=4, ready_delay=delay,
+                        jitter=jitter, seed=seed)
+    for tick in range(400):
+        if abort_at is not None and tick == abort_at:
+            world.ask("abort")
+        world.step(persist=tick not in crashes)
+        canary = world.deployments.get("shop-canary")
+        weight = world.weights().get("shop-canary") or 0
+        if weight and world.status.stage not in (Stage.PROMOTE, Stage.CLEANUP):
+            assert canary is not None
+            assert len(canary.ready_pods(world.tick)) >= routed_canary_replicas(Wave(weight=weight), 4) or (
+                world.status.stage == Stage.ROLLING_BACK)
+        if canary is not None and world.status.stage not in (Stage.PROMOTE, Stage.CLEANUP):
+            assert world.services["shop"]["selector"].get(PIN_KEY), "a canary pod exists: the stable is pinned"
+        assert world.deployments["shop"].replicas == 4
+        if world.status.stage in (Stage.SUCCEEDED, Stage.ROLLED_BACK):
+            break
+    assert world.status.stage in (Stage.SUCCEEDED, Stage.ROLLED_BACK)
+    assert world.rules == [[{"name": "shop", "port": 80}]]
+    assert world.services["shop"]["selector"] == {"app": "shop"} and "shop-canary" not in world.services
+    assert "shop-canary" not in world.deployments
