@@ -105,5 +105,12 @@ bench-detection: venv
 bench-judges: venv
 	$(PY) bench/judges.py
 
+# The operator's OCI image without a Docker engine (Debian's mmdebstrap and umoci; docs/image.md), in
+# ~/.cache/guarded-rollouts/image/oci. Not part of `make test`. To run it as the in-cluster operator
+# against the test bed: flock /tmp/guarded-testbed.lock hack/image.sh run
+.PHONY: image
+image: venv
+	hack/image.sh build
+
 clean: testbed-down
 	rm -rf $(VENV) .pytest_cache
