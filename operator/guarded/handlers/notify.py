@@ -37,7 +37,7 @@ from guarded.kube.client import KubeClient
 ATTEMPTS = 5              # per message and sink: the first try and four retries
 FIRST_BACKOFF = 1.0       # seconds before the first retry, doubled each time (1, 2, 4, 8)
 MAX_BACKOFF = 30.0
-REQUEST_TIMEOUT = 5.0     # a whole request (connect, send, answer): a hanging sink is given up on
+REQUEST_TIMEOUT = 5.0     # a whole request (connect, send, answer): a hanging sink is given up on (default)
 SERVICE_ACCOUNT_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 DEFAULT_NAMESPACE = "guarded-rollouts"
 
@@ -89,12 +89,12 @@ def body_for(sink: Sink, note: Notification) -> dict[str, Any]:
 
 class Notifier:
     def __init__(self, sinks: Sequence[Sink] = (), namespace: str = DEFAULT_NAMESPACE,
-                 client: KubeClient | None = None) -> None:
-        self.sinks, self.namespace, self.client = tuple(sinks), namespace, client
+                 client: KubeClient | None = None, timeout: float = REQUEST_TIMEOUT) -> None:
+        self.sinks, self.namespace, self.client, self.timeout = tuple(sinks), namespace, client, timeout
         self._tasks: set[asyncio.Task[None]] = set()  # kept referenced until they end
 
-    def configure(self, *, sinks: Sequence[Sink], namespace: str, client: KubeClient) -> None:
-        self.sinks, self.namespace, self.client = tuple(sinks), namespace, client
+    def configure(self, *, sinks: Sequence[Sink], namespace: str, client: KubeClient, timeout: float) -> None:
+        self.sinks, self.namespace, self.client, self.timeout = tuple(sinks), namespace, client, timeout
 
     def submit(self, *, namespace: str, name: str, target: str, before: GuardedRolloutStatus,
                after: GuardedRolloutStatus) -> tuple[Notification, ...]:
@@ -103,7 +103,7 @@ class Notifier:
         try:
             return self._submit(namespace=namespace, name=name, target=target, before=before, after=after)
         except Exception as exc:
-            logs.logger(rollout=name, namespace=namespace, wave=after.wave_progress).exception(
+            logs.logger(rollout=name, namespace=namespace, wave=getattr(after, "wave_progress", None)).exception(
                 "notifications not sent", error=str(exc)[:300])
             return ()
 
@@ -126,16 +126,19 @@ class Notifier:
         first = notes[0]
         log = logs.logger(rollout=first.rollout, namespace=first.namespace, wave=first.wave)
         sinks = self.sinks + await self._policy_sinks(policies, log)
-        timeout = aiohttp.ClientTimeout(total=REQUEST_TIMEOUT)
+        timeout = aiohttp.ClientTimeout(total=self.timeout)
         async with aiohttp.ClientSession(timeout=timeout) as session:
             # Sinks in parallel (one slow sink holds back no other); one sink's messages in order.
             await asyncio.gather(*(self._to_sink(session, sink, notes, log) for sink in sinks))
 
     async def _to_sink(self, session: aiohttp.ClientSession, sink: Sink, notes: Sequence[Notification],
                        log: Any) -> None:
-        for note in notes:
-            if wanted(note, sink.events):
-                await self._send(session, sink, note, log)
+        try:
+            for note in notes:
+                if wanted(note, sink.events):
+                    await self._send(session, sink, note, log)
+        except Exception as exc:  # a fault here must not end the other sinks' deliveries
+            log.exception("notification failed", sink=sink.name, error=_without_url(str(exc), sink))
 
     async def _send(self, session: aiohttp.ClientSession, sink: Sink, note: Notification, log: Any) -> None:
         body, delay, error = body_for(sink, note), FIRST_BACKOFF, ""
@@ -144,7 +147,7 @@ class Notifier:
                 async with session.post(sink.url, json=body) as resp:
                     if resp.status < 300:
                         SENT.labels(sink.name, note.event, "sent").inc()
-                        log.info("notified", sink=sink.name, event=note.event, attempt=attempt)
+                        log.info("notified", sink=sink.name, notification=note.event, attempt=attempt)
                         return
                     error = f"HTTP {resp.status}"
                     if 400 <= resp.status < 500 and resp.status not in (408, 429):
@@ -155,7 +158,8 @@ class Notifier:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, MAX_BACKOFF)
         SENT.labels(sink.name, note.event, "failed").inc()
-        log.warning("notification not delivered", sink=sink.name, event=note.event, error=_without_url(error, sink))
+        log.warning("notification not delivered", sink=sink.name, notification=note.event,
+                    error=_without_url(error, sink))
 
     async def _policy_sinks(self, policies: Sequence[str], log: Any) -> tuple[Sink, ...]:
         """The sinks of the governing policies, their URLs read from Secrets now (a rotated URL takes effect
@@ -207,8 +211,15 @@ submit = NOTIFIER.submit
 
 
 def configure(client: KubeClient, environ: Mapping[str, str] | None = None) -> tuple[Sink, ...]:
-    """At startup: the operator-wide sinks and the Secrets' namespace from the environment."""
+    """At startup, from the environment: the operator-wide sinks, the Secrets' namespace, the timeout of one
+    request (GUARDED_NOTIFY_TIMEOUT, seconds)."""
     env = os.environ if environ is None else environ
     sinks = operator_sinks(env)
-    NOTIFIER.configure(sinks=sinks, namespace=operator_namespace(env), client=client)
+    try:
+        timeout = float(env.get("GUARDED_NOTIFY_TIMEOUT") or REQUEST_TIMEOUT)
+    except ValueError:
+        raise ValueError(f"GUARDED_NOTIFY_TIMEOUT: seconds, not {env['GUARDED_NOTIFY_TIMEOUT']!r}") from None
+    if not 0 < timeout <= 600:
+        raise ValueError(f"GUARDED_NOTIFY_TIMEOUT: between 0 and 600 seconds, not {timeout}")
+    NOTIFIER.configure(sinks=sinks, namespace=operator_namespace(env), client=client, timeout=timeout)
     return sinks
