@@ -46,10 +46,18 @@ testbed-env:
 	@$(TESTBED) env
 
 # The one command: lint, unit tests, then integration and e2e tests against the test bed
-# (or against GUARDED_TEST_KUBECONFIG when set, e.g. a kind cluster).
+# (or against GUARDED_TEST_KUBECONFIG when set, e.g. a kind cluster). Most tests wait on bakes, not on
+# the CPU, so they run side by side on TEST_WORKERS workers that share one operator, as one operator
+# serves a whole cluster; the tests marked exclusive (they stop, kill or replace the operator, or stop
+# Prometheus) run afterwards, one at a time.
+TEST_WORKERS ?= 4
+
 test: lint browser
 	@if [ -z "$$GUARDED_TEST_KUBECONFIG" ]; then $(TESTBED) up; fi
-	$(VENV)/bin/pytest tests -q -p no:cacheprovider
+	@rc=0; \
+	$(VENV)/bin/pytest tests -q -p no:cacheprovider -m "not exclusive" -n $(TEST_WORKERS) --maxschedchunk 1 || rc=$$?; \
+	$(VENV)/bin/pytest tests -q -p no:cacheprovider -m exclusive || rc=$$?; \
+	exit $$rc
 
 # Debian's Chromium for the dashboard's browser test (Playwright drives it; it never downloads a browser).
 CHROMIUM ?= /usr/bin/chromium

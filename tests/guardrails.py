@@ -115,7 +115,10 @@ class Team:
 def policy(cluster: Cluster, team: Team | None, rules: dict[str, Any], **spec: Any) -> Iterator[str]:
     """A cluster-scoped RolloutPolicy for the team's namespace only, deleted afterwards."""
     name = f"test-{secrets.token_hex(4)}"
+    # Always the team's namespace only, also with a target selector: tests run side by side, and a policy
+    # that reached other namespaces would hold their rollouts.
     selector = {"namespaceSelector": {"matchLabels": {"guarded.dev/policy": team.label}}} if team else {}
+    selector = {**spec.pop("selector", {}), **selector}
     body = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "RolloutPolicy", "metadata": {"name": name},
             "spec": {"selector": selector, "rules": rules, **spec}}
     custom = kubernetes.client.CustomObjectsApi(cluster.api())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -36,6 +37,7 @@ class OperatorProcess:
         self.alerts_port = _free_port()
         self.metrics_port = _free_port()  # /metrics and /readyz; fixed too, so Prometheus keeps one target
         self.webhook_port = _free_port()  # fixed for this process's lifetime: restarts keep the webhook URL
+        self.shared = False  # one operator serving several pytest workers at once: no one may stop it
 
     @property
     def metrics_address(self) -> str:
@@ -76,6 +78,9 @@ class OperatorProcess:
             self.cluster.kubectl("delete", kind, WEBHOOK_CONFIGURATION, "--ignore-not-found")
 
     def start(self) -> None:
+        if os.environ.get("PYTEST_XDIST_WORKER") and not self.shared:
+            raise RuntimeError("a second operator beside the one the parallel tests share: mark the test "
+                               "@pytest.mark.exclusive so that it runs alone")
         env = dict(os.environ, KUBECONFIG=self.cluster.kubeconfig, PYTHONUNBUFFERED="1", **self.extra_env)
         args = [sys.executable, "-m", "guarded.main", "--liveness", f"http://127.0.0.1:{self.port}/healthz",
                 "--alerts-listen", f"127.0.0.1:{self.alerts_port}", "--metrics-listen", self.metrics_address,
@@ -88,7 +93,9 @@ class OperatorProcess:
         if context:
             args += ["--context", context]
         log = self.log_path.open("ab")
-        self.proc = subprocess.Popen(args, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+        # Its own session: a shared operator outlives the pytest worker that happened to start it.
+        self.proc = subprocess.Popen(args, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
+                                     start_new_session=self.shared)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -105,13 +112,36 @@ class OperatorProcess:
     def ready(self) -> bool:
         return requests.get(f"http://{self.metrics_address}/readyz", timeout=5).status_code == 200
 
+    def state(self) -> dict[str, object]:
+        """What another pytest worker needs to use this running operator (see attached)."""
+        assert self.proc is not None
+        return {"pid": self.proc.pid, "port": self.port, "alerts_port": self.alerts_port,
+                "metrics_port": self.metrics_port, "webhook_port": self.webhook_port, "log": str(self.log_path)}
+
+    @classmethod
+    def attached(cls, cluster: Cluster, state: dict[str, object]) -> OperatorProcess:
+        """The shared operator another worker started: usable, never stoppable from here."""
+        proc = cls(cluster)
+        proc.shared = True
+        proc.port, proc.alerts_port = int(state["port"]), int(state["alerts_port"])  # type: ignore[call-overload]
+        proc.metrics_port, proc.webhook_port = int(state["metrics_port"]), int(state["webhook_port"])  # type: ignore[call-overload]
+        proc.log_path = Path(str(state["log"]))
+        return proc
+
+    def _exclusive(self, what: str) -> None:
+        if self.shared:
+            raise RuntimeError(f"{what} of the operator that other tests share: mark the test "
+                               "@pytest.mark.exclusive so that it runs alone")
+
     def kill(self) -> None:
         """SIGKILL: no cleanup, no goodbye, as a node failure would do it."""
+        self._exclusive("a kill")
         if self.proc and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGKILL)
             self.proc.wait(timeout=10)
 
     def stop(self) -> None:
+        self._exclusive("a stop")
         if self.proc and self.proc.poll() is None:
             self.proc.terminate()
             try:
@@ -125,3 +155,19 @@ class OperatorProcess:
             return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
         except FileNotFoundError:
             return "(no log)"
+
+
+def stop_shared(state_file: Path) -> None:
+    """End the shared operator recorded in state_file (by the pytest controller, after every worker ended)."""
+    try:
+        pid = int(json.loads(state_file.read_text())["pid"])
+    except (FileNotFoundError, ValueError, KeyError):
+        return
+    try:
+        os.kill(pid, signal.SIGTERM)
+        for _ in range(150):
+            os.kill(pid, 0)
+            time.sleep(0.1)
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass

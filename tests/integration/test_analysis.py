@@ -95,6 +95,7 @@ def test_a_change_that_drops_orders_for_every_version_is_caught_by_the_pre_rollo
     assert by_judge["Stable"] != "Fail", "canary and stable are equally bad; only the pre-rollout baseline sees it"
 
 
+@pytest.mark.exclusive
 def test_prometheus_down_mid_wave_holds_and_the_rollout_resumes_or_rolls_back_per_policy(
         cluster: Cluster, shop: Shop, namespace: str) -> None:
     if cluster.testbed_dir is None:

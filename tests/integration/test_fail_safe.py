@@ -30,6 +30,8 @@ FAILPOINTS = {
 }
 PENDING = "before-start"                      # fails on every reconcile before wave 1
 
+pytestmark = pytest.mark.exclusive  # it replaces the shared operator
+
 
 @pytest.fixture
 def failing_operator(cluster: Cluster, operator: OperatorProcess) -> Iterator[OperatorProcess]:

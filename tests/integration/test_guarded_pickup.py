@@ -25,6 +25,8 @@ DEPLOYMENT = "pickup-shop"
 NEW = "registry.example/shop:7.0.0"
 DEFAULTS = {"waves": [{"replicas": 1, "bake": "2s"}, {"weight": 100, "bake": "1s"}]}
 
+pytestmark = pytest.mark.exclusive  # it replaces the shared operator
+
 
 @pytest.fixture
 def operators(cluster: Cluster, operator: OperatorProcess) -> Iterator[tuple[OperatorProcess, OperatorProcess]]:

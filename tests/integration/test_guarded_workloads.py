@@ -217,6 +217,7 @@ def test_an_edit_of_a_configmap_two_guarded_deployments_read_is_one_release_acro
                    what="the shared ConfigMap mirrors the promoted version")
 
 
+@pytest.mark.exclusive
 def test_with_the_operator_down_the_api_server_refuses_and_says_how_to_release(
         cluster: Cluster, team: Team, operator: OperatorProcess) -> None:
     cluster.apply({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "shop-config"},

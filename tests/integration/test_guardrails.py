@@ -225,6 +225,7 @@ def test_a_high_blast_radius_needs_a_senior_and_the_first_wave_is_capped(cluster
     assert applied == [f"wave 1 lowered from 2 to 1 canary pods by {name}"]
 
 
+@pytest.mark.exclusive
 def test_with_no_operator_to_vouch_for_identities_no_rollout_is_admitted(team: Team, operator: OperatorProcess) -> None:
     team.shop(replicas=2)
     operator.stop()  # a clean stop: kopf leaves the (persistent) webhooks in place, pointing at nobody
@@ -239,6 +240,7 @@ def test_with_no_operator_to_vouch_for_identities_no_rollout_is_admitted(team: T
     assert team.wait_phase("vouched", "Succeeded", timeout=120)["authors"] == ["alice"]
 
 
+@pytest.mark.exclusive
 def test_the_api_server_itself_refuses_forged_identities_even_before_the_webhook_exists(
         cluster: Cluster, team: Team, operator: OperatorProcess) -> None:
     """A fresh install before the operator registers its webhook, or an operator that is down and whose

@@ -18,6 +18,8 @@ from waiting import eventually
 PEERING = ROOT / "manifests" / "install" / "peering.yaml"
 LIFETIME = "10"  # seconds a killed replica's keep-alive counts; the Deployment keeps kopf's 60
 
+pytestmark = pytest.mark.exclusive  # it replaces the shared operator
+
 
 def peers(cluster: Cluster) -> set[str]:
     out = cluster.kubectl("get", "clusterkopfpeering", "guarded-rollouts", "-o", "json")

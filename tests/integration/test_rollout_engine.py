@@ -57,6 +57,7 @@ def test_abort_mid_wave_rolls_back_to_the_old_image_with_full_capacity(
     assert shop.pod_images() == ["registry.example/shop:1.0.0"] * 10
 
 
+@pytest.mark.exclusive
 def test_a_killed_operator_resumes_without_repeating_or_skipping_a_wave(
         cluster: Cluster, namespace: str, operator: OperatorProcess) -> None:
     shop = given.a_shop(cluster, namespace, replicas=10)
