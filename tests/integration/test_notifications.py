@@ -24,6 +24,8 @@ from waiting import eventually
 GROUP, VERSION = "rollouts.guarded.dev", "v1alpha1"
 WAVES = [{"replicas": 1, "bake": "30s"}, {"weight": 100, "bake": "5s"}]
 
+pytestmark = pytest.mark.exclusive  # it replaces the shared operator (with one whose environment names sinks)
+
 
 class Receiver(ThreadingHTTPServer):
     """Records every JSON POST by path; on /hang it answers nothing and holds the connection until the
