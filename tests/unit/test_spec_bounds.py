@@ -50,6 +50,8 @@ DURATIONS: list[tuple[str, str, Any, str, str]] = [
     ("analysis.interval", "spec.analysis.interval", lambda v: rollout(analysis={"interval": v}), "1s", "1h"),
     ("analysis.preRolloutWindow", "spec.analysis.preRolloutWindow",
      lambda v: rollout(analysis={"preRolloutWindow": v}), "10s", "168h"),
+    ("analysis.latency.threshold", "spec.analysis.latency.threshold",
+     lambda v: rollout(analysis={"latency": {"histogram": "h", "threshold": v}}), "1ms", "1h"),
 ]
 
 # (wire path, described path, spec builder, allowed interval: [ ] inclusive, ( ) exclusive, absurd values)
@@ -72,6 +74,12 @@ NUMBERS: list[tuple[str, str, Any, str, list[float]]] = [
      lambda v: rollout(analysis={"metrics": [metric(maxRatio=v)]}), "(0, 1]", [*HUGE_FLOATS, INF]),
     ("analysis.metrics[].minRequests", "spec.analysis.metrics[0].minRequests",
      lambda v: rollout(analysis={"metrics": [metric(minRequests=v)]}), "[1, 1000000000]", HUGE_INTEGERS),
+    ("analysis.detect[].degradation", "spec.analysis.detect[0].degradation",
+     lambda v: rollout(analysis={"requests": "r", "detect": [{"metric": "errors", "degradation": v}]}), "(0, 10]",
+     [*HUGE_FLOATS, INF]),
+    ("analysis.detect[].power", "spec.analysis.detect[0].power",
+     lambda v: rollout(analysis={"requests": "r", "detect": [{"metric": "errors", "degradation": 1, "power": v}]}),
+     "(0.5, 0.999]", [*HUGE_FLOATS, INF]),
     ("trafficRouting.httpRoute.ruleIndex", "spec.trafficRouting.httpRoute.ruleIndex",
      lambda v: rollout(trafficRouting={"httpRoute": {"name": "shop", "ruleIndex": v}}), "[0, 63]", HUGE_INTEGERS),
 ]
@@ -107,6 +115,13 @@ POLICY_NUMBERS: list[tuple[str, str, Any, str, list[float]]] = [
         ("blastRadius.maxPods", "[1, 1000000]"),
         ("blastRadius.maxSharePercent", "[1, 100]"),
     ]
+] + [
+    (f"{at}rules.requiredDetection[].{name}", f"spec.{at}rules.requiredDetection[0].{name}",
+     lambda v, at=at, name=name: _policy_rules(at)({"requiredDetection": [{"metric": "orders", "degradation": 0.5,
+                                                                           name: v}]}),
+     bounds, [*HUGE_FLOATS, INF])
+    for at in ("", "safetyReset.")
+    for name, bounds in [("degradation", "(0, 10]"), ("power", "(0.5, 0.999]")]
 ]
 
 

@@ -10,11 +10,15 @@ from pydantic import ConfigDict, Field, WithJsonSchema, model_validator
 from pydantic.json_schema import SkipJsonSchema
 
 from guarded.api.common import ApiModel, bounded_duration
+from guarded.api.policy import BUILTIN_METRICS
 
 Interval = bounded_duration("spec.analysis.interval", "1s", "1h", "How often a wave is judged.")
 PreRolloutWindow = bounded_duration(
     "spec.analysis.preRolloutWindow", "10s", "168h",
     "Service window before the rollout started (a Prometheus range: at least a few scrapes).")
+LatencyThreshold = bounded_duration(
+    "spec.analysis.latency.threshold", "1ms", "1h",
+    "A request slower than this is slow; it must equal an upper bound (le) of one of the histogram's buckets.")
 
 
 class Direction(StrEnum):
@@ -37,6 +41,11 @@ RecordedVerdict = Annotated[Verdict, WithJsonSchema({"type": "string"})]
 # Inconclusive for want of data (no answer, no canary traffic, no baseline), not for want of evidence yet:
 # only such judgements count towards maxInconclusive. Known in memory only, never written to a status.
 NoData = Annotated[bool, SkipJsonSchema(), Field(exclude=True)]
+
+
+# How each guard a shortcut adds is judged, by the name a policy demands it by (api.policy.BUILTIN_METRICS).
+SHORTCUT_DIRECTIONS = {"orders": Direction.HIGHER_IS_BETTER, "errors": Direction.LOWER_IS_BETTER,
+                       "latency": Direction.LOWER_IS_BETTER}
 
 
 class Metric(ApiModel):
@@ -94,6 +103,32 @@ class AlertSelector(ApiModel):
         return self
 
 
+class Latency(ApiModel):
+    """The latency guard: the share of requests slower than `threshold`, judged like the error rate
+    (LowerIsBetter): (requests - the threshold bucket's count) / requests, from a Prometheus histogram."""
+
+    histogram: str = Field(max_length=253, pattern=r"^[a-zA-Z_:][a-zA-Z0-9_:]*$",
+                           description="The histogram's name, without _bucket or _count "
+                           "(e.g. http_request_duration_seconds).")
+    threshold: LatencyThreshold = "500ms"
+    unit: Literal["seconds", "milliseconds"] = Field(
+        default="seconds", description="The unit of the histogram's bucket bounds (le): seconds by Prometheus "
+        "convention.")
+
+
+class Detect(ApiModel):
+    """A degradation the waves before the last must have had the power to detect before 100%."""
+
+    metric: str = Field(min_length=1, max_length=63, pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$",
+                        description="orders, errors, latency (the shortcuts' guards) or a metric's name.")
+    degradation: float = Field(
+        gt=0, le=10, description="The smallest degradation that must be detectable, relative like a tolerance: "
+        "0.2 is orders 20% lower, 1.0 is errors twice as high. Below 1 for HigherIsBetter metrics.")
+    power: float = Field(default=0.95, gt=0.5, le=0.999,
+                         description="The chance (1 - beta) that a canary that bad is rolled back before the "
+                         "last wave.")
+
+
 class Analysis(ApiModel):
     interval: Interval = "5s"
     false_rollback_rate: float = Field(
@@ -109,8 +144,13 @@ class Analysis(ApiModel):
                                description="Shortcut: the orders counter; adds an order-rate guard.")
     error_matcher: str = Field(default='code=~"5.."', max_length=253,
                                description="Shortcut: label matcher that marks a request as an error.")
+    latency: Latency | None = Field(default=None, description="Adds the latency guard (slow-request-rate).")
     metrics: list[Metric] = Field(default_factory=list, max_length=20)
     alerts: AlertSelector | None = None
+    detect: list[Detect] = Field(
+        default_factory=list, max_length=20,
+        description="Degradations that must be detectable before the last wave: the wave before it holds "
+        "(condition Powered=False) until the evidence has that power.")
 
     @model_validator(mode="after")
     def _something_to_judge(self) -> Analysis:
@@ -119,7 +159,30 @@ class Analysis(ApiModel):
         names = [m.name for m in self.metrics]
         if len(names) != len(set(names)):
             raise ValueError("spec.analysis.metrics: names must be unique")
+        for i, d in enumerate(self.detect):
+            problem = self._detect_problem(d)
+            if problem:
+                raise ValueError(f"spec.analysis.detect[{i}]: {problem}")
         return self
+
+    def guard_directions(self) -> dict[str, Direction]:
+        """Every guard this analysis judges, by name (a shortcut's guard also by its alias), with its direction."""
+        out = {m.name: m.direction for m in self.metrics}
+        shortcuts = {"orders": bool(self.requests and self.orders), "errors": bool(self.requests),
+                     "latency": self.latency is not None}
+        for alias, name in BUILTIN_METRICS.items():
+            if shortcuts[alias]:
+                direction = out.setdefault(name, SHORTCUT_DIRECTIONS[alias])
+                out.setdefault(alias, direction)
+        return out
+
+    def _detect_problem(self, d: Detect) -> str | None:
+        direction = self.guard_directions().get(d.metric)
+        if direction is None:
+            return f"metric {d.metric!r} is not judged (set its shortcut or add it to spec.analysis.metrics)"
+        if direction is Direction.HIGHER_IS_BETTER and d.degradation >= 1:
+            return f"degradation {d.degradation:g} must be below 1 for {d.metric} (HigherIsBetter)"
+        return None
 
 
 # What status.analysis.recent keeps of each analysis step. The judges return these records themselves.
@@ -142,12 +205,24 @@ class EvidenceRecord(ApiModel):
     no_data: NoData = False
 
 
+# Whether the evidence so far could have detected a required degradation (spec.analysis.detect):
+# the chance that the judges would have failed a canary that bad by now, and what more it needs.
+class PowerRecord(ApiModel):
+    degradation: float                   # 0.2: orders 20% lower (errors 20% higher)
+    probability: float                   # a lower bound on the chance of a Fail by now at that degradation
+    required: float                      # 1 - beta
+    more_requests: float | None = None   # canary requests still needed at the current split (null: unknown)
+    more_seconds: float | None = None    # the same at the canary's current request rate
+    reason: str = ""
+
+
 # One metric's judgement: Fail if any judge fails, Pass if all pass, else Inconclusive.
 class JudgementRecord(ApiModel):
     metric: str
     verdict: RecordedVerdict
     reason: str = ""
     evidence: list[EvidenceRecord] = Field(default_factory=list)
+    power: PowerRecord | None = None
     no_data: NoData = False
 
 

@@ -34,7 +34,7 @@ DocumentationField = Literal["description", "ticket", "rollbackPlan"]
 DOCUMENTATION_FIELDS: tuple[DocumentationField, ...] = get_args(DocumentationField)
 # Guards a policy can demand of spec.analysis: the two shortcuts (by the metric each one adds), or a
 # named metric.
-BUILTIN_METRICS = {"orders": "order-rate", "errors": "error-rate"}
+BUILTIN_METRICS = {"orders": "order-rate", "errors": "error-rate", "latency": "slow-request-rate"}
 
 
 # The same bounds as a wave's bake: a floor a wave could not meet would refuse every rollout.
@@ -80,6 +80,16 @@ class BlastRadiusLine(ApiModel):
                                           description="Share of the pods behind the target's Services.")
 
 
+class RequiredDetection(ApiModel):
+    """A degradation a governed rollout must be able to detect before its last wave (spec.analysis.detect)."""
+
+    metric: str = Field(min_length=1, max_length=63, pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$",
+                        description="orders, errors, latency or a metric's name.")
+    degradation: float = Field(gt=0, le=10, description="At most this degradation (0.2: orders 20% lower, "
+                               "1.0: errors twice as high) must be detectable.")
+    power: float = Field(default=0.95, gt=0.5, le=0.999, description="With at least this probability.")
+
+
 class PolicyRules(ApiModel):
     required_approvals: int | None = Field(
         default=None, ge=0, le=10, description="Distinct approvers, none of them an author of the change.")
@@ -94,7 +104,11 @@ class PolicyRules(ApiModel):
     emergency_bake: EmergencyBake | None = None
     required_metrics: list[str] = Field(
         default_factory=list, max_length=16,
-        description="Guards spec.analysis must have: orders, errors, or a metric name.")
+        description="Guards spec.analysis must have: orders, errors, latency, or a metric name.")
+    required_detection: list[RequiredDetection] = Field(
+        default_factory=list, max_length=16,
+        description="Degradations spec.analysis.detect must make detectable before the last wave (a smaller "
+        "degradation and a higher power meet the rule).")
     max_concurrent: int | None = Field(
         default=None, ge=1, le=1000,
         description="At most this many rollouts under this policy progress at once; the rest wait in order.")

@@ -44,6 +44,8 @@ class Reason(StrEnum):
     ANALYSIS_INCONCLUSIVE = "AnalysisInconclusive"
     ANALYSIS_FAILED = "AnalysisFailed"
     ALERT_FIRING = "AlertFiring"
+    NEEDS_MORE_EVIDENCE = "NeedsMoreEvidence"   # the wave before the last holds: spec.analysis.detect not yet powered
+    POWERED = "Powered"
     # -- why a rollout rolled back (status.rollbackReason), besides the analysis ones above --
     ABORTED = "Aborted"
     PROGRESS_DEADLINE_EXCEEDED = "ProgressDeadlineExceeded"

@@ -20,6 +20,8 @@ TARGET_FOUND = "TargetFound"
 TARGET_UNCHANGED = "TargetUnchanged"
 TARGET_EXCLUSIVE = "TargetExclusive"   # no other rollout holds the target, no foreign canary in the way
 VALID = "Valid"
+# The wave before the last has gathered the power spec.analysis.detect asks for (core/judging.power_hold).
+POWERED = "Powered"
 # True while reconciles fail with an unexpected error (the shell restored the stable's capacity).
 RECONCILE_FAILED = "ReconcileFailed"
 # Pre-flight gates (core/gates): they hold a rollout before wave 1.

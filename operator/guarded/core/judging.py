@@ -6,14 +6,16 @@ is due; `analyze` records the judgement, accrues observed bake time, and rolls b
 
 from __future__ import annotations
 
+from guarded.api.analysis import Direction, JudgementRecord
 from guarded.api.common import parse_duration
 from guarded.api.reasons import Reason
 from guarded.api.rollout import AnalysisStatus, PreRolloutCounts
 from guarded.api.stages import Stage
 from guarded.core import analysis
+from guarded.core import conditions as cond
 from guarded.core.analysis import AnalysisObservation, Verdict
 from guarded.core.clock import parse, seconds_between, stamp
-from guarded.core.draft import Draft, Inputs, canary_target, total, wave_label
+from guarded.core.draft import Draft, Inputs, canary_target, total, wave_index, wave_label, waves
 from guarded.core.moves import rollback
 
 
@@ -93,3 +95,37 @@ def observe_bake(inp: Inputs, d: Draft, state: AnalysisStatus, is_fresh: bool) -
     since = max(parse(state.last_at or s.bake_started_at), parse(s.bake_started_at))
     gained = max(0.0, (inp.now - since).total_seconds())
     return d.update(baked_seconds=round(float(s.baked_seconds or 0.0) + gained, 3))
+
+
+def _shortfall(j: JudgementRecord, direction: Direction | None) -> str:
+    p = j.power
+    assert p is not None
+    what = {Direction.HIGHER_IS_BETTER: "drop", Direction.LOWER_IS_BETTER: "rise"}.get(direction, "degradation")
+    goal = f"to detect a {p.degradation:.0%} {what} with {p.required:.0%} power (now {p.probability:.0%})"
+    if p.more_requests is None:
+        return f"{j.metric}: {p.reason}, {goal}"
+    at = f" (~{p.more_seconds:,.0f} s at the current rate)" if p.more_seconds is not None else ""
+    return f"{j.metric}: {p.more_requests:,.0f} more canary requests{at} {goal}"
+
+
+def power_hold(inp: Inputs, d: Draft) -> tuple[Draft, bool]:
+    """The wave before the last holds until the evidence could have detected every degradation
+    spec.analysis.detect names (core/analysis/power.py): condition Powered, True once it could."""
+    spec, s = inp.spec.analysis, d.status
+    plan = waves(inp, s)
+    if spec is None or not spec.detect or len(plan) < 2 or wave_index(s) != len(plan) - 2:
+        return d, False
+    last = s.analysis.recent[-1] if s.analysis.recent else None
+    judged = [j for j in (last.judgements if last is not None else []) if j.power is not None]
+    short = [j for j in judged if j.power is not None and j.power.probability < j.power.required]
+    label = wave_label(inp, s)
+    if short or not judged:
+        directions = {m.name: m.direction for m in analysis.effective_metrics(spec)}
+        why = "; ".join(_shortfall(j, directions.get(j.metric)) for j in short) or "no judgement of its power yet"
+        message = f"wave {label}: holding before the last wave: {why}"
+        if not cond.is_false(s.conditions, cond.POWERED):
+            d = d.record(inp, Reason.NEEDS_MORE_EVIDENCE, message)
+        return d.condition(inp, cond.POWERED, False, Reason.NEEDS_MORE_EVIDENCE, message), True
+    done = ", ".join(f"{j.metric} {j.power.degradation:.0%} ({j.power.probability:.1%})" for j in judged if j.power)
+    return d.condition(inp, cond.POWERED, True, Reason.POWERED,
+                       f"wave {label}: the evidence could detect {done}"), False

@@ -42,6 +42,7 @@ from guarded.core.draft import (
     wave_label,
     waves,
 )
+from guarded.core.judging import power_hold
 from guarded.core.moves import advance, record_wave_started, restart, rollback, target_promoted
 from guarded.core.preflight import pass_gates
 from guarded.core.templates import ChangeError, changed_template
@@ -215,6 +216,9 @@ def bake(inp: Inputs, d: Draft) -> Draft:
         if elapsed >= bake_seconds + deadline and analysis.on_inconclusive == "Rollback":
             return rollback(inp, d, Reason.ANALYSIS_INCONCLUSIVE, f"wave {wave_label(inp, s)}: no Pass within "
                             f"spec.progressDeadline ({inp.spec.progress_deadline}) after the bake")
+        return d.wait(parse_duration(analysis.interval))
+    d, held = power_hold(inp, d)
+    if held and analysis is not None:   # the wave before the last: until a required degradation is detectable
         return d.wait(parse_duration(analysis.interval))
     waiting_for = consumers_gated(inp, d)
     if waiting_for is not None:   # a shared change moves on only when every consumer's rollout baked this wave

@@ -7,13 +7,13 @@ from __future__ import annotations
 import math
 from datetime import UTC, datetime, timedelta
 
-from guarded.api.analysis import Analysis
+from guarded.api.analysis import Analysis, Latency
 from guarded.api.common import parse_duration
 from guarded.api.rollout import GuardedRolloutSpec, GuardedRolloutStatus
-from guarded.core.analysis import AnalysisObservation, Counts, MetricData, effective_metrics
+from guarded.core.analysis import AnalysisObservation, Counts, MetricData, effective_metrics, is_latency_guard
 from guarded.core.clock import parse
 from guarded.metrics.provider import MetricProvider, Series
-from guarded.metrics.queries import MetricQueries, Pair, alerts_query, metric_queries
+from guarded.metrics.queries import MetricQueries, Pair, alerts_query, buckets_query, metric_queries
 
 SCRAPE_LAG = timedelta(seconds=2)
 MAX_STEPS = 10_000   # the newest interval is left out until its samples are in
@@ -71,6 +71,32 @@ def _intervals(provider: MetricProvider, queries: MetricQueries, steps_dt: list[
                       stable=_counts(stable_events, stable_requests, steps), pre_rollout=pre)
 
 
+def _bound(text: str) -> float | None:
+    try:
+        return float(text)
+    except ValueError:
+        return None
+
+
+def latency_bucket(provider: MetricProvider, latency: Latency, *, namespace: str,
+                   target: str) -> tuple[str | None, str | None]:
+    """The `le` of the histogram's bucket that equals spec.analysis.latency.threshold, as its series spell it
+    ("0.5", "0.50", "500"), or an error naming the field. No such bucket: no data, never zero slow requests."""
+    found = provider.labels(buckets_query(latency.histogram, namespace=namespace, target=target))
+    if found.error:
+        return None, found.error
+    bounds = sorted({item["le"] for item in found.items if "le" in item}, key=lambda t: _bound(t) or math.inf)
+    if not bounds:
+        return None, (f"spec.analysis.latency.histogram: no {latency.histogram}_bucket series for the service's pods")
+    want = parse_duration(latency.threshold) * (1000.0 if latency.unit == "milliseconds" else 1.0)
+    for text in bounds:
+        value = _bound(text)
+        if value is not None and math.isclose(value, want, rel_tol=1e-9, abs_tol=1e-12):
+            return text, None
+    return None, (f"spec.analysis.latency.threshold {latency.threshold} is no bucket bound of {latency.histogram} "
+                  f"({want:g} {latency.unit}; le: {', '.join(bounds)}): set it to one of them")
+
+
 def _alerts(provider: MetricProvider, analysis: Analysis) -> tuple[tuple[str, ...], str | None]:
     if analysis.alerts is None:
         return (), None
@@ -88,8 +114,15 @@ def gather(provider: MetricProvider, spec: GuardedRolloutSpec, status: GuardedRo
 
     metrics: dict[str, MetricData] = {}
     for metric in effective_metrics(analysis):
+        le = None
+        if is_latency_guard(metric, analysis):
+            assert analysis.latency is not None
+            le, problem = latency_bucket(provider, analysis.latency, namespace=namespace, target=spec.target.name)
+            if problem is not None:
+                metrics[metric.name] = MetricData(error=problem)
+                continue
         queries = metric_queries(metric, namespace=namespace, target=spec.target.name, interval=analysis.interval,
-                                 pre_rollout_window=analysis.pre_rollout_window)
+                                 pre_rollout_window=analysis.pre_rollout_window, le=le)
         data = MetricData(pre_rollout=recorded_pre.get(metric.name))
         if data.pre_rollout is None and metric.pre_rollout_tolerance is not None and status.started_at:
             data = _pre_rollout(provider, queries.pre_rollout, parse(status.started_at))

@@ -55,23 +55,30 @@ def selectors(namespace: str, target: str) -> Selectors:
     )
 
 
-def render(template: str, *, selector: str, interval: str, namespace: str, target: str) -> str:
+def render(template: str, *, selector: str, interval: str, namespace: str, target: str, le: str | None = None) -> str:
     values = {"selector": selector, "interval": interval, "namespace": escape_label_value(namespace),
               "target": escape_label_value(target)}
+    if le is not None:   # the latency guard's bucket bound, as the histogram's series spell it
+        values["le"] = escape_label_value(le)
     return re.sub(r"\{\{\s*(\w+)\s*\}\}", lambda m: values.get(m.group(1), m.group(0)), template)
 
 
 def metric_queries(metric: Metric, *, namespace: str, target: str, interval: str,
-                   pre_rollout_window: str) -> MetricQueries:
+                   pre_rollout_window: str, le: str | None = None) -> MetricQueries:
     sel = selectors(namespace, target)
 
     def pair(selector: str, window: str) -> Pair:
         def one(template: str) -> str:
-            return render(template, selector=selector, interval=window, namespace=namespace, target=target)
+            return render(template, selector=selector, interval=window, namespace=namespace, target=target, le=le)
         return Pair(events=one(metric.events), requests=one(metric.requests))
 
     return MetricQueries(canary=pair(sel.canary, interval), stable=pair(sel.stable, interval),
                          pre_rollout=pair(sel.service, pre_rollout_window))
+
+
+def buckets_query(histogram: str, *, namespace: str, target: str) -> str:
+    """The bucket bounds (le) the service's pods export for a histogram, one series per bound."""
+    return f"group by (le) ({histogram}_bucket{{{selectors(namespace, target).service}}})"
 
 
 def alerts_query(alerts: AlertSelector) -> str:

@@ -5,6 +5,7 @@
   JudgementRecord);
 * `selection`: which metrics a spec asks for (its own and the guards of its counter shortcuts) and how
   each is judged (JudgeConfig, the false-rollback budget split over every test);
+* `power`: whether the evidence so far could have detected the degradation spec.analysis.detect names;
 * `judgement`: one analysis step: when it is due, what the shell fetched (AnalysisObservation), the
   step's verdict and its record (api.analysis.AnalysisRecord).
 
@@ -23,11 +24,22 @@ from guarded.core.analysis.judgement import (
     record,
     summary,
 )
-from guarded.core.analysis.selection import effective_metrics, judge_config, judges_of
+from guarded.core.analysis.power import power
+from guarded.core.analysis.selection import (
+    LATENCY_GUARD,
+    LE,
+    detection_of,
+    effective_metrics,
+    is_latency_guard,
+    judge_config,
+    judges_of,
+)
 from guarded.core.analysis.statistics import Counts, JudgeConfig, MetricData, judge
 
 __all__ = [
     "ANALYSIS_STAGES",
+    "LATENCY_GUARD",
+    "LE",
     "RECENT_LIMIT",
     "AnalysisObservation",
     "Counts",
@@ -36,13 +48,16 @@ __all__ = [
     "MetricData",
     "Verdict",
     "analysis_due",
+    "detection_of",
     "effective_metrics",
     "evaluate",
     "fresh",
+    "is_latency_guard",
     "judge",
     "judge_config",
     "judges_of",
     "overall",
+    "power",
     "record",
     "summary",
 ]

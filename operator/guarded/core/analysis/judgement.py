@@ -11,6 +11,7 @@ from guarded.api.analysis import Analysis, AnalysisRecord, JudgementRecord, Verd
 from guarded.api.common import parse_duration
 from guarded.api.rollout import GuardedRolloutSpec, GuardedRolloutStatus
 from guarded.api.stages import Stage
+from guarded.core.analysis.power import power
 from guarded.core.analysis.selection import effective_metrics, judge_config
 from guarded.core.analysis.statistics import MetricData, judge
 from guarded.core.clock import seconds_between, stamp
@@ -54,7 +55,10 @@ def evaluate(spec: GuardedRolloutSpec, obs: AnalysisObservation, *, stable_servi
     out = []
     for metric in effective_metrics(spec.analysis):
         data = obs.metrics.get(metric.name, MetricData(error="not queried"))
-        out.append(judge(judge_config(metric, spec.analysis), data, stable_serving=stable_serving))
+        cfg = judge_config(metric, spec.analysis)
+        judgement = judge(cfg, data, stable_serving=stable_serving)
+        powered = power(cfg, data)
+        out.append(judgement if powered is None else judgement.model_copy(update={"power": powered}))
     return out
 
 

@@ -66,6 +66,17 @@ class JudgeConfig:
     max_ratio: float | None = None
     alpha: float = 0.01
     min_requests: float = 100.0
+    detect_degradation: float | None = None   # spec.analysis.detect: a degradation that must be detectable
+    detect_power: float | None = None
+    interval_seconds: float = 5.0
+
+    @property
+    def detect_rho(self) -> float | None:
+        """The required detectable degradation as a ratio of canary to reference (0.8 for orders -20%)."""
+        if self.detect_degradation is None:
+            return None
+        sign = -1 if self.direction is Direction.HIGHER_IS_BETTER else 1
+        return 1 + sign * self.detect_degradation
 
     @property
     def bound(self) -> float | None:
@@ -83,11 +94,16 @@ _DROP_GRID = (0.01, 0.05, 0.15, 0.3, 0.45, 0.6, 0.75)
 _RISE_GRID = (2.0, 3.0, 5.0, 8.0, 13.0, 25.0, 50.0)
 
 
-def _grid(direction: Direction, rho0: float) -> tuple[float, ...]:
+def grid(direction: Direction, rho0: float, extra: float | None = None) -> tuple[float, ...]:
+    """The mixture's points beyond rho0; `extra` (a required detectable degradation, fixed by the spec
+    before any data) joins them when it lies beyond rho0 too."""
+    base = _DROP_GRID if direction is Direction.HIGHER_IS_BETTER else _RISE_GRID
+    if extra is not None and extra not in base:
+        base = tuple(sorted((*base, extra)))
     if direction is Direction.HIGHER_IS_BETTER:
-        points = tuple(r for r in _DROP_GRID if r < rho0 * 0.98)
+        points = tuple(r for r in base if r < rho0 * 0.98)
         return points or (rho0 / 2,)
-    points = tuple(r for r in _RISE_GRID if r > rho0 * 1.02)
+    points = tuple(r for r in base if r > rho0 * 1.02)
     return points or (rho0 * 2,)
 
 
@@ -132,10 +148,9 @@ def _canary_totals(data: MetricData) -> tuple[float, float]:
 
 
 def _against_stable(cfg: JudgeConfig, data: MetricData) -> EvidenceRecord:
-    assert cfg.stable_tolerance is not None
-    rho0 = 1 - cfg.stable_tolerance if cfg.direction is Direction.HIGHER_IS_BETTER else 1 + cfg.stable_tolerance
-    grid = _grid(cfg.direction, rho0)
-    sums = [0.0] * len(grid)
+    rho0 = stable_rho0(cfg)
+    points = grid(cfg.direction, rho0, cfg.detect_rho)
+    sums = [0.0] * len(points)
     ks = ns = 0.0
     expected = 0.0  # canary events expected if it behaved exactly like the stable
     for c, s in zip(data.canary, data.stable, strict=False):
@@ -144,7 +159,7 @@ def _against_stable(cfg: JudgeConfig, data: MetricData) -> EvidenceRecord:
         ks, ns = ks + s.events, ns + s.requests
         expected += c.requests * s.events / s.requests
         pi0 = c.requests * rho0 / (c.requests * rho0 + s.requests)
-        for j, rho in enumerate(grid):
+        for j, rho in enumerate(points):
             pi = c.requests * rho / (c.requests * rho + s.requests)
             sums[j] += c.events * (_safe_log(pi) - _safe_log(pi0)) + s.events * (
                 _safe_log(1 - pi) - _safe_log(1 - pi0))
@@ -155,13 +170,13 @@ def _against_stable(cfg: JudgeConfig, data: MetricData) -> EvidenceRecord:
 
 def _against_reference(cfg: JudgeConfig, data: MetricData, *, judge: str, p_ref: float, rho0: float,
                        ref_events: float, ref_requests: float) -> EvidenceRecord:
-    grid = _grid(cfg.direction, rho0)
-    sums = [0.0] * len(grid)
+    points = grid(cfg.direction, rho0, cfg.detect_rho)
+    sums = [0.0] * len(points)
     for c in data.canary:
         if c is None or c.requests <= 0:
             continue
         mu = c.requests * p_ref
-        for j, rho in enumerate(grid):
+        for j, rho in enumerate(points):
             # Poisson(mu*rho) against Poisson(mu*rho0)
             sums[j] += c.events * (_safe_log(rho) - _safe_log(rho0)) - mu * (rho - rho0)
     kc, nc = _canary_totals(data)
@@ -171,23 +186,34 @@ def _against_reference(cfg: JudgeConfig, data: MetricData, *, judge: str, p_ref:
         reference_missing=p_ref <= 0 and cfg.direction is Direction.HIGHER_IS_BETTER))
 
 
+def stable_rho0(cfg: JudgeConfig) -> float:
+    assert cfg.stable_tolerance is not None
+    return 1 - cfg.stable_tolerance if cfg.direction is Direction.HIGHER_IS_BETTER else 1 + cfg.stable_tolerance
+
+
+def pre_rollout_reference(cfg: JudgeConfig, pre: Counts) -> tuple[float, float]:
+    """The PreRollout judge's reference ratio and rho0.
+
+    A conservative reference: the end of a ~99.9% interval on the pre-rollout event count that
+    makes a Fail harder, so that the baseline's own sampling noise cannot cause a rollback
+    (and zero errors before the rollout does not make one canary error a failure)."""
+    assert cfg.pre_rollout_tolerance is not None
+    z = 3.3
+    k = max(pre.events, 0.0)
+    if cfg.direction is Direction.HIGHER_IS_BETTER:
+        k_bound = max(k + z * z / 2 - z * math.sqrt(k + z * z / 4), 0.0)
+        return k_bound / pre.requests, 1 - cfg.pre_rollout_tolerance
+    k_bound = k + z * z / 2 + z * math.sqrt(k + z * z / 4)
+    return min(k_bound / pre.requests, 1.0), 1 + cfg.pre_rollout_tolerance
+
+
 def _against_pre_rollout(cfg: JudgeConfig, data: MetricData) -> EvidenceRecord:
     assert cfg.pre_rollout_tolerance is not None
     pre = data.pre_rollout
     if pre is None or pre.requests <= 0:
         return EvidenceRecord(judge="PreRollout", verdict=Verdict.INCONCLUSIVE, no_data=True,
                               reason="no pre-rollout baseline (no service traffic before the rollout started)")
-    # A conservative reference: the end of a ~99.9% interval on the pre-rollout event count that
-    # makes a Fail harder, so that the baseline's own sampling noise cannot cause a rollback
-    # (and zero errors before the rollout does not make one canary error a failure).
-    z = 3.3
-    k = max(pre.events, 0.0)
-    if cfg.direction is Direction.HIGHER_IS_BETTER:
-        k_bound = max(k + z * z / 2 - z * math.sqrt(k + z * z / 4), 0.0)
-        p_ref, rho0 = k_bound / pre.requests, 1 - cfg.pre_rollout_tolerance
-    else:
-        k_bound = k + z * z / 2 + z * math.sqrt(k + z * z / 4)
-        p_ref, rho0 = min(k_bound / pre.requests, 1.0), 1 + cfg.pre_rollout_tolerance
+    p_ref, rho0 = pre_rollout_reference(cfg, pre)
     return _against_reference(cfg, data, judge="PreRollout", p_ref=p_ref, rho0=rho0,
                               ref_events=pre.events, ref_requests=pre.requests)
 

@@ -1,0 +1,105 @@
+"""Power before promotion (core/analysis/power.py): the probability it predicts against simulated degraded
+canaries, the requests it says are still needed, and the hold of the wave before the last."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from guarded.api.analysis import Analysis, Direction
+from guarded.core.analysis import Counts, MetricData, Verdict, effective_metrics, judge, judge_config, power
+from guarded.core.analysis.statistics import JudgeConfig
+
+ANALYSIS = Analysis(interval="2s", requests="http_requests_total", orders="orders_total", false_rollback_rate=0.001,
+                    detect=[{"metric": "orders", "degradation": 0.2}])
+ORDERS = judge_config(next(m for m in effective_metrics(ANALYSIS) if m.name == "order-rate"), ANALYSIS)
+
+
+def poisson(rng: random.Random, mean: float) -> int:
+    # Knuth for small means, normal beyond (enough for these tests' counts)
+    if mean > 50:
+        return max(0, round(rng.gauss(mean, mean ** 0.5)))
+    limit, k, p = pow(2.718281828459045, -mean), 0, 1.0
+    while True:
+        p *= rng.random()
+        if p <= limit:
+            return k
+        k += 1
+
+
+def simulate(rng: random.Random, *, intervals: int, canary_rps: float, stable_rps: float, ratio: float,
+             mult: float) -> MetricData:
+    canary, stable = [], []
+    for _ in range(intervals):
+        nc, ns = poisson(rng, canary_rps * 2), poisson(rng, stable_rps * 2)
+        canary.append(Counts(events=poisson(rng, nc * ratio * mult), requests=nc))
+        stable.append(Counts(events=poisson(rng, ns * ratio), requests=ns))
+    return MetricData(canary=tuple(canary), stable=tuple(stable), pre_rollout=Counts(events=9000, requests=180_000))
+
+
+def test_a_required_detection_tightens_the_stable_tolerance_to_half_of_it_and_joins_the_grid() -> None:
+    assert ORDERS.stable_tolerance == pytest.approx(0.1) and ORDERS.detect_rho == pytest.approx(0.8)
+    assert ORDERS.detect_power == 0.95 and ORDERS.pre_rollout_tolerance == 0.5
+    loose = Analysis(requests="r", orders="o")
+    assert judge_config(effective_metrics(loose)[0], loose).stable_tolerance == 0.2
+
+
+@pytest.mark.parametrize("intervals", [40, 150, 300])
+def test_the_predicted_power_is_a_lower_bound_on_the_simulated_rate_of_failing_a_canary_that_bad(
+        intervals: int) -> None:
+    """Canaries degraded exactly by the required 20%, at 150 req/s against 150: the share the real judge
+    fails by the end is at least the predicted probability (less a sampling margin)."""
+    rng = random.Random(intervals)
+    runs, failed, predicted = 120, 0, []
+    for _ in range(runs):
+        data = simulate(rng, intervals=intervals, canary_rps=150, stable_rps=150, ratio=0.05, mult=0.8)
+        # the mixture crossed at some prefix: judged on every 10th interval (as often as the engine would, or less)
+        failed += any(judge(ORDERS, MetricData(canary=data.canary[:t], stable=data.stable[:t],
+                                               pre_rollout=data.pre_rollout)).verdict is Verdict.FAIL
+                      for t in range(10, intervals + 1, 10))
+        predicted.append(power(ORDERS, data).probability)
+    mean_predicted = sum(predicted) / runs
+    assert failed / runs >= mean_predicted - 0.1, (failed, mean_predicted)
+
+
+def test_the_requests_still_needed_are_enough_and_not_far_too_many() -> None:
+    rng = random.Random(7)
+    data = simulate(rng, intervals=60, canary_rps=150, stable_rps=150, ratio=0.05, mult=1.0)
+    first = power(ORDERS, data)
+    assert first is not None and first.probability < 0.95 and first.more_requests and first.more_seconds
+    assert first.more_seconds == pytest.approx(first.more_requests / 150, rel=0.3)   # 150 canary req/s
+    more = round(first.more_requests / 300) + 1   # 300 canary requests per interval
+    later = simulate(rng, intervals=more, canary_rps=150, stable_rps=150, ratio=0.05, mult=1.0)
+    data = MetricData(canary=data.canary + later.canary, stable=data.stable + later.stable,
+                      pre_rollout=data.pre_rollout)
+    assert power(ORDERS, data).probability >= 0.9
+    shorter = MetricData(canary=data.canary[: 60 + more // 3], stable=data.stable[: 60 + more // 3],
+                         pre_rollout=data.pre_rollout)
+    assert power(ORDERS, shorter).probability < 0.95
+
+
+def test_no_data_has_no_power_and_no_requirement_has_no_record() -> None:
+    assert power(ORDERS, MetricData(error="Prometheus down")).probability == 0
+    assert power(ORDERS, MetricData()).probability == 0
+    plain = JudgeConfig(name="x", direction=Direction.HIGHER_IS_BETTER)
+    assert power(plain, MetricData()) is None
+
+
+def test_a_tolerance_that_cannot_tell_the_degradation_apart_says_so() -> None:
+    cfg = JudgeConfig(name="x", direction=Direction.HIGHER_IS_BETTER, stable_tolerance=None, pre_rollout_tolerance=0.5,
+                      detect_degradation=0.2, detect_power=0.95, alpha=0.001, interval_seconds=2)
+    data = simulate(random.Random(1), intervals=30, canary_rps=150, stable_rps=150, ratio=0.05, mult=1.0)
+    record = power(cfg, data)
+    assert record is not None and record.probability < 0.01 and record.more_requests is None
+    assert "no judge can detect it" in record.reason
+
+
+def test_detect_must_name_a_judged_metric_with_a_fitting_degradation() -> None:
+    with pytest.raises(ValueError, match=r"detect\[0\]: metric 'latency' is not judged"):
+        Analysis(requests="r", detect=[{"metric": "latency", "degradation": 1}])
+    with pytest.raises(ValueError, match=r"detect\[0\]: degradation 1 must be below 1 for orders"):
+        Analysis(requests="r", orders="o", detect=[{"metric": "orders", "degradation": 1}])
+    ok = Analysis(requests="r", orders="o", detect=[{"metric": "error-rate", "degradation": 1}])
+    errors = judge_config(next(m for m in effective_metrics(ok) if m.name == "error-rate"), ok)
+    assert errors.detect_rho == 2.0 and errors.stable_tolerance == 0.2
