@@ -141,6 +141,9 @@ def test_a_99_percent_order_drop_is_rolled_back_at_1_percent_with_the_weight_set
         status = then.phase_is(release, "RolledBack", within=90)
     assert status["rollbackReason"] == "AnalysisFailed"
     assert next(h["wave"] for h in status["history"] if h["reason"] == "RollingBack") == 0, "caught at 1%"
+    shifted = next(unix(h["time"]) for h in status["history"] if h["reason"] == "WaveReady")
+    caught = next(unix(h["time"]) for h in status["history"] if h["reason"] == "RollingBack")
+    print(f"rolled back {caught - shifted:.1f} s after the route sent the canary 1%")
     samples = watch.samples
     assert max((w or 0) for _, w, _ in samples) == 1, "the canary never had more than 1% of the requests"
     # The weight went to 0 while the canary still ran its pod, and it was never scaled down before that.
