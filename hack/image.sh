@@ -117,6 +117,8 @@ SA_NAMESPACE=guarded-rollouts SA_NAME=guarded-operator          # manifests/inst
 
 cleanup_run() {
   set +e
+  # The demo namespace first, while the operator still runs: it removes its finalizer from the rollout.
+  [[ -n "${demo_ns:-}" ]] && kubectl delete namespace "$demo_ns" --ignore-not-found --wait=true --timeout=90s >/dev/null
   if [[ -n "${container:-}" ]]; then
     log "stopping the container"
     "$RUNTIME" kill "$container" TERM 2>/dev/null
@@ -124,7 +126,6 @@ cleanup_run() {
     "$RUNTIME" delete --force "$container" 2>/dev/null
     wait 2>/dev/null
   fi
-  [[ -n "${demo_ns:-}" ]] && kubectl delete namespace "$demo_ns" --ignore-not-found --wait=true --timeout=90s >/dev/null
   for kind in mutatingwebhookconfiguration validatingwebhookconfiguration; do
     kubectl delete "$kind" "$WEBHOOK_CONFIGURATION" --ignore-not-found >/dev/null
   done
@@ -149,7 +150,8 @@ webhooks_point_here() {
     | grep -q ":$webhook_port/"
 }
 
-phase_is() { [[ "$(kubectl -n "$demo_ns" get guardedrollout release -o 'jsonpath={.status.phase}')" == "$1" ]]; }
+phase() { kubectl -n "$demo_ns" get guardedrollout release -o 'jsonpath={.status.phase}'; }
+settled() { [[ "$(phase)" =~ ^(Succeeded|RolledBack|Blocked|Failed)$ ]]; }
 
 run() {
   need_tools umoci jq "$RUNTIME"
@@ -170,7 +172,7 @@ run() {
   kubectl apply -f "$ROOT/manifests/install/namespace.yaml" -f "$ROOT/manifests/install/serviceaccount.yaml" >/dev/null
   # What the kubelet projects into a pod: a bound token, the cluster's CA and the namespace.
   sa="$work/serviceaccount"; mkdir -m 0755 "$sa"
-  kubectl -n "$SA_NAMESPACE" create token "$SA_NAME" --duration=1h > "$sa/token"
+  kubectl -n "$SA_NAMESPACE" create token "$SA_NAME" --duration=1h | tr -d "\n" > "$sa/token"
   kubectl config view --minify --raw -o 'jsonpath={.clusters[0].cluster.certificate-authority-data}' | base64 -d > "$sa/ca.crt"
   printf %s "$SA_NAMESPACE" > "$sa/namespace"
   chmod 0644 "$sa"/*
@@ -226,6 +228,7 @@ spec:
       containers:
         - name: app
           image: registry.example/shop:1.0.0
+          resources: {requests: {cpu: 50m, memory: 32Mi}, limits: {memory: 64Mi}}
           readinessProbe: {httpGet: {path: /ready, port: 8080}}
 YAML
   kubectl -n "$demo_ns" rollout status deployment/shop --timeout=90s >/dev/null
@@ -240,18 +243,28 @@ spec:
   change: {containers: [{name: app, image: registry.example/shop:2.0.0}]}
   waves: [{replicas: 1, bake: 2s}, {weight: 50, bake: 2s}, {weight: 100, bake: 2s}]
 YAML
-  wait_for 180 "phase Succeeded" phase_is Succeeded
+  wait_for 180 "settled phase" settled
   local rollout_seconds=$((SECONDS - rollout_started)) image
+  if [[ "$(phase)" != Succeeded ]]; then
+    log "the rollout ended $(phase), not Succeeded:"
+    kubectl -n "$demo_ns" get guardedrollout release -o 'jsonpath={.status}' >&2; echo >&2; exit 1
+  fi
   image="$(kubectl -n "$demo_ns" get deployment shop -o 'jsonpath={.spec.template.spec.containers[0].image}')"
   kubectl -n "$demo_ns" get guardedrollout release \
     -o 'jsonpath={range .status.history[*]}{.reason}{" wave="}{.wave}{"\n"}{end}' >&2
   log "Succeeded after ${rollout_seconds}s; shop runs $image"
+  # Who the operator is, as the API server told it (SelfSubjectReview at start-up), and who wrote the rollout.
+  local identity authors waves
+  identity="$(grep -m1 '"guarding workloads as"' "$work/operator.log" | jq -r .operator)"
+  authors="$(kubectl -n "$demo_ns" get guardedrollout release -o 'jsonpath={.metadata.annotations.rollouts\.guarded\.dev/authors}')"
+  waves="$(kubectl -n "$demo_ns" get guardedrollout release -o json | jq -c '[.status.history[] | select(.reason == "WaveStarted") | .wave]')"
   jq -n --arg runtime "$RUNTIME $("$RUNTIME" --version | head -1 | awk '{print $NF}')" \
     --arg digest "$(jq -r '.manifests[0].digest' "$OCI/index.json")" --arg image "$image" \
-    --argjson ready "$ready_seconds" --argjson rollout "$rollout_seconds" \
-    --arg author "$(kubectl -n "$demo_ns" get guardedrollout release -o 'jsonpath={.metadata.annotations}')" \
-    '{runtime: $runtime, image_digest: $digest, phase: "Succeeded", ready_seconds: $ready,
-      rollout_seconds: $rollout, target_image_after: $image, rollout_annotations: $author}' | tee "$CACHE/run.json"
+    --argjson ready "$ready_seconds" --argjson rollout "$rollout_seconds" --arg identity "$identity" \
+    --argjson authors "${authors:-null}" --argjson waves "$waves" \
+    '{runtime: $runtime, image_digest: $digest, operator_identity: $identity, ready_seconds: $ready,
+      phase: "Succeeded", waves_started: $waves, rollout_seconds: $rollout, target_image_after: $image,
+      rollout_authors: $authors}' | tee "$CACHE/run.json"
 }
 
 case "${1:-}" in
