@@ -40,7 +40,7 @@ from pathlib import Path
 import numpy as np
 
 from guarded.api.analysis import Analysis, Verdict
-from guarded.core.analysis import Counts, MetricData, effective_metrics, judge, judge_config
+from guarded.core.analysis import Counts, MetricData, effective_metrics, judge, judge_config, power
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
@@ -121,6 +121,75 @@ def fixed(sim: dict, per: int, limit: int, steps: int) -> int | None:
     return int((hits[0] + 1) * per - 1) if hits.size else None
 
 
+# -- the demo's waves, with and without a required detectable degradation (spec.analysis.detect) -----------
+# hack/demo.py: 10 pods at 30 req/s each, waves 1 pod, 20%, 50%, 100% (canary pods 1, 2, 5, 10), each baking
+# 15 s, judged every 2 s with falseRollbackRate 0.001. A wave advances after its bake on a Pass (and, before
+# the last wave, with spec.analysis.detect, once the evidence has the power); caught = rolled back before 100%.
+DEMO_PODS, DEMO_RATE, DEMO_CANARY = 10, 30, (1, 2, 5, 10)
+DEMO_BAKE = math.ceil(15 / DT)        # intervals: the bake is time under observation, whole intervals
+WAVES_HORIZON = 900                   # intervals (30 min): a wave still holding then counts as held
+DEMO = Analysis(interval="2s", requests="http_requests_total", orders="orders_total", false_rollback_rate=0.001)
+DEMO_DETECT = Analysis(interval="2s", requests="http_requests_total", orders="orders_total",
+                       false_rollback_rate=0.001, detect=[{"metric": "orders", "degradation": 0.2}])
+WAVES_SETTINGS = {"demo waves": DEMO, "demo waves, detect orders -20% (power 0.95)": DEMO_DETECT}
+WAVES_SCENARIOS = ("orders -30%", "healthy")
+
+
+def waves_run(rng: np.random.Generator, analysis: Analysis, order_mult: float) -> tuple[str, float, int]:
+    """One rollout over the demo's waves: (outcome, seconds, wave index it ended in). Outcomes: rolled back,
+    promoted (the last wave reached), held (still before the last wave at the horizon)."""
+    configs = {m.name: judge_config(m, analysis) for m in effective_metrics(analysis)}
+    pre_n = int(rng.poisson(DEMO_RATE * PRE_ROLLOUT_SECONDS * DEMO_PODS))
+    pre = {"order-rate": Counts(events=int(rng.binomial(pre_n, ORDER_RATIO)), requests=pre_n),
+           "error-rate": Counts(events=int(rng.binomial(pre_n, ERROR_RATIO)), requests=pre_n)}
+    ratios = {"order-rate": (ORDER_RATIO * order_mult, ORDER_RATIO), "error-rate": (ERROR_RATIO, ERROR_RATIO)}
+    canary: dict[str, list] = {name: [] for name in configs}
+    stable: dict[str, list] = {name: [] for name in configs}
+    wave, in_wave = 0, 0
+    for t in range(WAVES_HORIZON):
+        pods = DEMO_CANARY[wave]
+        nc, ns = int(rng.poisson(DEMO_RATE * DT * pods)), int(rng.poisson(DEMO_RATE * DT * (DEMO_PODS - pods)))
+        passed, powered = True, True
+        for name, cfg in configs.items():
+            rc, rs = ratios[name]
+            canary[name].append(Counts(events=float(rng.binomial(nc, rc)), requests=float(nc)))
+            stable[name].append(Counts(events=float(rng.binomial(ns, rs)), requests=float(ns)))
+            data = MetricData(canary=tuple(canary[name]), stable=tuple(stable[name]), pre_rollout=pre[name])
+            verdict = judge(cfg, data).verdict
+            if verdict is Verdict.FAIL:
+                return "rolled back", (t + 1) * DT, wave
+            passed = passed and verdict is Verdict.PASS
+            if wave == len(DEMO_CANARY) - 2 and in_wave + 1 >= DEMO_BAKE and passed:
+                record = power(cfg, data)
+                powered = powered and (record is None or record.probability >= record.required)
+        in_wave += 1
+        if in_wave >= DEMO_BAKE and passed and powered:
+            wave, in_wave = wave + 1, 0
+            if wave == len(DEMO_CANARY) - 1:
+                return "promoted", (t + 1) * DT, wave
+    return "held", WAVES_HORIZON * DT, wave
+
+
+def run_waves_chunk(task: tuple) -> dict:
+    setting, scenario, n, seed = task
+    rng = np.random.default_rng(seed)
+    order_mult = SCENARIOS[scenario][0]
+    return {"setting": setting, "scenario": scenario,
+            "runs": [waves_run(rng, WAVES_SETTINGS[setting], order_mult) for _ in range(n)]}
+
+
+def summarise_waves(setting: str, scenario: str, runs: list) -> dict:
+    outcomes = [r[0] for r in runs]
+    promoted_at = [r[1] for r in runs if r[0] == "promoted"]
+    caught_at = [r[1] for r in runs if r[0] == "rolled back"]
+    return {"setting": setting, "scenario": scenario, "runs": len(runs),
+            "rolled_back_before_100": outcomes.count("rolled back"), "promoted": outcomes.count("promoted"),
+            "held_at_horizon": outcomes.count("held"),
+            "rollback_median_s": round(float(np.median(caught_at)), 1) if caught_at else None,
+            "promotion_median_s": round(float(np.median(promoted_at)), 1) if promoted_at else None,
+            "promotion_p90_s": round(float(np.percentile(promoted_at, 90)), 1) if promoted_at else None}
+
+
 def run_chunk(task: tuple) -> dict:
     """Runs `n` rollouts of one (scenario, rate) cell for every judge; deterministic from the task's seed."""
     scenario, rate, n, seed = task
@@ -182,10 +251,20 @@ def main() -> int:
     p.add_argument("--bad-runs", type=int, default=None)
     p.add_argument("--healthy-runs", type=int, default=None)
     p.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
+    p.add_argument("--waves-runs", type=int, default=None, help="runs per demo-waves cell (default 200, 30 quick)")
+    p.add_argument("--only", choices=("waves",), help="run only the demo-waves cells (bench/results/judges-waves.*)")
     args = p.parse_args()
     bad_runs = args.bad_runs or (30 if args.quick else 200)
     healthy_runs = args.healthy_runs or (100 if args.quick else 1000)
+    waves_runs = args.waves_runs or (30 if args.quick else 200)
     chunk = 25
+    if args.only == "waves":
+        result = {"generated": datetime.now(UTC).isoformat(timespec="seconds"), "seed": args.seed, "jobs": args.jobs,
+                  **waves_cells(args.seed, waves_runs, args.jobs)}
+        (RESULTS / "judges-waves.json").write_text(json.dumps(result, indent=1) + "\n")
+        (RESULTS / "judges-waves.md").write_text("# bench/judges: the demo's waves\n\n" + waves_markdown(result))
+        print(waves_markdown(result))
+        return 0
 
     tasks = []
     seeds = np.random.SeedSequence(args.seed)
@@ -212,6 +291,7 @@ def main() -> int:
         rows.append({"scenario": scenario, "rate": rate, "judge": name, **summarise(runs, horizon)})
 
     alpha_test = CONFIGS["order-rate"].alpha
+    waves = waves_cells(args.seed, waves_runs, args.jobs)
     result = {
         "generated": datetime.now(UTC).isoformat(timespec="seconds"),
         "mode": "quick" if args.quick else "full", "seed": args.seed, "jobs": args.jobs,
@@ -227,12 +307,47 @@ def main() -> int:
                                         "rollout_alpha": kl_floor(ANALYSIS.false_rollback_rate, r)}
                                for r in RATES},
         "cells": rows,
+        **waves,
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "judges.json").write_text(json.dumps(result, indent=1) + "\n")
     (RESULTS / "judges.md").write_text(markdown(result))
     print(markdown(result))
     return 0
+
+
+def waves_cells(seed: int, runs: int, jobs: int) -> dict:
+    """The demo-waves cells: each (setting, scenario) over `runs` rollouts, deterministic from the seed."""
+    tasks = [(setting, scenario, min(10, runs - start))
+             for setting in WAVES_SETTINGS for scenario in WAVES_SCENARIOS for start in range(0, runs, 10)]
+    children = np.random.SeedSequence([seed, 1]).spawn(len(tasks))
+    tasks = [(*t, int(c.generate_state(1)[0])) for t, c in zip(tasks, children, strict=True)]
+    started = time.monotonic()
+    with multiprocessing.Pool(jobs) as pool:
+        chunks = pool.map(run_waves_chunk, tasks, chunksize=1)
+    cells: dict = {}
+    for c in chunks:
+        cells.setdefault((c["setting"], c["scenario"]), []).extend(c["runs"])
+    return {"waves_runtime_s": round(time.monotonic() - started, 1),
+            "waves_model": {"pods": DEMO_PODS, "rate": DEMO_RATE, "canary_pods": DEMO_CANARY,
+                            "bake_intervals": DEMO_BAKE, "horizon_s": WAVES_HORIZON * DT,
+                            "false_rollback_rate": DEMO.false_rollback_rate},
+            "waves_cells": [summarise_waves(s, sc, r) for (s, sc), r in cells.items()]}
+
+
+def waves_markdown(r: dict) -> str:
+    m = r["waves_model"]
+    lines = [f"The demo's waves: {m['pods']} pods at {m['rate']} req/s each, canary pods {list(m['canary_pods'])}, "
+             f"each wave baking {m['bake_intervals']} intervals of {DT:g} s, falseRollbackRate "
+             f"{m['false_rollback_rate']}; a rollout still before 100% after {m['horizon_s']:g} s counts as held "
+             f"({r['waves_runtime_s']} s).", "",
+             "| setting | scenario | runs | rolled back before 100% | promoted to 100% | held | rollback median (s) "
+             "| promotion median (s) | promotion p90 (s) |", "|---|---|---|---|---|---|---|---|---|"]
+    for c in r["waves_cells"]:
+        lines.append(f"| {c['setting']} | {c['scenario']} | {c['runs']} | {c['rolled_back_before_100']} "
+                     f"({c['rolled_back_before_100'] / c['runs']:.3f}) | {c['promoted']} | {c['held_at_horizon']} | "
+                     f"{c['rollback_median_s']} | {c['promotion_median_s']} | {c['promotion_p90_s']} |")
+    return "\n".join(lines) + "\n"
 
 
 def _fmt(x: float | None, horizon: float) -> str:
@@ -276,6 +391,9 @@ def markdown(r: dict) -> str:
     for rate, f in r["floor_orders_99pct"].items():
         for v in (f["per_test_alpha"], f["rollout_alpha"]):
             lines.append(f"| {rate} | {v['alpha']:g} | {v['kl_per_event']:g} | {v['events']:g} | {v['seconds']:g} |")
+    if r.get("waves_cells"):
+        lines += ["", "## The demo's waves: caught before 100%, with and without spec.analysis.detect", "",
+                  waves_markdown(r)]
     lines += ["", "Detection time counts from the canary's first interval to the end of the interval whose "
               "judgement fails (no scrape lag, no query alignment). Orders lost = expected canary orders at the "
               "baseline ratio minus actual, until detection (or over the horizon when not detected). "

@@ -103,3 +103,26 @@ def test_detect_must_name_a_judged_metric_with_a_fitting_degradation() -> None:
     ok = Analysis(requests="r", orders="o", detect=[{"metric": "error-rate", "degradation": 1}])
     errors = judge_config(next(m for m in effective_metrics(ok) if m.name == "error-rate"), ok)
     assert errors.detect_rho == 2.0 and errors.stable_tolerance == 0.2
+
+
+def test_the_strictest_required_detection_of_the_policies_wins_and_the_spec_must_meet_it() -> None:
+    from datetime import UTC, datetime
+
+    from guarded.api.policy import RolloutPolicySpec
+    from guarded.core import policy as pol
+
+    def named(name: str, degradation: float, power: float = 0.95) -> pol.NamedPolicy:
+        return pol.NamedPolicy(name=name, spec=RolloutPolicySpec.model_validate({"rules": {"requiredDetection": [
+            {"metric": "orders", "degradation": degradation, "power": power}]}}))
+
+    rules = pol.combine([named("company", 0.3), named("tier-1", 0.2), named("team", 0.25, 0.99)], datetime.now(UTC))
+    assert rules.detection["orders"].value == 0.2 and rules.detection["orders"].set_by == ("tier-1",)
+    assert rules.detection_power["orders"].value == 0.99
+    assert pol.missing_detection(rules, [("orders", 0.2, 0.99)]) == []
+    assert pol.missing_detection(rules, [("order-rate", 0.15, 0.995)]) == [], "by the guard's name too"
+    [finding] = pol.missing_detection(rules, [("orders", 0.3, 0.99)])
+    assert finding == ("spec.analysis.detect must make a 0.2 degradation of 'orders' detectable with power 0.99, "
+                       "required by tier-1")
+    assert pol.missing_detection(rules, [("orders", 0.2, 0.95)]), "a lower power does not meet the rule"
+    shown = [r for r in pol.describe(rules).rules if r.rule == "requiredDetection"]
+    assert shown and shown[0].value.startswith("orders 0.2")

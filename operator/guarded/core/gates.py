@@ -104,9 +104,11 @@ def evaluate(spec: GuardedRolloutSpec, obs: Observations) -> GateOutcome:
                        "; ".join(f"spec.{d} is required by {', '.join(rules.documentation[d])}" for d in docs)))
 
     have = _guards(spec)
-    missing = [m for m in sorted(rules.metrics) if m not in have]
-    gates.append(_gate("Metrics", not missing, "MetricsMissing" if missing else "Passed", "; ".join(
-        f"spec.analysis must guard {m!r} ({_how(m)}), required by {', '.join(rules.metrics[m])}" for m in missing)))
+    missing = [f"spec.analysis must guard {m!r} ({_how(m)}), required by {', '.join(rules.metrics[m])}"
+               for m in sorted(rules.metrics) if m not in have]
+    missing += pol.missing_detection(rules, [(d.metric, d.degradation, d.power)
+                                             for d in (spec.analysis.detect if spec.analysis else [])])
+    gates.append(_gate("Metrics", not missing, "MetricsMissing" if missing else "Passed", "; ".join(missing)))
 
     unreadable = pol.unreadable_matching(guard.unreadable_policies, namespace_labels=guard.namespace_labels,
                                          target_labels=target.labels)
@@ -200,8 +202,8 @@ def _guards(spec: GuardedRolloutSpec) -> set[str]:
 
 def _how(metric: str) -> str:
     if metric in BUILTIN_METRICS:
-        return "set spec.analysis.requests and spec.analysis.orders" if metric == "orders" \
-            else "set spec.analysis.requests"
+        return {"orders": "set spec.analysis.requests and spec.analysis.orders",
+                "latency": "set spec.analysis.latency"}.get(metric, "set spec.analysis.requests")
     return f"add spec.analysis.metrics[] named {metric!r}"
 
 

@@ -26,6 +26,7 @@ from datetime import datetime
 
 from guarded.api.common import parse_duration
 from guarded.api.policy import (
+    BUILTIN_METRICS,
     ConfigValidation,
     LabelSelector,
     PolicyRules,
@@ -97,6 +98,8 @@ class EffectiveRules:
     senior: tuple[SeniorRequirement, ...] = ()
     documentation: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     metrics: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    detection: Mapping[str, Rule] = field(default_factory=dict)   # metric -> the smallest required degradation
+    detection_power: Mapping[str, Rule] = field(default_factory=dict)   # metric -> the highest required power
     first_wave_replicas: Rule | None = None
     first_wave_weight: Rule | None = None
     min_bake: Rule | None = None
@@ -191,6 +194,8 @@ def combine(policies: Iterable[NamedPolicy], now: datetime) -> EffectiveRules:
     documentation: dict[str, tuple[str, ...]] = {}
     metrics: dict[str, tuple[str, ...]] = {}
     concurrency: dict[str, Rule] = {}
+    detection: dict[str, Rule | None] = {}
+    detection_power: dict[str, Rule | None] = {}
     resets: list[str] = []
     for policy in policies:
         for source, rules in _rule_sets(policy, now):
@@ -204,6 +209,10 @@ def combine(policies: Iterable[NamedPolicy], now: datetime) -> EffectiveRules:
                 documentation[doc] = (*documentation.get(doc, ()), source)
             for metric in rules.required_metrics:
                 metrics[metric] = (*metrics.get(metric, ()), source)
+            for req in rules.required_detection:
+                detection[req.metric] = _stricter(detection.get(req.metric), req.degradation, source, larger=False)
+                detection_power[req.metric] = _stricter(detection_power.get(req.metric), req.power, source,
+                                                        larger=True)
             if rules.first_wave is not None:
                 first_replicas = _stricter(first_replicas, rules.first_wave.max_replicas, source, larger=False)
                 first_weight = _stricter(first_weight, rules.first_wave.max_weight, source, larger=False)
@@ -226,11 +235,28 @@ def combine(policies: Iterable[NamedPolicy], now: datetime) -> EffectiveRules:
         policies=tuple(p.name for p in policies), safety_resets=tuple(resets),
         required_approvals=approvals,
         senior=tuple(SeniorRequirement(groups=g, set_by=s) for g, s in sorted(senior.items())),
-        documentation=documentation, metrics=metrics, first_wave_replicas=first_replicas,
+        documentation=documentation, metrics=metrics,
+        detection={k: v for k, v in detection.items() if v is not None},
+        detection_power={k: v for k, v in detection_power.items() if v is not None},
+        first_wave_replicas=first_replicas,
         first_wave_weight=first_weight, min_bake=min_bake, emergency_bake=emergency_bake, blast_pods=blast_pods,
         blast_share=blast_share, concurrency=concurrency, freezes=freezes,
         config_validation=_config_validation(policies),
     )
+
+
+def missing_detection(rules: EffectiveRules, detect: Iterable[tuple[str, float, float]]) -> list[str]:
+    """What spec.analysis.detect (metric, degradation, power) lacks of the policies' requiredDetection: a
+    degradation at most the rule's and a power at least its, for the metric by its name or its alias."""
+    out = []
+    for metric, rule in sorted(rules.detection.items()):
+        power = rules.detection_power.get(metric)
+        want_power = float(power.value) if power is not None else 0.0
+        names = {metric, BUILTIN_METRICS.get(metric, metric)}
+        if not any(m in names and d <= rule.value and p >= want_power for m, d, p in detect):
+            out.append(f"spec.analysis.detect must make a {rule.value:g} degradation of {metric!r} detectable with "
+                       f"power {want_power:g}, required by {', '.join(rule.set_by)}")
+    return out
 
 
 def for_emergency(rules: EffectiveRules) -> EffectiveRules:
@@ -262,6 +288,10 @@ def describe(rules: EffectiveRules) -> PolicyStatus | None:
         out.append(RuleSource(rule="requiredDocumentation", value=doc, set_by=list(by)))
     for metric, by in sorted(rules.metrics.items()):
         out.append(RuleSource(rule="requiredMetrics", value=metric, set_by=list(by)))
+    for metric, rule in sorted(rules.detection.items()):
+        power = rules.detection_power.get(metric)
+        out.append(RuleSource(rule="requiredDetection", value=f"{metric} {rule.value:g} power {power}",
+                              set_by=list(rule.set_by)))
     add("firstWave.maxReplicas", rules.first_wave_replicas)
     add("firstWave.maxWeight", rules.first_wave_weight)
     add("minBake", rules.min_bake)
