@@ -44,6 +44,12 @@ host_sources() {  # the host's apt sources (deb822 or one-line), handed to mmdeb
   return 0
 }
 
+revision() {  # the commit; "-dirty" when the sources copied into the image differ from it
+  local rev; rev="$(git -C "$ROOT" rev-parse HEAD 2>/dev/null)" || { echo unknown; return; }
+  [[ -z "$(git -C "$ROOT" status --porcelain -- operator pyproject.toml README.md)" ]] || rev+="-dirty"
+  echo "$rev"
+}
+
 build() {
   need_tools mmdebstrap umoci jq
   local start
@@ -94,7 +100,7 @@ build() {
     --config.exposedports 8080/tcp --config.exposedports 8081/tcp \
     --config.label org.opencontainers.image.title=guarded-rollouts \
     --config.label "org.opencontainers.image.version=$IMAGE_TAG" \
-    --config.label "org.opencontainers.image.revision=$(git -C "$ROOT" rev-parse HEAD 2>/dev/null || echo unknown)"
+    --config.label "org.opencontainers.image.revision=$(revision)"
   umoci gc --layout "$OCI"
 
   local digest manifest blobs rootfs_bytes
