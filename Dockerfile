@@ -1,6 +1,7 @@
 # The operator's image: `guarded-operator` as a non-root user on python:3.11-slim.
 # Build: docker build -t guarded-rollouts:0.1.0 .   (docs/install.md; not built in this repo's CI,
-# which has no Docker engine)
+# which has no Docker engine). Without Docker: `make image` builds the same image from Debian's tools
+# (hack/image.sh, docs/image.md)
 FROM python:3.11-slim AS build
 WORKDIR /src
 COPY pyproject.toml README.md ./
