@@ -303,14 +303,14 @@ def test_requests_reach_only_ready_canary_pods_while_the_stable_is_pinned_and_ev
     for tick in range(400):
         if abort_at is not None and tick == abort_at:
             world.ask("abort")
-        world.step(persist=tick not in crashes)
+        stage = world.step(persist=tick not in crashes).status.stage   # where the decision went (even unwritten)
         canary = world.deployments.get("shop-canary")
         weight = world.weights().get("shop-canary") or 0
-        if weight and world.status.stage not in (Stage.PROMOTE, Stage.CLEANUP):
+        if weight and stage not in (Stage.PROMOTE, Stage.CLEANUP):
             assert canary is not None
             assert len(canary.ready_pods(world.tick)) >= routed_canary_replicas(Wave(weight=weight), 4) or (
-                world.status.stage == Stage.ROLLING_BACK)
-        if canary is not None and world.status.stage not in (Stage.PROMOTE, Stage.CLEANUP):
+                stage == Stage.ROLLING_BACK)
+        if canary is not None and stage not in (Stage.PROMOTE, Stage.CLEANUP):
             assert world.services["shop"]["selector"].get(PIN_KEY), "a canary pod exists: the stable is pinned"
         assert world.deployments["shop"].replicas == 4
         if world.status.stage in (Stage.SUCCEEDED, Stage.ROLLED_BACK):

@@ -215,6 +215,8 @@ def finish(inp: Inputs, d: Draft, *, recovered: bool = True) -> Decision:
         d = d.condition(inp, cond.RECONCILE_FAILED, False, Reason.RECOVERED, "reconciles succeed again")
     if d.stage.terminal:
         d = release_target(inp, d)  # in the decision that ends the rollout, so later ones act on nothing
+    if d.stage.terminal or d.stage == Stage.PENDING:
+        d = routing.tidy(inp, d, canary_gone=not canary_ours(inp))
     d = update_conditions(inp, d)
     d = routing.observed(inp, d)
     d = d.update(**replica_counts(inp, d))

@@ -23,7 +23,7 @@ from typing import Any
 from guarded.api.common import GROUP, VERSION
 from guarded.api.rollout import GuardedRolloutStatus, TrafficStatus
 from guarded.core.actions import Action, ApplyService, DeleteService, PinSelector, SetRouteWeights, UnpinSelector
-from guarded.core.draft import Draft, Inputs, current_wave, total
+from guarded.core.draft import POLL_SECONDS, Draft, Inputs, current_wave, total
 from guarded.core.observations import BackendRef, Observations, RoutingObservation, ServiceState
 from guarded.core.templates import MANAGED_BY, MANAGED_BY_LABEL, ROLE_LABEL, ROLLOUT_LABEL
 from guarded.core.waves import routed_weight
@@ -152,12 +152,36 @@ def start(inp: Inputs, d: Draft) -> Draft:
 
 # -- observed state -----------------------------------------------------------------------------------
 
+def in_force(status: GuardedRolloutStatus, obs: Observations) -> TrafficStatus | None:
+    """What routing this rollout has in force: as status.traffic records it or, when the decision that started
+    it never had its status written (the operator stopped in between), as the cluster shows it: the Service
+    this rollout's uid pinned (or the one its own canary Service copies), the route's rules that send to that
+    canary Service. The stable's weight before is then unknown: it goes back to unset (the default, 1)."""
+    if status.traffic is not None:
+        return status.traffic
+    seen, uid = _seen(obs), obs.uid
+    if uid is None:
+        return None
+    pinned = sorted(n for n, s in seen.services.items() if s.annotations.get(PIN_ANNOTATION) == uid)
+    owned = sorted(n.removesuffix("-canary") for n, s in seen.services.items() if s.owner_uid == uid)
+    if not pinned and not owned:
+        return None
+    service = (pinned or owned)[0]
+    canary, route = canary_service_name(service), seen.route
+    rules = [i for i, rule in enumerate(route.rules) if any(b.name == canary for b in rule)] if route else []
+    svc = seen.services.get(service)
+    return TrafficStatus(route=route.name if route else "", rules=rules, service=service, canary_service=canary,
+                         stable_pin=svc.selector.get(PIN_KEY) if svc is not None else None, stable_weight=None)
+
+
 def observed_weight(status: GuardedRolloutStatus, obs: Observations) -> int | None:
     """The canary backendRef's weight in every routed rule (0 when it is absent), None when the rules disagree
     or the route is gone."""
-    t, route = status.traffic, _seen(obs).route
+    t, route = in_force(status, obs), _seen(obs).route
     if t is None or route is None:
         return None
+    if not t.rules:
+        return 0   # no rule sends anything to the canary
     found = set()
     for i in t.rules:
         if i >= len(route.rules):
@@ -169,7 +193,7 @@ def observed_weight(status: GuardedRolloutStatus, obs: Observations) -> int | No
 
 def _weights_are(status: GuardedRolloutStatus, obs: Observations, canary: int) -> bool:
     """Every routed rule sends `canary` to the canary and the rest to the stable."""
-    t, route = status.traffic, _seen(obs).route
+    t, route = in_force(status, obs), _seen(obs).route
     if t is None or route is None or observed_weight(status, obs) != canary:
         return False
     stable = [b.weight for i in t.rules for b in route.rules[i] if b.name == t.service]
@@ -177,7 +201,7 @@ def _weights_are(status: GuardedRolloutStatus, obs: Observations, canary: int) -
 
 
 def _route_restored(status: GuardedRolloutStatus, obs: Observations) -> bool:
-    t, route = status.traffic, _seen(obs).route
+    t, route = in_force(status, obs), _seen(obs).route
     if t is None or route is None:
         return True   # nothing of ours on a route that is gone
     rules = [route.rules[i] for i in t.rules if i < len(route.rules)]
@@ -186,7 +210,7 @@ def _route_restored(status: GuardedRolloutStatus, obs: Observations) -> bool:
 
 
 def _pinned(status: GuardedRolloutStatus, obs: Observations) -> bool:
-    t = status.traffic
+    t = in_force(status, obs)
     svc = _seen(obs).services.get(t.service) if t is not None else None
     return (t is not None and svc is not None and svc.selector.get(PIN_KEY) == t.stable_pin
             and svc.annotations.get(PIN_ANNOTATION) == obs.uid)
@@ -194,7 +218,7 @@ def _pinned(status: GuardedRolloutStatus, obs: Observations) -> bool:
 
 def _pin_of_ours(status: GuardedRolloutStatus, obs: Observations) -> ServiceState | None:
     """The stable Service while it carries this rollout's pin."""
-    t = status.traffic
+    t = in_force(status, obs)
     svc = _seen(obs).services.get(t.service) if t is not None else None
     if t is None or svc is None or obs.uid is None:
         return None
@@ -203,7 +227,7 @@ def _pin_of_ours(status: GuardedRolloutStatus, obs: Observations) -> ServiceStat
 
 def _canary_service(status: GuardedRolloutStatus, obs: Observations) -> ServiceState | None:
     """The canary Service, when it exists and is this rollout's."""
-    t = status.traffic
+    t = in_force(status, obs)
     svc = _seen(obs).services.get(t.canary_service) if t is not None else None
     return svc if svc is not None and obs.uid is not None and svc.owner_uid == obs.uid else None
 
@@ -247,6 +271,15 @@ def prepare(inp: Inputs, d: Draft) -> tuple[Draft, bool]:
     return d, ready
 
 
+def repin(inp: Inputs, d: Draft) -> Draft:
+    """Rolling back while canary pods run: the stable Service selects the stable pods alone again (a promotion
+    that unpinned it was cut short before its status was written), before the weight moves back to it."""
+    t = d.status.traffic
+    if t is None or t.stable_pin is None or inp.obs.uid is None or _pinned(d.status, inp.obs):
+        return d
+    return d.act(PinSelector(service=t.service, key=PIN_KEY, value=t.stable_pin, rollout_uid=inp.obs.uid))
+
+
 def wave_weight(inp: Inputs, d: Draft) -> int:
     return routed_weight(current_wave(inp, d.status), total(d.status))
 
@@ -268,7 +301,7 @@ def _weights(t: TrafficStatus, canary: int | None) -> SetRouteWeights:
 
 def withdraw_actions(status: GuardedRolloutStatus, obs: Observations) -> tuple[tuple[Action, ...], bool]:
     """Stop sending requests to the canary: its weight to 0. True once the route shows no weight on it."""
-    t = status.traffic
+    t = in_force(status, obs)
     if t is None or _seen(obs).route is None or observed_weight(status, obs) == 0:
         return (), True
     return (_weights(t, 0),), False
@@ -277,7 +310,7 @@ def withdraw_actions(status: GuardedRolloutStatus, obs: Observations) -> tuple[t
 def unwind_actions(status: GuardedRolloutStatus, obs: Observations) -> tuple[tuple[Action, ...], bool]:
     """Once no canary pod is left: the route as it was (canary backendRef gone first, then the Service it
     named), the stable Service unpinned. True once the cluster shows all three undone."""
-    t = status.traffic
+    t = in_force(status, obs)
     if t is None:
         return (), True
     actions: list[Action] = []
@@ -291,7 +324,7 @@ def unwind_actions(status: GuardedRolloutStatus, obs: Observations) -> tuple[tup
 
 
 def unpin_actions(status: GuardedRolloutStatus, obs: Observations) -> tuple[Action, ...]:
-    t, svc = status.traffic, _pin_of_ours(status, obs)
+    t, svc = in_force(status, obs), _pin_of_ours(status, obs)
     if t is None or svc is None or obs.uid is None:
         return ()
     return (UnpinSelector(service=t.service, key=PIN_KEY, value=t.stable_pin or "", rollout_uid=obs.uid),)
@@ -317,6 +350,18 @@ def unwind(inp: Inputs, d: Draft) -> tuple[Draft, bool]:
 def unpin(inp: Inputs, d: Draft) -> tuple[Draft, bool]:
     actions = unpin_actions(d.status, inp.obs)
     return with_actions(d, actions), not actions
+
+
+def tidy(inp: Inputs, d: Draft, *, canary_gone: bool) -> Draft:
+    """Waiting to start, or ended: undo what a decision whose status was never written left of routing (its
+    weight to 0 first, the rest once no canary pod is left)."""
+    if in_force(d.status, inp.obs) is None:
+        return d
+    d, withdrawn = withdraw(inp, d)
+    done = False
+    if withdrawn and canary_gone:
+        d, done = unwind(inp, d)
+    return d if done else d.wait(POLL_SECONDS)
 
 
 def observed(inp: Inputs, d: Draft) -> Draft:

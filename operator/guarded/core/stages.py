@@ -292,6 +292,8 @@ def restore(inp: Inputs, d: Draft) -> tuple[Draft, bool]:
     if n:
         d = ensure_target_replicas(inp, d, n)
     restored = stable_restored(inp, d)
+    if canary_ours(inp):
+        d = routing.repin(inp, d)   # routed: the stable Service must not select canary pods while they go
     judged_bad = d.stage == Stage.ROLLING_BACK and d.status.rollback_reason not in CAPACITY_FIRST
     if restored or judged_bad:
         d = remove_canary(inp, d)
