@@ -9,11 +9,19 @@ read for observe, gather and decide, and those of the decision's new status for 
 `release/<deployment>`, stops the operator from creating the release of a guarded Deployment's recorded
 desire (kube/workloads.release_desire). Like etcd's gofail, the point is in production code so that
 the path a real bug would take is the one tested.
+
+GUARDED_FREEZEPOINTS takes the same syntax but freezes instead of raising: the first time its point is
+hit, the process stops itself (SIGSTOP) and goes on where it was when someone sends SIGCONT. That is a
+replica paused at the worst moment (a decision made, not yet acted on) for as long as a test likes:
+longer than its peering lease, so that another replica takes over, and then back with a stale decision.
 """
 
 from __future__ import annotations
 
 import os
+import signal
+
+_frozen: set[str] = set()  # freezepoints already taken: each freezes the process once
 
 
 class InjectedFault(RuntimeError):
@@ -30,12 +38,24 @@ def _parse(text: str) -> list[tuple[str, str | None, int | None, str | None]]:
     return out
 
 
-def hit(point: str, *, stage: str | None, wave: int | None, rollout: str | None = None) -> None:
-    """Raise InjectedFault when a failpoint matches this step."""
-    spec = os.environ.get("GUARDED_FAILPOINTS")
+def _matching(variable: str, point: str, stage: str | None, wave: int | None, rollout: str | None) -> str | None:
+    """The first item of the environment variable's list that matches this step, as written."""
+    spec = os.environ.get(variable)
     if not spec:
-        return
-    for name, want_stage, want_wave, want_rollout in _parse(spec):
+        return None
+    for item, (name, want_stage, want_wave, want_rollout) in zip(
+            filter(None, (part.strip() for part in spec.split(","))), _parse(spec), strict=True):
         if name == point and want_stage in (None, stage) and want_wave in (None, wave) \
                 and want_rollout in (None, rollout):
-            raise InjectedFault(f"failpoint {point}@{stage}#{wave}")
+            return item
+    return None
+
+
+def hit(point: str, *, stage: str | None, wave: int | None, rollout: str | None = None) -> None:
+    """Raise InjectedFault when a failpoint matches this step; stop the process at a freezepoint's first hit."""
+    frozen = _matching("GUARDED_FREEZEPOINTS", point, stage, wave, rollout)
+    if frozen is not None and frozen not in _frozen:
+        _frozen.add(frozen)
+        os.kill(os.getpid(), signal.SIGSTOP)
+    if _matching("GUARDED_FAILPOINTS", point, stage, wave, rollout) is not None:
+        raise InjectedFault(f"failpoint {point}@{stage}#{wave}")

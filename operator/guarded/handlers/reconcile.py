@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 import traceback
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -219,7 +220,7 @@ async def _reconcile(client: KubeClient, obj: dict[str, Any], spec: GuardedRollo
     if decision.actions:
         log.info("acting", actions=[type(a).__name__ for a in decision.actions], stage=str(decision.status.stage))
         faults.hit("act", stage=str(decision.status.stage), wave=decision.status.wave, rollout=meta["name"])
-    await apply_actions(client, namespace, decision.actions)
+    await apply_actions(client, namespace, decision.actions, fence=_still_as_read(client, obj))
     faults.hit("persist", stage=str(decision.status.stage), wave=decision.status.wave, rollout=meta["name"])
     await _persist(client, obj, status, decision, log)
     telemetry.record(obs, status, decision, elapsed)  # after the write: a conflicted decision never counts
@@ -227,13 +228,36 @@ async def _reconcile(client: KubeClient, obj: dict[str, Any], spec: GuardedRollo
     return Outcome(decision.requeue_after, spec.target.name, decision)
 
 
+def _still_as_read(client: KubeClient, obj: dict[str, Any]) -> Callable[[], Awaitable[None]]:
+    """A check, before each action, that the rollout is still the object this decision was made from.
+
+    The status write after the actions is guarded by the read resourceVersion, but the actions come first:
+    a replica frozen between deciding and acting (a stopped process, a long pause) while another one took
+    over would otherwise, on waking, set the workloads back to what it decided before (a canary lowered
+    under a later wave's stable, a canary made again after a rollback). Any write to the rollout since the
+    read (another replica's status, a user's request) voids the decision: Conflict, and the daemon decides
+    again on fresh data."""
+    meta = obj["metadata"]
+
+    async def check() -> None:
+        now = await client.get_rollout(meta["namespace"], meta["name"])
+        seen = None if now is None else now["metadata"].get("resourceVersion")
+        if seen != meta.get("resourceVersion"):
+            logs.logger(rollout=meta["name"], namespace=meta["namespace"], wave=None).warning(
+                "stale decision: the rollout moved on since it was read; deciding again", read=meta.get(
+                    "resourceVersion"), now=seen)
+            raise Conflict(f"rollout {meta['name']} moved on (resourceVersion {meta.get('resourceVersion')} -> "
+                           f"{seen}) since this decision's read: not acting on it")
+
+    return check
+
+
 async def _persist(client: KubeClient, obj: dict[str, Any], status: GuardedRolloutStatus, decision: Decision,
                    log: Any) -> None:
     """Write the decision's status (only when it changed; a 409 propagates), then its notifications and Events."""
-    wrote = await _write_status(client, obj, status, decision.status)  # Conflict propagates: decide again
-    meta = obj["metadata"]
-    if wrote and PART_OF_LABEL not in (meta.get("labels") or {}):  # a consumer's rollout is told by its parent's
+    if await _write_status(client, obj, status, decision.status):  # Conflict propagates: decide again on fresh data
         # The write claimed these transitions (compare-and-swap): sent once, by this replica, never awaited.
+        meta = obj["metadata"]
         notify.submit(namespace=meta["namespace"], name=meta["name"],
                       target=str(((obj.get("spec") or {}).get("target") or {}).get("name")),
                       before=status, after=decision.status)
@@ -266,7 +290,7 @@ async def _fail_safe(client: KubeClient, obj: dict[str, Any], spec: GuardedRollo
     the restoring path shares as little as possible with the one that broke."""
     obs = await _observe(client, obj, spec.target.name)
     decision = decide_fail_safe(spec, status, obs, error)
-    await apply_actions(client, obs.namespace, decision.actions)
+    await apply_actions(client, obs.namespace, decision.actions, fence=_still_as_read(client, obj))
     log = logs.logger(rollout=obs.name, namespace=obs.namespace, wave=decision.status.wave_progress)
     try:
         await _persist(client, obj, status, decision, log)

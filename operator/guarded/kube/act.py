@@ -48,8 +48,14 @@ class NotOwned(Exception):
     """The object is not (or no longer) ours to change: nothing after it is done; decide again later."""
 
 
-async def apply_actions(client: KubeClient, namespace: str, actions: tuple[Action, ...]) -> None:
+async def apply_actions(client: KubeClient, namespace: str, actions: tuple[Action, ...], *,
+                        fence: Callable[[], Awaitable[None]] | None = None) -> None:
+    """Carry out the actions in order. `fence` runs before each one and raises (Conflict) when the decision
+    they come from is stale: a replica that was paused between deciding and acting, while another replica
+    took over and moved the rollout on, must not act on what it saw before the pause."""
     for action in actions:
+        if fence is not None:
+            await fence()
         try:
             await _apply(client, namespace, action)
         except routing.NotOurs as exc:
