@@ -98,6 +98,14 @@ def approval_stamp(*, operation: str, user: User, spec: Mapping[str, Any], old_s
             f"spec.approver: you are authenticated as {user.username!r}, so you cannot approve as {given!r}; "
             "leave spec.approver out and the API server's identity is recorded")
     given_groups = spec.get("approverGroups")
+    # Mutating admission runs before the schema is checked: a field of the wrong type is refused here, by
+    # name, rather than failing this webhook with a message that names nothing (found by fuzzing).
+    if given_groups is not None and not (isinstance(given_groups, list) and all(isinstance(g, str)
+                                                                                 for g in given_groups)):
+        raise AdmissionRefused(f"spec.approverGroups: must be a list of group names, not {given_groups!r:.80}")
+    revision = spec.get("revision")
+    if revision is not None and (not isinstance(revision, int) or isinstance(revision, bool)):
+        raise AdmissionRefused(f"spec.revision: must be a whole number (a generation), not {revision!r:.80}")
     if given_groups is not None and sorted(given_groups) != sorted(user.groups):
         raise AdmissionRefused(
             f"spec.approverGroups: {sorted(given_groups)} are not your groups {sorted(user.groups)}; leave it out")
@@ -107,8 +115,7 @@ def approval_stamp(*, operation: str, user: User, spec: Mapping[str, Any], old_s
     if spec.get("rolloutUid") is not None and spec.get("rolloutUid") != uid:
         raise AdmissionRefused(f"spec.rolloutUid: {spec.get('rolloutUid')!r} is not the uid of rollout {name!r}")
     generation = int(rollout["metadata"].get("generation", 1))
-    revision = spec.get("revision")
-    if revision is not None and int(revision) != generation:
+    if revision is not None and revision != generation:
         raise AdmissionRefused(
             f"spec.revision: rollout {name!r} is at revision {generation}, not {revision}; its spec changed "
             "since, so review the change again and approve revision " + str(generation))
