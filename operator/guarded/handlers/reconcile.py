@@ -255,9 +255,10 @@ def _still_as_read(client: KubeClient, obj: dict[str, Any]) -> Callable[[], Awai
 async def _persist(client: KubeClient, obj: dict[str, Any], status: GuardedRolloutStatus, decision: Decision,
                    log: Any) -> None:
     """Write the decision's status (only when it changed; a 409 propagates), then its notifications and Events."""
-    if await _write_status(client, obj, status, decision.status):  # Conflict propagates: decide again on fresh data
+    wrote = await _write_status(client, obj, status, decision.status)  # Conflict propagates: decide again
+    meta = obj["metadata"]
+    if wrote and PART_OF_LABEL not in (meta.get("labels") or {}):  # a consumer's rollout is told by its parent's
         # The write claimed these transitions (compare-and-swap): sent once, by this replica, never awaited.
-        meta = obj["metadata"]
         notify.submit(namespace=meta["namespace"], name=meta["name"],
                       target=str(((obj.get("spec") or {}).get("target") or {}).get("name")),
                       before=status, after=decision.status)
