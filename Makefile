@@ -20,6 +20,8 @@ help:
 	@echo "make bench-detection  time-to-rollback and orders lost per bad-release scenario"
 	@echo "make bench-judges     our judge vs fixed-threshold judges on simulated rollouts (no cluster)"
 	@echo "make dashboard-screenshots  refresh docs/images/dashboard-*.png from the dashboard's browser test"
+	@echo "make browser       install Debian's chromium for the browser test when missing (make test does)"
+	@echo "make image         the operator's OCI image without Docker (hack/image.sh build; docs/image.md)"
 
 $(VENV)/.installed: pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
