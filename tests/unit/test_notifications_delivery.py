@@ -119,3 +119,50 @@ def test_a_decision_without_news_sends_nothing_and_a_fault_never_reaches_the_rec
                                  after=None)  # type: ignore[arg-type]
         return quiet, broken
     assert asyncio.run(scenario()) == ((), ())
+
+
+def test_with_too_many_deliveries_under_way_a_decisions_messages_are_dropped_and_counted(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(notify, "MAX_PENDING", 3)
+    release = asyncio.Event()
+
+    async def hang(request: web.Request) -> web.Response:
+        await release.wait()
+        return web.Response()
+
+    def dropped() -> float:
+        return notify.SENT.labels("*", "RolledBack", "dropped")._value.get()
+
+    async def scenario() -> tuple[int, float]:
+        runner, base = await serve({"/hang": hang})
+        notifier = Notifier([Sink(name="h", type="webhook", url=f"{base}/hang")], timeout=30)
+        before = dropped()
+        for i in range(5):
+            notifier.submit(namespace="shop", name=f"bad-{i}", target="shop", before=BEFORE, after=AFTER)
+        pending, count = len(notifier._tasks), dropped() - before
+        release.set()
+        await notifier.drain()
+        await runner.cleanup()
+        return pending, count
+
+    assert asyncio.run(scenario()) == (3, 2.0)
+
+
+def test_the_kubernetes_client_runs_on_the_operators_own_threads_while_the_default_executor_is_stuck() -> None:
+    """A sink whose DNS lookup hangs fills the event loop's default executor (aiohttp's resolver runs there):
+    the Kubernetes and Prometheus calls, on a pool of their own, still run."""
+    import threading
+
+    from guarded.kube.client import run_blocking
+
+    async def scenario() -> str:
+        loop = asyncio.get_running_loop()
+        stuck = threading.Event()
+        for _ in range(64):  # more than the default executor's threads
+            loop.run_in_executor(None, stuck.wait, 30)
+        try:
+            return await asyncio.wait_for(run_blocking(lambda: "answered"), timeout=5)
+        finally:
+            stuck.set()
+
+    assert asyncio.run(scenario()) == "answered"

@@ -38,6 +38,7 @@ ATTEMPTS = 5              # per message and sink: the first try and four retries
 FIRST_BACKOFF = 1.0       # seconds before the first retry, doubled each time (1, 2, 4, 8)
 MAX_BACKOFF = 30.0
 REQUEST_TIMEOUT = 5.0     # a whole request (connect, send, answer): a hanging sink is given up on (default)
+MAX_PENDING = 256         # deliveries under way at once; beyond, a decision's messages are dropped (and counted)
 SERVICE_ACCOUNT_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 DEFAULT_NAMESPACE = "guarded-rollouts"
 
@@ -112,6 +113,15 @@ class Notifier:
         notes = of_decision(namespace=namespace, name=name, target=target, before=before, after=after)
         policies = tuple(after.policy.policies) if after.policy else ()
         if notes and (self.sinks or (policies and self.client is not None)):
+            if len(self._tasks) >= MAX_PENDING:
+                # Sinks that hang for hours with many rollouts moving must not grow memory without bound;
+                # status, Events and the history keep every transition regardless.
+                for note in notes:
+                    SENT.labels("*", note.event, "dropped").inc()
+                logs.logger(rollout=name, namespace=namespace, wave=after.wave_progress).warning(
+                    "notifications dropped: too many deliveries under way", pending=len(self._tasks),
+                    notifications=[n.event for n in notes])
+                return notes
             task = asyncio.get_running_loop().create_task(self._deliver(notes, policies))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)

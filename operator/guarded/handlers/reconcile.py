@@ -28,7 +28,7 @@ from guarded.core.observations import Claim, LinkedRollout, Observations
 from guarded.core.templates import CLAIM_ANNOTATION, canary_name, parse_claim
 from guarded.handlers import alerts, notify, telemetry
 from guarded.kube.act import NotOwned, apply_actions
-from guarded.kube.client import Conflict, KubeClient
+from guarded.kube.client import Conflict, KubeClient, run_blocking
 from guarded.kube.config import observe as observe_config
 from guarded.kube.events import post_events
 from guarded.kube.guard import gather as gather_guard
@@ -197,7 +197,7 @@ async def _reconcile(client: KubeClient, obj: dict[str, Any], spec: GuardedRollo
         if provider is None:
             analysis_obs = AnalysisObservation(metrics={}, alerts_error="no Prometheus configured (--prometheus-url)")
         else:
-            analysis_obs = await asyncio.to_thread(gather, provider, spec, status, namespace=namespace, now=now)
+            analysis_obs = await run_blocking(gather, provider, spec, status, namespace=namespace, now=now)
     asked = request_from(meta.get("annotations"))
     new_request = asked is not None and (status.last_request is None or status.last_request.id != asked.id)
     config = await observe_config(client, namespace, spec, status, meta.get("uid"), int(meta.get("generation", 1)),

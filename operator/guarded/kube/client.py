@@ -1,7 +1,9 @@
 """The one place the operator calls the Kubernetes API.
 
-The official client is synchronous; every call here runs in a worker thread (asyncio.to_thread)
-so kopf's event loop never blocks. Keeping all calls behind this small class is deliberate: the
+The official client is synchronous; every call here runs in a worker thread so kopf's event loop
+never blocks. The threads are a pool of the operator's own (`run_blocking`), not the event loop's
+default executor: that one also runs other libraries' blocking work (aiohttp's DNS lookups for a
+notification sink, say), and a lookup that hangs there must not hold a reconcile, let alone a rollback. Keeping all calls behind this small class is deliberate: the
 choice (threads vs. an async client) is to be measured with 1,000 concurrent rollouts, and only
 this module would change. Objects come back as plain dicts with the API's camelCase keys, which
 is what the observation builders and the pure core expect.
@@ -10,7 +12,9 @@ is what the observation builders and the pure core expect.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import kubernetes
@@ -20,6 +24,12 @@ from guarded.api.common import GROUP, VERSION
 from guarded.api.rollout import PLURAL
 
 REQUEST_TIMEOUT = (5.0, 30.0)  # connect, read (seconds)
+_POOL = ThreadPoolExecutor(max_workers=16, thread_name_prefix="guarded-io")
+
+
+async def run_blocking(fn: Any, *args: Any, **kwargs: Any) -> Any:
+    """Run a blocking call (the Kubernetes client, a Prometheus query) on the operator's own threads."""
+    return await asyncio.get_running_loop().run_in_executor(_POOL, functools.partial(fn, *args, **kwargs))
 
 
 class Conflict(Exception):
@@ -37,7 +47,7 @@ class KubeClient:
     async def _call(fn: Any, *args: Any, **kwargs: Any) -> Any:
         # A call never waits forever: a stuck connection fails, and the reconcile is retried.
         kwargs.setdefault("_request_timeout", REQUEST_TIMEOUT)
-        return await asyncio.to_thread(fn, *args, **kwargs)
+        return await run_blocking(fn, *args, **kwargs)
 
     async def _get_json(self, fn: Any, *args: Any) -> dict[str, Any] | None:
         try:
