@@ -3,10 +3,11 @@
 The official client is synchronous; every call here runs in a worker thread so kopf's event loop
 never blocks. The threads are a pool of the operator's own (`run_blocking`), not the event loop's
 default executor: that one also runs other libraries' blocking work (aiohttp's DNS lookups for a
-notification sink, say), and a lookup that hangs there must not hold a reconcile, let alone a rollback. Keeping all calls behind this small class is deliberate: the
-choice (threads vs. an async client) is to be measured with 1,000 concurrent rollouts, and only
-this module would change. Objects come back as plain dicts with the API's camelCase keys, which
-is what the observation builders and the pure core expect.
+notification sink, say), and a lookup that hangs there must not hold a reconcile, let alone a
+rollback. Keeping all calls behind this small class is deliberate: the choice (threads vs. an async
+client) is to be measured with 1,000 concurrent rollouts, and only this module would change.
+Objects come back as plain dicts with the API's camelCase keys, which is what the observation
+builders and the pure core expect.
 """
 
 from __future__ import annotations
