@@ -323,6 +323,15 @@ def unwind_actions(status: GuardedRolloutStatus, obs: Observations) -> tuple[tup
     return tuple(actions), not actions and svc is None
 
 
+def undone(status: GuardedRolloutStatus, obs: Observations) -> bool:
+    """Nothing of this rollout's routing is left in force: no canary Deployment (its pods may still be
+    terminating while it is being deleted) and the route, the canary Service and the stable's selector as
+    they were. Deleting a routed rollout waits for this before its finalizer goes."""
+    if in_force(status, obs) is None:
+        return True
+    return obs.canary is None and unwind_actions(status, obs) == ((), True)
+
+
 def unpin_actions(status: GuardedRolloutStatus, obs: Observations) -> tuple[Action, ...]:
     t, svc = in_force(status, obs), _pin_of_ours(status, obs)
     if t is None or svc is None or obs.uid is None:

@@ -10,6 +10,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
+import kopf
 import urllib3
 from kubernetes.client.rest import ApiException
 from pydantic import ValidationError
@@ -20,7 +21,8 @@ from guarded.api.common import GROUP, VERSION
 from guarded.api.rollout import PLURAL, REQUESTER_ANNOTATION, GuardedRolloutSpec, GuardedRolloutStatus
 from guarded.api.stages import Stage, stage_in
 from guarded.core import conditions as cond
-from guarded.core.actions import Event
+from guarded.core import routing
+from guarded.core.actions import Action, Event
 from guarded.core.analysis import AnalysisObservation
 from guarded.core.consumers import PART_OF_LABEL, part_of_value
 from guarded.core.engine import Decision, decide, decide_cleanup, decide_fail_safe, needs
@@ -38,6 +40,7 @@ from guarded.metrics.gather import gather
 from guarded.metrics.provider import MetricProvider
 
 CLEANUP_ROUNDS = 60  # at most a minute of steps undoing routing when a routed rollout is deleted
+CLEANUP_PAUSE = 1.0  # seconds between two of those steps
 
 
 @dataclass(frozen=True)
@@ -339,17 +342,23 @@ async def clean_up(client: KubeClient, namespace: str, name: str, body: dict[str
     except ValidationError:
         return
     obs = await _observe(client, body, spec.target.name)
-    actions = decide_cleanup(status, obs)
-    await apply_actions(client, namespace, actions)
-    for _ in range(CLEANUP_ROUNDS if status.traffic is not None else 0):
-        # Routed by weight, undoing takes steps (weight 0, the canary gone, then the route, the canary Service
-        # and the stable's selector as they were), each on what the one before left.
-        await asyncio.sleep(1.0)
-        obs = await _observe(client, body, spec.target.name)
+    actions: tuple[Action, ...] = ()
+    for _ in range(CLEANUP_ROUNDS):
         more = decide_cleanup(status, obs)
-        if not more:
-            break
         await apply_actions(client, namespace, more)
         actions += more
+        if routing.undone(status, obs) and not (more and routing.in_force(status, obs) is not None):
+            break
+        # Routed by weight, undoing takes steps (weight 0, the canary gone, then the route, the canary Service
+        # and the stable's selector as they were), each on what the one before left; a step may decide nothing
+        # while the canary's pods terminate (foreground deletion), which is not the end.
+        await asyncio.sleep(CLEANUP_PAUSE)
+        obs = await _observe(client, body, spec.target.name)
+    else:
+        # The finalizer stays and kopf calls this again: a rollout gone while the stable Service is still
+        # pinned to the old pods would leave it so forever.
+        raise kopf.TemporaryError(f"routing not yet undone after {CLEANUP_ROUNDS} rounds (the canary Deployment "
+                                  f"{'is still there' if obs.canary is not None else 'is gone'}); trying again",
+                                  delay=10)
     logs.logger(rollout=name, namespace=namespace, wave=status.wave_progress).info(
         "deleted: cleaned up", actions=[type(a).__name__ for a in actions])
