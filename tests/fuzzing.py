@@ -15,10 +15,14 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import hypothesis.strategies as st
+import yaml
 from kubernetes.client.rest import ApiException
 
 GROUP, VERSION = "rollouts.guarded.dev", "v1alpha1"
@@ -78,6 +82,60 @@ PATHS: dict[str, list[tuple[Any, ...]]] = {
 }
 
 
+CRDS = Path(__file__).resolve().parent.parent / "crds"
+
+
+def _schemas() -> dict[str, dict[str, Any]]:
+    out = {}
+    for kind, plural in PLURALS.items():
+        crd = yaml.safe_load((CRDS / f"{plural}.yaml").read_text())
+        out[kind] = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    return out
+
+
+SCHEMAS = _schemas()
+_TYPES: dict[str, tuple[type, ...]] = {"string": (str,), "integer": (int,), "number": (int, float),
+                                       "boolean": (bool,), "object": (dict,), "array": (list,)}
+
+
+def _schema_at(kind: str, path: tuple[Any, ...]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The published schema of the node at `path` and of its parent (the CRD the API server enforces)."""
+    node, parent = SCHEMAS[kind], SCHEMAS[kind]
+    for part in path:
+        parent = node
+        node = node["items"] if isinstance(part, int) else node["properties"][part]
+    return node, parent
+
+
+def breaks_schema(node: dict[str, Any], value: Any) -> bool:
+    """Whether the published schema itself forbids `value` here: an oracle that is not the operator's code.
+    (Values the schema allows may still be refused or held by the operator; they need not be.)"""
+    if value is None:
+        return False  # a null of a field that is not nullable is pruned: as if missing (see Case.invalid)
+    kind = node.get("type")
+    if kind and (not isinstance(value, _TYPES[kind]) or (kind in ("integer", "number") and isinstance(value, bool))):
+        return True
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return value < node.get("minimum", value) or value > node.get("maximum", value)
+    if isinstance(value, str):
+        if not node.get("minLength", 0) <= len(value) <= node.get("maxLength", len(value)):
+            return True
+        if "enum" in node and value not in node["enum"]:
+            return True
+        if "pattern" in node and not re.search(node["pattern"], value):
+            return True
+        if node.get("format") == "date-time":
+            try:
+                datetime.fromisoformat(value.replace("Z", "+00:00"))
+            except ValueError:
+                return True
+    if isinstance(value, list):
+        return len(value) < node.get("minItems", 0)
+    if isinstance(value, dict):
+        return any(key not in value for key in node.get("required", []))
+    return False
+
+
 @dataclass(frozen=True)
 class Case:
     kind: str
@@ -85,6 +143,10 @@ class Case:
     field: str          # the name a refusal or a holding condition must carry
     body: dict[str, Any]
     targets_workload: bool = False  # a GuardedRollout of the namespace's real Deployment
+    # Surely invalid: the fault breaks the published schema, or is an unknown field, a contradiction or a
+    # missing reference by construction. A fault the schema allows (a text description, a missing optional
+    # bake) may be a valid object: it must not touch the workload (the test's policy holds it), nothing more.
+    invalid: bool = True
 
     def describe(self) -> str:
         return f"{self.kind} {self.fault} at {self.field}: {json.dumps(self.body['spec'], default=str)[:300]}"
@@ -142,13 +204,23 @@ def cases(draw: st.DrawFn, namespace: str, workload: str) -> Case:
             return Case(kind, fault, "rollout", body)
         fault = "wrong-type"
     path = draw(st.sampled_from(PATHS[kind]))
+    invalid = True
     if fault == "wrong-type":
-        value = draw(st.sampled_from(WRONG_VALUES) | st.integers() | st.text(max_size=40) | st.floats())
+        # Finite floats only: NaN and infinity are not JSON, so no client can send them.
+        value = draw(st.sampled_from(WRONG_VALUES) | st.integers() | st.text(max_size=40)
+                     | st.floats(allow_nan=False, allow_infinity=False))
         _set(body, path, value)
         field = _leaf(path)
+        node, parent = _schema_at(kind, path)
+        invalid = breaks_schema(node, value) or (value is None and _required(parent, path))
     elif fault == "missing":
         _set(body, path, None, delete=True)
         field = _leaf(path)
+        parent = _schema_at(kind, path)[1]
+        if isinstance(path[-1], int):  # an item of a list: a fault if the list is now shorter than allowed
+            invalid = len(_get(body, path[:-1])) < parent.get("minItems", 0)
+        else:
+            invalid = _required(parent, path)
     elif fault == "unknown-field":
         field = draw(st.sampled_from(["unknownField", "namespace", "replicaz", "ünïcode"]))
         node: Any = body
@@ -169,7 +241,18 @@ def cases(draw: st.DrawFn, namespace: str, workload: str) -> Case:
     else:  # cross-namespace: a target in another namespace, by a field the API does not have
         body["spec"]["target"] = {"name": workload, "namespace": "kube-system"}
         field = "namespace"
-    return Case(kind, fault, field, body, targets_workload=kind == "GuardedRollout")
+    return Case(kind, fault, field, body, targets_workload=kind == "GuardedRollout", invalid=invalid)
+
+
+def _required(parent: dict[str, Any], path: tuple[Any, ...]) -> bool:
+    return isinstance(path[-1], str) and path[-1] in parent.get("required", [])
+
+
+def _get(body: dict[str, Any], path: tuple[Any, ...]) -> Any:
+    node: Any = body
+    for part in path:
+        node = node[part]
+    return node
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from guarded.api.rollout import AUTHORS_ANNOTATION, REQUEST_ANNOTATION, REQUESTER_ANNOTATION
-from guarded.core.admission import AdmissionRefused, User, approval_stamp, rollout_stamp
+from guarded.core.admission import AdmissionRefused, User, approval_stamp, approved_rollout, rollout_stamp
 
 ALICE = User(username="alice", groups=("engineers",))
 BOB = User(username="bob", groups=("engineers",))
@@ -91,3 +91,20 @@ def test_every_field_the_webhook_stamps_is_a_field_of_the_schema() -> None:
     stamp = approval_stamp(operation="CREATE", user=BOB, spec={"rollout": "release"}, old_spec=None, rollout=target)
     parsed = RolloutApprovalSpec.model_validate({"rollout": "release", **stamp.spec})
     assert (parsed.approver, parsed.rollout_uid, parsed.revision) == ("bob", "uid-1", 2)
+
+
+@pytest.fixture(params=["\u0086\u009e%\U000bdc47", "Shop", "a" * 254, 7, 1e300, ["shop"], {"name": "shop"}, "-shop"])
+def impossible_name(request: pytest.FixtureRequest) -> object:
+    return request.param
+
+
+def test_an_approval_of_a_name_no_rollout_can_have_is_refused_naming_spec_rollout(impossible_name: object) -> None:
+    # Found by fuzzing: the webhook looked such a name up, the API server answered 400 and the webhook
+    # failed with a 500 that named nothing.
+    with pytest.raises(AdmissionRefused, match=r"^spec\.rollout: "):
+        approved_rollout({"rollout": impossible_name})
+
+
+def test_an_approval_names_a_rollout_to_look_up() -> None:
+    assert approved_rollout({"rollout": "shop-2.1"}) == "shop-2.1"
+    assert approved_rollout({}) is None  # refused by approval_stamp: no GuardedRollout named

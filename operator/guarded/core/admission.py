@@ -17,6 +17,7 @@ Each function returns either the fields to set or a message for the user (Admiss
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -82,6 +83,22 @@ def rollout_stamp(*, operation: str, user: User, new: Mapping[str, Any], old: Ma
     else:
         out[REQUESTER_ANNOTATION] = None
     return Stamp(annotations={k: v for k, v in out.items() if new_ann.get(k) != v})
+
+
+_DNS_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+
+
+def approved_rollout(spec: Mapping[str, Any]) -> str | None:
+    """The name of the rollout an approval names, checked before it is looked up (mutating admission runs
+    before the schema): a name no object can have is refused naming spec.rollout, rather than failing the
+    lookup and this webhook with a message that names nothing (found by fuzzing)."""
+    name = spec.get("rollout")
+    if name is None or name == "":
+        return None
+    if not isinstance(name, str) or len(name) > 253 or not _DNS_NAME.match(name):
+        raise AdmissionRefused(f"spec.rollout: must be the name of a GuardedRollout (lowercase letters, digits, "
+                               f"'-' and '.'), not {name!r:.80}")
+    return name
 
 
 def approval_stamp(*, operation: str, user: User, spec: Mapping[str, Any], old_spec: Mapping[str, Any] | None,

@@ -22,7 +22,7 @@ import kopf
 from guarded.api.common import GROUP, VERSION
 from guarded.api.policy import APPROVAL_PLURAL
 from guarded.api.rollout import PLURAL
-from guarded.core.admission import AdmissionRefused, User, approval_stamp, rollout_stamp
+from guarded.core.admission import AdmissionRefused, User, approval_stamp, approved_rollout, rollout_stamp
 from guarded.handlers.workloads import operator_user
 from guarded.kube.client import KubeClient
 
@@ -54,10 +54,14 @@ async def stamp_approval(body: kopf.Body, old: kopf.Body | None, operation: str,
                          patch: kopf.Patch, **_: Any) -> None:
     spec = dict(body.get("spec") or {})
     rollout = None
-    if operation == "CREATE" and spec.get("rollout"):
+    try:
+        name = approved_rollout(spec) if operation == "CREATE" else None
+    except AdmissionRefused as exc:
+        raise kopf.AdmissionError(str(exc), code=403) from exc
+    if name is not None:
         if not _client:
             raise kopf.AdmissionError("the operator is still starting; try again", code=503)
-        rollout = await _client[0].get_rollout(body.metadata.namespace or "", str(spec["rollout"]))
+        rollout = await _client[0].get_rollout(body.metadata.namespace or "", name)
     try:
         stamp = approval_stamp(operation=operation, user=User.from_userinfo(userinfo), spec=spec,
                                old_spec=dict(old.get("spec") or {}) if old is not None else None, rollout=rollout)

@@ -14,6 +14,7 @@ from typing import Any
 from kubernetes.client.rest import ApiException
 from pydantic import ValidationError
 
+from guarded.api.errors import describe
 from guarded.api.policy import (
     APPROVAL_PLURAL,
     POLICY_PLURAL,
@@ -58,7 +59,8 @@ def _policies(items: list[dict[str, Any]]) -> tuple[tuple[NamedPolicy, ...], tup
                 selector: PolicySelector | None = PolicySelector.model_validate(spec.get("selector") or {})
             except ValidationError:
                 selector = None
-            unreadable.append(UnreadablePolicy(name=name, selector=selector, error=str(err).splitlines()[0]))
+            # The fields it cannot read, named (spec.freezeWindows[0].start: ...): the held rollouts say what to fix.
+            unreadable.append(UnreadablePolicy(name=name, selector=selector, error=describe(err)))
     return tuple(readable), tuple(unreadable)
 
 
