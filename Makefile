@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 TESTBED := hack/testbed.sh
 
-.PHONY: help venv test unit lint integration e2e testbed-up testbed-down testbed-env crds demo clean bench-detection bench-judges \
+.PHONY: help venv test unit lint integration e2e testbed-up testbed-down testbed-env crds demo clean bench-detection bench-judges bench-fuzz \
 	browser dashboard-screenshots
 
 help:
@@ -19,6 +19,7 @@ help:
 	@echo "make chart         refresh charts/guarded-rollouts from the kustomize manifests, then lint it"
 	@echo "make bench-detection  time-to-rollback and orders lost per bad-release scenario"
 	@echo "make bench-judges     our judge vs fixed-threshold judges on simulated rollouts (no cluster)"
+	@echo "make bench-fuzz       1,200 fuzzed objects against the API server and an operator of its own"
 	@echo "make dashboard-screenshots  refresh docs/images/dashboard-*.png from the dashboard's browser test"
 	@echo "make browser       install Debian's chromium for the browser test when missing (make test does)"
 	@echo "make image         the operator's OCI image without Docker (hack/image.sh build; docs/image.md)"
@@ -114,6 +115,10 @@ bench-detection: venv
 
 bench-judges: venv
 	$(PY) bench/judges.py
+
+bench-fuzz: venv
+	$(TESTBED) up
+	flock /tmp/guarded-testbed.lock $(PY) bench/fuzz.py
 
 # The operator's OCI image without a Docker engine (Debian's mmdebstrap and umoci; docs/image.md), in
 # ~/.cache/guarded-rollouts/image/oci. Not part of `make test`. To run it as the in-cluster operator
