@@ -221,6 +221,10 @@ def test_a_killed_operator_resumes_a_rollback_from_any_step() -> None:
      "spec.trafficRouting.service: Service 'shop-canary' exists and is not owned by this rollout"),
     (lambda w: w.services["shop"]["annotations"].__setitem__(PIN_ANNOTATION, "uid-other"),
      "spec.trafficRouting.service: Service 'shop' is pinned by another rollout"),
+    # Another app's Service the route sends to: pinned, it would select no pod at all.
+    (lambda w: w.services["shop"].__setitem__("selector", {"app": "cart"}),
+     "spec.trafficRouting.service: Service 'shop' does not select the pods of Deployment 'shop' (its selector "
+     "{'app': 'cart'} is not in their labels)"),
 ])
 def test_a_route_that_cannot_carry_the_weights_holds_the_rollout_naming_the_field(change: Any,
                                                                                  field_named: str) -> None:

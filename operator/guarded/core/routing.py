@@ -89,6 +89,13 @@ def problem(inp: Inputs) -> str | None:
         return f"{SERVICE_FIELD}: Service {service!r} not found in namespace {inp.obs.namespace!r}"
     if not {k: v for k, v in svc.selector.items() if k != PIN_KEY}:
         return f"{SERVICE_FIELD}: Service {service!r} has no selector; its endpoints cannot be split"
+    target = inp.obs.target
+    labels = ((target.template.get("metadata") or {}).get("labels") or {}) if target is not None else {}
+    unmatched = {k: v for k, v in svc.selector.items() if k != PIN_KEY and labels.get(k) != v}
+    if target is not None and unmatched:
+        # Pinning a Service that does not select the target's pods would leave it no endpoint at all.
+        return (f"{SERVICE_FIELD}: Service {service!r} does not select the pods of Deployment {target.name!r} "
+                f"(its selector {unmatched} is not in their labels)")
     pinned_by = svc.annotations.get(PIN_ANNOTATION)
     if pinned_by and pinned_by != inp.obs.uid:
         return f"{SERVICE_FIELD}: Service {service!r} is pinned by another rollout (uid {pinned_by})"
