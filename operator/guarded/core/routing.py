@@ -279,11 +279,13 @@ def prepare(inp: Inputs, d: Draft) -> tuple[Draft, bool]:
 
 
 def repin(inp: Inputs, d: Draft) -> Draft:
-    """Rolling back while canary pods run: the stable Service selects the stable pods alone again (a promotion
-    that unpinned it was cut short before its status was written), before the weight moves back to it."""
+    """While canary pods run (a wave, a rollback): the stable Service selects the stable pods alone again
+    (someone took the pin off, or a promotion that unpinned it was cut short before its status was written)."""
     t = d.status.traffic
     if t is None or t.stable_pin is None or inp.obs.uid is None or _pinned(d.status, inp.obs):
         return d
+    if any(isinstance(a, PinSelector) for a in d.actions):
+        return d   # already asked for in this decision
     return d.act(PinSelector(service=t.service, key=PIN_KEY, value=t.stable_pin, rollout_uid=inp.obs.uid))
 
 
@@ -292,10 +294,14 @@ def wave_weight(inp: Inputs, d: Draft) -> int:
 
 
 def shift(inp: Inputs, d: Draft, weight: int) -> tuple[Draft, bool]:
-    """The routed rules at `weight` for the canary; True once the route shows it."""
+    """The routed rules at `weight` for the canary; True once the route shows it. Never while the stable
+    Service is not pinned (a sync from Git took the pin off): it would send the stable's share to the canary
+    pods too, so the pin goes back first."""
     t = d.status.traffic
     if t is None:
         return d, True
+    if t.stable_pin is not None and not _pinned(d.status, inp.obs):
+        return repin(inp, d), False
     if _weights_are(d.status, inp.obs, weight):
         return d, True
     return d.act(_weights(t, weight)), False

@@ -187,6 +187,8 @@ def hold_wave(inp: Inputs, d: Draft) -> Draft:
     """Keep the wave's sizes (a canary pod lost and replaced is raised again before the stable is)."""
     want_canary = canary_target(inp, d.status)
     d = ensure_canary(inp, d, want_canary)
+    if routing.routed(inp):
+        d = routing.repin(inp, d)   # canary pods run: the stable Service selects the stable pods alone
     c = inp.obs.canary
     if c is not None and canary_current(inp, d) and c.ready >= want_canary:
         d = ensure_target_replicas(inp, d, stable_target(inp, d.status))

@@ -1,0 +1,38 @@
+"""Routing by weight while someone else changes the route, the Services or the rollout's spec mid-rollout (a sync
+from Git, a colleague with kubectl): the canary's requests stay bounded by the wave's weight, the stable Service
+selects the stable pods alone while canary pods run, and a rollback always ends with everything as it was.
+"""
+
+from __future__ import annotations
+
+from specs import waves
+from test_routing import PIN_ANNOTATION, PIN_KEY, routed_world
+
+from guarded.api.stages import Stage
+
+
+def test_a_pin_taken_off_during_a_bake_is_put_back_before_anything_else() -> None:
+    world = routed_world(waves=waves("1%", "10%", "50%", "100%", bake="60s"))
+    world.run_until(stage=Stage.BAKE, wave=0)
+    stable = world.services["shop"]
+    pin = stable["selector"].pop(PIN_KEY)   # a GitOps sync puts the Service back as in Git
+    stable["annotations"].pop(PIN_ANNOTATION)
+    world.step()
+    assert stable["selector"] == {"app": "shop", PIN_KEY: pin}
+    assert stable["annotations"] == {PIN_ANNOTATION: world.uid}
+    assert world.status.stage == Stage.BAKE
+
+
+def test_after_a_sync_puts_route_and_service_back_as_in_git_the_weight_returns_only_once_pinned_again() -> None:
+    world = routed_world(waves=waves("1%", "10%", "50%", "100%", bake="60s"))
+    world.run_until(stage=Stage.BAKE, wave=0)
+    stable = world.services["shop"]
+    stable["selector"].pop(PIN_KEY)
+    stable["annotations"].pop(PIN_ANNOTATION)
+    world.rules = [[{"name": "shop", "port": 80}]]
+    mark = len(world.trace)
+    world.step()
+    assert world.trace[mark:] == ["pin"]   # no weight to the canary while the stable Service selects it too
+    world.step()
+    assert world.trace[mark:] == ["pin", "weight 1"]
+    assert world.weights() == {"shop": 99, "shop-canary": 1}
