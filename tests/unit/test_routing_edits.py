@@ -36,3 +36,16 @@ def test_after_a_sync_puts_route_and_service_back_as_in_git_the_weight_returns_o
     world.step()
     assert world.trace[mark:] == ["pin", "weight 1"]
     assert world.weights() == {"shop": 99, "shop-canary": 1}
+
+
+def test_an_httproute_deleted_mid_rollout_rolls_it_back_naming_the_field() -> None:
+    world = routed_world(progressDeadline="20s")
+    world.run_until(stage=Stage.BAKE, wave=0)
+    world.route_exists = False
+    world.run_until_done(limit=100)
+    assert world.status.stage == Stage.ROLLED_BACK
+    assert world.status.rollback_reason == "InvalidTrafficRouting"
+    assert any("spec.trafficRouting.httpRoute.name: HTTPRoute 'shop' not found" in h.message
+               for h in world.status.history)
+    assert "shop-canary" not in world.deployments and "shop-canary" not in world.services
+    assert world.services["shop"]["selector"] == {"app": "shop"} and world.services["shop"]["annotations"] == {}

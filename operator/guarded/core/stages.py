@@ -122,10 +122,23 @@ def pending(inp: Inputs, d: Draft) -> Draft:
     return record_wave_started(inp, d)
 
 
+def routing_lost(inp: Inputs, d: Draft) -> Draft | None:
+    """Routed, in a wave: the rollback when the route can no longer carry the weights (the HTTPRoute deleted,
+    the stable Service gone or changed, the routed rule removed). Fail safe: waiting would hold canary pods
+    that no weight reaches, under a message about something else, until someone noticed."""
+    problem = routing.problem(inp)
+    if problem is None:
+        return None
+    return rollback(inp, d, Reason.INVALID_TRAFFIC_ROUTING, f"wave {wave_label(inp, d.status)}: {problem}")
+
+
 def scale_canary(inp: Inputs, d: Draft) -> Draft:
     """Raise the canary to the wave's size; once its pods are Ready, lower the stable (or, routed by weight,
     shift the route's weight). Routed, the stable Service is pinned to the stable pods before any canary pod
     exists, since they share its labels."""
+    lost = routing_lost(inp, d)
+    if lost is not None:
+        return lost
     want = canary_target(inp, d.status)
     d, prepared = routing.prepare(inp, d)
     if prepared:
@@ -152,6 +165,9 @@ def scale_canary(inp: Inputs, d: Draft) -> Draft:
 
 def scale_stable(inp: Inputs, d: Draft) -> Draft:
     """Lower the stable to the rest of the count, only while the canary's pods are Ready; then bake."""
+    lost = routing_lost(inp, d)
+    if lost is not None:
+        return lost
     want_canary, want_stable = canary_target(inp, d.status), stable_target(inp, d.status)
     c, t = inp.obs.canary, inp.obs.target
     assert t is not None
@@ -199,6 +215,9 @@ def hold_wave(inp: Inputs, d: Draft) -> Draft:
 
 def bake(inp: Inputs, d: Draft) -> Draft:
     """Hold the wave for its bake (under analysis: time under observation), then advance on a fresh Pass."""
+    lost = routing_lost(inp, d)
+    if lost is not None:
+        return lost
     d = hold_wave(inp, d)
     s = d.status
     if s.paused:
@@ -238,6 +257,9 @@ def bake(inp: Inputs, d: Draft) -> Draft:
 def gate(inp: Inputs, d: Draft) -> Draft:
     """Baked; hold the wave until a promote request (core/requests.py) advances it, or, for a consumer's
     rollout of a shared change, until its parent has moved past the matching wave."""
+    lost = routing_lost(inp, d)
+    if lost is not None:
+        return lost
     d = hold_wave(inp, d)
     if parent_of(inp) is None:
         return d
