@@ -282,6 +282,21 @@ def test_set_weights_adds_the_canary_backend_ref_beside_the_stable_one_and_remov
     assert back == route
 
 
+def test_weight_0_and_the_canary_ref_removed_reach_every_rule_holding_the_canary_whatever_its_index() -> None:
+    canary = {"name": "shop-canary", "port": 80, "weight": 10}
+    route = {"spec": {"rules": [{"backendRefs": [{"name": "shop", "port": 80}]},
+                                {"backendRefs": [{"name": "shop", "port": 80, "weight": 90}, dict(canary)]}]}}
+    action = SetRouteWeights(route="shop", rules=(0,), service="shop", canary_service="shop-canary",
+                             canary_weight=0, stable_weight=None)   # decided before a rule 0 was inserted
+    withdrawn = set_weights(copy.deepcopy(route), action)
+    assert withdrawn is not None
+    assert [r["backendRefs"] for r in withdrawn["spec"]["rules"]] == [
+        [{"name": "shop", "port": 80}], [{"name": "shop", "port": 80, "weight": 100}, {**canary, "weight": 0}]]
+    restored = set_weights(withdrawn, replace(action, canary_weight=None))
+    assert restored is not None
+    assert [r["backendRefs"] for r in restored["spec"]["rules"]] == [[{"name": "shop", "port": 80}]] * 2
+
+
 def test_removing_traffic_routing_mid_rollout_retires_the_canary_and_undoes_the_routing() -> None:
     world = routed_world()
     world.run_until(stage=Stage.BAKE, wave=2)

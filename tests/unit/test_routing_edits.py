@@ -49,3 +49,30 @@ def test_an_httproute_deleted_mid_rollout_rolls_it_back_naming_the_field() -> No
                for h in world.status.history)
     assert "shop-canary" not in world.deployments and "shop-canary" not in world.services
     assert world.services["shop"]["selector"] == {"app": "shop"} and world.services["shop"]["annotations"] == {}
+
+
+def test_a_rule_inserted_before_the_routed_one_mid_rollout_is_put_back_too_on_a_rollback() -> None:
+    world = routed_world()
+    world.run_until(stage=Stage.BAKE, wave=1)
+    world.rules.insert(0, [{"name": "shop", "port": 80}])   # a new path match, in front of the routed rule
+    world.run_for(3)
+    assert all(w.get("shop-canary") in (None, 10) for w in
+               ({b["name"]: b.get("weight") for b in rule} for rule in world.rules))   # never above the wave's
+    world.ask("abort")
+    world.run_until_done(limit=100)
+    assert world.status.stage == Stage.ROLLED_BACK
+    assert world.rules == [[{"name": "shop", "port": 80}], [{"name": "shop", "port": 80}]]
+    assert "shop-canary" not in world.services and world.services["shop"]["selector"] == {"app": "shop"}
+
+
+def test_a_routed_rule_removed_mid_rollout_does_not_stop_the_rollback() -> None:
+    world = routed_world()
+    world.rules = [[{"name": "shop", "port": 80}], [{"name": "shop", "port": 80}]]
+    world.run_until(stage=Stage.BAKE, wave=1)
+    assert world.status.traffic is not None and world.status.traffic.rules == [0, 1]
+    del world.rules[0]   # a sync from Git drops a rule
+    world.ask("abort")
+    world.run_until_done(limit=100)
+    assert world.status.stage == Stage.ROLLED_BACK
+    assert world.trace[-5:] == ["weight 0", "canary deleted", "weight None", "canary service deleted", "unpin"]
+    assert world.rules == [[{"name": "shop", "port": 80}]]

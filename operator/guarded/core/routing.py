@@ -24,7 +24,7 @@ from guarded.api.common import GROUP, VERSION
 from guarded.api.rollout import GuardedRolloutStatus, TrafficStatus
 from guarded.core.actions import Action, ApplyService, DeleteService, PinSelector, SetRouteWeights, UnpinSelector
 from guarded.core.draft import POLL_SECONDS, Draft, Inputs, current_wave, total
-from guarded.core.observations import BackendRef, Observations, RoutingObservation, ServiceState
+from guarded.core.observations import BackendRef, Observations, RouteState, RoutingObservation, ServiceState
 from guarded.core.templates import MANAGED_BY, MANAGED_BY_LABEL, ROLE_LABEL, ROLLOUT_LABEL
 from guarded.core.waves import routed_weight
 
@@ -181,20 +181,27 @@ def in_force(status: GuardedRolloutStatus, obs: Observations) -> TrafficStatus |
                          stable_pin=svc.selector.get(PIN_KEY) if svc is not None else None, stable_weight=None)
 
 
+def _rules_now(t: TrafficStatus, route: RouteState) -> list[int]:
+    """The rules this rollout's weights are on now: the recorded ones the route still has (and that still send
+    to the stable Service), and every rule holding the canary backendRef, wherever it is: a rule inserted or
+    removed by someone else moves the indexes, and a weight must never be left on a rule nobody looks at."""
+    recorded = {i for i in t.rules if i < len(route.rules) and any(b.name == t.service for b in route.rules[i])}
+    return sorted(recorded | {i for i, rule in enumerate(route.rules) if any(b.name == t.canary_service
+                                                                             for b in rule)})
+
+
 def observed_weight(status: GuardedRolloutStatus, obs: Observations) -> int | None:
-    """The canary backendRef's weight in every routed rule (0 when it is absent), None when the rules disagree
-    or the route is gone."""
+    """The canary backendRef's weight in every routed rule (0 when it is absent, and a recorded rule that is
+    gone sends nothing), None when the rules disagree or the route is gone."""
     t, route = in_force(status, obs), _seen(obs).route
     if t is None or route is None:
         return None
-    if not t.rules:
-        return 0   # no rule sends anything to the canary
     found = set()
-    for i in t.rules:
-        if i >= len(route.rules):
-            return None
+    for i in _rules_now(t, route):
         refs = [b for b in route.rules[i] if b.name == t.canary_service]
         found.add((refs[0].weight if refs[0].weight is not None else 1) if refs else 0)
+    if not found:
+        return 0   # no rule sends anything to the canary
     return found.pop() if len(found) == 1 else None
 
 
@@ -203,7 +210,7 @@ def _weights_are(status: GuardedRolloutStatus, obs: Observations, canary: int) -
     t, route = in_force(status, obs), _seen(obs).route
     if t is None or route is None or observed_weight(status, obs) != canary:
         return False
-    stable = [b.weight for i in t.rules for b in route.rules[i] if b.name == t.service]
+    stable = [b.weight for i in _rules_now(t, route) for b in route.rules[i] if b.name == t.service]
     return all(w == 100 - canary for w in stable)
 
 
@@ -211,7 +218,7 @@ def _route_restored(status: GuardedRolloutStatus, obs: Observations) -> bool:
     t, route = in_force(status, obs), _seen(obs).route
     if t is None or route is None:
         return True   # nothing of ours on a route that is gone
-    rules = [route.rules[i] for i in t.rules if i < len(route.rules)]
+    rules = [route.rules[i] for i in _rules_now(t, route)]
     return not any(b.name == t.canary_service for rule in rules for b in rule) and all(
         b.weight == t.stable_weight for rule in rules for b in rule if b.name == t.service)
 
@@ -304,11 +311,12 @@ def shift(inp: Inputs, d: Draft, weight: int) -> tuple[Draft, bool]:
         return repin(inp, d), False
     if _weights_are(d.status, inp.obs, weight):
         return d, True
-    return d.act(_weights(t, weight)), False
+    return d.act(_weights(t, _seen(inp.obs).route, weight)), False
 
 
-def _weights(t: TrafficStatus, canary: int | None) -> SetRouteWeights:
-    return SetRouteWeights(route=t.route, rules=tuple(t.rules), service=t.service, canary_service=t.canary_service,
+def _weights(t: TrafficStatus, route: RouteState | None, canary: int | None) -> SetRouteWeights:
+    rules = _rules_now(t, route) if route is not None else t.rules
+    return SetRouteWeights(route=t.route, rules=tuple(rules), service=t.service, canary_service=t.canary_service,
                            canary_weight=canary, stable_weight=t.stable_weight)
 
 
@@ -317,7 +325,7 @@ def withdraw_actions(status: GuardedRolloutStatus, obs: Observations) -> tuple[t
     t = in_force(status, obs)
     if t is None or _seen(obs).route is None or observed_weight(status, obs) == 0:
         return (), True
-    return (_weights(t, 0),), False
+    return (_weights(t, _seen(obs).route, 0),), False
 
 
 def unwind_actions(status: GuardedRolloutStatus, obs: Observations) -> tuple[tuple[Action, ...], bool]:
@@ -328,7 +336,7 @@ def unwind_actions(status: GuardedRolloutStatus, obs: Observations) -> tuple[tup
         return (), True
     actions: list[Action] = []
     if not _route_restored(status, obs):
-        actions.append(_weights(t, None))
+        actions.append(_weights(t, _seen(obs).route, None))
     svc = _canary_service(status, obs)
     if svc is not None and not svc.deleting and svc.uid is not None:
         actions.append(DeleteService(name=svc.name, uid=svc.uid))

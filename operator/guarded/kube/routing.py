@@ -193,7 +193,13 @@ def set_weights(route: dict[str, Any], action: SetRouteWeights) -> dict[str, Any
     """The route's body with the action's weights (None when it already has them). Pure, for the tests."""
     rules = (route.get("spec") or {}).get("rules") or []
     before = copy.deepcopy(rules)
-    for i in action.rules:
+    targets = set(action.rules)
+    if action.canary_weight in (0, None):
+        # Taking the weight off the canary (or its backendRef away) reaches every rule holding it, as the route
+        # is now: someone may have inserted or removed a rule since the indexes were decided.
+        targets |= {i for i, rule in enumerate(rules)
+                    if any(b.get("name") == action.canary_service for b in rule.get("backendRefs") or [])}
+    for i in sorted(targets):
         if i >= len(rules):
             continue
         refs = rules[i].get("backendRefs") or []
@@ -206,8 +212,10 @@ def set_weights(route: dict[str, Any], action: SetRouteWeights) -> dict[str, Any
             _weight(stable, action.stable_weight)
             rules[i]["backendRefs"] = others
             continue
-        _weight(stable, 100 - action.canary_weight)
         canary = next((b for b in refs if b.get("name") == action.canary_service), None)
+        if canary is None and action.canary_weight == 0:
+            continue   # nothing of the canary's on this rule: nothing to withdraw
+        _weight(stable, 100 - action.canary_weight)
         if canary is None:
             canary = {k: v for k, v in stable.items() if k in ("group", "kind", "port")}
             canary["name"] = action.canary_service
