@@ -5,10 +5,15 @@ selects the stable pods alone while canary pods run, and a rollback always ends 
 
 from __future__ import annotations
 
-from specs import waves
-from test_routing import PIN_ANNOTATION, PIN_KEY, routed_world
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from specs import spec, waves
+from test_routing import FOUR_WAVES, PIN_ANNOTATION, PIN_KEY, RoutedWorld, routed_world
 
 from guarded.api.stages import Stage
+from guarded.core.actions import SetRouteWeights
+from guarded.core.observations import Observations, RouteState
 
 
 def test_a_pin_taken_off_during_a_bake_is_put_back_before_anything_else() -> None:
@@ -76,3 +81,63 @@ def test_a_routed_rule_removed_mid_rollout_does_not_stop_the_rollback() -> None:
     assert world.status.stage == Stage.ROLLED_BACK
     assert world.trace[-5:] == ["weight 0", "canary deleted", "weight None", "canary service deleted", "unpin"]
     assert world.rules == [[{"name": "shop", "port": 80}]]
+
+
+def retired(world: RoutedWorld) -> bool:
+    return any(h.reason == "Retired" for h in world.status.history)
+
+
+def test_naming_another_stable_service_mid_rollout_starts_again_on_that_service() -> None:
+    world = RoutedWorld(spec(waves=FOUR_WAVES, trafficRouting={"httpRoute": {"name": "shop"}, "service": "shop"}),
+                        replicas=4)
+    world.rules = [[{"name": "shop", "port": 80}], [{"name": "shop-admin", "port": 80}]]
+    world.services["shop-admin"] = {"uid": "uid-svc2", "selector": {"app": "shop"}, "annotations": {}, "owner": None}
+    world.run_until(stage=Stage.BAKE, wave=1)
+    world.spec = spec(waves=FOUR_WAVES, trafficRouting={"httpRoute": {"name": "shop"}, "service": "shop-admin"})
+    world.generation += 1
+    world.run_until(predicate=retired)
+    world.run_until(stage=Stage.BAKE, wave=1)
+    assert world.rules == [[{"name": "shop", "port": 80}],
+                           [{"name": "shop-admin", "port": 80, "weight": 90},
+                            {"port": 80, "name": "shop-admin-canary", "weight": 10}]]
+    assert world.services["shop"]["selector"] == {"app": "shop"} and PIN_KEY in world.services["shop-admin"]["selector"]
+
+
+@dataclass
+class TwoRoutes(RoutedWorld):
+    """Two HTTPRoutes to the Service `shop`; the shell reads the one status.traffic names, else the spec's."""
+
+    routes: dict[str, list[list[dict[str, Any]]]] = field(default_factory=lambda: {
+        "shop": [[{"name": "shop", "port": 80}]], "shop-v2": [[{"name": "shop", "port": 80}]]})
+
+    def read(self) -> str:
+        assert self.spec.traffic_routing is not None
+        return (self.status.traffic.route if self.status.traffic else None) or self.spec.traffic_routing.http_route.name
+
+    def observe(self) -> Observations:
+        self.rules = self.routes[self.read()]
+        obs = super().observe()
+        assert obs.routing is not None and obs.routing.route is not None
+        route = RouteState(name=self.read(), rules=obs.routing.route.rules)
+        return replace(obs, routing=replace(obs.routing, route=route))
+
+    def carry_out(self, action: object) -> None:
+        if isinstance(action, SetRouteWeights):
+            self.rules = self.routes[action.route]
+            super().carry_out(action)
+            self.routes[action.route] = self.rules
+        else:
+            super().carry_out(action)
+
+
+def test_naming_another_httproute_mid_rollout_puts_the_old_one_back_and_routes_through_the_new_one() -> None:
+    world = TwoRoutes(spec(waves=FOUR_WAVES, trafficRouting={"httpRoute": {"name": "shop"}}), replicas=4)
+    world.run_until(stage=Stage.BAKE, wave=1)
+    world.spec = spec(waves=FOUR_WAVES, trafficRouting={"httpRoute": {"name": "shop-v2"}})
+    world.generation += 1
+    world.run_until(predicate=retired)
+    world.run_until(stage=Stage.BAKE, wave=1)
+    assert world.status.traffic is not None and world.status.traffic.route == "shop-v2"
+    assert world.routes == {"shop": [[{"name": "shop", "port": 80}]],
+                            "shop-v2": [[{"name": "shop", "port": 80, "weight": 90},
+                                         {"port": 80, "name": "shop-canary", "weight": 10}]]}

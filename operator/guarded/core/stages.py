@@ -92,6 +92,10 @@ def pending(inp: Inputs, d: Draft) -> Draft:
     """Wait for the gates, then start: claim the target, fix the plan, record the original count."""
     t = inp.obs.target
     assert t is not None
+    if inp.status.traffic is not None and d.status.traffic is None:
+        # Routing was undone in this very decision (Retiring): it read the route and the Services the old
+        # status.traffic named, not those the spec may name now; the start is decided on a fresh observation.
+        return d.wait(0.0)
     if d.status.revision is None:
         d = d.update(revision=inp.revision)
     d = d.update(gates=[])  # judged anew below, or not at all: stale gates must not hold a queue slot
