@@ -225,6 +225,10 @@ def test_a_killed_operator_resumes_a_rollback_from_any_step() -> None:
     (lambda w: w.services["shop"].__setitem__("selector", {"app": "cart"}),
      "spec.trafficRouting.service: Service 'shop' does not select the pods of Deployment 'shop' (its selector "
      "{'app': 'cart'} is not in their labels)"),
+    # One stable weight is recorded and put back: a rule switched off (weight 0) would come back switched on.
+    (lambda w: setattr(w, "rules", [[{"name": "shop", "port": 80}], [{"name": "shop", "port": 80, "weight": 0}]]),
+     "spec.trafficRouting.httpRoute.ruleIndex: the rules [0, 1] of HTTPRoute 'shop' give Service 'shop' the "
+     "weights [None, 0]"),
 ])
 def test_a_route_that_cannot_carry_the_weights_holds_the_rollout_naming_the_field(change: Any,
                                                                                  field_named: str) -> None:

@@ -111,6 +111,12 @@ def problem(inp: Inputs) -> str | None:
         if others:
             return (f"{ROUTE_FIELD}: rule {i} of HTTPRoute {name!r} also sends to {others}; the waves set weights "
                     f"between Service {service!r} and its canary alone")
+    weights = {b.weight for i in rules for b in seen.route.rules[i] if b.name == service}
+    if len(weights) > 1 and inp.status.traffic is None:
+        # One stable weight is recorded and put back at the end: rules that differ would all get the first one.
+        return (f"{ROUTE_FIELD}.ruleIndex: the rules {rules} of HTTPRoute {name!r} give Service {service!r} the "
+                f"weights {sorted(weights, key=lambda w: -1 if w is None else w)} (unset is None); name one rule, "
+                "or give them one weight")
     if seen.stable_pod_hash is None and inp.status.traffic is None:
         return (f"spec.target.name: the current ReplicaSet of Deployment {inp.spec.target.name!r} was not found "
                 "(is it rolling?); the stable Service is pinned to its pods")
