@@ -141,3 +141,19 @@ def test_naming_another_httproute_mid_rollout_puts_the_old_one_back_and_routes_t
     assert world.routes == {"shop": [[{"name": "shop", "port": 80}]],
                             "shop-v2": [[{"name": "shop", "port": 80, "weight": 90},
                                          {"port": 80, "name": "shop-canary", "weight": 10}]]}
+
+
+def test_routed_waves_whose_canary_or_weight_would_go_down_hold_the_rollout_naming_spec_waves() -> None:
+    # Not routed, 30% then 1 pod runs 1 then 1 canary pod; routed, 2 pods at 30%, then 1 pod at 25%.
+    world = routed_world(waves=waves("30%", "1 pod", "100%", bake="3s"))
+    world.run_for(3)
+    valid = next(c for c in world.status.conditions if c.type == "Valid")
+    assert (valid.status, valid.reason) == ("False", "WavesShrinkCanary")
+    assert valid.message == ("spec.waves: on 4 replicas the waves run [2, 1, 4] canary pods; each wave must run "
+                             "at least as many as the one before")
+    assert world.trace == [] and "shop-canary" not in world.deployments
+    by_weight = routed_world(waves=waves("2 pods", "30%", "100%", bake="3s"))   # 2 pods at 50%, then 2 at 30%
+    by_weight.run_for(3)
+    valid = next(c for c in by_weight.status.conditions if c.type == "Valid")
+    assert valid.message == ("spec.waves: on 4 replicas the waves send the canary [50, 30, 100]% of the requests; "
+                             "each wave must send it at least as much as the one before")

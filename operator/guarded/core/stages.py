@@ -46,7 +46,7 @@ from guarded.core.judging import power_hold
 from guarded.core.moves import advance, record_wave_started, restart, rollback, target_promoted
 from guarded.core.preflight import pass_gates
 from guarded.core.templates import ChangeError, changed_template
-from guarded.core.waves import canary_replicas
+from guarded.core.waves import canary_replicas, routed_canary_replicas, routed_weight
 from guarded.core.workloads import (
     canary_current,
     canary_foreign,
@@ -70,11 +70,20 @@ def valid_for_target(inp: Inputs, d: Draft) -> Draft:
         return d.condition(inp, cond.VALID, False, Reason.TARGET_HAS_NO_REPLICAS,
                            f"spec.target.name: Deployment {t.name!r} has 0 replicas; a canary needs at least 1"
                            ).wait(10.0)
-    sizes = [canary_replicas(w, t.replicas) for w in waves(inp, d.status)]
+    plan = waves(inp, d.status)
+    routed = routing.routed(inp)
+    size = routed_canary_replicas if routed else canary_replicas
+    sizes = [size(w, t.replicas) for w in plan]
     if any(b < a for a, b in pairwise(sizes)):
         return d.condition(inp, cond.VALID, False, Reason.WAVES_SHRINK_CANARY,
                            f"spec.waves: on {t.replicas} replicas the waves run {sizes} canary pods; each wave "
                            "must run at least as many as the one before").wait(10.0)
+    weights = [routed_weight(w, t.replicas) for w in plan] if routed else []
+    if any(b < a for a, b in pairwise(weights)):
+        # A canary scaled down to a later wave's size would take the earlier wave's weight until it moved.
+        return d.condition(inp, cond.VALID, False, Reason.WAVES_SHRINK_CANARY,
+                           f"spec.waves: on {t.replicas} replicas the waves send the canary {weights}% of the "
+                           "requests; each wave must send it at least as much as the one before").wait(10.0)
     try:
         changed_template(t.template, inp.spec.change, inp.revision)
     except ChangeError as err:
