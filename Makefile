@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 TESTBED := hack/testbed.sh
 
-.PHONY: help venv test unit lint integration e2e testbed-up testbed-down testbed-env crds demo clean bench-detection bench-judges bench-fuzz \
+.PHONY: help venv test unit lint integration e2e testbed-up testbed-down testbed-env crds demo clean bench-detection bench-judges bench-fuzz bench-chaos \
 	browser dashboard-screenshots
 
 help:
@@ -20,6 +20,7 @@ help:
 	@echo "make bench-detection  time-to-rollback and orders lost per bad-release scenario"
 	@echo "make bench-judges     our judge vs fixed-threshold judges on simulated rollouts (no cluster)"
 	@echo "make bench-fuzz       1,200 fuzzed objects against the API server and an operator of its own"
+	@echo "make bench-chaos      rollouts under operator kills, freezes, outages and conflicting writes (~25 min)"
 	@echo "make dashboard-screenshots  refresh docs/images/dashboard-*.png from the dashboard's browser test"
 	@echo "make browser       install Debian's chromium for the browser test when missing (make test does)"
 	@echo "make image         the operator's OCI image without Docker (hack/image.sh build; docs/image.md)"
@@ -119,6 +120,12 @@ bench-judges: venv
 bench-fuzz: venv
 	$(TESTBED) up
 	flock /tmp/guarded-testbed.lock $(PY) bench/fuzz.py
+
+# Needs the test bed alone (it runs its own operators, restarts the API server, stops Prometheus); docs/chaos.md.
+# CHAOS_ARGS passes options, e.g. CHAOS_ARGS="--kills 50 --stops 3" for a shorter run.
+bench-chaos: venv
+	$(TESTBED) up
+	flock /tmp/guarded-testbed.lock $(PY) bench/chaos.py $(CHAOS_ARGS)
 
 # The operator's OCI image without a Docker engine (Debian's mmdebstrap and umoci; docs/image.md), in
 # ~/.cache/guarded-rollouts/image/oci. Not part of `make test`. To run it as the in-cluster operator

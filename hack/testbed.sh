@@ -5,6 +5,7 @@
 #   hack/testbed.sh down     stop exactly the processes this test bed started, remove its state
 #   hack/testbed.sh env      print shell exports for KUBECONFIG and the Prometheus URL
 #   hack/testbed.sh status   say what runs
+#   hack/testbed.sh prometheus stop|start, apiserver restart   outage drills
 #
 # Everything lives in $GUARDED_TESTBED_DIR (default: .testbed/ in the checkout). Every process
 # started here is recorded in pids/, and each has that directory in its command line, so a
@@ -246,22 +247,7 @@ cmd_up() {
     --log-level warn
   wait_for 30 etcd curl -sf -o /dev/null --max-time 2 "http://127.0.0.1:$ETCD_PORT/health"
 
-  start kube-apiserver "$KUBE_BIN_DIR/kube-apiserver" \
-    --etcd-servers "http://127.0.0.1:$ETCD_PORT" \
-    --bind-address 127.0.0.1 --advertise-address 127.0.0.1 --secure-port "$APISERVER_PORT" \
-    --tls-cert-file "$RUN/pki/apiserver.crt" --tls-private-key-file "$RUN/pki/apiserver.key" \
-    --cert-dir "$RUN/pki/generated" \
-    --token-auth-file "$RUN/pki/tokens.csv" \
-    --authorization-mode RBAC \
-    --service-account-issuer https://kubernetes.default.svc \
-    --service-account-key-file "$RUN/pki/sa.pub" \
-    --service-account-signing-key-file "$RUN/pki/sa.key" \
-    --service-cluster-ip-range 10.96.0.0/16 \
-    --endpoint-reconciler-type none \
-    --enable-priority-and-fairness=false \
-    --allow-privileged=true \
-    --profiling=false \
-    --v=1
+  start_apiserver
   wait_for 90 "the API server's /readyz" api_ok /readyz
 
   start kube-controller-manager "$KUBE_BIN_DIR/kube-controller-manager" \
@@ -327,6 +313,25 @@ refresh_simulator() {
   start_simulator
 }
 
+start_apiserver() {
+  start kube-apiserver "$KUBE_BIN_DIR/kube-apiserver" \
+    --etcd-servers "http://127.0.0.1:$ETCD_PORT" \
+    --bind-address 127.0.0.1 --advertise-address 127.0.0.1 --secure-port "$APISERVER_PORT" \
+    --tls-cert-file "$RUN/pki/apiserver.crt" --tls-private-key-file "$RUN/pki/apiserver.key" \
+    --cert-dir "$RUN/pki/generated" \
+    --token-auth-file "$RUN/pki/tokens.csv" \
+    --authorization-mode RBAC \
+    --service-account-issuer https://kubernetes.default.svc \
+    --service-account-key-file "$RUN/pki/sa.pub" \
+    --service-account-signing-key-file "$RUN/pki/sa.key" \
+    --service-cluster-ip-range 10.96.0.0/16 \
+    --endpoint-reconciler-type none \
+    --enable-priority-and-fairness=false \
+    --allow-privileged=true \
+    --profiling=false \
+    --v=1
+}
+
 start_prometheus() {
   start prometheus prometheus --config.file "$RUN/prometheus/prometheus.yml" \
     --storage.tsdb.path "$RUN/prometheus/data" --web.listen-address "127.0.0.1:$PROM_PORT" \
@@ -348,6 +353,23 @@ cmd_prometheus() {
       wait_for 60 "Prometheus" prom_ok
       log "prometheus started" ;;
     *) die "usage: $0 prometheus stop|start" ;;
+  esac
+}
+
+# Control-plane drills (bench/chaos): restart the API server with the same flags, state kept in etcd
+# (SIGTERM, SIGKILL after 5 s: it drains long-running watches for longer than a drill wants to wait).
+cmd_apiserver() {
+  case "${1:-}" in
+    restart)
+      if pid_alive kube-apiserver; then
+        kill -TERM "$(cat "$RUN/pids/kube-apiserver.pid")"
+        for _ in $(seq 1 20); do pid_alive kube-apiserver || break; sleep 0.25; done
+        pid_alive kube-apiserver && kill -KILL "$(cat "$RUN/pids/kube-apiserver.pid")"
+      fi
+      start_apiserver
+      wait_for 90 "the API server's /readyz" api_ok /readyz
+      log "kube-apiserver restarted" ;;
+    *) die "usage: $0 apiserver restart" ;;
   esac
 }
 
@@ -388,5 +410,6 @@ case "${1:-}" in
   env) cmd_env ;;
   status) cmd_status ;;
   prometheus) cmd_prometheus "${2:-}" ;;
-  *) echo "usage: $0 up|down|env|status|prometheus stop|start" >&2; exit 2 ;;
+  apiserver) cmd_apiserver "${2:-}" ;;
+  *) echo "usage: $0 up|down|env|status|prometheus stop|start|apiserver restart" >&2; exit 2 ;;
 esac
