@@ -399,6 +399,14 @@ def recovery(bench: Bench) -> dict[str, Any]:
             if during:
                 takeover.append(during[0])
     out = {kind: summary(v) for kind, v in sorted(per.items())}
+    fresh = []  # Prometheus back: the first judgement whose data is fresh again (its freshSince after the start)
+    for f in bench.faults:
+        if f["kind"] == "prometheus-outage":
+            after = [t - f["restarted"] for t, since in bench.watch.fresh if since >= f["restarted"] - 0.5]
+            if after:
+                fresh.append(min(after))
+    if fresh:
+        out["prometheus-outage"]["fresh_judgement_after_start"] = summary(fresh)
     ready = [f["ready_seconds"] for f in bench.faults if f["kind"] == "operator-sigkill"]
     if ready:
         out["operator-sigkill"]["restart_to_ready"] = summary(ready)
@@ -419,6 +427,15 @@ def report(bench: Bench, began: float, operator_logs: list[Path]) -> dict[str, A
     for r in bench.results:
         by_phase.setdefault(r["kind"], Counter())[str(r.get("phase"))] += 1
     text = "".join(p.read_text(errors="replace") for p in operator_logs if p.exists())
+    errors: Counter[str] = Counter()  # the exceptions the operators logged, by type (last line of each)
+    for line in text.splitlines():
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(entry, dict) and entry.get("exception"):
+            last = str(entry["exception"]).strip().splitlines()[-1]
+            errors[f'{entry.get("event")}: {last.split(":")[0]}'] += 1
     return {
         "started": datetime.fromtimestamp(began, UTC).isoformat(timespec="seconds"),
         "seconds": round(time.time() - began), "seed": bench.args.seed, "slots": bench.args.slots,
@@ -430,7 +447,8 @@ def report(bench: Bench, began: float, operator_logs: list[Path]) -> dict[str, A
         "recovery_seconds": recovery(bench),
         "lags_explained_by_a_fault": sum(r.get("lags_explained_by_a_fault", 0) for r in bench.results),
         "watch_relists": bench.watch.restarts,
-        "operator_log": {"tracebacks": text.count("Traceback"), "lines": text.count("\n")},
+        "operator_log": {"lines": text.count("\n"), "exceptions_logged": dict(errors.most_common()),
+                         "stale_decisions_refused": text.count("stale decision")},
         "bench_errors": [r["error"] for r in bench.results if r.get("error")],
         "violations": violations,
         "rollouts_detail": [{k: v for k, v in r.items() if k != "violations"} for r in bench.results],

@@ -77,6 +77,7 @@ class ClusterWatch:
         self.custom = kubernetes.client.CustomObjectsApi(api)
         self.namespaces: dict[str, Namespace] = {}
         self.restarts = 0  # watches listed again after a break
+        self.fresh: list[tuple[float, float]] = []  # (arrival, status.analysis.freshSince): a judgement with data
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._threads = [threading.Thread(target=self._loop, args=(f,), daemon=True)
@@ -153,8 +154,12 @@ class ClusterWatch:
         ns = self.of(ns_name)
         with self._lock:
             if status != ns.status:
+                now = time.time()
                 if ns.status or status:
-                    ns.status_changes.append(time.time())
+                    ns.status_changes.append(now)
+                fresh = (status.get("analysis") or {}).get("freshSince")
+                if fresh and fresh != (ns.status.get("analysis") or {}).get("freshSince"):
+                    self.fresh.append((now, _seconds(fresh)))
                 ns.status = status
             for h in status.get("history") or []:
                 ns.history[(h["time"], h["reason"], str(h.get("wave")))] = h
