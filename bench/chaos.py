@@ -52,7 +52,7 @@ from testbed import Cluster, connect  # noqa: E402
 from traffic import prom  # noqa: E402
 
 T = TypeVar("T")
-KINDS = ("healthy", "bad", "gated", "paused", "aborted", "edited")
+KINDS = ("healthy", "bad", "gated", "paused", "aborted", "edited", "approved")
 REPLICAS = 4
 OLD, NEW, NEWER = "registry.example/shop:1.0.0", "registry.example/shop:2.0.0", "registry.example/shop:3.0.0"
 WAVES = [{"replicas": 1, "bake": "4s"}, {"weight": 50, "bake": "4s"}, {"weight": 100, "bake": "3s"}]
@@ -142,13 +142,66 @@ def request(shop: Shop, action: str) -> None:
           what=f"the {action} request answered")
 
 
+def approval_setup(bench: Bench, namespace: str) -> str:
+    """The engineers may approve in the namespace, and a policy of it asks for one approval; the policy's name."""
+    rbac = kubernetes.client.RbacAuthorizationV1Api(bench.cluster.api())
+    binding = {"metadata": {"name": "engineers-edit"},
+               "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "edit"},
+               "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": "engineers"}]}
+    policy = f"chaos-{namespace}"[:63]
+    for create in (lambda: rbac.create_namespaced_role_binding(namespace, binding),
+                   lambda: bench.custom.create_cluster_custom_object(GROUP, VERSION, "rolloutpolicies", {
+                       "apiVersion": f"{GROUP}/{VERSION}", "kind": "RolloutPolicy", "metadata": {"name": policy},
+                       "spec": {"selector": {"namespaceSelector": {"matchLabels": {
+                           "kubernetes.io/metadata.name": namespace}}}, "rules": {"requiredApprovals": 1}}})):
+        try:
+            retried(create)
+        except ApiException as exc:
+            if exc.status != 409:  # created by a try whose answer a restarting API server lost
+                raise
+    return policy
+
+
+def approve(bench: Bench, shop: Shop) -> None:
+    """bob approves the rollout's current revision (again, when an answer was lost: it must count once)."""
+    bob = kubernetes.client.CustomObjectsApi(bench.cluster.api("bob"))
+    revision = int(retried(lambda: shop.rollout("release"))["metadata"]["generation"])
+    body = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "RolloutApproval", "metadata": {"generateName": "release-bob-"},
+            "spec": {"rollout": "release", "revision": revision}}
+
+    def create() -> bool:
+        try:
+            bob.create_namespaced_custom_object(GROUP, VERSION, shop.namespace, "rolloutapprovals", body)
+        except ApiException as exc:
+            if exc.status == 403 and "cannot create resource" in str(exc.body):
+                return False  # RBAC has not caught up with the binding yet
+            raise
+        return True
+    until(create, timeout=180, what="bob's approval created")
+
+
+def approvals_kept(final: dict[str, Any], history: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """bob's approval counted (not lost), once (no approver counted twice, no approval recorded twice)."""
+    counted = [a["approver"] for a in final.get("approvals") or [] if a.get("counted")]
+    recorded = Counter(h["message"] for h in history if h["reason"] == "ApprovalCounted")
+    out = []
+    if counted.count("bob") != 1 or len(counted) != len(set(counted)):
+        out.append({"invariant": "an approval counted once, none lost", "counted": counted})
+    if any(n > 1 for n in recorded.values()):
+        out.append({"invariant": "an approval recorded once", "recorded": dict(recorded)})
+    return out
+
+
 def run_scenario(bench: Bench, kind: str, index: int, rng: random.Random) -> dict[str, Any]:
     namespace = f"chaos-{kind}-{index}-{secrets.token_hex(2)}"
     retried(lambda: bench.core.create_namespace({"metadata": {"name": namespace, "labels": {
         "guarded.dev/test": "true", "guarded.dev/chaos": "true"}}}))
     shop = Shop(bench.cluster, namespace)
     result: dict[str, Any] = {"kind": kind, "namespace": namespace, "violations": []}
+    policy = None
     try:
+        if kind == "approved":
+            policy = approval_setup(bench, namespace)
         retried(lambda: shop.apps.create_namespaced_deployment(namespace, simulated_shop(replicas=REPLICAS)))
         until(lambda: shop.ready("shop") == REPLICAS, timeout=180, what="the shop Ready")
         analysed = kind in ("healthy", "bad")
@@ -174,7 +227,12 @@ def run_scenario(bench: Bench, kind: str, index: int, rng: random.Random) -> dic
                                                                        ("ScaleCanary", "ScaleStable", "Bake"))
             return st if ok or st.get("phase") in TERMINAL else None
 
-        if kind == "gated":
+        if kind == "approved":
+            until(lambda: shop.status("release").get("phase") == "AwaitingApproval", timeout=300,
+                  what="the rollout awaiting an approval")
+            time.sleep(rng.uniform(1, 4))
+            approve(bench, shop)
+        elif kind == "gated":
             if until(lambda: reached(stage="Gate"), timeout=600, what="the gate").get("stage") == "Gate":
                 time.sleep(rng.uniform(1, 6))
                 request(shop, "promote")
@@ -208,6 +266,8 @@ def run_scenario(bench: Bench, kind: str, index: int, rng: random.Random) -> dic
         violations, explained = judge(bench.watch.of(namespace), expect, bench.fault_spans(), final, image)
         result["violations"] += violations
         result["lags_explained_by_a_fault"] = explained
+        if kind == "approved":
+            result["violations"] += approvals_kept(final, list(bench.watch.of(namespace).history.values()))
     except TimeoutError as exc:
         result.update(phase=(shop.status("release") or {}).get("phase"), timed_out=str(exc))
         result["violations"].append({"invariant": "the rollout ends", "detail": str(exc),
@@ -215,6 +275,8 @@ def run_scenario(bench: Bench, kind: str, index: int, rng: random.Random) -> dic
     finally:
         with bench.lock:
             bench.active.discard(namespace)
+        if policy:
+            retried(lambda: bench.custom.delete_cluster_custom_object(GROUP, VERSION, "rolloutpolicies", policy))
         retried(lambda: bench.core.delete_namespace(namespace, propagation_policy="Background"))
     for v in result["violations"]:
         v.setdefault("namespace", namespace)
@@ -254,7 +316,7 @@ def scenarios(bench: Bench, slot: int) -> None:
     rng = random.Random(bench.args.seed * 1000 + slot)
     n = 0
     while not bench.stopping.is_set():
-        kind = KINDS[(slot + n * bench.args.slots) % len(KINDS)]
+        kind = bench.args.kinds[(slot + n * bench.args.slots) % len(bench.args.kinds)]
         index = slot + n * bench.args.slots
         n += 1
         try:
@@ -463,6 +525,8 @@ def main() -> int:
     parser.add_argument("--apiserver", type=int, default=10, help="API server restarts")
     parser.add_argument("--stops", type=int, default=10, help="freezes of the active replica (phase 2)")
     parser.add_argument("--slots", type=int, default=5, help="rollouts in flight at once")
+    parser.add_argument("--kinds", type=lambda v: v.split(","), default=list(KINDS),
+                        help=f"the kinds of rollout, taken in turn (default: {','.join(KINDS)})")
     parser.add_argument("--uptime-min", type=float, default=1.0, help="seconds an operator runs before its kill")
     parser.add_argument("--uptime-max", type=float, default=3.0)
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "chaos.json")
