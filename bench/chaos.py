@@ -85,6 +85,24 @@ def retried(call: Callable[[], T], *, timeout: float = 180) -> T:
             time.sleep(0.5)
 
 
+def created(call: Callable[[], object]) -> None:
+    """A create, retried through transient failures; AlreadyExists is the answer an earlier try lost."""
+    try:
+        retried(call)
+    except ApiException as exc:
+        if exc.status != 409:
+            raise
+
+
+def deleted(call: Callable[[], object]) -> None:
+    """A delete, retried through transient failures; NotFound is the answer an earlier try lost."""
+    try:
+        retried(call)
+    except ApiException as exc:
+        if exc.status != 404:
+            raise
+
+
 def until(probe: Callable[[], T | None], *, timeout: float, what: str, interval: float = 0.5) -> T:
     """`probe()` until it returns something truthy, through transient failures; TimeoutError naming `what`."""
     deadline = time.monotonic() + timeout
@@ -149,16 +167,11 @@ def approval_setup(bench: Bench, namespace: str) -> str:
                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "edit"},
                "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": "engineers"}]}
     policy = f"chaos-{namespace}"[:63]
-    for create in (lambda: rbac.create_namespaced_role_binding(namespace, binding),
-                   lambda: bench.custom.create_cluster_custom_object(GROUP, VERSION, "rolloutpolicies", {
-                       "apiVersion": f"{GROUP}/{VERSION}", "kind": "RolloutPolicy", "metadata": {"name": policy},
-                       "spec": {"selector": {"namespaceSelector": {"matchLabels": {
-                           "kubernetes.io/metadata.name": namespace}}}, "rules": {"requiredApprovals": 1}}})):
-        try:
-            retried(create)
-        except ApiException as exc:
-            if exc.status != 409:  # created by a try whose answer a restarting API server lost
-                raise
+    created(lambda: rbac.create_namespaced_role_binding(namespace, binding))
+    created(lambda: bench.custom.create_cluster_custom_object(GROUP, VERSION, "rolloutpolicies", {
+        "apiVersion": f"{GROUP}/{VERSION}", "kind": "RolloutPolicy", "metadata": {"name": policy},
+        "spec": {"selector": {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": namespace}}},
+                 "rules": {"requiredApprovals": 1}}}))
     return policy
 
 
@@ -194,7 +207,7 @@ def approvals_kept(final: dict[str, Any], history: list[dict[str, Any]]) -> list
 
 def run_scenario(bench: Bench, kind: str, index: int, rng: random.Random) -> dict[str, Any]:
     namespace = f"chaos-{kind}-{index}-{secrets.token_hex(2)}"
-    retried(lambda: bench.core.create_namespace({"metadata": {"name": namespace, "labels": {
+    created(lambda: bench.core.create_namespace({"metadata": {"name": namespace, "labels": {
         "guarded.dev/test": "true", "guarded.dev/chaos": "true"}}}))
     shop = Shop(bench.cluster, namespace)
     result: dict[str, Any] = {"kind": kind, "namespace": namespace, "violations": []}
@@ -202,7 +215,7 @@ def run_scenario(bench: Bench, kind: str, index: int, rng: random.Random) -> dic
     try:
         if kind == "approved":
             policy = approval_setup(bench, namespace)
-        retried(lambda: shop.apps.create_namespaced_deployment(namespace, simulated_shop(replicas=REPLICAS)))
+        created(lambda: shop.apps.create_namespaced_deployment(namespace, simulated_shop(replicas=REPLICAS)))
         until(lambda: shop.ready("shop") == REPLICAS, timeout=180, what="the shop Ready")
         analysed = kind in ("healthy", "bad")
         if analysed:  # a baseline before the rollout: 20 s of traffic in Prometheus
@@ -217,7 +230,7 @@ def run_scenario(bench: Bench, kind: str, index: int, rng: random.Random) -> dic
             body["spec"]["change"]["podTemplatePatch"] = behaviour_change(order_ratio="0.0005")
         with bench.lock:
             bench.active.add(namespace)
-        retried(lambda: shop.create_rollout(body))
+        created(lambda: shop.create_rollout(body))
         promoted = NEWER if kind == "edited" else NEW
         started = time.monotonic()
 
@@ -269,15 +282,16 @@ def run_scenario(bench: Bench, kind: str, index: int, rng: random.Random) -> dic
         if kind == "approved":
             result["violations"] += approvals_kept(final, list(bench.watch.of(namespace).history.values()))
     except TimeoutError as exc:
-        result.update(phase=(shop.status("release") or {}).get("phase"), timed_out=str(exc))
+        status = retried(lambda: shop.status("release"))
+        result.update(phase=status.get("phase"), timed_out=str(exc))
         result["violations"].append({"invariant": "the rollout ends", "detail": str(exc),
-                                     "status": json.dumps(shop.status("release"))[:1500]})
+                                     "status": json.dumps(status)[:1500]})
     finally:
         with bench.lock:
             bench.active.discard(namespace)
         if policy:
-            retried(lambda: bench.custom.delete_cluster_custom_object(GROUP, VERSION, "rolloutpolicies", policy))
-        retried(lambda: bench.core.delete_namespace(namespace, propagation_policy="Background"))
+            deleted(lambda: bench.custom.delete_cluster_custom_object(GROUP, VERSION, "rolloutpolicies", policy))
+        deleted(lambda: bench.core.delete_namespace(namespace, propagation_policy="Background"))
     for v in result["violations"]:
         v.setdefault("namespace", namespace)
     return result
@@ -287,7 +301,7 @@ def left_behind(bench: Bench, shop: Shop) -> list[dict[str, Any]]:
     """Delete the rollout; once it is gone nothing of it may remain: no canary, no claim on the target, the
     target at its replica count, no object it owned."""
     uid = (retried(lambda: shop.rollout("release")) or {}).get("metadata", {}).get("uid")
-    retried(lambda: shop.custom.delete_namespaced_custom_object(GROUP, VERSION, shop.namespace, PLURAL, "release"))
+    deleted(lambda: shop.custom.delete_namespaced_custom_object(GROUP, VERSION, shop.namespace, PLURAL, "release"))
     try:
         until(lambda: shop.rollout("release") is None, timeout=300, what="the deleted rollout gone")
         until(lambda: shop.deployment("shop-canary") is None and shop.ready("shop") == REPLICAS, timeout=120,
