@@ -279,6 +279,9 @@ def run_scenario(bench: Bench, kind: str, index: int, rng: random.Random) -> dic
         violations, explained = judge(bench.watch.of(namespace), expect, bench.fault_spans(), final, image)
         result["violations"] += violations
         result["lags_explained_by_a_fault"] = explained
+        recorded = bench.watch.of(namespace)
+        result["changes_judged"] = sum(checked_from <= x.at <= checked_until for x in recorded.samples)
+        result["history_entries"] = len(recorded.history)
         if kind == "approved":
             result["violations"] += approvals_kept(final, list(bench.watch.of(namespace).history.values()))
     except TimeoutError as exc:
@@ -522,6 +525,8 @@ def report(bench: Bench, began: float, operator_logs: list[Path]) -> dict[str, A
         "rollouts_by_kind_and_final_phase": {k: dict(v) for k, v in sorted(by_phase.items())},
         "recovery_seconds": recovery(bench),
         "lags_explained_by_a_fault": sum(r.get("lags_explained_by_a_fault", 0) for r in bench.results),
+        "deployment_changes_judged": sum(r.get("changes_judged", 0) for r in bench.results),
+        "history_entries_judged": sum(r.get("history_entries", 0) for r in bench.results),
         "watch_relists": bench.watch.restarts,
         "operator_log": {"lines": text.count("\n"), "exceptions_logged": dict(errors.most_common()),
                          "stale_decisions_refused": text.count("stale decision")},
