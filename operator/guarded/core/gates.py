@@ -108,6 +108,10 @@ def evaluate(spec: GuardedRolloutSpec, obs: Observations) -> GateOutcome:
                for m in sorted(rules.metrics) if m not in have]
     missing += pol.missing_detection(rules, [(d.metric, d.degradation, d.power)
                                              for d in (spec.analysis.detect if spec.analysis else [])])
+    if rules.detection and len(spec.waves) < 2:  # the power is gathered in the wave before the last: none here
+        by = sorted({p for rule in rules.detection.values() for p in rule.set_by})
+        missing.append(f"spec.waves has {len(spec.waves)} wave: a required detection needs a wave before the last "
+                       f"to gather its power, required by {', '.join(by)}")
     gates.append(_gate("Metrics", not missing, "MetricsMissing" if missing else "Passed", "; ".join(missing)))
 
     unreadable = pol.unreadable_matching(guard.unreadable_policies, namespace_labels=guard.namespace_labels,

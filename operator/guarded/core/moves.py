@@ -36,6 +36,7 @@ def record_wave_started(inp: Inputs, d: Draft) -> Draft:
 
 def advance(inp: Inputs, d: Draft) -> Draft:
     """The current wave is done: to the next one, or to promotion after the last."""
+    d = past_power_hold(d)
     s = d.status
     if wave_index(s) + 1 >= len(waves(inp, s)):
         d = d.goto(Stage.PROMOTE)
@@ -45,12 +46,22 @@ def advance(inp: Inputs, d: Draft) -> Draft:
     return record_wave_started(inp, d.goto(Stage.SCALE_CANARY))
 
 
+def past_power_hold(d: Draft) -> Draft:
+    """Leaving a wave: a Powered that is not True described a hold now behind us (skipped by a promote) and
+    would go stale; a True one stays as the record that the evidence was enough."""
+    conditions = d.status.conditions
+    if cond.get(conditions, cond.POWERED) is None or cond.is_true(conditions, cond.POWERED):
+        return d
+    return d.update(conditions=[c for c in conditions if c.type != cond.POWERED])
+
+
 def restart(inp: Inputs, d: Draft) -> Draft:
     """Back to Pending for the spec's current revision (a new revision, a retry, a retired canary)."""
     cleared = dict.fromkeys(("wave", "wave_started_at", "bake_started_at", "baked_seconds", "stable_replicas",
                              "stable_template_hash", "canary_weight", "canary_replicas", "rollback_reason",
                              "completed_at", "started_at"))
-    conditions = [c for c in d.status.conditions if c.type not in (cond.COMPLETED, cond.ROLLED_BACK)]
+    # Powered belongs to one revision's wave before the last: a new start gathers its power anew
+    conditions = [c for c in d.status.conditions if c.type not in (cond.COMPLETED, cond.ROLLED_BACK, cond.POWERED)]
     return d.update(**cleared, plan=[], conditions=conditions, revision=inp.revision,
                     analysis=AnalysisStatus(recent=d.status.analysis.recent)).goto(Stage.PENDING)
 

@@ -12,10 +12,11 @@ from guarded.api.common import parse_duration
 from guarded.api.reasons import Reason
 from guarded.api.rollout import REQUEST_ACTIONS, RequestRecord
 from guarded.api.stages import Stage
+from guarded.core import conditions as cond
 from guarded.core.clock import seconds_between, stamp
 from guarded.core.consumers import parent_of
-from guarded.core.draft import Draft, Inputs, current_wave, wave_label
-from guarded.core.moves import advance, restart, rollback, unpause
+from guarded.core.draft import Draft, Inputs, current_wave, wave_index, wave_label, waves
+from guarded.core.moves import advance, past_power_hold, restart, rollback, unpause
 from guarded.core.observations import Request
 from guarded.core.workloads import canary_ours
 
@@ -26,23 +27,28 @@ Answer = tuple[Draft, str | None]
 def handle_request(inp: Inputs, d: Draft, req: Request) -> Draft:
     answer: Callable[[Inputs, Draft, Request], Answer] | None = _ANSWERS.get(req.action)
     parent = parent_of(inp)
+    note = ""
     if req.error:
         d, refusal = d, req.error
     elif parent is not None and req.action in ("promote", "promote-full", "retry", "pause", "resume"):
         d, refusal = d, (f"this rollout moves with GuardedRollout {parent.name!r} (a shared change, wave by wave): "
                          f"ask that one (kubectl guarded {req.action} {parent.name})")
-    elif req.action in ("promote", "promote-full") and (why := policy_forbids_skip(inp, d)):
+    elif req.action in ("promote", "promote-full") and (why := policy_forbids_skip(inp, d)
+                                                          or policy_forbids_unpowered(inp, d, req.action)):
         d, refusal = d, why
     elif answer is None:
         d, refusal = d, f"unknown action {req.action!r} ({', '.join(REQUEST_ACTIONS)})"
     else:
+        note = _skipped_power_note(inp, d, req.action)
         d, refusal = answer(inp, d, req)
     by = inp.obs.requester
+    note = note if refusal is None and req.action in ("promote", "promote-full") else ""
     d = d.update(last_request=RequestRecord(id=req.id, action=req.action, result="Accepted" if refusal is None
-                                            else "Rejected", message=refusal or "", time=stamp(inp.now), by=by))
+                                            else "Rejected", message=refusal or note, time=stamp(inp.now), by=by))
     who = f"request {req.id} by {by}" if by else f"request {req.id}"
     if refusal is None:
-        return d.record(inp, Reason.for_request(req.action), f"{req.action} accepted ({who})")
+        return d.record(inp, Reason.for_request(req.action), f"{req.action} accepted ({who})"
+                        + (f": {note}" if note else ""))
     return d.record(inp, Reason.REQUEST_REJECTED, f"{req.action} rejected ({who}): {refusal}", warning=True)
 
 
@@ -81,7 +87,7 @@ def _promote_full(inp: Inputs, d: Draft, req: Request) -> Answer:
     if not d.stage.in_wave:
         return d, f"nothing to promote in stage {d.stage}"
     d = unpause(inp, d).record(inp, Reason.PROMOTE_FULL_REQUESTED, f"remaining waves skipped by request {req.id}")
-    return d.goto(Stage.PROMOTE), None
+    return past_power_hold(d).goto(Stage.PROMOTE), None
 
 
 def _retry(inp: Inputs, d: Draft, req: Request) -> Answer:
@@ -114,3 +120,44 @@ def policy_forbids_skip(inp: Inputs, d: Draft) -> str | None:
     if baked >= required:
         return None
     return f"{why}; wave {wave_label(inp, d.status)} has baked {int(baked)}s"
+
+
+def _skips_power_hold(inp: Inputs, d: Draft, action: str) -> bool:
+    """The request would move past the wave before the last (core/judging.power_hold) before it is Powered:
+    `promote` at that wave, `promote-full` from it or any earlier one."""
+    if not d.stage.in_wave or cond.is_true(d.status.conditions, cond.POWERED):
+        return False
+    last = len(waves(inp, d.status)) - 1
+    at = wave_index(d.status)
+    return at == last - 1 if action == "promote" else at <= last - 1
+
+
+def _detection_rule(d: Draft) -> tuple[str, list[str]] | None:
+    """The requiredDetection rules the governing policies set (as status.policy shows them), and by whom."""
+    policy = d.status.policy
+    rules = [r for r in policy.rules if r.rule == "requiredDetection"] if policy is not None else []
+    if not rules:
+        return None
+    return "; ".join(r.value for r in rules), sorted({p for r in rules for p in r.set_by})
+
+
+def policy_forbids_unpowered(inp: Inputs, d: Draft, action: str) -> str | None:
+    """Under a policy's requiredDetection no request skips the power hold: the wave before the last
+    must be Powered (the evidence could have detected the degradation) before the last wave or promotion."""
+    found = _detection_rule(d)
+    if found is None or not _skips_power_hold(inp, d, action):
+        return None
+    value, by = found
+    return (f"policy {', '.join(by)} requires detection (rules.requiredDetection: {value}): wave "
+            f"{wave_label(inp, d.status)} must reach that power first (condition Powered is not True); "
+            f"{action} would skip the power hold")
+
+
+def _skipped_power_note(inp: Inputs, d: Draft, action: str) -> str:
+    """What an accepted promote says when it skips the power hold spec.analysis.detect asked for (no policy
+    requires it, so the request may)."""
+    spec = inp.spec.analysis
+    if spec is None or not spec.detect or len(waves(inp, d.status)) < 2 or not _skips_power_hold(inp, d, action):
+        return ""
+    return ("skipped the power hold: spec.analysis.detect was not yet powered (condition Powered is not True), "
+            "so the evidence may not have been able to detect the degradation it names")
