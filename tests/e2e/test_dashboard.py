@@ -86,7 +86,8 @@ def test_bob_approves_alices_rollout_from_his_page_and_follows_it_to_succeeded(
         row.and_(alice.locator('[data-phase="AwaitingApproval"]')).wait_for(timeout=SLOW)
         assert "acting as alice (engineers)" in alice.locator("#identity").inner_text()
         assert row.locator("td").nth(7).inner_text() == "alice"          # the author column
-        assert alice.url.endswith("/") and "token" not in alice.url     # the token left the URL for a cookie
+        assert alice.url.endswith("/") and "token" not in alice.url     # the token left the URL
+        assert not alice.context.cookies()                               # ... for sessionStorage, not a cookie
         alice.screenshot(path=shots / "dashboard-list.png")
 
         # Alice's own approval: refused by the API server, its message on the page.

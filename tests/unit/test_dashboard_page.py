@@ -12,7 +12,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from guarded.cli.errors import CliError
 from guarded.dashboard.actions import BadAction, arguments, run_action
 from guarded.dashboard.chart import chart, window_of
-from guarded.dashboard.guard import COOKIE, Guard, middleware
+from guarded.dashboard.guard import TOKEN_HEADER, Guard, middleware
 from guarded.dashboard.model import list_view, merge_records, rollout_view
 from guarded.metrics.provider import Series
 
@@ -50,20 +50,29 @@ def rollout(**status: object) -> dict:
 # -- who may talk to it ----------------------------------------------------------------------------
 
 def refusal(**headers: str | None) -> tuple[int, str] | None:
-    request = {"method": "GET", "host": "127.0.0.1:8123", "cookie": "s3cret", "query_token": None, "origin": None,
-               "fetch_site": None, "content_type": None}
+    request = {"method": "GET", "path": "/api/rollouts", "host": "127.0.0.1:8123", "token": "s3cret",
+               "origin": None, "fetch_site": None, "content_type": None}
     return GUARD.refusal(**{**request, **headers})
 
 
-def test_a_read_needs_our_host_and_the_token_from_the_url_or_the_cookie():
+def test_an_api_read_needs_our_host_and_the_token_header():
     assert refusal() is None
     assert refusal(host="localhost:8123") is None and refusal(host="[::1]:8123") is None
-    assert refusal(cookie=None, query_token="s3cret") is None
-    assert refusal(cookie=None)[0] == 401
-    assert refusal(cookie="s3cres")[0] == 401
+    assert refusal(token=None)[0] == 401
+    assert refusal(token="s3cres")[0] == 401
     assert refusal(host="attacker.example:8123")[0] == 421  # DNS rebinding: another name for 127.0.0.1
     assert refusal(host="127.0.0.1:8124")[0] == 421
     assert refusal(host=None)[0] == 421
+
+
+def test_the_pages_own_files_need_no_token_but_our_host():
+    for path in ("/", "/favicon.ico", "/static/app.js", "/static/style.css", "/static/plotly.min.js"):
+        assert refusal(path=path, token=None) is None, path
+    assert refusal(path="/", token=None, host="attacker.example:8123")[0] == 421
+    assert refusal(path="/static/../api/rollouts", token=None)[0] == 401
+    assert refusal(path="/api/whoami", token=None)[0] == 401
+    assert refusal(method="POST", path="/", token=None, origin="http://127.0.0.1:8123",
+                   content_type="application/json")[0] == 401
 
 
 def test_a_change_needs_our_origin_and_json():
@@ -75,28 +84,41 @@ def test_a_change_needs_our_origin_and_json():
     assert refusal(**post, origin="http://127.0.0.1:8123", fetch_site="cross-site")[0] == 403
     assert refusal(**post, origin="https://127.0.0.1:8123")[0] == 403
     assert refusal(method="POST", origin="http://127.0.0.1:8123", content_type="text/plain")[0] == 415
-    assert refusal(**post, cookie=None, origin="http://127.0.0.1:8123")[0] == 401
+    assert refusal(**post, token=None, origin="http://127.0.0.1:8123")[0] == 401
 
 
-def test_the_token_in_the_url_becomes_an_httponly_cookie_and_leaves_the_url():
+def test_the_token_travels_in_a_header_never_in_a_cookie_nor_a_redirect():
     async def go() -> None:
         guard = Guard.for_address("s3cret", "127.0.0.1", 8123)
         app = web.Application(middlewares=[middleware(guard)])
 
         async def page(_: web.Request) -> web.Response:
             return web.Response(text="page")
+
+        async def api(_: web.Request) -> web.Response:
+            return web.json_response({"items": []})
         app.router.add_get("/", page)
+        app.router.add_get("/api/rollouts", api)
         async with TestClient(TestServer(app)) as client:
             host = {"Host": "127.0.0.1:8123"}
-            first = await client.get("/?token=s3cret&x=1", headers=host, allow_redirects=False)
-            assert first.status == 303 and first.headers["Location"] == "/?x=1"
-            cookie = first.headers["Set-Cookie"]
-            assert f"{COOKIE}=s3cret" in cookie and "HttpOnly" in cookie and "SameSite=Strict" in cookie
-            assert "frame-ancestors 'none'" in first.headers["Content-Security-Policy"]
-            ok = await client.get("/", headers={**host, "Cookie": f"{COOKIE}=s3cret"})
-            assert ok.status == 200 and await ok.text() == "page"
-            client.session.cookie_jar.clear()
-            assert (await client.get("/", headers=host)).status == 401
+            index = await client.get("/", headers=host, allow_redirects=False)
+            assert index.status == 200 and await index.text() == "page"
+            assert "Set-Cookie" not in index.headers
+            assert "frame-ancestors 'none'" in index.headers["Content-Security-Policy"]
+            assert (await client.get("/api/rollouts", headers=host)).status == 401
+            # The old ways in are closed: a query parameter or a cookie is no token.
+            assert (await client.get("/api/rollouts?token=s3cret", headers=host)).status == 401
+            assert (await client.get("/api/rollouts", headers={**host, "Cookie": "guarded_dashboard=s3cret"})
+                    ).status == 401
+            ok = await client.get("/api/rollouts", headers={**host, TOKEN_HEADER: "s3cret"})
+            assert ok.status == 200 and await ok.json() == {"items": []} and "Set-Cookie" not in ok.headers
+            # A path starting with // is refused, never redirected (no open redirect to //evil.example/).
+            reader, writer = await asyncio.open_connection("127.0.0.1", client.port)
+            writer.write(b"GET //evil.example/ HTTP/1.1\r\nHost: 127.0.0.1:8123\r\nX-Guarded-Token: s3cret\r\n"
+                         b"Connection: close\r\n\r\n")
+            answer = (await reader.read()).decode()
+            writer.close()
+            assert answer.startswith("HTTP/1.1 404") and "Location" not in answer, answer
     asyncio.run(go())
 
 

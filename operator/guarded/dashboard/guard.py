@@ -1,14 +1,17 @@
 """Who may talk to the dashboard. It acts with the user's credentials, so it must not lend them to
 anyone else who can reach the port:
 
-* other local users, and any web page the user visits, can send requests to 127.0.0.1: every request
-  needs a random secret token, given once in the printed URL and kept in an HttpOnly, SameSite=Strict
-  cookie from then on (compared in constant time);
+* other local users, and any web page the user visits, can send requests to 127.0.0.1: every API request
+  needs a random secret token in the `X-Guarded-Token` header (compared in constant time). The printed
+  URL carries it in its fragment (`#token=...`), which browsers never send to any server; the page moves
+  it to sessionStorage, which is per origin (port included), and out of the address bar. It is never a
+  cookie: cookies are host-wide (every port of 127.0.0.1 would receive it, SameSite ignores ports). The
+  page's static files (index, script, style) hold no data and need no token;
 * a page on another site may point its own host name at 127.0.0.1 (DNS rebinding) to read our answers as
   its own origin: the Host header must name the address we listen on;
-* a page on another site may submit to us with the user's cookie (CSRF): a request that changes anything
-  (POST) must come from our own origin (Origin header, and Sec-Fetch-Site when the browser sends it) and
-  be JSON, which a plain form cannot send.
+* a page on another site may submit to us (CSRF): it cannot know the token nor set a custom header
+  without our consent, and besides a request that changes anything (POST) must come from our own origin
+  (Origin header, and Sec-Fetch-Site when the browser sends it) and be JSON.
 
 The checks are pure functions of the request's headers; `middleware` applies them.
 """
@@ -23,8 +26,8 @@ from urllib.parse import urlsplit
 
 from aiohttp import web
 
-COOKIE = "guarded_dashboard"
-TOKEN_PARAM = "token"
+TOKEN_HEADER = "X-Guarded-Token"
+PUBLIC_PATHS = frozenset({"/", "/favicon.ico"})   # and /static/*: the page itself, no data
 LOOPBACK_NAMES = ("127.0.0.1", "localhost", "[::1]")
 SECURITY_HEADERS = {
     # Our own scripts only, no framing (clickjacking), no referrer carrying a path out. plotly.js sets
@@ -68,13 +71,15 @@ class Guard:
         parts = urlsplit(origin)
         return parts.scheme == "http" and parts.netloc.lower() in self.hosts and not parts.path
 
-    def refusal(self, *, method: str, host: str | None, cookie: str | None, query_token: str | None,
-                origin: str | None, fetch_site: str | None, content_type: str | None) -> tuple[int, str] | None:
+    def refusal(self, *, method: str, path: str, host: str | None, token: str | None, origin: str | None,
+                fetch_site: str | None, content_type: str | None) -> tuple[int, str] | None:
         """(HTTP status, why) when the request must be refused, else None."""
         if not self.host_ok(host):
             return 421, f"unexpected Host header {host!r}: the dashboard answers to {', '.join(sorted(self.hosts))}"
-        if not (self.token_ok(cookie) or self.token_ok(query_token)):
-            return 401, "missing or wrong token: open the URL kubectl guarded dashboard printed"
+        if method in ("GET", "HEAD") and is_public(path):
+            return None
+        if not self.token_ok(token):
+            return 401, f"missing or wrong {TOKEN_HEADER} header: open the URL kubectl guarded dashboard printed"
         if method not in ("GET", "HEAD"):
             if not self.origin_ok(origin, fetch_site):
                 return 403, f"cross-site request refused (Origin {origin!r}, Sec-Fetch-Site {fetch_site!r})"
@@ -83,24 +88,26 @@ class Guard:
         return None
 
 
+def is_public(path: str) -> bool:
+    """The page's own files: they hold no data, so a browser loads them without the token."""
+    return path in PUBLIC_PATHS or (path.startswith("/static/") and "/" not in path.removeprefix("/static/"))
+
+
 def middleware(guard: Guard) -> Callable[..., Awaitable[web.StreamResponse]]:
     @web.middleware
     async def check(request: web.Request,
                     handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
-        query_token = request.query.get(TOKEN_PARAM)
-        refused = guard.refusal(method=request.method, host=request.headers.get("Host"),
-                                cookie=request.cookies.get(COOKIE), query_token=query_token,
-                                origin=request.headers.get("Origin"),
+        if request.path.startswith("//"):
+            # A path like //evil.example/ is only ever a mistake or a trick: never echo it into a redirect.
+            response: web.StreamResponse = web.Response(status=404, text="not found\n")
+            response.headers.update(SECURITY_HEADERS)
+            return response
+        refused = guard.refusal(method=request.method, path=request.path, host=request.headers.get("Host"),
+                                token=request.headers.get(TOKEN_HEADER), origin=request.headers.get("Origin"),
                                 fetch_site=request.headers.get("Sec-Fetch-Site"),
                                 content_type=request.headers.get("Content-Type"))
         if refused is not None:
-            response: web.StreamResponse = web.Response(status=refused[0], text=refused[1] + "\n")
-        elif query_token is not None and request.method == "GET":
-            # The token moves from the URL into the cookie, and the URL (history, screen) loses it.
-            response = web.Response(status=303, headers={
-                "Location": str(request.rel_url.with_query({k: v for k, v in request.query.items()
-                                                             if k != TOKEN_PARAM}))})
-            response.set_cookie(COOKIE, guard.token, httponly=True, samesite="Strict", path="/")
+            response = web.Response(status=refused[0], text=refused[1] + "\n")
         else:
             try:
                 response = await handler(request)

@@ -222,5 +222,5 @@ def serve(dash: Dashboard, *, address: str, port: int, out: TextIO = sys.stdout)
     port = int(sock.getsockname()[1])
     token = new_token()
     host = f"[{address}]" if ":" in address else address
-    url = f"http://{host}:{port}/?token={token}"
+    url = f"http://{host}:{port}/#token={token}"  # a fragment: never sent to any server
     asyncio.run(_serve(dash, sock, url, Guard.for_address(token, address, port), out))

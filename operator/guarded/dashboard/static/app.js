@@ -32,9 +32,27 @@ function phaseBadge(phase, id) {
   return el("span", {class: `phase ${phase}`, id: id}, phase);
 }
 
+// The token comes in the URL's fragment (#token=..., never sent to a server), optionally followed by a route
+// (#token=...#/rollout/ns/name). It moves to sessionStorage (this origin only, port included) and leaves the
+// address bar; every API request carries it in a header. Never a cookie: those go to every port of the host.
+const TOKEN_KEY = "guarded-token";
+(function takeToken() {
+  const match = /^#token=([^&#]*)(.*)$/.exec(location.hash);
+  if (!match) return;
+  sessionStorage.setItem(TOKEN_KEY, decodeURIComponent(match[1]));
+  const rest = match[2].startsWith("#") ? match[2] : "";
+  history.replaceState(null, "", location.pathname + location.search + rest);
+})();
+
+function apiHeaders(extra) {
+  return {...(extra || {}), "X-Guarded-Token": sessionStorage.getItem(TOKEN_KEY) || ""};
+}
+
 async function getJson(path) {
-  const response = await fetch(path, {credentials: "same-origin", cache: "no-store"});
-  const body = await response.json().catch(() => ({error: `HTTP ${response.status}`}));
+  const response = await fetch(path, {credentials: "omit", cache: "no-store", headers: apiHeaders()});
+  const body = await response.json().catch(() => ({error: response.status === 401
+    ? "missing or wrong token: open the URL kubectl guarded dashboard printed (with its #token=...)"
+    : `HTTP ${response.status}`}));
   if (!response.ok) throw new Error(body.error || `HTTP ${response.status}`);
   return body;
 }
@@ -104,7 +122,7 @@ async function act(r, action) {
   try {
     const response = await fetch(
       `/api/rollouts/${encodeURIComponent(r.namespace)}/${encodeURIComponent(r.name)}/${action}`,
-      {method: "POST", credentials: "same-origin", headers: {"Content-Type": "application/json"},
+      {method: "POST", credentials: "omit", headers: apiHeaders({"Content-Type": "application/json"}),
         body: JSON.stringify(body)});
     const result = await response.json();
     lastOutput = response.ok ? {ok: result.ok, text: result.output, action: action}
