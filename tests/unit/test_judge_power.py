@@ -9,7 +9,7 @@ import pytest
 
 from guarded.api.analysis import Analysis, Direction
 from guarded.core.analysis import Counts, MetricData, Verdict, effective_metrics, judge, judge_config, power
-from guarded.core.analysis.statistics import JudgeConfig
+from guarded.core.analysis.statistics import JudgeConfig, grid, stable_rho0
 
 ANALYSIS = Analysis(interval="2s", requests="http_requests_total", orders="orders_total", false_rollback_rate=0.001,
                     detect=[{"metric": "orders", "degradation": 0.2}])
@@ -116,13 +116,65 @@ def test_the_strictest_required_detection_of_the_policies_wins_and_the_spec_must
             {"metric": "orders", "degradation": degradation, "power": power}]}}))
 
     rules = pol.combine([named("company", 0.3), named("tier-1", 0.2), named("team", 0.25, 0.99)], datetime.now(UTC))
-    assert rules.detection["orders"].value == 0.2 and rules.detection["orders"].set_by == ("tier-1",)
-    assert rules.detection_power["orders"].value == 0.99
+    assert rules.detection["order-rate"].value == 0.2 and rules.detection["order-rate"].set_by == ("tier-1",)
+    assert rules.detection_power["order-rate"].value == 0.99
     assert pol.missing_detection(rules, [("orders", 0.2, 0.99)]) == []
     assert pol.missing_detection(rules, [("order-rate", 0.15, 0.995)]) == [], "by the guard's name too"
     [finding] = pol.missing_detection(rules, [("orders", 0.3, 0.99)])
-    assert finding == ("spec.analysis.detect must make a 0.2 degradation of 'orders' detectable with power 0.99, "
+    assert finding == ("spec.analysis.detect must make a 0.2 degradation of 'order-rate' detectable with power 0.99, "
                        "required by tier-1")
     assert pol.missing_detection(rules, [("orders", 0.2, 0.95)]), "a lower power does not meet the rule"
     shown = [r for r in pol.describe(rules).rules if r.rule == "requiredDetection"]
-    assert shown and shown[0].value.startswith("orders 0.2")
+    assert shown and shown[0].value.startswith("order-rate 0.2")
+
+
+def test_a_policy_naming_the_guard_or_its_shortcut_is_one_rule_met_by_either_spelling() -> None:
+    """Reviewer's e1: a policy on 'order-rate' was never met by a spec detecting 'orders', and two policies
+    spelling the metric differently were two rules instead of the stricter one."""
+    from datetime import UTC, datetime
+
+    from guarded.api.policy import RolloutPolicySpec
+    from guarded.core import policy as pol
+
+    def named(name: str, metric: str, degradation: float) -> pol.NamedPolicy:
+        return pol.NamedPolicy(name=name, spec=RolloutPolicySpec.model_validate({"rules": {"requiredDetection": [
+            {"metric": metric, "degradation": degradation, "power": 0.95}]}}))
+
+    by_guard = pol.combine([named("tier-1", "order-rate", 0.2)], datetime.now(UTC))
+    assert pol.missing_detection(by_guard, [("orders", 0.2, 0.95)]) == []
+    both = pol.combine([named("a", "orders", 0.2), named("b", "order-rate", 0.1)], datetime.now(UTC))
+    assert list(both.detection) == ["order-rate"] and both.detection["order-rate"].set_by == ("b",)
+    assert pol.missing_detection(both, [("orders", 0.2, 0.95)]), "the stricter 0.1 of policy b applies"
+    assert pol.missing_detection(both, [("orders", 0.1, 0.95)]) == []
+
+
+@pytest.mark.parametrize("degradation", [0.01, 0.03, 0.035, 0.04, 0.05])
+def test_a_small_required_degradation_keeps_its_grid_point_and_ample_evidence_powers_it(degradation: float) -> None:
+    """Reviewer's e1: the required point within 2% of rho0 was dropped from the grid, so 10^7 requests
+    a side never powered orders -3%."""
+    a = Analysis(requests="r", orders="o", detect=[{"metric": "orders", "degradation": degradation}])
+    cfg = judge_config(next(m for m in effective_metrics(a) if m.name == "order-rate"), a)
+    assert cfg.detect_rho in grid(cfg.direction, stable_rho0(cfg), cfg.detect_rho)
+    big = MetricData(canary=tuple(Counts(events=50_000, requests=1e6) for _ in range(10)),
+                     stable=tuple(Counts(events=50_000, requests=1e6) for _ in range(10)),
+                     pre_rollout=Counts(events=9000, requests=180_000))
+    record = power(cfg, big)
+    assert record is not None and record.more_requests is not None, "detectable: a finite amount more suffices"
+    if degradation >= 0.03:   # 10^7 requests a side are enough from -3% on (orders -1% needs ~5x10^7 more)
+        assert record.probability >= record.required
+
+
+def test_a_detect_no_judge_can_satisfy_is_refused_at_validation_naming_the_entry() -> None:
+    """Reviewer's e1: with stableTolerance null only the PreRollout judge (0.5) is left; 0.2 can never be
+    detected, so the power hold would wait forever."""
+    metric = {"name": "order-rate", "direction": "HigherIsBetter", "events": "e", "requests": "r",
+              "stableTolerance": None}
+    with pytest.raises(ValueError, match=r"spec\.analysis\.detect\[1\]: degradation 0.2 of orders can never be "
+                                         r"detected: its stableTolerance is null and its preRolloutTolerance is 0.5"):
+        Analysis(requests="r", orders="o", metrics=[metric],
+                 detect=[{"metric": "error-rate", "degradation": 0.2}, {"metric": "orders", "degradation": 0.2}])
+    with pytest.raises(ValueError, match="preRolloutTolerance is disabled"):
+        Analysis(requests="r", orders="o", metrics=[{**metric, "preRolloutTolerance": None}],
+                 detect=[{"metric": "order-rate", "degradation": 0.5}])
+    beyond = Analysis(requests="r", orders="o", metrics=[metric], detect=[{"metric": "orders", "degradation": 0.6}])
+    assert beyond.detect[0].degradation == 0.6

@@ -96,3 +96,21 @@ def test_a_retry_starts_without_the_previous_powered() -> None:
     w.ask("retry", by="dave")
     w.run_for(2)
     assert cond.get(w.status.conditions, cond.POWERED) is None
+
+
+def test_a_power_hold_that_never_powers_is_bounded_by_the_bake_and_progress_deadline() -> None:
+    """Reviewer's e1: a detect the evidence cannot reach in time held forever. After the wave's bake plus
+    spec.progressDeadline the hold applies onInconclusive: Rollback by default (fail safe), or Hold."""
+    w = World(spec(waves=THREE, analysis=analysis(**DETECT), progressDeadline="30s"),
+              analysis_source=lambda w: metrics(w, canary_orders=0.05))
+    w.run_until(phase="RolledBack")
+    assert w.status.rollback_reason == "AnalysisInconclusive" and w.status.wave == 1
+    assert any("spec.analysis.detect not powered within its bake (10s) plus spec.progressDeadline (30s)"
+               in h.message for h in w.status.history)
+
+    w = World(spec(waves=THREE, analysis=analysis(**DETECT, onInconclusive="Hold"), progressDeadline="30s"),
+              analysis_source=lambda w: metrics(w, canary_orders=0.05))
+    w.run_for(200)
+    assert (w.status.stage, w.status.wave) == ("Bake", 1)
+    powered = cond.get(w.status.conditions, cond.POWERED)
+    assert powered is not None and "holding (spec.analysis.onInconclusive is Hold)" in powered.message

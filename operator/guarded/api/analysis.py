@@ -182,6 +182,16 @@ class Analysis(ApiModel):
             return f"metric {d.metric!r} is not judged (set its shortcut or add it to spec.analysis.metrics)"
         if direction is Direction.HIGHER_IS_BETTER and d.degradation >= 1:
             return f"degradation {d.degradation:g} must be below 1 for {d.metric} (HigherIsBetter)"
+        # Power is judged by the Stable judge (its tolerance tightened to half the degradation) and the
+        # PreRollout judge: with no Stable judge, only a degradation beyond preRolloutTolerance is detectable.
+        guard = BUILTIN_METRICS.get(d.metric, d.metric)
+        metric = next((m for m in self.metrics if m.name in (d.metric, guard)), None)
+        stable, pre = (0.2, 0.5) if metric is None else (metric.stable_tolerance, metric.pre_rollout_tolerance)
+        if stable is None and (pre is None or d.degradation <= pre):
+            tolerance = "is disabled" if pre is None else f"is {pre:g}"
+            return (f"degradation {d.degradation:g} of {d.metric} can never be detected: its stableTolerance is "
+                    f"null and its preRolloutTolerance {tolerance} (a judge detects only a degradation beyond "
+                    "its tolerance); set stableTolerance or ask for a larger degradation")
         return None
 
 

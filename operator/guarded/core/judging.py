@@ -15,7 +15,7 @@ from guarded.core import analysis
 from guarded.core import conditions as cond
 from guarded.core.analysis import AnalysisObservation, Verdict
 from guarded.core.clock import parse, seconds_between, stamp
-from guarded.core.draft import Draft, Inputs, canary_target, total, wave_index, wave_label, waves
+from guarded.core.draft import Draft, Inputs, canary_target, current_wave, total, wave_index, wave_label, waves
 from guarded.core.moves import rollback
 
 
@@ -123,9 +123,29 @@ def power_hold(inp: Inputs, d: Draft) -> tuple[Draft, bool]:
         directions = {m.name: m.direction for m in analysis.effective_metrics(spec)}
         why = "; ".join(_shortfall(j, directions.get(j.metric)) for j in short) or "no judgement of its power yet"
         message = f"wave {label}: holding before the last wave: {why}"
+        overdue = _power_overdue(inp, d)
+        if overdue is not None and spec.on_inconclusive == "Rollback":
+            # Fail safe: the evidence never became enough to promote on; a lack of it is not a Pass.
+            d = d.condition(inp, cond.POWERED, False, Reason.NEEDS_MORE_EVIDENCE, message)
+            return rollback(inp, d, Reason.ANALYSIS_INCONCLUSIVE, f"wave {label}: spec.analysis.detect not powered "
+                            f"{overdue} (spec.analysis.onInconclusive is Rollback): {why}"), True
+        if overdue is not None:
+            message += f"; not powered {overdue}, holding (spec.analysis.onInconclusive is Hold)"
         if not cond.is_false(s.conditions, cond.POWERED):
             d = d.record(inp, Reason.NEEDS_MORE_EVIDENCE, message)
         return d.condition(inp, cond.POWERED, False, Reason.NEEDS_MORE_EVIDENCE, message), True
     done = ", ".join(f"{j.metric} {j.power.degradation:.0%} ({j.power.probability:.1%})" for j in judged if j.power)
     return d.condition(inp, cond.POWERED, True, Reason.POWERED,
                        f"wave {label}: the evidence could detect {done}"), False
+
+
+def _power_overdue(inp: Inputs, d: Draft) -> str | None:
+    """The power hold's bound, as for a wave without a Pass: the wave's bake plus spec.progressDeadline
+    (wall time since the bake began, pauses excluded). Says how long it waited once that is past."""
+    s = d.status
+    if s.paused or not s.bake_started_at:
+        return None
+    bake = parse_duration(current_wave(inp, s).bake)
+    if seconds_between(s.bake_started_at, inp.now) < bake + parse_duration(inp.spec.progress_deadline):
+        return None
+    return f"within its bake ({current_wave(inp, s).bake}) plus spec.progressDeadline ({inp.spec.progress_deadline})"

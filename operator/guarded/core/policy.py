@@ -210,8 +210,9 @@ def combine(policies: Iterable[NamedPolicy], now: datetime) -> EffectiveRules:
             for metric in rules.required_metrics:
                 metrics[metric] = (*metrics.get(metric, ()), source)
             for req in rules.required_detection:
-                detection[req.metric] = _stricter(detection.get(req.metric), req.degradation, source, larger=False)
-                detection_power[req.metric] = _stricter(detection_power.get(req.metric), req.power, source,
+                guard = guard_name(req.metric)   # 'orders' and 'order-rate' are one rule, merged
+                detection[guard] = _stricter(detection.get(guard), req.degradation, source, larger=False)
+                detection_power[guard] = _stricter(detection_power.get(guard), req.power, source,
                                                         larger=True)
             if rules.first_wave is not None:
                 first_replicas = _stricter(first_replicas, rules.first_wave.max_replicas, source, larger=False)
@@ -245,6 +246,11 @@ def combine(policies: Iterable[NamedPolicy], now: datetime) -> EffectiveRules:
     )
 
 
+def guard_name(metric: str) -> str:
+    """A metric by its guard's name: a shortcut's alias (orders) becomes its guard (order-rate)."""
+    return BUILTIN_METRICS.get(metric, metric)
+
+
 def missing_detection(rules: EffectiveRules, detect: Iterable[tuple[str, float, float]]) -> list[str]:
     """What spec.analysis.detect (metric, degradation, power) lacks of the policies' requiredDetection: a
     degradation at most the rule's and a power at least its, for the metric by its name or its alias."""
@@ -252,8 +258,7 @@ def missing_detection(rules: EffectiveRules, detect: Iterable[tuple[str, float, 
     for metric, rule in sorted(rules.detection.items()):
         power = rules.detection_power.get(metric)
         want_power = float(power.value) if power is not None else 0.0
-        names = {metric, BUILTIN_METRICS.get(metric, metric)}
-        if not any(m in names and d <= rule.value and p >= want_power for m, d, p in detect):
+        if not any(guard_name(m) == metric and d <= rule.value and p >= want_power for m, d, p in detect):
             out.append(f"spec.analysis.detect must make a {rule.value:g} degradation of {metric!r} detectable with "
                        f"power {want_power:g}, required by {', '.join(rule.set_by)}")
     return out

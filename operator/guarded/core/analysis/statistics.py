@@ -100,10 +100,13 @@ def grid(direction: Direction, rho0: float, extra: float | None = None) -> tuple
     base = _DROP_GRID if direction is Direction.HIGHER_IS_BETTER else _RISE_GRID
     if extra is not None and extra not in base:
         base = tuple(sorted((*base, extra)))
+    # The fixed points keep a 2% margin from rho0; the required degradation's point stays whenever it lies
+    # beyond rho0 at all, else a small required degradation (orders -4%: rho0 0.98, rho1 0.96) would lose
+    # the only point that can detect it and the power hold would wait forever.
     if direction is Direction.HIGHER_IS_BETTER:
-        points = tuple(r for r in base if r < rho0 * 0.98)
+        points = tuple(r for r in base if r < rho0 * 0.98 or (r == extra and r < rho0))
         return points or (rho0 / 2,)
-    points = tuple(r for r in base if r > rho0 * 1.02)
+    points = tuple(r for r in base if r > rho0 * 1.02 or (r == extra and r > rho0))
     return points or (rho0 * 2,)
 
 
