@@ -98,7 +98,9 @@ make_pki() {
     'bob|bob|engineers'
     'carol|carol|engineers,senior-engineers'
     'dave|dave|engineers'
-    'operator|guarded-operator|guarded:operators'
+    # The operator's user is its ServiceAccount's name, so that RBAC and the admission policies trust
+    # exactly the identity they trust in a cluster (manifests/base), and no plain user name besides.
+    'operator|system:serviceaccount:guarded-rollouts:guarded-operator|system:serviceaccounts,system:serviceaccounts:guarded-rollouts'
   )
   : > "$RUN/pki/tokens.csv"
   for entry in "${users[@]}"; do

@@ -32,7 +32,8 @@ USERS: dict[str, tuple[str, list[str]]] = {
     "bob": ("bob", ["engineers"]),
     "carol": ("carol", ["engineers", "senior-engineers"]),
     "dave": ("dave", ["engineers"]),
-    "operator": ("guarded-operator", ["guarded:operators"]),
+    "operator": ("system:serviceaccount:guarded-rollouts:guarded-operator",
+                 ["system:serviceaccounts", "system:serviceaccounts:guarded-rollouts"]),
 }
 
 TEST_CONTEXT_PATTERN = re.compile(r"(guarded|kind-|k3d-|minikube|test)")
