@@ -236,3 +236,67 @@ def test_a_refused_approval_returns_the_api_servers_message_and_exit_code_3():
     assert outcome.code == 3 and not outcome.ok
     assert outcome.output.splitlines()[0] == 'Approving revision 2 of guardedrollout "shop-2-0-0" in namespace "shop":'
     assert outcome.output.splitlines()[-1].startswith("Error from server (Forbidden): admission webhook")
+
+
+# -- a Prometheus that never answers ---------------------------------------------------------------
+
+class OneRollout:
+    """The plugin's Kube as the server uses it, holding one rollout (the API server is not the subject here)."""
+
+    context = "test"
+
+    def list(self, namespace: str | None) -> list[dict]:
+        return [rollout()]
+
+    def get(self, namespace: str, name: str) -> dict:
+        return rollout()
+
+
+def test_a_prometheus_that_never_answers_leaves_the_list_details_and_buttons_working():
+    import socket
+
+    from guarded.dashboard.server import Dashboard, make_app
+    from guarded.metrics.prometheus import PrometheusProvider
+
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(64)   # connections are accepted by the kernel and never answered
+    provider = PrometheusProvider(f"http://127.0.0.1:{silent.getsockname()[1]}", timeout=1, retries=0)
+    dash = Dashboard(kube=OneRollout(), namespace="shop", provider=provider, chart_seconds=1.5)  # type: ignore[arg-type]
+
+    async def go() -> None:
+        async with TestClient(TestServer(make_app(dash, GUARD))) as client:
+            headers = {"Host": "127.0.0.1:8123", TOKEN_HEADER: "s3cret"}
+            charts = [asyncio.create_task(client.get("/api/rollouts/shop/shop-2-0-0/chart", headers=headers))
+                      for _ in range(12)]   # more than the default thread pool has threads
+            await asyncio.sleep(0.2)
+            listed = await client.get("/api/rollouts", headers=headers)
+            detail = await client.get("/api/rollouts/shop/shop-2-0-0", headers=headers)
+            assert listed.status == 200 and [r["name"] for r in (await listed.json())["items"]] == ["shop-2-0-0"]
+            assert detail.status == 200 and (await detail.json())["name"] == "shop-2-0-0"
+            assert not all(c.done() for c in charts)   # answered while the charts still wait for Prometheus
+            for answer in await asyncio.gather(*charts):
+                body = await answer.json()
+                assert answer.status == 200 and set(body) == {"unavailable"}, body
+                assert "Prometheus" in body["unavailable"]
+    try:
+        asyncio.run(go())
+    finally:
+        silent.close()
+        dash.chart_pool.shutdown(wait=True)
+
+
+def test_the_chart_stops_querying_past_its_deadline():
+    class Counting:
+        def __init__(self) -> None:
+            self.queries = 0
+
+        def range(self, query: str, **_: object) -> Series:
+            self.queries += 1
+            return Series()
+
+    ticks = iter(range(100))
+    provider = Counting()
+    got = chart(rollout(), provider, [], NOW, deadline=2.5, clock=lambda: next(ticks))  # type: ignore[arg-type]
+    assert got == {"unavailable": "Prometheus did not answer the chart's queries in time"}
+    assert provider.queries == 3

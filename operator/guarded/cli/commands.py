@@ -209,9 +209,10 @@ def cmd_audit(kube: Kube, args: argparse.Namespace, io: Io) -> int:
 
 def cmd_dashboard(kube: Kube, args: argparse.Namespace, io: Io) -> int:
     # Imported here: aiohttp and plotly load only for the dashboard.
-    from guarded.dashboard.server import Dashboard, serve
+    from guarded.dashboard.server import PROMETHEUS_QUERY_SECONDS, Dashboard, serve
     from guarded.metrics.prometheus import PrometheusProvider
-    provider = PrometheusProvider(args.prometheus_url) if args.prometheus_url else None
+    provider = (PrometheusProvider(args.prometheus_url, timeout=PROMETHEUS_QUERY_SECONDS, retries=0)
+                if args.prometheus_url else None)
     if provider is None:
         io.error("Note: no --prometheus-url (or $GUARDED_PROMETHEUS_URL): the rollouts' charts stay empty")
     serve(Dashboard(kube=kube, namespace=args.namespace, provider=provider), address=args.address, port=args.port,

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import json
 import math
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -187,8 +189,11 @@ def figure(obj: dict[str, Any], window: Window, lines: dict[str, dict[str, dict[
 
 
 def chart(obj: dict[str, Any], provider: MetricProvider | None, records: list[dict[str, Any]],
-          now: datetime) -> dict[str, Any]:
-    """{"figure": plotly JSON} or {"note": why there is none}; query errors are named, never raised."""
+          now: datetime, *, deadline: float | None = None,
+          clock: Callable[[], float] = time.monotonic) -> dict[str, Any]:
+    """{"figure": plotly JSON}, {"note": why there is none} or {"unavailable": why Prometheus could not
+    answer}; query errors are named, never raised. Past `deadline` (a `clock` reading) or once Prometheus
+    is unreachable, no further query is sent: a slow Prometheus costs one chart a bounded time."""
     if provider is None:
         return {"note": "no Prometheus configured: start the dashboard with --prometheus-url"}
     analysis, why = analysis_of(obj)
@@ -201,8 +206,14 @@ def chart(obj: dict[str, Any], provider: MetricProvider | None, records: list[di
     for name, pairs in queries_of(obj, analysis, window).items():
         lines[name] = {}
         for version, pair in pairs.items():
-            got = [provider.range(q, start=window.start, end=window.end, step_seconds=window.step)
-                   for q in (pair.events, pair.requests)]
+            got = []
+            for q in (pair.events, pair.requests):
+                if deadline is not None and clock() > deadline:
+                    return {"unavailable": "Prometheus did not answer the chart's queries in time"}
+                series = provider.range(q, start=window.start, end=window.end, step_seconds=window.step)
+                if series.error and "unreachable" in series.error:  # the provider's word for a network failure
+                    return {"unavailable": series.error}
+                got.append(series)
             errors += [s.error for s in got if s.error]
             lines[name][version] = ratio(*got)
             requests.setdefault(version, got[1])

@@ -7,8 +7,11 @@ the user of the kubeconfig: the dashboard holds no identity of its own. The page
 from __future__ import annotations
 
 import asyncio
+import functools
 import socket
 import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib import resources
@@ -31,6 +34,11 @@ from guarded.metrics.provider import MetricProvider
 STATIC = Path(str(resources.files("guarded.dashboard") / "static"))
 PAGES = {"index.html": "text/html", "app.js": "text/javascript", "style.css": "text/css"}
 RECORDS_KEPT = 500   # analysis records remembered per rollout, beyond the few its status keeps
+# Charts run on their own few threads, each within a deadline, so that a slow or unreachable Prometheus
+# never holds the threads the list, the details and the buttons need.
+CHART_THREADS = 2
+CHART_SECONDS = 8.0
+PROMETHEUS_QUERY_SECONDS = 2.0   # per query, no retries: the page asks again in a few seconds anyway
 
 
 def plotly_js() -> Path:
@@ -51,6 +59,9 @@ class Dashboard:
     namespace: str | None
     provider: MetricProvider | None
     records: dict[tuple[str, str, str], dict[str, dict[str, Any]]] = field(default_factory=dict)
+    chart_seconds: float = CHART_SECONDS
+    chart_pool: ThreadPoolExecutor = field(
+        default_factory=lambda: ThreadPoolExecutor(CHART_THREADS, thread_name_prefix="dashboard-chart"))
 
     def whoami(self) -> dict[str, Any]:
         """The identity the API server sees for this kubeconfig (a SelfSubjectReview), or the context's name."""
@@ -143,7 +154,15 @@ def routes(dash: Dashboard) -> web.RouteTableDef:
             obj, records = await _blocking(dash.detail, request.match_info["namespace"], request.match_info["name"])
         except CliError as exc:
             return _error(exc)
-        return web.json_response(await _blocking(chart, obj, dash.provider, records, datetime.now(UTC)))
+        deadline = time.monotonic() + dash.chart_seconds
+        work = asyncio.get_running_loop().run_in_executor(
+            dash.chart_pool, functools.partial(chart, obj, dash.provider, records, datetime.now(UTC),
+                                               deadline=deadline))
+        try:  # a query already sent may outlast the deadline by its own timeout: give it that, then answer
+            drawn = await asyncio.wait_for(work, dash.chart_seconds + 2 * PROMETHEUS_QUERY_SECONDS)
+        except TimeoutError:
+            drawn = {"unavailable": f"Prometheus did not answer within {dash.chart_seconds:g} s"}
+        return web.json_response(drawn)
 
     @r.post("/api/rollouts/{namespace}/{name}/{action}")
     async def act(request: web.Request) -> web.Response:

@@ -167,22 +167,31 @@ function analysisSection(r) {
     older.length ? el("details", {}, el("summary", {}, `${older.length} earlier judgements`), older.map(one)) : null);
 }
 
+let chartPending = false; // one chart request at a time: a slow Prometheus must not pile them up
+
 async function renderChart(r) {
   const node = document.getElementById("chart");
   if (!node || typeof Plotly === "undefined") return;
   let data;
+  chartPending = true;
   try {
     data = await getJson(`/api/rollouts/${encodeURIComponent(r.namespace)}/${encodeURIComponent(r.name)}/chart`);
   } catch (err) {
-    node.replaceChildren(el("div", {class: "error"}, err.message));
-    return;
+    data = {unavailable: err.message};
+  } finally {
+    chartPending = false;
   }
-  if (data.note) {
-    node.replaceChildren(el("p", {class: "muted"}, data.note));
+  if (!node.isConnected) return; // the user moved to another page meanwhile
+  if (data.note || data.unavailable) {
+    Plotly.purge(node);
+    node.removeAttribute("data-ready");
+    node.replaceChildren(data.note ? el("p", {class: "muted"}, data.note)
+      : el("div", {class: "error", id: "chart-unavailable"}, `charts unavailable: ${data.unavailable}`));
     return;
   }
   const notes = document.getElementById("chart-errors");
   notes.textContent = (data.errors || []).join("\n");
+  if (!node.hasAttribute("data-ready")) node.replaceChildren(); // a note or an error was there
   await Plotly.react(node, data.figure.data, data.figure.layout, {displaylogo: false, responsive: true});
   node.setAttribute("data-ready", "true");
 }
@@ -243,7 +252,7 @@ async function renderRollout(namespace, name) {
   }
   tail.replaceChildren(...present(sections.slice(3)));
   paintOutput();
-  if (Date.now() - lastChart > CHART_MS) {
+  if (!chartPending && Date.now() - lastChart > CHART_MS) {
     lastChart = Date.now();
     renderChart(r);
   }
