@@ -25,7 +25,7 @@ from guarded.api.policy import APPROVAL_PLURAL, POLICY_PLURAL
 from guarded.api.rollout import PLURAL
 from guarded.api.stages import phase_in
 from guarded.core.templates import canary_name
-from guarded.handlers import alerts, endpoints, notify, telemetry, tls
+from guarded.handlers import alerts, endpoints, notify, telemetry, tls, webhook_server
 from guarded.handlers.reconcile import clean_up, reconcile
 from guarded.kube.client import Conflict, KubeClient
 from guarded.metrics.prometheus import PrometheusProvider
@@ -97,9 +97,12 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
         host, _, port = webhook_listen.rpartition(":")
         public = os.environ.get("GUARDED_WEBHOOK_HOST") or host or "localhost"
         cert = tls.load_or_generate(os.environ.get("GUARDED_WEBHOOK_TLS_DIR"), sorted({public, host or public}))
-        settings.admission.server = kopf.WebhookServer(
-            addr=host or None, port=int(port), host=public, certfile=str(cert.certfile),
-            pkeyfile=str(cert.keyfile), cadata=cert.ca)
+        server_args: dict[str, Any] = dict(addr=host or None, port=int(port), host=public,
+                                           certfile=str(cert.certfile), pkeyfile=str(cert.keyfile), cadata=cert.ca)
+        service = webhook_server.service_of(public)  # in a cluster: a Service reference, not a URL
+        settings.admission.server = (webhook_server.ServiceWebhookServer(namespace=service[0], name=service[1],
+                                                                         **server_args)
+                                     if service else kopf.WebhookServer(**server_args))
         settings.admission.managed = admission.WEBHOOK_CONFIGURATION
     metrics_listen = os.environ.get("GUARDED_METRICS_LISTEN", "")
     if metrics_listen:  # /metrics and /readyz (ready once kopf has finished every startup handler)
