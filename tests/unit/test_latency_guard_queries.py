@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 
 import pytest
@@ -44,20 +45,23 @@ def test_the_latency_guard_is_a_third_built_in_guard_judged_lower_is_better_with
 
 def test_slow_requests_are_the_count_less_the_threshold_bucket_and_need_that_bucket_to_count_at_all() -> None:
     guard = next(m for m in effective_metrics(ANALYSIS) if m.name == LATENCY_GUARD)
-    q = metric_queries(guard, namespace="shop", target="shop", interval="2s", pre_rollout_window="5m", le="0.25")
+    q = metric_queries(guard, namespace="shop", target="shop", interval="2s", pre_rollout_window="5m",
+                       le="0\\.25")
     canary = 'namespace="shop",pod=~"shop-canary-[a-z0-9]{1,10}-[a-z0-9]{5}"'
     count = f"sum(increase(http_request_duration_seconds_count{{{canary}}}[2s]))"
-    bucket = f'sum(increase(http_request_duration_seconds_bucket{{{canary},le="0.25"}}[2s]))'
+    bucket = f'sum(increase(http_request_duration_seconds_bucket{{{canary},le=~"0\\\\.25"}}[2s]))'
     assert q.canary.events == f"{count} - {bucket}"
     assert q.canary.requests == f"{count} and {bucket}", "no threshold bucket on the canary: no data, not 0 slow"
-    assert '[5m]' in q.pre_rollout.events and 'le="0.25"' in q.pre_rollout.requests
+    assert '[5m]' in q.pre_rollout.events and 'le=~"0\\\\.25"' in q.pre_rollout.requests
 
 
 @pytest.mark.parametrize("threshold, unit, bounds, le", [
-    ("250ms", "seconds", ["0.1", "0.25", "0.5", "+Inf"], "0.25"),
-    ("1s", "seconds", ["0.5", "1.0", "+Inf"], "1.0"),
+    ("250ms", "seconds", ["0.1", "0.25", "0.5", "+Inf"], r"0\.25"),
+    ("1s", "seconds", ["0.5", "1.0", "+Inf"], r"1\.0"),
     ("1s", "seconds", ["0.5", "1", "+Inf"], "1"),
     ("500ms", "milliseconds", ["100", "500", "+Inf"], "500"),
+    # pods of two releases spelling the bound two ways (reviewer's e8): both count, neither is lost
+    ("250ms", "seconds", ["0.1", "0.25", "0.250", "+Inf"], r"0\.25|0\.250"),
 ])
 def test_the_threshold_finds_its_bucket_as_the_series_spell_it(threshold: str, unit: str, bounds: list[str],
                                                                 le: str) -> None:
@@ -82,3 +86,15 @@ def test_a_threshold_that_is_no_bucket_bound_is_no_data_naming_the_field_and_the
 def test_a_policy_can_require_the_latency_guard_by_its_alias() -> None:
     assert Analysis(latency={"histogram": "h"}).guard_directions()["latency"] is Direction.LOWER_IS_BETTER
     assert Analysis(latency={"histogram": "h"}).latency.threshold == "500ms"
+
+
+def test_a_bound_spelt_two_ways_is_matched_by_a_regex_of_both_in_the_guard_queries() -> None:
+    """Reviewer's e8: the canary's pods export le="0.250", the stable's le="0.25"; an exact le="0.25"
+    left the canary without its bucket (no data) so the release could never pass."""
+    latency = Latency(histogram="h", threshold="250ms")
+    le, problem = latency_bucket(Buckets(["0.250", "0.1", "0.25", "+Inf"]), latency, namespace="shop", target="shop")
+    assert problem is None and le is not None
+    assert re.fullmatch(le, "0.25") and re.fullmatch(le, "0.250") and not re.fullmatch(le, "0x25")
+    guard = next(m for m in effective_metrics(ANALYSIS) if m.name == LATENCY_GUARD)
+    q = metric_queries(guard, namespace="shop", target="shop", interval="2s", pre_rollout_window="5m", le=le)
+    assert 'le=~"0\\\\.25|0\\\\.250"' in q.canary.requests and 'le=~"0\\\\.25|0\\\\.250"' in q.stable.events

@@ -13,7 +13,7 @@ from guarded.api.rollout import GuardedRolloutSpec, GuardedRolloutStatus
 from guarded.core.analysis import AnalysisObservation, Counts, MetricData, effective_metrics, is_latency_guard
 from guarded.core.clock import parse
 from guarded.metrics.provider import MetricProvider, Series
-from guarded.metrics.queries import MetricQueries, Pair, alerts_query, buckets_query, metric_queries
+from guarded.metrics.queries import MetricQueries, Pair, alerts_query, buckets_query, metric_queries, regex_literal
 
 SCRAPE_LAG = timedelta(seconds=2)
 MAX_STEPS = 10_000   # the newest interval is left out until its samples are in
@@ -80,8 +80,9 @@ def _bound(text: str) -> float | None:
 
 def latency_bucket(provider: MetricProvider, latency: Latency, *, namespace: str,
                    target: str) -> tuple[str | None, str | None]:
-    """The `le` of the histogram's bucket that equals spec.analysis.latency.threshold, as its series spell it
-    ("0.5", "0.50", "500"), or an error naming the field. No such bucket: no data, never zero slow requests."""
+    """A regex matching every `le` of the histogram's buckets equal to spec.analysis.latency.threshold, as its
+    series spell it ("0.5", "0.50", "500"; pods of two releases may spell it two ways: `0\\.5|0\\.50`), or an
+    error naming the field. No such bucket: no data, never zero slow requests."""
     found = provider.labels(buckets_query(latency.histogram, namespace=namespace, target=target))
     if found.error:
         return None, found.error
@@ -89,10 +90,10 @@ def latency_bucket(provider: MetricProvider, latency: Latency, *, namespace: str
     if not bounds:
         return None, (f"spec.analysis.latency.histogram: no {latency.histogram}_bucket series for the service's pods")
     want = parse_duration(latency.threshold) * (1000.0 if latency.unit == "milliseconds" else 1.0)
-    for text in bounds:
-        value = _bound(text)
-        if value is not None and math.isclose(value, want, rel_tol=1e-9, abs_tol=1e-12):
-            return text, None
+    equal = [text for text in bounds
+             if (value := _bound(text)) is not None and math.isclose(value, want, rel_tol=1e-9, abs_tol=1e-12)]
+    if equal:
+        return "|".join(regex_literal(text) for text in sorted(equal)), None
     return None, (f"spec.analysis.latency.threshold {latency.threshold} is no bucket bound of {latency.histogram} "
                   f"({want:g} {latency.unit}; le: {', '.join(bounds)}): set it to one of them")
 

@@ -41,8 +41,13 @@ def escape_label_value(value: str) -> str:
     return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 
+def regex_literal(value: str) -> str:
+    """A regex matching exactly `value` (not yet escaped for a PromQL string literal)."""
+    return re.sub(r"([.^$*+?()\[\]{}|\\])", r"\\\1", value)
+
+
 def escape_regex(value: str) -> str:
-    return escape_label_value(re.sub(r"([.^$*+?()\[\]{}|\\])", r"\\\1", value))
+    return escape_label_value(regex_literal(value))
 
 
 def selectors(namespace: str, target: str) -> Selectors:
@@ -58,7 +63,7 @@ def selectors(namespace: str, target: str) -> Selectors:
 def render(template: str, *, selector: str, interval: str, namespace: str, target: str, le: str | None = None) -> str:
     values = {"selector": selector, "interval": interval, "namespace": escape_label_value(namespace),
               "target": escape_label_value(target)}
-    if le is not None:   # the latency guard's bucket bound, as the histogram's series spell it
+    if le is not None:   # the latency guard's bucket bound: a regex of every spelling the series use
         values["le"] = escape_label_value(le)
     return re.sub(r"\{\{\s*(\w+)\s*\}\}", lambda m: values.get(m.group(1), m.group(0)), template)
 

@@ -23,11 +23,12 @@ def _increase(counter: str, matchers: str = "") -> str:
 def _latency_guard(analysis: Analysis) -> Metric | None:
     """Slow requests per request: the histogram's count minus its threshold bucket, over its count. The
     requests query answers only where the threshold bucket exists (`and`), so pods without that bucket
-    give no data (never zero slow requests)."""
+    give no data (never zero slow requests). `le=~`: every spelling of the bound ("0.25", "0.250") that
+    the pods export (metrics/gather.latency_bucket)."""
     if analysis.latency is None:
         return None
     h = analysis.latency.histogram
-    count, bucket = _increase(h + "_count"), _increase(h + "_bucket", ',le="' + LE + '"')
+    count, bucket = _increase(h + "_count"), _increase(h + "_bucket", ',le=~"' + LE + '"')
     return Metric(name=LATENCY_GUARD, direction=Direction.LOWER_IS_BETTER, events=f"{count} - {bucket}",
                   requests=f"{count} and {bucket}")
 
