@@ -148,8 +148,9 @@ def policy_forbids_unpowered(inp: Inputs, d: Draft, action: str) -> str | None:
     if found is None or not _skips_power_hold(inp, d, action):
         return None
     value, by = found
-    return (f"policy {', '.join(by)} requires detection (rules.requiredDetection: {value}): wave "
-            f"{wave_label(inp, d.status)} must reach that power first (condition Powered is not True); "
+    count = len(waves(inp, d.status))
+    return (f"policy {', '.join(by)} requires detection (rules.requiredDetection: {value}): the wave before "
+            f"the last ({count - 1}/{count}) must reach that power first (condition Powered is not True); "
             f"{action} would skip the power hold")
 
 
