@@ -300,3 +300,23 @@ def test_the_chart_stops_querying_past_its_deadline():
     got = chart(rollout(), provider, [], NOW, deadline=2.5, clock=lambda: next(ticks))  # type: ignore[arg-type]
     assert got == {"unavailable": "Prometheus did not answer the chart's queries in time"}
     assert provider.queries == 3
+
+
+# -- where it listens ------------------------------------------------------------------------------
+
+def test_a_wildcard_address_is_refused_and_a_remote_one_needs_insecure_remote_and_warns():
+    from guarded.cli.parser import parse_args
+    from guarded.dashboard.server import check_address
+
+    for loopback in ("127.0.0.1", "::1", "localhost", "127.0.0.2"):
+        assert check_address(loopback, insecure_remote=False) is None, loopback
+    for wildcard in ("0.0.0.0", "::", "", "0", "::0"):
+        for insecure in (False, True):
+            with pytest.raises(CliError, match="every interface"):
+                check_address(wildcard, insecure_remote=insecure)
+    with pytest.raises(CliError, match="--insecure-remote"):
+        check_address("192.0.2.10", insecure_remote=False)
+    warning = check_address("192.0.2.10", insecure_remote=True)
+    assert warning is not None and "clear text" in warning
+    assert parse_args(["dashboard", "--address", "192.0.2.10", "--insecure-remote"]).insecure_remote
+    assert not parse_args(["dashboard"]).insecure_remote

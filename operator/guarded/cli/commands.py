@@ -209,8 +209,11 @@ def cmd_audit(kube: Kube, args: argparse.Namespace, io: Io) -> int:
 
 def cmd_dashboard(kube: Kube, args: argparse.Namespace, io: Io) -> int:
     # Imported here: aiohttp and plotly load only for the dashboard.
-    from guarded.dashboard.server import PROMETHEUS_QUERY_SECONDS, Dashboard, serve
+    from guarded.dashboard.server import PROMETHEUS_QUERY_SECONDS, Dashboard, check_address, serve
     from guarded.metrics.prometheus import PrometheusProvider
+    warning = check_address(args.address, insecure_remote=args.insecure_remote)
+    if warning:
+        io.error(warning)
     provider = (PrometheusProvider(args.prometheus_url, timeout=PROMETHEUS_QUERY_SECONDS, retries=0)
                 if args.prometheus_url else None)
     if provider is None:

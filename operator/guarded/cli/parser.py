@@ -317,7 +317,10 @@ def build_parser() -> argparse.ArgumentParser:
                  "(the context's namespace when you may not list them all). It listens on 127.0.0.1 and prints a\n"
                  "URL with a secret token; other users and other sites cannot use it (docs/dashboard.md).")
     p.add_argument("--address", metavar="IP", default="127.0.0.1",
-                   help="address to listen on (default: 127.0.0.1; anything else exposes your identity to the network)")
+                   help="address to listen on (default: 127.0.0.1). A wildcard (0.0.0.0, ::) is refused; any "
+                        "other non-loopback address needs --insecure-remote")
+    p.add_argument("--insecure-remote", action="store_true",
+                   help="allow a non-loopback --address: plain HTTP, so the token crosses the network in clear text")
     p.add_argument("--port", type=int, metavar="N", default=0, help="port to listen on (default: a free one)")
     p.add_argument("--prometheus-url", metavar="URL", default=os.environ.get("GUARDED_PROMETHEUS_URL", ""),
                    help="Prometheus for the charts (default: $GUARDED_PROMETHEUS_URL, as the operator's)")

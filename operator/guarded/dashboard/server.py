@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import ipaddress
 import socket
 import sys
 import time
@@ -205,6 +206,29 @@ def make_app(dash: Dashboard, guard: Guard) -> web.Application:
     app = web.Application(middlewares=[middleware(guard)])
     app.add_routes(routes(dash))
     return app
+
+
+def check_address(address: str, *, insecure_remote: bool) -> str | None:
+    """Refuse an address that would serve your identity to the network; a warning when allowed anyway.
+
+    A wildcard (0.0.0.0, ::, "") listens on every interface: refused outright. Anything else that is not
+    loopback needs --insecure-remote, and then the token crosses the network in clear text (plain HTTP).
+    """
+    try:
+        infos = socket.getaddrinfo(address, None, type=socket.SOCK_STREAM) if address else []
+    except (socket.gaierror, UnicodeError) as exc:
+        raise CliError(f"Error: --address {address!r} is not an address this machine can listen on: {exc}") from None
+    ips = [ipaddress.ip_address(str(info[4][0]).split("%")[0]) for info in infos]
+    if not ips or any(ip.is_unspecified for ip in ips):
+        raise CliError(f"Error: --address {address!r} listens on every interface: refused; "
+                       "the dashboard acts as you, give it one address (default 127.0.0.1)")
+    if all(ip.is_loopback for ip in ips):
+        return None
+    if not insecure_remote:
+        raise CliError(f"Error: --address {address} is not loopback: anyone who can reach it and sees the token "
+                       "acts as you; add --insecure-remote if you really mean it")
+    return (f"Warning: listening on {address} over plain HTTP: the token and every answer cross the network "
+            "in clear text; anyone who sees them acts as you")
 
 
 def listening_socket(address: str, port: int) -> socket.socket:
