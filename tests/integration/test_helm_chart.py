@@ -155,6 +155,26 @@ def test_each_option_adds_its_own_objects_and_settings(helm: list[str]) -> None:
     assert json.loads(dashboard["data"]["guarded-rollouts-dashboard.json"]) == shipped
 
 
+def test_numbers_and_booleans_in_values_render_as_the_strings_kubernetes_takes(helm: list[str]) -> None:
+    """--set (and unquoted YAML) make 20260301 a number and true a boolean: the tag, annotations and
+    labels must still render as strings, not as Go's %!s(int64=...) nor as YAML numbers the API refuses."""
+    ns = NAMESPACE
+    chart = template(helm, "image.tag=20260301", "podAnnotations.example\\.com/build=42",
+                     "podAnnotations.example\\.com/canary=true", "grafanaDashboard.enabled=true",
+                     "grafanaDashboard.labels.tier=1", "grafanaDashboard.annotations.example\\.com/rev=7",
+                     "serviceMonitor.enabled=true", "serviceMonitor.labels.release=2")
+    template_ = chart[f"apps/v1/Deployment {ns}/guarded-rollouts-operator"]["spec"]["template"]
+    assert template_["spec"]["containers"][0]["image"] == "guarded-rollouts:20260301"
+    assert template_["metadata"]["annotations"]["example.com/build"] == "42"
+    assert template_["metadata"]["annotations"]["example.com/canary"] == "true"
+    assert template_["metadata"]["annotations"]["prometheus.io/scrape"] == "true"
+    grafana = chart[f"v1/ConfigMap {ns}/guarded-rollouts-dashboard"]["metadata"]
+    assert grafana["labels"]["tier"] == "1" and grafana["labels"]["grafana_dashboard"] == "1"
+    assert grafana["annotations"] == {"example.com/rev": "7"}
+    monitor = chart[f"monitoring.coreos.com/v1/ServiceMonitor {ns}/guarded-rollouts-operator"]["metadata"]
+    assert monitor["labels"]["release"] == "2"
+
+
 def kubectl_get(cluster: Cluster, keys: list[str], namespace: str) -> set[str]:
     """Which of the objects (as `objects` names them) exist in the cluster."""
     found = set()

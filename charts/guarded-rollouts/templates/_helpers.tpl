@@ -35,5 +35,14 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 {{- end -}}
 
 {{- define "guarded.image" -}}
-{{- printf "%s:%s" .Values.image.repository (.Values.image.tag | default .Chart.AppVersion) -}}
+{{- /* toString: a tag such as 20260301 comes from YAML or --set as a number */ -}}
+{{- printf "%s:%s" .Values.image.repository (.Values.image.tag | default .Chart.AppVersion | toString) -}}
+{{- end -}}
+
+{{/* A map of labels or annotations, every key and value a quoted string: Kubernetes takes only strings,
+and a value such as 1, true or 2026 comes from YAML or --set as a number or a boolean. */}}
+{{- define "guarded.stringMap" -}}
+{{- range $key, $value := . }}
+{{ $key | toString | quote }}: {{ $value | toString | quote }}
+{{- end }}
 {{- end -}}
