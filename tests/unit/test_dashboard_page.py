@@ -320,3 +320,16 @@ def test_a_wildcard_address_is_refused_and_a_remote_one_needs_insecure_remote_an
     assert warning is not None and "clear text" in warning
     assert parse_args(["dashboard", "--address", "192.0.2.10", "--insecure-remote"]).insecure_remote
     assert not parse_args(["dashboard"]).insecure_remote
+
+
+def test_a_judges_reason_shows_as_text_in_the_charts_hover_never_as_markup():
+    from guarded.dashboard.chart import evidence_text
+
+    reason = '<a href="https://evil.example/">click</a> & <b>more</b>'
+    record = {"time": "2026-03-01T11:59:00Z", "wave": 0}
+    judgement = {"metric": "order-rate", "verdict": "Fail",
+                 "evidence": [{**EVIDENCE, "verdict": "Fail", "reason": reason}]}
+    text = evidence_text(record, judgement)
+    assert "<a" not in text and "<b>" not in text
+    assert "Stable: Fail &lt;a href=\"https://evil.example/\"&gt;click&lt;/a&gt; &amp; &lt;b&gt;more&lt;/b&gt;" in text
+    assert text.count("<br>") == 1   # our own line break stays markup

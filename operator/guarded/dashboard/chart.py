@@ -130,7 +130,14 @@ def marker_y(judgement: dict[str, Any]) -> float | None:
     return None
 
 
+def _plain(value: object) -> str:
+    """A value as text in plotly's hover labels, which read a few HTML tags (<a href>, <b>, <br>): a
+    judge's reason or a metric name must show as written, never become a link or markup."""
+    return str(value).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
 def evidence_text(record: dict[str, Any], judgement: dict[str, Any]) -> str:
+    """The hover text of a judgement's marker: its values escaped, lines joined with <br>."""
     wave = record.get("wave")
     lines = [f"{record.get('time')} wave {'-' if wave is None else wave + 1}: {judgement.get('metric')} "
              f"{judgement.get('verdict')}"]
@@ -138,7 +145,7 @@ def evidence_text(record: dict[str, Any], judgement: dict[str, Any]) -> str:
               for e in judgement.get("evidence") or []]
     if judgement.get("reason") and not judgement.get("evidence"):
         lines.append(str(judgement["reason"]))
-    return "<br>".join(lines)
+    return "<br>".join(_plain(line) for line in lines)
 
 
 def figure(obj: dict[str, Any], window: Window, lines: dict[str, dict[str, dict[float, float]]],
