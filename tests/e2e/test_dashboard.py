@@ -20,7 +20,7 @@ import pytest
 from guardrails import Team, policy
 from operator_process import OperatorProcess
 from plugin_users import plugin, users_team
-from rollouts import ANALYSIS, Shop, prometheus_has_traffic, simulated_shop
+from rollouts import ANALYSIS, GROUP, PLURAL, VERSION, Shop, prometheus_has_traffic, simulated_shop
 from testbed import Cluster
 from waiting import eventually
 
@@ -103,14 +103,21 @@ def test_bob_approves_alices_rollout_from_his_page_and_follows_it_to_succeeded(
         assert "created" not in text
         alice.screenshot(path=shots / "dashboard-approval-refused.png", full_page=True)
 
-        # Bob approves from his page; the operator counts it and the rollout starts.
+        # Bob opens the rollout; alice then edits its spec: his open page moves its Approve button to the
+        # new revision with the facts, so his approval counts for what he sees.
         bob.goto(f"{bob_url}#/rollout/{namespace}/release")
         bob.locator("#phase").get_by_text("AwaitingApproval").wait_for(timeout=30_000)
+        approve = bob.locator('button[data-action="approve"]')
+        assert approve.inner_text() == "Approve revision 1"
+        team.custom("alice").patch_namespaced_custom_object(
+            GROUP, VERSION, namespace, PLURAL, "release", {"spec": {"description": "New checkout flow, v2"}})
+        bob.locator('button[data-action="approve"][data-revision="2"]').wait_for(timeout=30_000)
+        assert approve.inner_text() == "Approve revision 2"
         bob.fill("#approve-comment", "reviewed SHOP-1234")
-        bob.click('button[data-action="approve"]')
+        approve.click()
         approved = bob.locator("#action-output.ok")
         approved.wait_for(timeout=30_000)
-        assert "created: approved revision 1 of release as bob" in approved.inner_text()
+        assert "created: approved revision 2 of release as bob" in approved.inner_text()
 
         # Bob's page follows it to Succeeded: waves done, approvals, evidence of each judgement, the chart.
         bob.locator("#phase").get_by_text("Succeeded").wait_for(timeout=SLOW)

@@ -142,12 +142,15 @@ function paintOutput() {
   out.textContent = lastOutput.text;
 }
 
-function actionsBar(r) {
+// The rollout as last painted: the buttons act on it, so an approval names the revision the facts show.
+let shown = null;
+
+function actionsBar() {
   const button = (action, label, cls) => el("button", {"data-action": action, class: cls,
-    onclick: () => act(r, action)}, label);
+    onclick: () => act(shown, action)}, label);
   return el("div", {class: "actions"},
     el("textarea", {id: "approve-comment", placeholder: "Approval comment (kept with the approval)"}),
-    button("approve", `Approve revision ${r.revision}`, "primary"),
+    button("approve", "Approve", "primary"),
     button("promote", "Promote"), button("promote-full", "Promote all waves"), button("pause", "Pause"),
     button("resume", "Resume"), button("abort", "Abort", "danger"), button("retry", "Retry"));
 }
@@ -239,12 +242,16 @@ async function renderRollout(namespace, name) {
     show(el("div", {id: "rollout-page", "data-key": `${namespace}/${name}`},
       el("p", {}, el("a", {href: "#/"}, "← all rollouts")),
       el("div", {id: "rollout-body"}),
-      el("h2", {}, "Actions"), actionsBar(r), el("div", {id: "action-output"}),
+      el("h2", {}, "Actions"), actionsBar(), el("div", {id: "action-output"}),
       el("h2", {}, "Error and order rates per version"),
       el("div", {id: "chart"}), el("div", {id: "chart-errors", class: "muted"})));
   }
   const present = (nodes) => nodes.filter((n) => n !== null && n !== undefined);
   document.getElementById("rollout-body").replaceChildren(...present(sections.slice(0, 3)));
+  shown = r; // with the facts: a spec change moves the Approve button to the new revision at once
+  const approve = document.querySelector('.actions button[data-action="approve"]');
+  approve.textContent = `Approve revision ${r.revision}`;
+  approve.setAttribute("data-revision", String(r.revision));
   let tail = document.getElementById("rollout-tail");
   if (!tail) {
     tail = el("div", {id: "rollout-tail"});
