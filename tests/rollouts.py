@@ -7,6 +7,7 @@ import secrets
 from typing import Any
 
 import kubernetes
+import pytest
 import requests
 from kubernetes.client.rest import ApiException
 
@@ -144,6 +145,19 @@ def simulated_shop(name: str = "shop", replicas: int = 10) -> dict:
     d = shop_deployment(name, replicas)
     d["spec"]["template"]["metadata"]["annotations"] = dict(SIM_ANNOTATIONS)
     return d
+
+
+def serving_shop(cluster: Cluster, namespace: str, body: dict | None = None) -> Shop:
+    """A simulated shop (`body`, default simulated_shop()) with all its pods Ready and a pre-rollout baseline
+    of its traffic in Prometheus: where a test judges metrics, it starts here."""
+    if cluster.prometheus_url is None:
+        pytest.skip("needs a Prometheus that scrapes the traffic simulator (GUARDED_TEST_PROMETHEUS_URL)")
+    body = body or simulated_shop()
+    shop, name, replicas = Shop(cluster, namespace), body["metadata"]["name"], body["spec"]["replicas"]
+    shop.apps.create_namespaced_deployment(namespace, body)
+    eventually(lambda: shop.ready(name) == replicas, timeout=90, what=f"{replicas} ready {name} pods")
+    eventually(lambda: prometheus_has_traffic(cluster, namespace), timeout=60, what=f"{name} traffic in Prometheus")
+    return shop
 
 
 def behaviour_change(**annotations: str) -> dict:

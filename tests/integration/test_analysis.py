@@ -12,7 +12,15 @@ import pytest
 import requests
 
 from operator_process import OperatorProcess
-from rollouts import ANALYSIS, Shop, behaviour_change, guarded_rollout, prometheus_has_traffic, simulated_shop
+from rollouts import (
+    ANALYSIS,
+    Shop,
+    behaviour_change,
+    guarded_rollout,
+    prometheus_has_traffic,
+    serving_shop,
+    simulated_shop,
+)
 from story import Rollout, then, when
 from testbed import ROOT, Cluster
 from waiting import eventually
@@ -22,13 +30,7 @@ WAVES = [{"replicas": 1, "bake": "8s"}, {"weight": 50, "bake": "6s"}, {"weight":
 
 @pytest.fixture
 def shop(cluster: Cluster, namespace: str, operator: OperatorProcess) -> Shop:
-    if cluster.prometheus_url is None:
-        pytest.skip("needs a Prometheus that scrapes the traffic simulator (GUARDED_TEST_PROMETHEUS_URL)")
-    s = Shop(cluster, namespace)
-    s.apps.create_namespaced_deployment(namespace, simulated_shop())
-    eventually(lambda: s.ready("shop") == 10, timeout=90, what="10 ready shop pods")
-    eventually(lambda: prometheus_has_traffic(cluster, namespace), timeout=60, what="shop traffic in Prometheus")
-    return s
+    return serving_shop(cluster, namespace)
 
 
 def released(shop: Shop, name: str, *, patch: dict | None = None, waves: list[dict] | None = None,

@@ -19,7 +19,15 @@ from typing import Any
 import pytest
 
 from operator_process import OperatorProcess
-from rollouts import ANALYSIS, GROUP, SIM_ANNOTATIONS, Shop, guarded_rollout, prometheus_has_traffic, shop_deployment
+from rollouts import (
+    ANALYSIS,
+    GROUP,
+    SIM_ANNOTATIONS,
+    Shop,
+    guarded_rollout,
+    serving_shop,
+    shop_deployment,
+)
 from story import Rollout, Sampler, then, when
 from testbed import ROOT, Cluster
 from waiting import eventually
@@ -42,13 +50,9 @@ def config_shop(replicas: int = 10) -> dict:
 def shop(cluster: Cluster, namespace: str, operator: OperatorProcess) -> Shop:
     if cluster.prometheus_url is None:
         pytest.skip("needs a Prometheus that scrapes the traffic simulator (GUARDED_TEST_PROMETHEUS_URL)")
-    s = Shop(cluster, namespace)
-    s.core.create_namespaced_config_map(namespace, {"metadata": {"name": "shop-config"},
+    Shop(cluster, namespace).core.create_namespaced_config_map(namespace, {"metadata": {"name": "shop-config"},
                                                     "data": {"settings.json": json.dumps(GOOD), "region": "eu"}})
-    s.apps.create_namespaced_deployment(namespace, config_shop())
-    eventually(lambda: s.ready("shop") == 10, timeout=90, what="10 ready shop pods")
-    eventually(lambda: prometheus_has_traffic(cluster, namespace), timeout=60, what="shop traffic in Prometheus")
-    return s
+    return serving_shop(cluster, namespace, config_shop())
 
 
 def config_release(shop: Shop, name: str, settings: dict, waves: list[dict] | None = None, **spec: Any) -> Rollout:

@@ -7,7 +7,13 @@ from __future__ import annotations
 import pytest
 
 from operator_process import OperatorProcess
-from rollouts import ANALYSIS, Shop, behaviour_change, guarded_rollout, prometheus_has_traffic, simulated_shop
+from rollouts import (
+    ANALYSIS,
+    Shop,
+    behaviour_change,
+    guarded_rollout,
+    serving_shop,
+)
 from story import Rollout, then, when
 from testbed import Cluster
 from waiting import eventually
@@ -20,13 +26,7 @@ LATENCY = {"histogram": "http_request_duration_seconds", "threshold": "250ms"}
 
 @pytest.fixture
 def shop(cluster: Cluster, namespace: str, operator: OperatorProcess) -> Shop:
-    if cluster.prometheus_url is None:
-        pytest.skip("needs a Prometheus that scrapes the traffic simulator (GUARDED_TEST_PROMETHEUS_URL)")
-    s = Shop(cluster, namespace)
-    s.apps.create_namespaced_deployment(namespace, simulated_shop())
-    eventually(lambda: s.ready("shop") == 10, timeout=90, what="10 ready shop pods")
-    eventually(lambda: prometheus_has_traffic(cluster, namespace), timeout=60, what="shop traffic in Prometheus")
-    return s
+    return serving_shop(cluster, namespace)
 
 
 def released(shop: Shop, name: str, *, latency: dict, patch: dict | None = None, **analysis: object) -> Rollout:

@@ -16,7 +16,13 @@ import kubernetes
 import pytest
 
 from operator_process import OperatorProcess
-from rollouts import ANALYSIS, Shop, behaviour_change, guarded_rollout, prometheus_has_traffic, simulated_shop
+from rollouts import (
+    ANALYSIS,
+    Shop,
+    behaviour_change,
+    guarded_rollout,
+    serving_shop,
+)
 from story import then, when
 from testbed import Cluster
 from waiting import eventually
@@ -127,13 +133,7 @@ def dead_sink_policy(cluster: Cluster, namespace: str, receiver: Receiver) -> It
 
 @pytest.fixture
 def shop(cluster: Cluster, namespace: str, notifying_operator: OperatorProcess, dead_sink_policy: str) -> Shop:
-    if cluster.prometheus_url is None:
-        pytest.skip("needs a Prometheus that scrapes the traffic simulator (GUARDED_TEST_PROMETHEUS_URL)")
-    s = Shop(cluster, namespace)
-    s.apps.create_namespaced_deployment(namespace, simulated_shop())
-    eventually(lambda: s.ready("shop") == 10, timeout=90, what="10 ready shop pods")
-    eventually(lambda: prometheus_has_traffic(cluster, namespace), timeout=60, what="shop traffic in Prometheus")
-    return s
+    return serving_shop(cluster, namespace)
 
 
 def test_a_rolled_back_release_is_told_once_to_each_sink_with_its_evidence_while_a_dead_sink_holds_on(

@@ -8,10 +8,16 @@ from __future__ import annotations
 import pytest
 
 from operator_process import OperatorProcess
-from rollouts import ANALYSIS, Shop, behaviour_change, guarded_rollout, prometheus_has_traffic, simulated_shop
+from rollouts import (
+    ANALYSIS,
+    Shop,
+    behaviour_change,
+    guarded_rollout,
+    serving_shop,
+    simulated_shop,
+)
 from story import Rollout, then, when
 from testbed import Cluster
-from waiting import eventually
 
 WAVES = [{"replicas": 1, "bake": "4s"}, {"weight": 50, "bake": "4s"}, {"weight": 100, "bake": "4s"}]
 # Busy enough that the power a 20% drop needs comes within seconds, not the demo's quarter of an hour:
@@ -22,16 +28,10 @@ DETECT = {**ANALYSIS, "falseRollbackRate": 0.01, "detect": [{"metric": "orders",
 
 @pytest.fixture
 def shop(cluster: Cluster, namespace: str, operator: OperatorProcess) -> Shop:
-    if cluster.prometheus_url is None:
-        pytest.skip("needs a Prometheus that scrapes the traffic simulator (GUARDED_TEST_PROMETHEUS_URL)")
-    s = Shop(cluster, namespace)
     body = simulated_shop()
     body["spec"]["template"]["metadata"]["annotations"].update(
         {"sim.guarded.dev/rps": "2000", "sim.guarded.dev/order-ratio": str(ORDER_RATIO)})
-    s.apps.create_namespaced_deployment(namespace, body)
-    eventually(lambda: s.ready("shop") == 10, timeout=90, what="10 ready shop pods")
-    eventually(lambda: prometheus_has_traffic(cluster, namespace), timeout=60, what="shop traffic in Prometheus")
-    return s
+    return serving_shop(cluster, namespace, body)
 
 
 def released(shop: Shop, name: str, patch: dict | None = None) -> Rollout:
