@@ -27,7 +27,7 @@ from hypothesis import HealthCheck, Phase, given, seed, settings
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
-from fuzzing import GROUP, VERSION, Case, Outcome, cases, held_message, held_rollout, names, rollout, submit  # noqa: E402
+from fuzzing import GROUP, VERSION, Case, Outcome, cases, held_message, held_rollout, names, rollout, settled, submit  # noqa: E402
 from guardrails import Team  # noqa: E402
 from operator_process import OperatorProcess  # noqa: E402
 from story import given as story_given  # noqa: E402
@@ -164,17 +164,8 @@ def run(args: argparse.Namespace, cluster: Any, namespace: str, custom: Any, app
                 per_kind[case.kind]["accepted_not_held"] += 1
                 lists["accepted_not_held"].append({"case": case.describe(), "probe": message[:400]})
 
-    def settled() -> list[tuple[Case, dict[str, Any]]] | None:
-        out = []
-        for c, n in rollouts:
-            status = (custom.get_namespaced_custom_object(GROUP, VERSION, namespace, "guardedrollouts", n)
-                      .get("status") or {})
-            if not status.get("phase"):
-                return None
-            out.append((c, status))
-        return out
-
-    for case, status in eventually(settled, timeout=300, interval=2, what="every accepted rollout with a status"):
+    for case, status in eventually(lambda: settled(custom, namespace, rollouts), timeout=300, interval=2,
+                                   what="every accepted rollout with a status"):
         kinds = per_kind[case.kind]
         phase, message = status.get("phase"), held_message(status)
         if not case.invalid:

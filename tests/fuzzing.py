@@ -298,3 +298,14 @@ def held_message(status: dict[str, Any]) -> str:
     parts += [f"{c.get('type')}={c.get('status')} {c.get('reason')}: {c.get('message')}"
               for c in status.get("conditions") or []]
     return "\n".join(parts)
+
+
+def settled(custom: Any, namespace: str, accepted: list[tuple[Case, str]]) -> list[tuple[Case, dict[str, Any]]] | None:
+    """Each accepted rollout's status once every one of them has a phase (None until then), for eventually()."""
+    out = []
+    for case, name in accepted:
+        status = custom.get_namespaced_custom_object(GROUP, VERSION, namespace, "guardedrollouts", name).get("status")
+        if not (status or {}).get("phase"):
+            return None
+        out.append((case, status))
+    return out

@@ -103,17 +103,8 @@ def test_fuzzed_objects_are_refused_or_held_naming_the_field_and_never_touch_the
         custom.create_namespaced_custom_object(GROUP, VERSION, namespace, "guardedrollouts", probe)
         accepted.append((unreadable[0][0], "fz-probe"))
 
-    def settled() -> list[tuple[Case, dict]] | None:
-        out = []
-        for c, n in accepted:
-            status = (custom.get_namespaced_custom_object(GROUP, VERSION, namespace, "guardedrollouts", n)
-                      .get("status") or {})
-            if not status.get("phase"):
-                return None
-            out.append((c, status))
-        return out
-
-    statuses = eventually(settled, timeout=60, interval=1, what="every accepted rollout with a status")
+    statuses = eventually(lambda: fuzzing.settled(custom, namespace, accepted), timeout=60, interval=1,
+                          what="every accepted rollout with a status")
     not_held = [(c.describe(), s.get("phase")) for c, s in statuses
                 if s.get("phase") not in (HELD if c.invalid else WAITING)]
     unnamed_held = [(c.describe(), held_message(s)[:400]) for c, s in statuses
