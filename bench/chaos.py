@@ -6,8 +6,12 @@ healthy ones that meet a manual gate (promoted after a while), a pause (resumed)
 mid-rollout (a new image: the canary retires, the new revision rolls out). Meanwhile, at moments drawn from
 a seeded random generator:
 
-* phase 1, one operator: SIGKILL and restart (every 1-3 s of uptime), the API server restarted among them
-  (hack/testbed.sh apiserver restart), and beside them Prometheus stopped for 5-15 s and started again;
+* phase 1, one operator: SIGKILL and restart (every 1-3 s of uptime), and among the kills the API server
+  restarted (hack/testbed.sh apiserver restart), etcd restarted (etcd restart), and the operator cut from the
+  API server for 10-40 s (a partition: it talks to the API server through a loopback proxy, bench/
+  chaos_proxy.py, that stops passing bytes); beside them Prometheus stopped for 5-15 s and started again, or
+  answering slowly (its proxy delays each answer 2-8 s, past the operator's 5 s timeout at times) or
+  resetting every connection, for 10-30 s;
 * phase 2, two peered replicas (--peering): the active one SIGSTOPped for longer than its lease, so that the
   other takes over, then SIGCONT (both believe they lead for a moment);
 * throughout: conflicting writes, another client annotating the rollout, the canary and the target.
@@ -20,6 +24,7 @@ chaos.json. Needs the test bed alone (it runs its own operators): make bench-cha
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import os
@@ -29,6 +34,7 @@ import signal
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections import Counter
@@ -36,20 +42,24 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import urlparse
 
 import kubernetes
+import requests
+import yaml
 from kubernetes.client.rest import ApiException
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "bench"))
 
+from chaos_proxy import Proxy  # noqa: E402
 from chaos_watch import ClusterWatch, Expect, judge  # noqa: E402
 
 from operator_process import OperatorProcess  # noqa: E402
 from rollouts import ANALYSIS, GROUP, PLURAL, VERSION, Shop, behaviour_change, guarded_rollout, simulated_shop  # noqa: E402
 from testbed import Cluster, connect  # noqa: E402
-from traffic import prom  # noqa: E402
+from traffic import prom, prom_range  # noqa: E402
 
 T = TypeVar("T")
 KINDS = ("healthy", "bad", "gated", "paused", "aborted", "edited", "approved")
@@ -131,7 +141,9 @@ class Bench:
         # The watcher's own client: its long watches do not take the connections of the scenarios' calls.
         self.watch = ClusterWatch(kubernetes.config.new_client_from_config(
             config_file=self.cluster.kubeconfig, context=self.cluster.context_for("admin"))).start()
-        self.operator = OperatorProcess(self.cluster)
+        # The operator reaches the API server and Prometheus through proxies the faults can break.
+        self.api_proxy, self.prometheus_proxy, self.operator_cluster = proxied(self.cluster)
+        self.operator = OperatorProcess(self.operator_cluster)
         self.replicas: list[OperatorProcess] = []
         self.faults: list[dict[str, Any]] = []      # {kind, start, end, ...}, times from time.time()
         self.results: list[dict[str, Any]] = []     # one per scenario
@@ -146,6 +158,23 @@ class Bench:
     def fault_spans(self) -> list[tuple[float, float]]:
         with self.lock:
             return [(f["start"], f["end"]) for f in self.faults if f["kind"] != "conflicting-write"]
+
+
+def proxied(cluster: Cluster) -> tuple[Proxy, Proxy, Cluster]:
+    """Proxies to the API server (every cluster of the kubeconfig names it) and to Prometheus, and the cluster
+    as the operator sees it through them: a kubeconfig of its own, the proxy's Prometheus URL."""
+    config = yaml.safe_load(Path(cluster.kubeconfig).read_text())
+    server = urlparse(config["clusters"][0]["cluster"]["server"])
+    api = Proxy(server.hostname or "127.0.0.1", server.port or 443).start()
+    for entry in config["clusters"]:
+        entry["cluster"]["server"] = f"https://{api.url_host}"
+    path = Path(tempfile.mkdtemp(prefix="guarded-chaos-")) / "kubeconfig"
+    path.write_text(yaml.safe_dump(config))
+    assert cluster.prometheus_url is not None, "bench/chaos needs the test bed's Prometheus"
+    prom_url = urlparse(cluster.prometheus_url)
+    prometheus = Proxy(prom_url.hostname or "127.0.0.1", prom_url.port or 80).start()
+    return api, prometheus, dataclasses.replace(cluster, kubeconfig=str(path),
+                                                 prometheus_url=f"http://{prometheus.url_host}", _clients={})
 
 
 # -- scenarios: one rollout each, in a namespace of its own ------------------------------------------------
@@ -271,6 +300,8 @@ def run_scenario(bench: Bench, kind: str, index: int, rng: random.Random) -> dic
         phases = {"bad": ("RolledBack",), "aborted": ("RolledBack",) if aborted else ("Succeeded", "RolledBack")}
         image = retried(shop.image)
         checked_until = time.time()
+        if final["phase"] not in phases.get(kind, ("Succeeded",)):
+            result["forensics"] = forensics(bench, namespace, final, since=checked_from)
         result["violations"] += left_behind(bench, shop)
         time.sleep(1)  # the watcher's last events
         expect = Expect(kind=kind, replicas=REPLICAS, max_unavailable=0, waves=waves, bad=kind == "bad",
@@ -298,6 +329,21 @@ def run_scenario(bench: Bench, kind: str, index: int, rng: random.Random) -> dic
     for v in result["violations"]:
         v.setdefault("namespace", namespace)
     return result
+
+
+def forensics(bench: Bench, namespace: str, final: dict[str, Any], *, since: float) -> dict[str, Any]:
+    """What an unexpected outcome is judged by afterwards: the rollout's own account (the evidence of its
+    judgements, its history) and the raw counters Prometheus holds for the namespace's pods (one sample a
+    second, per pod and code), straight from Prometheus, not through the operator's proxy."""
+    out: dict[str, Any] = {"status": {k: final.get(k) for k in ("phase", "rollbackReason", "message", "analysis",
+                                                                  "history", "wave", "stage")}}
+    end = time.time()
+    try:
+        for metric in ("http_requests_total", "orders_total"):
+            out[metric] = prom_range(bench.cluster, f'{metric}{{namespace="{namespace}"}}', since - 60, end, 1.0)
+    except requests.RequestException as exc:
+        out["prometheus_error"] = str(exc)
+    return out
 
 
 def left_behind(bench: Bench, shop: Shop) -> list[dict[str, Any]]:
@@ -390,18 +436,46 @@ def prometheus_outage(bench: Bench, rng: random.Random) -> None:
     bench.fault("prometheus-outage", start, restarted=restarted, ready_seconds=round(time.time() - restarted, 2))
 
 
-def apiserver_restart(bench: Bench) -> None:
+def prometheus_slow(bench: Bench, rng: random.Random) -> None:
+    """Prometheus up, but its answers late (2-8 s each: the operator gives up after 5 s at times) or every
+    connection reset, for 10-30 s."""
     start = time.time()
-    subprocess.run(["bash", str(TESTBED), "apiserver", "restart"], check=True, capture_output=True, timeout=180)
-    bench.fault("apiserver-restart", start, ready_seconds=round(time.time() - start, 2))
+    mode, delay = ("slow", rng.uniform(2, 8)) if rng.random() < 0.7 else ("reset", 0.0)
+    bench.prometheus_proxy.set(mode, delay)
+    time.sleep(rng.uniform(10, 30))
+    bench.prometheus_proxy.set("open")
+    bench.fault("prometheus-slow", start, mode=mode, delay_s=round(delay, 2))
+
+
+def control_plane_restart(bench: Bench, what: str) -> None:
+    """The API server, or etcd under it, restarted (hack/testbed.sh): back once the API server is ready."""
+    start = time.time()
+    subprocess.run(["bash", str(TESTBED), what, "restart"], check=True, capture_output=True, timeout=180)
+    bench.fault(f"{what}-restart", start, ready_seconds=round(time.time() - start, 2))
+
+
+def api_cut(bench: Bench, rng: random.Random) -> None:
+    """The operator partitioned from the API server for 10-40 s, longer than its request timeouts (5 s to
+    connect, 30 s to read): no byte moves on its connections; then they carry on, as a healed partition's."""
+    start = time.time()
+    bench.api_proxy.set("cut")
+    time.sleep(rng.uniform(10, 40))
+    bench.api_proxy.set("open")
+    bench.fault("api-cut", start)
 
 
 def prometheus_outages(bench: Bench, rng: random.Random, done: threading.Event) -> None:
-    """Beside the kills (Prometheus is not the operator): outages every 10-40 s until enough or phase 1 ends."""
-    for _ in range(bench.args.prometheus):
+    """Beside the kills (Prometheus is not the operator): every 10-40 s an outage or a slow spell, in a
+    shuffled order, until enough or phase 1 ends."""
+    plan = ["outage"] * bench.args.prometheus + ["slow"] * bench.args.prometheus_slow
+    rng.shuffle(plan)
+    for what in plan:
         if done.wait(rng.uniform(10, 40)):
             return
-        prometheus_outage(bench, rng)
+        if what == "outage":
+            prometheus_outage(bench, rng)
+        else:
+            prometheus_slow(bench, rng)
 
 
 def phase_one(bench: Bench, rng: random.Random) -> None:
@@ -410,15 +484,18 @@ def phase_one(bench: Bench, rng: random.Random) -> None:
     outages = threading.Thread(target=prometheus_outages, args=(bench, random.Random(bench.args.seed + 2), done),
                                daemon=True)
     outages.start()
-    plan = ["kill"] * bench.args.kills + ["apiserver"] * bench.args.apiserver
+    plan = (["kill"] * bench.args.kills + ["apiserver"] * bench.args.apiserver + ["etcd"] * bench.args.etcd
+            + ["cut"] * bench.args.cuts)
     rng.shuffle(plan)
     try:
         for i, what in enumerate(plan):
             time.sleep(rng.uniform(bench.args.uptime_min, bench.args.uptime_max))
             if what == "kill":
                 kill(bench)
+            elif what == "cut":
+                api_cut(bench, rng)
             else:
-                apiserver_restart(bench)
+                control_plane_restart(bench, what)
             if i % 20 == 0:
                 log(f"phase 1: {i + 1}/{len(plan)} faults, {len(bench.results)} rollouts done")
         outages.join()  # the outages still planned, while the kills have stopped
@@ -430,7 +507,7 @@ def phase_two(bench: Bench, rng: random.Random) -> None:
     """Two peered replicas: the active (older) one frozen past its lease, so the other takes over; then woken."""
     bench.cluster.kubectl("apply", "-f", str(PEERING))
     bench.operator.stop()
-    a, b = (OperatorProcess(bench.cluster, extra_args=["--peering", "--peering-lifetime", str(LEASE)],
+    a, b = (OperatorProcess(bench.operator_cluster, extra_args=["--peering", "--peering-lifetime", str(LEASE)],
                             env={"POD_ID": f"chaos-{name}"}) for name in ("a", "b"))
     bench.replicas = [a, b]
     try:
@@ -541,7 +618,11 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=12)
     parser.add_argument("--kills", type=int, default=200)
     parser.add_argument("--prometheus", type=int, default=10, help="Prometheus outages")
+    parser.add_argument("--prometheus-slow", type=int, default=10,
+                        help="spells of Prometheus answering slowly or resetting connections")
     parser.add_argument("--apiserver", type=int, default=10, help="API server restarts")
+    parser.add_argument("--etcd", type=int, default=10, help="etcd restarts")
+    parser.add_argument("--cuts", type=int, default=10, help="the operator cut from the API server")
     parser.add_argument("--stops", type=int, default=10, help="freezes of the active replica (phase 2)")
     parser.add_argument("--slots", type=int, default=5, help="rollouts in flight at once")
     parser.add_argument("--kinds", type=lambda v: v.split(","), default=list(KINDS),
@@ -573,6 +654,8 @@ def main() -> int:
         completed = True
     finally:
         bench.stopping.set()
+        bench.api_proxy.set("open")
+        bench.prometheus_proxy.set("open")
         if completed:
             log("faults over: the rollouts in flight finish")
             for t in threads:

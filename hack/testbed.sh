@@ -5,7 +5,7 @@
 #   hack/testbed.sh down     stop exactly the processes this test bed started, remove its state
 #   hack/testbed.sh env      print shell exports for KUBECONFIG and the Prometheus URL
 #   hack/testbed.sh status   say what runs
-#   hack/testbed.sh prometheus stop|start, apiserver restart   outage drills
+#   hack/testbed.sh prometheus stop|start, apiserver restart, etcd restart   outage drills
 #
 # Everything lives in $GUARDED_TESTBED_DIR (default: .testbed/ in the checkout). Every process
 # started here is recorded in pids/, and each has that directory in its command line, so a
@@ -242,12 +242,7 @@ cmd_up() {
   write_prometheus_config
   local t0=$SECONDS
 
-  start etcd "$ETCD_BIN_DIR/etcd" --name testbed --data-dir "$RUN/etcd" \
-    --listen-client-urls "http://127.0.0.1:$ETCD_PORT" --advertise-client-urls "http://127.0.0.1:$ETCD_PORT" \
-    --listen-peer-urls "http://127.0.0.1:$ETCD_PEER_PORT" --initial-advertise-peer-urls "http://127.0.0.1:$ETCD_PEER_PORT" \
-    --initial-cluster "testbed=http://127.0.0.1:$ETCD_PEER_PORT" --unsafe-no-fsync --quota-backend-bytes 4294967296 \
-    --log-level warn
-  wait_for 30 etcd curl -sf -o /dev/null --max-time 2 "http://127.0.0.1:$ETCD_PORT/health"
+  start_etcd
 
   start_apiserver
   wait_for 90 "the API server's /readyz" api_ok /readyz
@@ -315,6 +310,15 @@ refresh_simulator() {
   start_simulator
 }
 
+start_etcd() {
+  start etcd "$ETCD_BIN_DIR/etcd" --name testbed --data-dir "$RUN/etcd" \
+    --listen-client-urls "http://127.0.0.1:$ETCD_PORT" --advertise-client-urls "http://127.0.0.1:$ETCD_PORT" \
+    --listen-peer-urls "http://127.0.0.1:$ETCD_PEER_PORT" --initial-advertise-peer-urls "http://127.0.0.1:$ETCD_PEER_PORT" \
+    --initial-cluster "testbed=http://127.0.0.1:$ETCD_PEER_PORT" --unsafe-no-fsync --quota-backend-bytes 4294967296 \
+    --log-level warn
+  wait_for 30 etcd curl -sf -o /dev/null --max-time 2 "http://127.0.0.1:$ETCD_PORT/health"
+}
+
 start_apiserver() {
   start kube-apiserver "$KUBE_BIN_DIR/kube-apiserver" \
     --etcd-servers "http://127.0.0.1:$ETCD_PORT" \
@@ -375,6 +379,23 @@ cmd_apiserver() {
   esac
 }
 
+# etcd restarted under a running API server (SIGTERM, SIGKILL after 5 s; data kept): the API server's
+# requests fail until it is back, and its watches resume from their resourceVersions.
+cmd_etcd() {
+  case "${1:-}" in
+    restart)
+      if pid_alive etcd; then
+        kill -TERM "$(cat "$RUN/pids/etcd.pid")"
+        for _ in $(seq 1 20); do pid_alive etcd || break; sleep 0.25; done
+        pid_alive etcd && kill -KILL "$(cat "$RUN/pids/etcd.pid")"
+      fi
+      start_etcd
+      wait_for 90 "the API server's /readyz" api_ok /readyz
+      log "etcd restarted" ;;
+    *) die "usage: $0 etcd restart" ;;
+  esac
+}
+
 print_summary() {
   log "kubeconfig:     $RUN/kubeconfig (contexts guarded-admin, guarded-alice, guarded-bob, guarded-carol, guarded-dave, guarded-operator)"
   log "prometheus:     http://127.0.0.1:$PROM_PORT"
@@ -413,5 +434,6 @@ case "${1:-}" in
   status) cmd_status ;;
   prometheus) cmd_prometheus "${2:-}" ;;
   apiserver) cmd_apiserver "${2:-}" ;;
-  *) echo "usage: $0 up|down|env|status|prometheus stop|start|apiserver restart" >&2; exit 2 ;;
+  etcd) cmd_etcd "${2:-}" ;;
+  *) echo "usage: $0 up|down|env|status|prometheus stop|start|apiserver restart|etcd restart" >&2; exit 2 ;;
 esac

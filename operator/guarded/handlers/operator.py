@@ -78,6 +78,13 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix=GROUP)
     settings.posting.level = logging.WARNING
     settings.watching.server_timeout = 120
+    # A partition (no byte moves, nothing refused) must not hang a watch or one of kopf's own requests for
+    # long: the whole watch is given up on a while after the API server should have ended it, and kopf's
+    # patches and events time out as the operator's own requests do (kube/client.REQUEST_TIMEOUT).
+    settings.watching.client_timeout = 150
+    settings.watching.connect_timeout = 10
+    settings.networking.connect_timeout = 10
+    settings.networking.request_timeout = 60
     settings.peering.name = "guarded-rollouts"
     memo.client = KubeClient(kubernetes.client.ApiClient(_kube_configuration()))
     notify.configure(memo.client)  # operator-wide sinks (GUARDED_NOTIFY_*): a bad value stops the start here
