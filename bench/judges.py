@@ -17,8 +17,15 @@ Judges, each judging both metrics (order rate and error rate) and rolling back o
   when the stable had none); rollback at the 3rd failed measurement (failureLimit 3, counted Flagger-style:
   Argo's `failureLimit: 3` would abort at the 4th, so this favours the fixed judge).
 * fixed-tuned: the same with a 30 s measurement (15 intervals) and rollback at the first failure.
-
-Kayenta-style fixed-horizon Mann-Whitney judging is not modelled.
+* kayenta-defaults, kayenta-tuned: Kayenta's NetflixACAJudge (Spinnaker's automated canary analysis) on the
+  same counts: per metric, one data point per step (the canary's ratio and the stable's), compared by the
+  Mann-Whitney confidence interval for the shift at confidence 0.98 with tolerance 0.25 and IQR outlier
+  removal; score = share of metrics classified Pass; rolled back at a judgement scoring below 75 (marginal),
+  or below 95 (pass) at the last. Judged over a growing window: every 10 m with a 60 s step (Kayenta's default
+  step), or every 1 m with a 10 s step.
+* fixed-calibrated, kayenta-calibrated: fixed-tuned and kayenta-tuned with their thresholds (ratio
+  thresholds; confidence level) set per rate on the healthy runs to a false-rollback rate of 0.01 within
+  300 s, the rate our judge is given: the issue's "tuned to the same false-rollback rate".
 
 Run with `make bench-judges` (or `python bench/judges.py [--quick]`); writes bench/results/judges.json and
 bench/results/judges.md. Deterministic from --seed. Not part of the test suite.
@@ -36,6 +43,7 @@ import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+from statistics import NormalDist
 
 import numpy as np
 
@@ -54,6 +62,7 @@ RATES = (5, 30, 300)          # requests per second per pod
 OURS_HORIZON = 150            # intervals (300 s) our judge is run for, at most
 FIXED_HORIZON = 900           # intervals (1800 s) the fixed judges are run for
 DETECT_HORIZON_S = 60.0
+PROMOTE_AFTER_S = 300.0       # "caught before 100%": a plan that goes to 100% after a 5-minute canary
 
 # scenario -> (order ratio multiplier, error ratio multiplier) on the canary
 SCENARIOS = {
@@ -93,8 +102,8 @@ def ours(sim: dict, steps: int) -> int | None:
         "order-rate": (sim["oc"], sim["os"], Counts(events=pre_o, requests=pre_n)),
         "error-rate": (sim["ec"], sim["es"], Counts(events=pre_e, requests=pre_n)),
     }
-    canary = {name: [] for name in series}
-    stable = {name: [] for name in series}
+    canary: dict[str, list] = {name: [] for name in series}
+    stable: dict[str, list] = {name: [] for name in series}
     for t in range(steps):
         for name, (ev_c, ev_s, pre) in series.items():
             canary[name].append(Counts(events=float(ev_c[t]), requests=float(sim["nc"][t])))
@@ -105,20 +114,205 @@ def ours(sim: dict, steps: int) -> int | None:
     return None
 
 
-def fixed(sim: dict, per: int, limit: int, steps: int) -> int | None:
-    """The last interval (0-based) of the measurement at which a fixed-threshold judge rolls back, or None."""
+def fixed_stats(sim: dict, per: int, steps: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per measurement of `per` intervals: the canary's order ratio over the stable's, and its error ratio
+    over the stable's (inf when only the canary had errors; NaN, which never fails, without events or
+    requests on either side)."""
     m = steps // per
 
     def agg(x: np.ndarray) -> np.ndarray:
         return x[: m * per].reshape(m, per).sum(axis=1).astype(float)
 
-    nc, ns, oc, os_, ec, es = (agg(sim[k]) for k in ("nc", "ns", "oc", "os", "ec", "es"))
-    with np.errstate(divide="ignore", invalid="ignore"):
-        rc_o, rs_o = np.where(nc > 0, oc / nc, np.nan), np.where(ns > 0, os_ / ns, np.nan)
-        rc_e, rs_e = np.where(nc > 0, ec / nc, np.nan), np.where(ns > 0, es / ns, np.nan)
-    failed = (rc_o < ORDERS_FAIL_BELOW * rs_o) | (rc_e > ERRORS_FAIL_ABOVE * rs_e)  # NaN compares False
+    def relative(ec: np.ndarray, es: np.ndarray, nc: np.ndarray, ns: np.ndarray) -> np.ndarray:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            rc, rs = np.where(nc > 0, ec / nc, np.nan), np.where(ns > 0, es / ns, np.nan)
+            return np.where(rs > 0, rc / rs, np.where(rc > 0, np.inf, np.nan))
+
+    nc, ns = agg(sim["nc"]), agg(sim["ns"])
+    return relative(agg(sim["oc"]), agg(sim["os"]), nc, ns), relative(agg(sim["ec"]), agg(sim["es"]), nc, ns)
+
+
+def fixed(sim: dict, per: int, limit: int, steps: int, below: float = ORDERS_FAIL_BELOW,
+          above: float = ERRORS_FAIL_ABOVE) -> int | None:
+    """The last interval (0-based) of the measurement at which a fixed-threshold judge rolls back, or None:
+    a measurement fails when the canary's order ratio is below `below` x the stable's or its error ratio
+    above `above` x the stable's."""
+    orders, errors = fixed_stats(sim, per, steps)
+    failed = (orders < below) | (errors > above)  # NaN compares False
     hits = np.flatnonzero(np.cumsum(failed) >= limit)
     return int((hits[0] + 1) * per - 1) if hits.size else None
+
+
+# -- a Kayenta-style judge: NetflixACAJudge's Mann-Whitney classification, in numpy --------------------------
+# Kayenta (spinnaker/kayenta, kayenta-judge and kayenta-mannwhitney) classifies each metric by comparing the
+# canary's data points with the control's: the asymptotic confidence interval of R's wilcox.test for the
+# location shift (normal approximation with tie and continuity correction), at confLevel 0.98 as
+# NetflixACAJudge sets it; the metric is High when the interval's lower bound exceeds tolerance (0.25) x
+# |Hodges-Lehmann estimate|, Low when its upper bound is below minus that, and only when the mean ratio
+# canary / control points the same way (effect size thresholds 1.0, 1.0); the direction a metric may fail in
+# is configured per metric. The score is the share of metrics classified Pass (x 100); a judgement below the
+# marginal threshold fails the canary, and the last one must reach the pass threshold.
+KAYENTA_TOLERANCE = 0.25
+KAYENTA_IQR_FACTOR = 3.0            # NetflixACAJudge's IQRDetector(factor = 3.0) removes outliers first
+KAYENTA_MARGINAL, KAYENTA_PASS = 75.0, 95.0
+KAYENTA = {  # name -> (intervals per data point (Kayenta's step), intervals per judgement, confidence level)
+    "kayenta-defaults (step 60s, judged every 10m, 98%)": (30, 300, 0.98),
+    "kayenta-tuned (step 10s, judged every 1m, 98%)": (5, 30, 0.98),
+}
+DIRECTIONS = ("decrease", "increase")  # order-rate fails Low, error-rate fails High
+
+
+def average_ranks(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Ranks 1..n, ties given their average rank (R's rank()), and the sizes of the groups of ties."""
+    _, inverse, counts = np.unique(values, return_inverse=True, return_counts=True)
+    upper = np.cumsum(counts)
+    return (upper - (counts - 1) / 2.0)[inverse], counts
+
+
+def wilcoxon_z(x: np.ndarray, y: np.ndarray, mu: float = 0.0) -> float:
+    """The normal approximation of the rank-sum statistic of x - mu against y, as R's wilcox.test computes it
+    for a two-sided test without exact p-values: the centred rank sum of x, continuity-corrected by 0.5
+    towards 0, over its standard deviation with the tie correction. It decreases as mu grows; the confidence
+    bounds for the shift are where it crosses +-z."""
+    nx, ny = len(x), len(y)
+    ranks, ties = average_ranks(np.concatenate([np.asarray(x, float) - mu, np.asarray(y, float)]))
+    dz = float(ranks[:nx].sum()) - nx * (nx + 1) / 2 - nx * ny / 2
+    n = nx + ny
+    sigma = math.sqrt(nx * ny / 12 * ((n + 1) - float((ties ** 3 - ties).sum()) / (n * (n - 1))))
+    if sigma == 0:
+        raise ValueError("every observation is tied")
+    return (dz - math.copysign(0.5, dz) * (dz != 0)) / sigma
+
+
+def mann_whitney(x: np.ndarray, y: np.ndarray) -> dict:
+    """The Mann-Whitney U of x against y, its normal approximation z and the two-sided p-value
+    (R: wilcox.test(x, y, exact = FALSE), whose W is this U)."""
+    nx = len(x)
+    ranks, _ = average_ranks(np.concatenate([np.asarray(x, float), np.asarray(y, float)]))
+    u = float(ranks[:nx].sum()) - nx * (nx + 1) / 2
+    z = wilcoxon_z(x, y)
+    return {"u": u, "z": z, "p": min(1.0, math.erfc(abs(z) / math.sqrt(2)))}
+
+
+def hodges_lehmann(x: np.ndarray, y: np.ndarray) -> float:
+    """The Hodges-Lehmann estimate of the shift of x against y: the median of all differences x_i - y_j."""
+    return float(np.median(np.subtract.outer(np.asarray(x, float), np.asarray(y, float))))
+
+
+def shift_interval(x: np.ndarray, y: np.ndarray, confidence: float) -> tuple[float, float]:
+    """The asymptotic confidence interval for the shift of x against y, as R's wilcox.test(conf.int = TRUE)
+    and Kayenta's MannWhitney compute it: the shifts where wilcoxon_z crosses +-z, or the extreme shifts
+    min(x) - max(y) and max(x) - min(y) when it does not cross inside them. Bisection instead of a Brent
+    solver: the function is a step function, and both find its jump."""
+    z = NormalDist().inv_cdf(1 - (1 - confidence) / 2)
+    lo, hi = float(np.min(x) - np.max(y)), float(np.max(x) - np.min(y))
+
+    def root(q: float) -> float:
+        if wilcoxon_z(x, y, lo) - q <= 0:
+            return lo
+        if wilcoxon_z(x, y, hi) - q >= 0:
+            return hi
+        a, b = lo, hi
+        for _ in range(200):
+            m = (a + b) / 2
+            a, b = (m, b) if wilcoxon_z(x, y, m) - q > 0 else (a, m)
+            if b - a <= 1e-12 * max(1.0, abs(a)):
+                break
+        return (a + b) / 2
+
+    return root(z), root(-z)
+
+
+def outliers_removed(values: np.ndarray, factor: float = KAYENTA_IQR_FACTOR) -> np.ndarray:
+    """Values without NaNs and outside Tukey's fences Q1 - factor IQR, Q3 + factor IQR (NetflixACAJudge's
+    IQRDetector, factor 3). With an IQR of 0 nothing is removed (our reading of its reduceSensitivity)."""
+    v = values[~np.isnan(values)]
+    if v.size < 4:
+        return v
+    q1, q3 = np.percentile(v, [25, 75])
+    if q3 == q1:
+        return v
+    return v[(v >= q1 - factor * (q3 - q1)) & (v <= q3 + factor * (q3 - q1))]
+
+
+def _degenerate(x: np.ndarray, y: np.ndarray, direction: str) -> bool:
+    """Kayenta's Pass before any test: no data, identical samples, a single distinct value, or a mean ratio
+    pointing the other way (effect size thresholds 1.0: High needs mean(canary) >= mean(control))."""
+    if x.size == 0 or y.size == 0 or np.array_equal(np.sort(x), np.sort(y)):
+        return True
+    if np.unique(np.concatenate([x, y])).size == 1:
+        return True
+    control_mean = float(y.mean())
+    if control_mean == 0:
+        return False
+    ratio = float(x.mean()) / control_mean
+    return ratio < 1.0 if direction == "increase" else ratio > 1.0
+
+
+def kayenta_classify(canary: np.ndarray, control: np.ndarray, direction: str, confidence: float,
+                     tolerance: float = KAYENTA_TOLERANCE) -> str:
+    """NetflixACAJudge's classification of one metric, High, Low or Pass, from the confidence interval.
+    The bench uses kayenta_strength, which gives the same answer for every confidence level at once
+    (tests/unit/test_bench_judges.py checks they agree)."""
+    x, y = outliers_removed(canary), outliers_removed(control)
+    if _degenerate(x, y, direction):
+        return "Pass"
+    bound = tolerance * abs(hodges_lehmann(x, y))
+    lower, upper = shift_interval(x, y, confidence)
+    if direction == "increase" and lower > bound:
+        return "High"
+    if direction == "decrease" and upper < -bound:
+        return "Low"
+    return "Pass"
+
+
+def kayenta_strength(canary: np.ndarray, control: np.ndarray, direction: str,
+                     tolerance: float = KAYENTA_TOLERANCE) -> float:
+    """The largest z at which kayenta_classify calls the metric High (direction increase) or Low (decrease):
+    it fails at confidence level c exactly when this exceeds z_c = Phi^-1(1 - (1 - c) / 2). Because
+    wilcoxon_z decreases in the shift, the interval's lower bound lies above the bound b exactly when
+    wilcoxon_z(b) > z_c (and the upper bound below -b when wilcoxon_z(-b) < -z_c)."""
+    x, y = outliers_removed(canary), outliers_removed(control)
+    if _degenerate(x, y, direction):
+        return -math.inf
+    bound = tolerance * abs(hodges_lehmann(x, y))
+    if direction == "increase":
+        # the interval's endpoint rule: a lower bound of min(x) - max(y) above b is High at any level
+        return math.inf if float(np.min(x) - np.max(y)) > bound else wilcoxon_z(x, y, bound)
+    return math.inf if float(np.max(x) - np.min(y)) < -bound else -wilcoxon_z(x, y, -bound)
+
+
+def step_ratios(events: np.ndarray, requests: np.ndarray, per: int) -> np.ndarray:
+    """One data point per `per` intervals, as a range query with that step returns it: events / requests
+    over the step (NaN without requests)."""
+    m = len(events) // per
+    e = events[: m * per].reshape(m, per).sum(axis=1).astype(float)
+    n = requests[: m * per].reshape(m, per).sum(axis=1).astype(float)
+    return np.where(n > 0, e / np.maximum(n, 1.0), np.nan)
+
+
+def kayenta_strengths(sim: dict, per: int, every: int, steps: int) -> np.ndarray:
+    """kayenta_strength of order-rate and error-rate at every judgement (looks x 2): judgement k sees the
+    data points of the whole canary so far (Kayenta's growing window), k x `every` intervals."""
+    series = [(step_ratios(sim["oc"], sim["nc"], per), step_ratios(sim["os"], sim["ns"], per)),
+              (step_ratios(sim["ec"], sim["nc"], per), step_ratios(sim["es"], sim["ns"], per))]
+    looks = steps // every
+    out = np.empty((looks, 2))
+    for k in range(looks):
+        points = (k + 1) * every // per
+        for j, ((canary, control), direction) in enumerate(zip(series, DIRECTIONS, strict=True)):
+            out[k, j] = kayenta_strength(canary[:points], control[:points], direction)
+    return out
+
+
+def kayenta_rollback(strengths: np.ndarray, z: float | np.ndarray) -> int | None:
+    """The first judgement (0-based) at which the score (share of metrics classified Pass, x 100) is below
+    the marginal threshold, or the last judgement's below the pass threshold; None when it passes."""
+    score = 100.0 * (1.0 - (strengths > z).mean(axis=1))
+    failed = score < KAYENTA_MARGINAL
+    failed[-1] |= score[-1] < KAYENTA_PASS
+    hits = np.flatnonzero(failed)
+    return int(hits[0]) if hits.size else None
 
 
 # -- the demo's waves, with and without a required detectable degradation (spec.analysis.detect) -----------
@@ -191,11 +385,15 @@ def summarise_waves(setting: str, scenario: str, runs: list) -> dict:
 
 
 def run_chunk(task: tuple) -> dict:
-    """Runs `n` rollouts of one (scenario, rate) cell for every judge; deterministic from the task's seed."""
+    """Runs `n` rollouts of one (scenario, rate) cell for every judge; deterministic from the task's seed.
+    For the calibrated judges, whose thresholds come from the healthy runs of all chunks, it returns each
+    run's statistics per measurement and judgement instead ("raw"), with the orders lost and extra errors
+    up to the end of every measurement."""
     scenario, rate, n, seed = task
     order_mult, error_mult = SCENARIOS[scenario]
     rng = np.random.default_rng(seed)
     out: dict[str, list] = {}
+    raw: list[dict] = []
     for _ in range(n):
         sim = simulate(rng, rate, order_mult, error_mult, FIXED_HORIZON)
         exp_o = sim["nc"] * ORDER_RATIO
@@ -203,13 +401,99 @@ def run_chunk(task: tuple) -> dict:
         judged = {OURS: (ours(sim, OURS_HORIZON), OURS_HORIZON)}
         for name, (per, limit) in FIXED.items():
             judged[name] = (fixed(sim, per, limit, FIXED_HORIZON), FIXED_HORIZON)
+        strengths = {}
+        for name, (per, every, confidence) in KAYENTA.items():
+            strengths[per, every] = kayenta_strengths(sim, per, every, FIXED_HORIZON)
+            look = kayenta_rollback(strengths[per, every], _z(confidence))
+            judged[name] = (None if look is None else (look + 1) * every - 1, FIXED_HORIZON)
         for name, (at, horizon) in judged.items():
             upto = (at + 1) if at is not None else horizon
             lost = float(exp_o[:upto].sum() - sim["oc"][:upto].sum())
             extra = float(sim["ec"][:upto].sum() - exp_e[:upto].sum())
             out.setdefault(name, []).append(
                 (None if at is None else (at + 1) * DT, lost, extra))
-    return {"scenario": scenario, "rate": rate, "runs": out}
+        ends = slice(CAL_PER - 1, FIXED_HORIZON, CAL_PER)
+        raw.append({"fixed": fixed_stats(sim, CAL_PER, FIXED_HORIZON), "kayenta": strengths[CAL_KAYENTA],
+                    "lost": np.cumsum(exp_o - sim["oc"])[ends], "extra": np.cumsum(sim["ec"] - exp_e)[ends]})
+    return {"scenario": scenario, "rate": rate, "runs": out, "raw": raw}
+
+
+# -- the calibrated judges: thresholds set on the healthy runs to the false-rollback rate we promise ---------
+# The issue's bar: detection at least as fast as a fixed-threshold judge tuned to the same false-rollback
+# rate. Per rate, on the healthy runs, each metric's threshold is set so that at most CAL_FRR / 2 of them
+# would have been rolled back by it within CAL_HORIZON (our judge's horizon), so at most CAL_FRR in all:
+# fixed-tuned's two ratio thresholds, and kayenta-tuned's confidence level per metric. Our judge is given
+# 0.01 and measured well below it; calibrating the others to 0.01 (rather than to our measured rate, which
+# 1000 runs cannot resolve) lets them roll back more healthy releases than ours, in their favour.
+CAL_FRR = ANALYSIS.false_rollback_rate
+CAL_HORIZON = OURS_HORIZON
+CAL_PER = 15                             # fixed-calibrated: fixed-tuned's 30 s measurement, failureLimit 1
+CAL_KAYENTA = (5, 30)                    # kayenta-calibrated: kayenta-tuned's step and judgement interval
+FIXED_CAL = "fixed-calibrated (30s, failureLimit 1, thresholds at FRR 0.01)"
+KAYENTA_CAL = "kayenta-calibrated (step 10s, judged every 1m, confidence at FRR 0.01)"
+JUDGES = (OURS, *FIXED, FIXED_CAL, *KAYENTA, KAYENTA_CAL)
+
+
+def _z(confidence: float) -> float:
+    return NormalDist().inv_cdf(1 - (1 - confidence) / 2)
+
+
+def _kth(values: list[float], k: int, *, largest: bool) -> float:
+    """The (k+1)-th smallest (or largest) value: at most k values lie strictly beyond it."""
+    ordered = sorted(values, reverse=largest)
+    return float(ordered[min(k, len(ordered) - 1)])
+
+
+def calibrate(healthy: list[dict]) -> dict:
+    """Thresholds for the calibrated judges from one rate's healthy runs (see CAL_FRR)."""
+    k = math.floor(len(healthy) * CAL_FRR / 2)
+    measurements, looks = CAL_HORIZON // CAL_PER, CAL_HORIZON // CAL_KAYENTA[1]
+
+    def lowest(v: np.ndarray) -> float:
+        x = np.fmin.reduce(v[:measurements])
+        return math.inf if math.isnan(x) else float(x)
+
+    def highest(v: np.ndarray) -> float:
+        x = np.fmax.reduce(v[:measurements])
+        return -math.inf if math.isnan(x) else float(x)
+
+    def kayenta(metric: int) -> tuple[int, float]:
+        # Kayenta's interval never reaches beyond the extreme shifts, so a look where every canary point lies
+        # beyond every control point fails at any confidence level: when more healthy runs than the budget
+        # do that, no confidence level is enough, and the judgement starts at a later look instead.
+        for first in range(looks):
+            z = _kth([float(r["kayenta"][first:looks, metric].max()) for r in healthy], k, largest=True)
+            if math.isfinite(z):
+                return first, z
+        return looks, math.inf
+
+    (first_orders, z_orders), (first_errors, z_errors) = kayenta(0), kayenta(1)
+    return {"runs": len(healthy), "rolled_back_per_metric_at_most": k,
+            "fixed_orders_below": _kth([lowest(r["fixed"][0]) for r in healthy], k, largest=False),
+            "fixed_errors_above": _kth([highest(r["fixed"][1]) for r in healthy], k, largest=True),
+            "kayenta_z": [z_orders, z_errors], "kayenta_first_look": [first_orders, first_errors],
+            "kayenta_confidence": [round(2 * NormalDist().cdf(z) - 1, 6) if math.isfinite(z) else None
+                                   for z in (z_orders, z_errors)]}
+
+
+def calibrated_runs(raw: list[dict], cal: dict) -> dict[str, list]:
+    """(detection time or None, orders lost, extra errors) of every run for both calibrated judges."""
+    out: dict[str, list] = {FIXED_CAL: [], KAYENTA_CAL: []}
+    z = np.array(cal["kayenta_z"])
+    for r in raw:
+        orders, errors = r["fixed"]
+        hits = np.flatnonzero((orders < cal["fixed_orders_below"]) | (errors > cal["fixed_errors_above"]))
+        strengths = r["kayenta"].copy()
+        for metric, first in enumerate(cal["kayenta_first_look"]):
+            strengths[:first, metric] = -math.inf
+        look = kayenta_rollback(strengths, z)
+        ends = {FIXED_CAL: None if not hits.size else int(hits[0]),
+                KAYENTA_CAL: None if look is None else (look + 1) * CAL_KAYENTA[1] // CAL_PER - 1}
+        for name, end in ends.items():
+            at = None if end is None else (end + 1) * CAL_PER * DT
+            out[name].append((at, float(r["lost"][-1 if end is None else end]),
+                              float(r["extra"][-1 if end is None else end])))
+    return out
 
 
 def kl_floor(alpha: float, rate: float, rho1: float = 0.01, rho0: float = 0.8) -> dict:
@@ -220,6 +504,34 @@ def kl_floor(alpha: float, rate: float, rho1: float = 0.01, rho0: float = 0.8) -
     events = math.log(1 / alpha) / kl
     return {"alpha": alpha, "kl_per_event": round(kl, 4), "events": round(events, 2),
             "seconds": round(events / (rate * ORDER_RATIO), 2)}
+
+
+def scenario_floor(scenario: str, rate: float, alpha: float) -> float | None:
+    """The information floor of kl_floor for any bad scenario, in seconds at one canary pod: orders against
+    rho0 = 1 - stableTolerance, errors against rho0 = 1 + stableTolerance; None when the scenario is within
+    the tolerance (not degraded by the spec's definition, so no floor)."""
+    order_mult, error_mult = SCENARIOS[scenario]
+    if order_mult != 1.0:
+        rho1, rho0, ratio = order_mult, 1 - (CONFIGS["order-rate"].stable_tolerance or 0.0), ORDER_RATIO
+        if rho1 >= rho0:
+            return None
+    else:
+        rho1, rho0, ratio = error_mult, 1 + (CONFIGS["error-rate"].stable_tolerance or 0.0), ERROR_RATIO
+        if rho1 <= rho0:
+            return None
+    kl = rho1 * math.log(rho1 / rho0) - rho1 + rho0
+    return round(math.log(1 / alpha) / kl / (rate * ratio), 2)
+
+
+def upper_bound_95(k: int, n: int) -> float:
+    """The one-sided 95% Clopper-Pearson upper bound of a rate seen k times in n."""
+    def cdf(p: float) -> float:
+        return sum(math.comb(n, i) * p ** i * (1 - p) ** (n - i) for i in range(k + 1))
+    lo, hi = k / n, 1.0
+    for _ in range(60):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if cdf(mid) > 0.05 else (lo, mid)
+    return round(hi, 4)
 
 
 def _pct(values: list[float], q: float) -> float | None:
@@ -236,11 +548,14 @@ def summarise(runs: list, horizon_s: float) -> dict:
         "runs": len(runs), "horizon_s": horizon_s, "detected": len(detected),
         "detect_median_s": _pct(times, 50), "detect_p90_s": _pct(times, 90),
         "p_detect_60s": round(sum(t <= DETECT_HORIZON_S for t in detected) / len(runs), 4),
+        "p_detect_300s": round(sum(t <= PROMOTE_AFTER_S for t in detected) / len(runs), 4),
         "orders_lost_median": round(float(np.median([r[1] for r in runs])), 1),
         "orders_lost_p90": round(float(np.percentile([r[1] for r in runs], 90)), 1),
         "extra_errors_median": round(float(np.median([r[2] for r in runs])), 1),
         "false_rollbacks_300s": sum(t is not None and t <= 300 for t in times),
         "false_rollbacks": len(detected),
+        "false_rollbacks_300s_upper95": upper_bound_95(sum(t is not None and t <= 300 for t in times), len(runs)),
+        "false_rollbacks_upper95": upper_bound_95(len(detected), len(runs)),
     }
 
 
@@ -253,6 +568,7 @@ def main() -> int:
     p.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
     p.add_argument("--waves-runs", type=int, default=None, help="runs per demo-waves cell (default 200, 30 quick)")
     p.add_argument("--only", choices=("waves",), help="run only the demo-waves cells (bench/results/judges-waves.*)")
+    p.add_argument("--no-plot", dest="plot", action="store_false", help="do not write docs/images/judges-detection.png")
     args = p.parse_args()
     bad_runs = args.bad_runs or (30 if args.quick else 200)
     healthy_runs = args.healthy_runs or (100 if args.quick else 1000)
@@ -266,7 +582,7 @@ def main() -> int:
         print(waves_markdown(result))
         return 0
 
-    tasks = []
+    tasks: list[tuple] = []
     seeds = np.random.SeedSequence(args.seed)
     for scenario in SCENARIOS:
         for rate in RATES:
@@ -282,13 +598,24 @@ def main() -> int:
     elapsed = time.monotonic() - started
 
     cells: dict = {}
+    raw: dict = {}
     for c in chunks:
         for name, runs in c["runs"].items():
             cells.setdefault((c["scenario"], c["rate"], name), []).extend(runs)
+        raw.setdefault((c["scenario"], c["rate"]), []).extend(c["raw"])
+    calibration = {}
+    for rate in RATES:
+        calibration[str(rate)] = calibrate(raw["healthy", rate])
+        for scenario in SCENARIOS:
+            for name, runs in calibrated_runs(raw[scenario, rate], calibration[str(rate)]).items():
+                cells[scenario, rate, name] = runs
     rows = []
-    for (scenario, rate, name), runs in cells.items():
-        horizon = (OURS_HORIZON if name == OURS else FIXED_HORIZON) * DT
-        rows.append({"scenario": scenario, "rate": rate, "judge": name, **summarise(runs, horizon)})
+    for scenario in SCENARIOS:
+        for rate in RATES:
+            for name in JUDGES:
+                horizon = (OURS_HORIZON if name == OURS else FIXED_HORIZON) * DT
+                rows.append({"scenario": scenario, "rate": rate, "judge": name,
+                             **summarise(cells[scenario, rate, name], horizon)})
 
     alpha_test = CONFIGS["order-rate"].alpha
     waves = waves_cells(args.seed, waves_runs, args.jobs)
@@ -306,19 +633,97 @@ def main() -> int:
         "floor_orders_99pct": {str(r): {"per_test_alpha": kl_floor(alpha_test, r),
                                         "rollout_alpha": kl_floor(ANALYSIS.false_rollback_rate, r)}
                                for r in RATES},
+        "floors_s": {scenario: {str(r): {"per_test_alpha": scenario_floor(scenario, r, alpha_test),
+                                          "rollout_alpha": scenario_floor(scenario, r, ANALYSIS.false_rollback_rate)}
+                                for r in RATES}
+                     for scenario in SCENARIOS if scenario != "healthy"},
+        "calibration": {"false_rollback_rate": CAL_FRR, "horizon_s": CAL_HORIZON * DT, "per_rate": calibration},
+        "kayenta": {"tolerance": KAYENTA_TOLERANCE, "iqr_factor": KAYENTA_IQR_FACTOR,
+                    "marginal": KAYENTA_MARGINAL, "pass": KAYENTA_PASS, "directions": DIRECTIONS,
+                    "judges": {k: {"step_intervals": v[0], "judgement_intervals": v[1], "confidence": v[2]}
+                               for k, v in KAYENTA.items()}},
         "cells": rows,
+        "must_show": must_show(rows),
         **waves,
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "judges.json").write_text(json.dumps(result, indent=1) + "\n")
     (RESULTS / "judges.md").write_text(markdown(result))
+    if args.plot:
+        plot(result, ROOT / "docs" / "images" / "judges-detection.png")
     print(markdown(result))
     return 0
 
 
+def _vs(ours: dict, other: dict) -> str:
+    """Ours against another judge by median detection time (not detected = beyond the horizon)."""
+    a, b = ours["detect_median_s"], other["detect_median_s"]
+    if a is None and b is None:
+        return "neither (median)"
+    if a is None:
+        return "slower" if b <= ours["horizon_s"] else f"ours > {ours['horizon_s']:g} s, theirs {b:g} s"
+    if b is None or a < b:
+        return "faster"
+    return "same" if a == b else "slower"
+
+
+def must_show(rows: list[dict]) -> dict:
+    """The issue's bar, per cell: our false-rollback rate against alpha, and our detection against the
+    calibrated judges'."""
+    by = {(c["scenario"], c["rate"], c["judge"]): c for c in rows}
+    frr = [{"rate": rate, "runs": by["healthy", rate, OURS]["runs"],
+            "rolled_back": by["healthy", rate, OURS]["false_rollbacks"],
+            "upper95": by["healthy", rate, OURS]["false_rollbacks_upper95"],
+            "alpha": ANALYSIS.false_rollback_rate,
+            "within_alpha": by["healthy", rate, OURS]["false_rollbacks"] / by["healthy", rate, OURS]["runs"]
+            <= ANALYSIS.false_rollback_rate} for rate in RATES]
+    cells = [{"scenario": scenario, "rate": rate,
+              "vs_fixed_calibrated": _vs(by[scenario, rate, OURS], by[scenario, rate, FIXED_CAL]),
+              "vs_kayenta_calibrated": _vs(by[scenario, rate, OURS], by[scenario, rate, KAYENTA_CAL])}
+             for scenario in SCENARIOS if scenario != "healthy" for rate in RATES]
+    return {"false_rollbacks": frr, "detection": cells}
+
+
+def plot(r: dict, path: Path) -> None:
+    """Median detection time per bad scenario and rate, for every judge, with the information floor."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    bad = [s for s in SCENARIOS if s != "healthy"]
+    by = {(c["scenario"], c["rate"], c["judge"]): c for c in r["cells"]}
+    fig, axes = plt.subplots(1, len(RATES), figsize=(16, 5.2), sharey=True)
+    cap = FIXED_HORIZON * DT * 1.6
+    for ax, rate in zip(axes, RATES, strict=True):
+        xs = np.arange(len(bad))
+        for i, name in enumerate(JUDGES):
+            med = [by[s, rate, name]["detect_median_s"] for s in bad]
+            ys = [cap if v is None else v for v in med]
+            off = (i - (len(JUDGES) - 1) / 2) * 0.1
+            line, = ax.plot(xs + off, ys, marker="o", lw=1.2 if name != OURS else 2.5, label=name,
+                            zorder=3 if name == OURS else 2)
+            for x, v in zip(xs + off, med, strict=True):
+                if v is None:
+                    ax.plot([x], [cap], marker="^", color=line.get_color(), ms=9, zorder=4)
+        floor = [r["floors_s"][s][str(rate)]["per_test_alpha"] for s in bad]
+        ax.plot(xs, [np.nan if f is None else f for f in floor], "k--", lw=1, label="information floor (alpha 0.0025)")
+        ax.set_yscale("log")
+        ax.set_ylim(0.3, cap * 1.5)
+        ax.set_xticks(xs, bad, rotation=45, ha="right")
+        ax.set_title(f"R = {rate} req/s per pod")
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("median detection time (s); triangle at top: median not reached")
+    axes[-1].legend(fontsize=7, loc="lower right")
+    fig.suptitle("bench/judges: median time to roll back a bad release (1 canary pod of 10, judged every 2 s)")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
 def waves_cells(seed: int, runs: int, jobs: int) -> dict:
     """The demo-waves cells: each (setting, scenario) over `runs` rollouts, deterministic from the seed."""
-    tasks = [(setting, scenario, min(10, runs - start))
+    tasks: list[tuple] = [(setting, scenario, min(10, runs - start))
              for setting in WAVES_SETTINGS for scenario in WAVES_SCENARIOS for start in range(0, runs, 10)]
     children = np.random.SeedSequence([seed, 1]).spawn(len(tasks))
     tasks = [(*t, int(c.generate_state(1)[0])) for t, c in zip(tasks, children, strict=True)]
@@ -354,37 +759,97 @@ def _fmt(x: float | None, horizon: float) -> str:
     return f"> {horizon:g}" if x is None else f"{x:g}"
 
 
+SHORT = {OURS: "guarded", "fixed-defaults (5m, failureLimit 3)": "fixed-defaults",
+         "fixed-tuned (30s, failureLimit 1)": "fixed-tuned", FIXED_CAL: "fixed-calibrated",
+         "kayenta-defaults (step 60s, judged every 10m, 98%)": "kayenta-defaults",
+         "kayenta-tuned (step 10s, judged every 1m, 98%)": "kayenta-tuned", KAYENTA_CAL: "kayenta-calibrated"}
+
+
+def _times(c: dict) -> str:
+    return f"{_fmt(c['detect_median_s'], c['horizon_s'])} / {_fmt(c['detect_p90_s'], c['horizon_s'])}"
+
+
+def _confidence(x: float | None, z: float) -> str:
+    return "never fails" if x is None else f"{x:.6g} (z {z:.3g})"
+
+
 def markdown(r: dict) -> str:
     m = r["model"]
+    by = {(c["scenario"], c["rate"], c["judge"]): c for c in r["cells"]}
     lines = [
         "# bench/judges", "",
         f"Run {r['generated']} ({r['mode']} mode, seed {r['seed']}, {r['jobs']} processes, {r['runtime_s']} s). "
         f"Simulated, in process, no cluster: 1 canary pod + {m['stable_pods']} stable pods, Poisson requests at "
         f"R req/s per pod, order ratio {m['order_ratio']}, error ratio {m['error_ratio']}, judged every "
         f"{m['interval_s']:g} s. {m['bad_runs']} runs per bad cell, {m['healthy_runs']} per healthy cell, "
-        f"per judge. Our judge is run for at most {m['ours_horizon_s']:g} s, the fixed ones for "
-        f"{m['fixed_horizon_s']:g} s; '> H' means not reached within that horizon H.", "",
-        "## Bad releases", "",
-        "| scenario | R | judge | detected | detect median (s) | detect p90 (s) | P(detect <= 60 s) "
-        "| orders lost median | orders lost p90 | extra errors median |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        f"per judge (every judge sees the same simulated rollouts). Our judge is run for at most "
+        f"{m['ours_horizon_s']:g} s, the others for {m['fixed_horizon_s']:g} s; '> H' means not reached within "
+        f"that horizon H.", "",
+        "## The issue's bar", "",
+        f"False rollbacks of our judge (falseRollbackRate {ANALYSIS.false_rollback_rate:g}) on healthy rollouts "
+        f"within {m['ours_horizon_s']:g} s, with the one-sided 95% Clopper-Pearson upper bound:", "",
+        "| R | runs | rolled back | rate | 95% upper bound | <= alpha |", "|---|---|---|---|---|---|",
     ]
+    for f in r["must_show"]["false_rollbacks"]:
+        lines.append(f"| {f['rate']} | {f['runs']} | {f['rolled_back']} | {f['rolled_back'] / f['runs']:.4f} | "
+                     f"{f['upper95']:.4f} | {'yes' if f['within_alpha'] else 'NO'} |")
+    cal = r["calibration"]
+    lines += ["", f"Detection time, median / p90 (s), per cell. The calibrated judges' thresholds are set per R on "
+              f"the healthy runs so that each metric alone rolls back at most {cal['false_rollback_rate'] / 2:g} of "
+              f"them within {cal['horizon_s']:g} s (at most {cal['false_rollback_rate']:g} in all). 'floor' is the "
+              f"information floor against the spec's tolerance at the per-test alpha (none where the scenario is "
+              f"within the tolerance). 'vs' compares medians.", "",
+              "| scenario | R | floor (s) | " + " | ".join(SHORT[j] for j in JUDGES)
+              + " | ours vs fixed-calibrated | ours vs kayenta-calibrated |",
+              "|---|---|---|" + "---|" * (len(JUDGES) + 2)]
+    verdicts = {(v["scenario"], v["rate"]): v for v in r["must_show"]["detection"]}
+    for scenario in SCENARIOS:
+        if scenario == "healthy":
+            continue
+        for rate in m["rates"]:
+            floor = r["floors_s"][scenario][str(rate)]["per_test_alpha"]
+            v = verdicts[scenario, rate]
+            lines.append(f"| {scenario} | {rate} | {'-' if floor is None else f'{floor:g}'} | "
+                         + " | ".join(_times(by[scenario, rate, j]) for j in JUDGES)
+                         + f" | {v['vs_fixed_calibrated']} | {v['vs_kayenta_calibrated']} |")
+    lines += ["", "False rollbacks of every judge (healthy rollouts), within 300 s / within its horizon:", "",
+              "| R | " + " | ".join(SHORT[j] for j in JUDGES) + " |", "|---|" + "---|" * len(JUDGES)]
+    for rate in m["rates"]:
+        lines.append(f"| {rate} | " + " | ".join(
+            f"{by['healthy', rate, j]['false_rollbacks_300s'] / by['healthy', rate, j]['runs']:.3f} / "
+            f"{by['healthy', rate, j]['false_rollbacks'] / by['healthy', rate, j]['runs']:.3f}" for j in JUDGES) + " |")
+    lines += ["", "Calibrated thresholds per R (fixed-calibrated fails a 30 s measurement whose canary order ratio "
+              "is below the first number x the stable's, or error ratio above the second x the stable's; "
+              "kayenta-calibrated classifies at the confidence level shown, per metric, and only from the time shown "
+              "when its first judgements had to be skipped):", "",
+              "| R | healthy runs | fixed: orders below | fixed: errors above | kayenta: orders confidence "
+              "| kayenta: errors confidence |", "|---|---|---|---|---|---|"]
+    for rate, c in cal["per_rate"].items():
+        looks = [f" from {(first + 1) * CAL_KAYENTA[1] * DT:g} s" if first else "" for first in c["kayenta_first_look"]]
+        lines.append(f"| {rate} | {c['runs']} | {c['fixed_orders_below']:.4g} | {c['fixed_errors_above']:.4g} | "
+                     f"{_confidence(c['kayenta_confidence'][0], c['kayenta_z'][0])}{looks[0]} | "
+                     f"{_confidence(c['kayenta_confidence'][1], c['kayenta_z'][1])}{looks[1]} |")
+    lines += ["", "## Bad releases", "",
+              "| scenario | R | judge | detected | detect median (s) | detect p90 (s) | P(detect <= 60 s) "
+              "| P(detect <= 300 s) | orders lost median | orders lost p90 | extra errors median |",
+              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for c in r["cells"]:
         if c["scenario"] == "healthy":
             continue
         lines.append(f"| {c['scenario']} | {c['rate']} | {c['judge']} | {c['detected']}/{c['runs']} | "
                      f"{_fmt(c['detect_median_s'], c['horizon_s'])} | {_fmt(c['detect_p90_s'], c['horizon_s'])} | "
-                     f"{c['p_detect_60s']:.3f} | {c['orders_lost_median']:g} | {c['orders_lost_p90']:g} | "
-                     f"{c['extra_errors_median']:g} |")
+                     f"{c['p_detect_60s']:.3f} | {c['p_detect_300s']:.3f} | {c['orders_lost_median']:g} | "
+                     f"{c['orders_lost_p90']:g} | {c['extra_errors_median']:g} |")
     lines += ["", "## Healthy releases: false rollbacks", "",
-              "| R | judge | runs | rolled back within 300 s | rolled back within horizon | horizon (s) |",
-              "|---|---|---|---|---|---|"]
+              "| R | judge | runs | rolled back within 300 s (95% upper) | rolled back within horizon (95% upper) "
+              "| horizon (s) |", "|---|---|---|---|---|---|"]
     for c in r["cells"]:
         if c["scenario"] != "healthy":
             continue
         lines.append(f"| {c['rate']} | {c['judge']} | {c['runs']} | {c['false_rollbacks_300s']} "
-                     f"({c['false_rollbacks_300s'] / c['runs']:.4f}) | {c['false_rollbacks']} "
-                     f"({c['false_rollbacks'] / c['runs']:.4f}) | {c['horizon_s']:g} |")
+                     f"({c['false_rollbacks_300s'] / c['runs']:.4f}, {c['false_rollbacks_300s_upper95']:.4f}) | "
+                     f"{c['false_rollbacks']} ({c['false_rollbacks'] / c['runs']:.4f}, "
+                     f"{c['false_rollbacks_upper95']:.4f}) | {c['horizon_s']:g} |")
     lines += ["", "## Information floor, orders -99% (rho1 0.01 against rho0 0.8)", "",
               "| R | alpha | KL per expected order | expected orders needed | seconds at one canary pod |",
               "|---|---|---|---|---|"]
@@ -397,7 +862,8 @@ def markdown(r: dict) -> str:
     lines += ["", "Detection time counts from the canary's first interval to the end of the interval whose "
               "judgement fails (no scrape lag, no query alignment). Orders lost = expected canary orders at the "
               "baseline ratio minus actual, until detection (or over the horizon when not detected). "
-              "See docs/judges.md.", ""]
+              "P(detect <= 300 s) is the chance of catching the release before 100% for a plan that goes to 100% "
+              "after a 5-minute canary. See docs/judges.md.", ""]
     return "\n".join(lines)
 
 
