@@ -685,39 +685,60 @@ def must_show(rows: list[dict]) -> dict:
 
 
 def plot(r: dict, path: Path) -> None:
-    """Median detection time per bad scenario and rate, for every judge, with the information floor."""
+    """Top: median detection time per bad scenario and rate, for every judge, with the information floor (a
+    median not reached within a judge's horizon is a triangle just above that horizon). Bottom: each judge's
+    false-rollback rate on the healthy runs, within 300 s and within its horizon."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     bad = [s for s in SCENARIOS if s != "healthy"]
     by = {(c["scenario"], c["rate"], c["judge"]): c for c in r["cells"]}
-    fig, axes = plt.subplots(1, len(RATES), figsize=(16, 5.2), sharey=True)
-    cap = FIXED_HORIZON * DT * 1.6
-    for ax, rate in zip(axes, RATES, strict=True):
+    fig, axes = plt.subplots(2, len(RATES), figsize=(16, 9), sharey="row", height_ratios=[3, 1.4])
+    colors = {name: f"C{i}" for i, name in enumerate(JUDGES)}
+    for col, rate in enumerate(RATES):
+        ax = axes[0, col]
         xs = np.arange(len(bad))
         for i, name in enumerate(JUDGES):
-            med = [by[s, rate, name]["detect_median_s"] for s in bad]
-            ys = [cap if v is None else v for v in med]
             off = (i - (len(JUDGES) - 1) / 2) * 0.1
-            line, = ax.plot(xs + off, ys, marker="o", lw=1.2 if name != OURS else 2.5, label=name,
-                            zorder=3 if name == OURS else 2)
-            for x, v in zip(xs + off, med, strict=True):
-                if v is None:
-                    ax.plot([x], [cap], marker="^", color=line.get_color(), ms=9, zorder=4)
+            for x, s in zip(xs + off, bad, strict=True):
+                c = by[s, rate, name]
+                v = c["detect_median_s"]
+                ax.plot([x], [c["horizon_s"] * 1.25 if v is None else v], ls="none",
+                        marker="^" if v is None else "o", ms=10 if name == OURS else 6, color=colors[name],
+                        mec="black" if name == OURS else colors[name], zorder=3 if name == OURS else 2,
+                        label=SHORT[name] if (col, s) == (0, bad[0]) else None)
         floor = [r["floors_s"][s][str(rate)]["per_test_alpha"] for s in bad]
-        ax.plot(xs, [np.nan if f is None else f for f in floor], "k--", lw=1, label="information floor (alpha 0.0025)")
+        ax.plot(xs, [np.nan if f is None else f for f in floor], "k_", ms=22, mew=2,
+                label="information floor (alpha 0.0025)" if col == 0 else None)
         ax.set_yscale("log")
-        ax.set_ylim(0.3, cap * 1.5)
-        ax.set_xticks(xs, bad, rotation=45, ha="right")
-        ax.set_title(f"R = {rate} req/s per pod")
+        ax.set_ylim(0.5, FIXED_HORIZON * DT * 2)
+        ax.set_xticks(xs, bad, rotation=30, ha="right")
+        ax.set_title(f"R = {rate} req/s per pod: median detection time")
         ax.grid(alpha=0.3)
-    axes[0].set_ylabel("median detection time (s); triangle at top: median not reached")
-    axes[-1].legend(fontsize=7, loc="lower right")
-    fig.suptitle("bench/judges: median time to roll back a bad release (1 canary pod of 10, judged every 2 s)")
-    fig.tight_layout()
+        ax = axes[1, col]
+        xs = np.arange(len(JUDGES))
+        within = [by["healthy", rate, j]["false_rollbacks_300s"] / by["healthy", rate, j]["runs"] for j in JUDGES]
+        total = [by["healthy", rate, j]["false_rollbacks"] / by["healthy", rate, j]["runs"] for j in JUDGES]
+        ax.bar(xs - 0.2, within, 0.4, color=[colors[j] for j in JUDGES], label="within 300 s")
+        ax.bar(xs + 0.2, total, 0.4, color=[colors[j] for j in JUDGES], alpha=0.45, hatch="//",
+               label="within the judge's horizon")
+        ax.axhline(ANALYSIS.false_rollback_rate, color="k", lw=0.8, ls="--")
+        ax.set_yscale("symlog", linthresh=0.01)
+        ax.set_ylim(0, 1.5)
+        ax.set_xticks(xs, [SHORT[j] for j in JUDGES], rotation=30, ha="right", fontsize=8)
+        ax.set_title(f"R = {rate}: false rollbacks of healthy releases (dashed: 0.01)", fontsize=10)
+        ax.grid(alpha=0.3, axis="y")
+    axes[0, 0].set_ylabel("seconds (log); triangle: not reached")
+    axes[1, 0].set_ylabel("share of healthy runs")
+    axes[1, 0].legend(fontsize=7, loc="upper left")
+    handles, labels = axes[0, 0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="upper center", ncol=4, fontsize=8, bbox_to_anchor=(0.5, 0.965))
+    fig.suptitle("bench/judges: 1 canary pod of 10, judged every 2 s; guarded run 300 s, the others 1800 s",
+                 y=0.995, fontsize=11)
+    fig.tight_layout(rect=(0, 0, 1, 0.9))
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=90)
+    fig.savefig(path, dpi=80)
     plt.close(fig)
 
 
