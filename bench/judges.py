@@ -569,6 +569,8 @@ def main() -> int:
     p.add_argument("--waves-runs", type=int, default=None, help="runs per demo-waves cell (default 200, 30 quick)")
     p.add_argument("--only", choices=("waves",), help="run only the demo-waves cells (bench/results/judges-waves.*)")
     p.add_argument("--no-plot", dest="plot", action="store_false", help="do not write docs/images/judges-detection.png")
+    p.add_argument("--waves-from", type=Path, help="take the demo-waves cells from an earlier judges.json instead of "
+                   "running them again (same code and seed give the same cells; saves their 5 minutes)")
     args = p.parse_args()
     bad_runs = args.bad_runs or (30 if args.quick else 200)
     healthy_runs = args.healthy_runs or (100 if args.quick else 1000)
@@ -618,7 +620,12 @@ def main() -> int:
                              **summarise(cells[scenario, rate, name], horizon)})
 
     alpha_test = CONFIGS["order-rate"].alpha
-    waves = waves_cells(args.seed, waves_runs, args.jobs)
+    if args.waves_from:
+        earlier = json.loads(args.waves_from.read_text())
+        waves = {k: earlier[k] for k in ("waves_runtime_s", "waves_model", "waves_cells")}
+        waves["waves_from"] = f"{args.waves_from.name} of {earlier['generated']}"
+    else:
+        waves = waves_cells(args.seed, waves_runs, args.jobs)
     result = {
         "generated": datetime.now(UTC).isoformat(timespec="seconds"),
         "mode": "quick" if args.quick else "full", "seed": args.seed, "jobs": args.jobs,
@@ -880,6 +887,8 @@ def markdown(r: dict) -> str:
     if r.get("waves_cells"):
         lines += ["", "## The demo's waves: caught before 100%, with and without spec.analysis.detect", "",
                   waves_markdown(r)]
+        if r.get("waves_from"):
+            lines.append(f"(Taken from {r['waves_from']}, not run again.)")
     lines += ["", "Detection time counts from the canary's first interval to the end of the interval whose "
               "judgement fails (no scrape lag, no query alignment). Orders lost = expected canary orders at the "
               "baseline ratio minus actual, until detection (or over the horizon when not detected). "
