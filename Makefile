@@ -21,6 +21,7 @@ help:
 	@echo "make bench-judges     our judge vs fixed-threshold judges on simulated rollouts (no cluster)"
 	@echo "make bench-fuzz       1,200 fuzzed objects against the API server and an operator of its own"
 	@echo "make bench-chaos      rollouts under operator kills, freezes, outages and conflicting writes (~20 min)"
+	@echo "make bench-peers      the same bad and healthy releases under Argo Rollouts and guarded-rollouts (~45 min)"
 	@echo "make dashboard-screenshots  refresh docs/images/dashboard-*.png from the dashboard's browser test"
 	@echo "make browser       install Debian's chromium for the browser test when missing (make test does)"
 	@echo "make image         the operator's OCI image without Docker (hack/image.sh build; docs/image.md)"
@@ -126,6 +127,15 @@ bench-fuzz: venv
 bench-chaos: venv
 	$(TESTBED) up
 	flock /tmp/guarded-testbed.lock $(PY) bench/chaos.py $(CHAOS_ARGS)
+
+# Argo Rollouts (built from its Go module by hack/argo-rollouts.sh, run as a local process) against our operator on
+# the same releases; needs the test bed alone (it runs an operator of its own). docs/peers.md.
+# PEERS_ARGS passes options, e.g. PEERS_ARGS="--systems argo-tuned,guarded --healthy 5".
+.PHONY: bench-peers
+bench-peers: venv
+	$(TESTBED) up
+	hack/argo-rollouts.sh
+	flock /tmp/guarded-testbed.lock $(PY) bench/peers.py $(PEERS_ARGS)
 
 # The operator's OCI image without a Docker engine (Debian's mmdebstrap and umoci; docs/image.md), in
 # ~/.cache/guarded-rollouts/image/oci. Not part of `make test`. To run it as the in-cluster operator
