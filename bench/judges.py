@@ -431,7 +431,6 @@ CAL_PER = 15                             # fixed-calibrated: fixed-tuned's 30 s 
 CAL_KAYENTA = (5, 30)                    # kayenta-calibrated: kayenta-tuned's step and judgement interval
 FIXED_CAL = "fixed-calibrated (30s, failureLimit 1, thresholds at FRR 0.01)"
 KAYENTA_CAL = "kayenta-calibrated (step 10s, judged every 1m, confidence at FRR 0.01)"
-JUDGES = (OURS, *FIXED, FIXED_CAL, *KAYENTA, KAYENTA_CAL)
 
 
 def _z(confidence: float) -> float:
@@ -494,6 +493,86 @@ def calibrated_runs(raw: list[dict], cal: dict) -> dict[str, list]:
             out[name].append((at, float(r["lost"][-1 if end is None else end]),
                               float(r["extra"][-1 if end is None else end])))
     return out
+
+
+
+# -- fixed-at-tolerance: the calibrated fixed judge, calibrated on the edge of "not degraded" ----------------
+# Our judge's false-rollback bound holds for every canary that is not degraded by the spec's definition, up to
+# the tolerance (orders down to -20%, errors up to x1.2), not only for the healthy ones: rolling back such a
+# release is a false rollback too. This judge is fixed-calibrated with its thresholds set the same way, but on
+# canaries exactly at the tolerance (orders x0.8 and errors x1.2 in the same run; the two are independent).
+# It needs no call of our judge, so its runs are cheap: the bad and healthy runs are simulated again from the
+# main run's seeds (the same rollouts), the boundary runs from their own.
+BOUNDARY = (1 - (CONFIGS["order-rate"].stable_tolerance or 0.0), 1 + (CONFIGS["error-rate"].stable_tolerance or 0.0))
+FIXED_TOL = "fixed-at-tolerance (30s, failureLimit 1, FRR 0.01 at orders -20% / errors x1.2)"
+JUDGES = (OURS, *FIXED, FIXED_CAL, FIXED_TOL, *KAYENTA, KAYENTA_CAL)
+
+
+def fixed_runs_chunk(task: tuple) -> dict:
+    """fixed_stats and cumulative losses of `n` rollouts of one cell, as run_chunk simulates them."""
+    scenario, rate, n, seed = task
+    order_mult, error_mult = BOUNDARY if scenario == "at tolerance" else SCENARIOS[scenario]
+    rng = np.random.default_rng(seed)
+    raw = []
+    ends = slice(CAL_PER - 1, FIXED_HORIZON, CAL_PER)
+    for _ in range(n):
+        sim = simulate(rng, rate, order_mult, error_mult, FIXED_HORIZON)
+        raw.append({"fixed": fixed_stats(sim, CAL_PER, FIXED_HORIZON),
+                    "lost": np.cumsum(sim["nc"] * ORDER_RATIO - sim["oc"])[ends],
+                    "extra": np.cumsum(sim["ec"] - sim["nc"] * ERROR_RATIO)[ends]})
+    return {"scenario": scenario, "rate": rate, "raw": raw}
+
+
+def fixed_thresholds(runs: list[dict]) -> dict:
+    """fixed-calibrated's thresholds from `runs` (at most CAL_FRR / 2 of them rolled back per metric within
+    CAL_HORIZON)."""
+    k = math.floor(len(runs) * CAL_FRR / 2)
+    measurements = CAL_HORIZON // CAL_PER
+    lowest = [np.fmin.reduce(r["fixed"][0][:measurements]) for r in runs]
+    highest = [np.fmax.reduce(r["fixed"][1][:measurements]) for r in runs]
+    return {"runs": len(runs), "rolled_back_per_metric_at_most": k,
+            "fixed_orders_below": _kth([math.inf if math.isnan(x) else float(x) for x in lowest], k, largest=False),
+            "fixed_errors_above": _kth([-math.inf if math.isnan(x) else float(x) for x in highest], k, largest=True)}
+
+
+def tolerance_cells(seed: int, bad_runs: int, healthy_runs: int, jobs: int) -> tuple[dict, dict]:
+    """fixed-at-tolerance's runs per (scenario, rate), and its thresholds per rate."""
+    boundary = [("at tolerance", rate, min(25, healthy_runs - start)) for rate in RATES
+                for start in range(0, healthy_runs, 25)]
+    children = np.random.SeedSequence([seed, 2]).spawn(len(boundary))
+    tasks = cell_tasks(seed, bad_runs, healthy_runs) + [
+        (*t, int(c.generate_state(1)[0])) for t, c in zip(boundary, children, strict=True)]
+    with multiprocessing.Pool(jobs) as pool:
+        chunks = pool.map(fixed_runs_chunk, tasks, chunksize=4)
+    raw: dict = {}
+    for c in chunks:
+        raw.setdefault((c["scenario"], c["rate"]), []).extend(c["raw"])
+    cells, thresholds = {}, {}
+    for rate in RATES:
+        t = thresholds[str(rate)] = fixed_thresholds(raw["at tolerance", rate])
+        for scenario in SCENARIOS:
+            runs = []
+            for r in raw[scenario, rate]:
+                orders, errors = r["fixed"]
+                hits = np.flatnonzero((orders < t["fixed_orders_below"]) | (errors > t["fixed_errors_above"]))
+                end = int(hits[0]) if hits.size else None
+                runs.append((None if end is None else (end + 1) * CAL_PER * DT,
+                             float(r["lost"][-1 if end is None else end]),
+                             float(r["extra"][-1 if end is None else end])))
+            cells[scenario, rate, FIXED_TOL] = runs
+    return cells, thresholds
+
+
+def cell_tasks(seed: int, bad_runs: int, healthy_runs: int, chunk: int = 25) -> list[tuple]:
+    """The main run's tasks: (scenario, rate, runs, seed) per chunk of `chunk` rollouts."""
+    tasks: list[tuple] = []
+    for scenario in SCENARIOS:
+        for rate in RATES:
+            n = healthy_runs if scenario == "healthy" else bad_runs
+            for start in range(0, n, chunk):
+                tasks.append((scenario, rate, min(chunk, n - start)))
+    children = np.random.SeedSequence(seed).spawn(len(tasks))
+    return [(*t, int(c.generate_state(1)[0])) for t, c in zip(tasks, children, strict=True)]
 
 
 def kl_floor(alpha: float, rate: float, rho1: float = 0.01, rho0: float = 0.8) -> dict:
@@ -567,7 +646,9 @@ def main() -> int:
     p.add_argument("--healthy-runs", type=int, default=None)
     p.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
     p.add_argument("--waves-runs", type=int, default=None, help="runs per demo-waves cell (default 200, 30 quick)")
-    p.add_argument("--only", choices=("waves",), help="run only the demo-waves cells (bench/results/judges-waves.*)")
+    p.add_argument("--only", choices=("waves", "tolerance"),
+                   help="run only the demo-waves cells (bench/results/judges-waves.*), or only fixed-at-tolerance, "
+                   "added to bench/results/judges.json from the same seed and runs")
     p.add_argument("--no-plot", dest="plot", action="store_false", help="do not write docs/images/judges-detection.png")
     p.add_argument("--waves-from", type=Path, help="take the demo-waves cells from an earlier judges.json instead of "
                    "running them again (same code and seed give the same cells; saves their 5 minutes)")
@@ -575,7 +656,6 @@ def main() -> int:
     bad_runs = args.bad_runs or (30 if args.quick else 200)
     healthy_runs = args.healthy_runs or (100 if args.quick else 1000)
     waves_runs = args.waves_runs or (30 if args.quick else 200)
-    chunk = 25
     if args.only == "waves":
         result = {"generated": datetime.now(UTC).isoformat(timespec="seconds"), "seed": args.seed, "jobs": args.jobs,
                   **waves_cells(args.seed, waves_runs, args.jobs)}
@@ -584,15 +664,9 @@ def main() -> int:
         print(waves_markdown(result))
         return 0
 
-    tasks: list[tuple] = []
-    seeds = np.random.SeedSequence(args.seed)
-    for scenario in SCENARIOS:
-        for rate in RATES:
-            n = healthy_runs if scenario == "healthy" else bad_runs
-            for start in range(0, n, chunk):
-                tasks.append((scenario, rate, min(chunk, n - start)))
-    children = seeds.spawn(len(tasks))
-    tasks = [(*t, int(c.generate_state(1)[0])) for t, c in zip(tasks, children, strict=True)]
+    if args.only == "tolerance":
+        return add_tolerance(RESULTS / "judges.json", args.jobs, args.plot)
+    tasks = cell_tasks(args.seed, bad_runs, healthy_runs)
 
     started = time.monotonic()
     with multiprocessing.Pool(args.jobs) as pool:
@@ -611,6 +685,8 @@ def main() -> int:
         for scenario in SCENARIOS:
             for name, runs in calibrated_runs(raw[scenario, rate], calibration[str(rate)]).items():
                 cells[scenario, rate, name] = runs
+    tolerance, tolerance_thresholds = tolerance_cells(args.seed, bad_runs, healthy_runs, args.jobs)
+    cells.update(tolerance)
     rows = []
     for scenario in SCENARIOS:
         for rate in RATES:
@@ -644,7 +720,9 @@ def main() -> int:
                                           "rollout_alpha": scenario_floor(scenario, r, ANALYSIS.false_rollback_rate)}
                                 for r in RATES}
                      for scenario in SCENARIOS if scenario != "healthy"},
-        "calibration": {"false_rollback_rate": CAL_FRR, "horizon_s": CAL_HORIZON * DT, "per_rate": calibration},
+        "calibration": {"false_rollback_rate": CAL_FRR, "horizon_s": CAL_HORIZON * DT, "per_rate": calibration,
+                        "at_tolerance": {"orders_x": BOUNDARY[0], "errors_x": BOUNDARY[1],
+                                         "per_rate": tolerance_thresholds}},
         "kayenta": {"tolerance": KAYENTA_TOLERANCE, "iqr_factor": KAYENTA_IQR_FACTOR,
                     "marginal": KAYENTA_MARGINAL, "pass": KAYENTA_PASS, "directions": DIRECTIONS,
                     "judges": {k: {"step_intervals": v[0], "judgement_intervals": v[1], "confidence": v[2]}
@@ -659,6 +737,26 @@ def main() -> int:
     if args.plot:
         plot(result, ROOT / "docs" / "images" / "judges-detection.png")
     print(markdown(result))
+    return 0
+
+
+def add_tolerance(path: Path, jobs: int, plot_too: bool) -> int:
+    """Adds fixed-at-tolerance to a judges.json written without it, from the same seed and runs."""
+    r = json.loads(path.read_text())
+    m = r["model"]
+    tolerance, thresholds = tolerance_cells(r["seed"], m["bad_runs"], m["healthy_runs"], jobs)
+    by = {(c["scenario"], c["rate"], c["judge"]): c for c in r["cells"]}
+    for (scenario, rate, name), runs in tolerance.items():
+        by[scenario, rate, name] = {"scenario": scenario, "rate": rate, "judge": name,
+                                    **summarise(runs, FIXED_HORIZON * DT)}
+    r["cells"] = [by[scenario, rate, name] for scenario in SCENARIOS for rate in RATES for name in JUDGES]
+    r["calibration"]["at_tolerance"] = {"orders_x": BOUNDARY[0], "errors_x": BOUNDARY[1], "per_rate": thresholds}
+    r["must_show"] = must_show(r["cells"])
+    path.write_text(json.dumps(r, indent=1) + "\n")
+    (RESULTS / "judges.md").write_text(markdown(r))
+    if plot_too:
+        plot(r, ROOT / "docs" / "images" / "judges-detection.png")
+    print(markdown(r))
     return 0
 
 
@@ -686,7 +784,8 @@ def must_show(rows: list[dict]) -> dict:
             <= ANALYSIS.false_rollback_rate} for rate in RATES]
     cells = [{"scenario": scenario, "rate": rate,
               "vs_fixed_calibrated": _vs(by[scenario, rate, OURS], by[scenario, rate, FIXED_CAL]),
-              "vs_kayenta_calibrated": _vs(by[scenario, rate, OURS], by[scenario, rate, KAYENTA_CAL])}
+              "vs_kayenta_calibrated": _vs(by[scenario, rate, OURS], by[scenario, rate, KAYENTA_CAL]),
+              "vs_fixed_at_tolerance": _vs(by[scenario, rate, OURS], by[scenario, rate, FIXED_TOL])}
              for scenario in SCENARIOS if scenario != "healthy" for rate in RATES]
     return {"false_rollbacks": frr, "detection": cells}
 
@@ -789,6 +888,7 @@ def _fmt(x: float | None, horizon: float) -> str:
 
 SHORT = {OURS: "guarded", "fixed-defaults (5m, failureLimit 3)": "fixed-defaults",
          "fixed-tuned (30s, failureLimit 1)": "fixed-tuned", FIXED_CAL: "fixed-calibrated",
+         FIXED_TOL: "fixed-at-tolerance",
          "kayenta-defaults (step 60s, judged every 10m, 98%)": "kayenta-defaults",
          "kayenta-tuned (step 10s, judged every 1m, 98%)": "kayenta-tuned", KAYENTA_CAL: "kayenta-calibrated"}
 
@@ -828,8 +928,8 @@ def markdown(r: dict) -> str:
               f"information floor against the spec's tolerance at the per-test alpha (none where the scenario is "
               f"within the tolerance). 'vs' compares medians.", "",
               "| scenario | R | floor (s) | " + " | ".join(SHORT[j] for j in JUDGES)
-              + " | ours vs fixed-calibrated | ours vs kayenta-calibrated |",
-              "|---|---|---|" + "---|" * (len(JUDGES) + 2)]
+              + " | ours vs fixed-calibrated | ours vs kayenta-calibrated | ours vs fixed-at-tolerance |",
+              "|---|---|---|" + "---|" * (len(JUDGES) + 3)]
     verdicts = {(v["scenario"], v["rate"]): v for v in r["must_show"]["detection"]}
     for scenario in SCENARIOS:
         if scenario == "healthy":
@@ -839,7 +939,8 @@ def markdown(r: dict) -> str:
             v = verdicts[scenario, rate]
             lines.append(f"| {scenario} | {rate} | {'-' if floor is None else f'{floor:g}'} | "
                          + " | ".join(_times(by[scenario, rate, j]) for j in JUDGES)
-                         + f" | {v['vs_fixed_calibrated']} | {v['vs_kayenta_calibrated']} |")
+                         + f" | {v['vs_fixed_calibrated']} | {v['vs_kayenta_calibrated']} | "
+                         f"{v.get('vs_fixed_at_tolerance', '')} |")
     lines += ["", "False rollbacks of every judge (healthy rollouts), within 300 s / within its horizon:", "",
               "| R | " + " | ".join(SHORT[j] for j in JUDGES) + " |", "|---|" + "---|" * len(JUDGES)]
     for rate in m["rates"]:
@@ -857,6 +958,14 @@ def markdown(r: dict) -> str:
         lines.append(f"| {rate} | {c['runs']} | {c['fixed_orders_below']:.4g} | {c['fixed_errors_above']:.4g} | "
                      f"{_confidence(c['kayenta_confidence'][0], c['kayenta_z'][0])}{looks[0]} | "
                      f"{_confidence(c['kayenta_confidence'][1], c['kayenta_z'][1])}{looks[1]} |")
+    tol = cal.get("at_tolerance")
+    if tol:
+        lines += ["", f"fixed-at-tolerance: the same thresholds set on {tol['per_rate'][str(m['rates'][0])]['runs']} "
+                  f"runs per R with the canary exactly at the tolerance (orders x{tol['orders_x']:g}, errors "
+                  f"x{tol['errors_x']:g}):", "",
+                  "| R | orders below | errors above |", "|---|---|---|"]
+        for rate, c in tol["per_rate"].items():
+            lines.append(f"| {rate} | {c['fixed_orders_below']:.4g} | {c['fixed_errors_above']:.4g} |")
     lines += ["", "## Bad releases", "",
               "| scenario | R | judge | detected | detect median (s) | detect p90 (s) | P(detect <= 60 s) "
               "| P(detect <= 300 s) | orders lost median | orders lost p90 | extra errors median |",
