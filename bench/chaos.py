@@ -79,7 +79,10 @@ def log(message: str) -> None:
 def transient(exc: BaseException) -> bool:
     """A failure the chaos itself causes: the API server restarting, a webhook whose operator is down."""
     if isinstance(exc, ApiException):
-        return exc.status in (0, 429, 500, 502, 503, 504) or "failed calling webhook" in str(exc.body)
+        # The identity policy refuses a rollout the operator's webhook did not stamp: the API server's own rule
+        # while the operator is down (its webhook configuration removed between two operators).
+        return exc.status in (0, 429, 500, 502, 503, 504) or "failed calling webhook" in str(exc.body) \
+            or (exc.status == 403 and "stamped by the guarded-rollouts admission webhook" in str(exc.body))
     return isinstance(exc, (OSError, kubernetes.client.exceptions.OpenApiException)) or \
         type(exc).__module__.startswith("urllib3")
 
@@ -459,18 +462,18 @@ def api_cut(bench: Bench, rng: random.Random) -> None:
     connect, 30 s to read): no byte moves on its connections; then they carry on, as a healed partition's."""
     start = time.time()
     bench.api_proxy.set("cut")
-    time.sleep(rng.uniform(10, 40))
+    time.sleep(rng.uniform(10, max(10.0, bench.args.cut_max)))
     bench.api_proxy.set("open")
     bench.fault("api-cut", start)
 
 
 def prometheus_outages(bench: Bench, rng: random.Random, done: threading.Event) -> None:
-    """Beside the kills (Prometheus is not the operator): every 10-40 s an outage or a slow spell, in a
-    shuffled order, until enough or phase 1 ends."""
+    """Beside the kills (Prometheus is not the operator): every 10-40 s (--prometheus-every) an outage or a
+    slow spell, in a shuffled order, until enough or phase 1 ends."""
     plan = ["outage"] * bench.args.prometheus + ["slow"] * bench.args.prometheus_slow
     rng.shuffle(plan)
     for what in plan:
-        if done.wait(rng.uniform(10, 40)):
+        if done.wait(rng.uniform(bench.args.prometheus_every / 4, bench.args.prometheus_every)):
             return
         if what == "outage":
             prometheus_outage(bench, rng)
@@ -623,6 +626,9 @@ def main() -> int:
     parser.add_argument("--apiserver", type=int, default=10, help="API server restarts")
     parser.add_argument("--etcd", type=int, default=10, help="etcd restarts")
     parser.add_argument("--cuts", type=int, default=10, help="the operator cut from the API server")
+    parser.add_argument("--cut-max", type=float, default=40, help="longest cut, seconds (the shortest is 10)")
+    parser.add_argument("--prometheus-every", type=float, default=40,
+                        help="most seconds between two Prometheus faults (the fewest: a quarter of it)")
     parser.add_argument("--stops", type=int, default=10, help="freezes of the active replica (phase 2)")
     parser.add_argument("--slots", type=int, default=5, help="rollouts in flight at once")
     parser.add_argument("--kinds", type=lambda v: v.split(","), default=list(KINDS),

@@ -185,7 +185,12 @@ def judge(ns: Namespace, expect: Expect, faults: list[tuple[float, float]], fina
     """Violations of the invariants in one namespace, and how many lags a fault explained."""
     out: list[dict[str, Any]] = []
     history = sorted(ns.history.values(), key=lambda h: _seconds(h["time"]))
-    samples = [s for s in ns.samples if expect.checked_from <= s.at <= expect.checked_until]
+    # From the first sample that shows the shop fully Ready (the bench saw it so before it made the rollout):
+    # the watch delivers changes in order, but late on a loaded machine, so a sample stamped after
+    # checked_from may still show the shop's pods coming up. Every state after that first one is judged.
+    ready = next((i for i, s in enumerate(ns.samples) if s.target_ready >= expect.replicas), None)
+    samples = ([s for s in ns.samples[ready:] if s.at <= expect.checked_until] if ready is not None else
+               [s for s in ns.samples if expect.checked_from <= s.at <= expect.checked_until])
     waves = [Wave.model_validate({("manual_gate" if k == "manualGate" else k): v for k, v in w.items()})
              for w in expect.waves]
     explained = 0
