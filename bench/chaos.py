@@ -616,6 +616,14 @@ def report(bench: Bench, began: float, operator_logs: list[Path]) -> dict[str, A
     }
 
 
+def attempt(step: Callable[[], object]) -> None:
+    """A clean-up step that must not keep the report from being written."""
+    try:
+        step()
+    except Exception as exc:
+        log(f"clean-up step failed: {type(exc).__name__}: {exc}")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seed", type=int, default=12)
@@ -652,12 +660,16 @@ def main() -> int:
     logs = [bench.operator.log_path]
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # interrupted: the finally below stops the operators
     completed = False
+    failure = None
     try:
         phase_one(bench, rng)
         if args.stops:
             phase_two(bench, rng)
             logs += [r.log_path for r in bench.replicas]
         completed = True
+    except Exception as exc:  # a fault that could not be injected (or undone): reported, the run still judged
+        failure = f"the faults stopped early: {type(exc).__name__}: {exc}"[:1000]
+        log(failure)
     finally:
         bench.stopping.set()
         bench.api_proxy.set("open")
@@ -667,13 +679,16 @@ def main() -> int:
             for t in threads:
                 t.join(timeout=1200)
         bench.watch.stop()
-        subprocess.run(["bash", str(TESTBED), "prometheus", "start"], check=False, capture_output=True, timeout=120)
+        attempt(lambda: subprocess.run(["bash", str(TESTBED), "prometheus", "start"], check=False,
+                                       capture_output=True, timeout=120))
         for proc in (bench.operator, *bench.replicas):
             if proc.proc is not None and proc.proc.poll() is None:
                 os.kill(proc.proc.pid, signal.SIGCONT)
-                proc.stop()
-        bench.operator.remove_webhooks()
+                attempt(proc.stop)
+        attempt(bench.operator.remove_webhooks)
     result = report(bench, began, logs)
+    if failure:
+        result["bench_errors"].append(failure)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps({k: v for k, v in result.items() if k not in ("violations", "rollouts_detail")}, indent=2))

@@ -30,7 +30,25 @@ PYTHON="${PYTHON:-$ROOT/.venv/bin/python}"
 log() { printf '[testbed] %s\n' "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
 
-pid_alive() { [[ -f "$RUN/pids/$1.pid" ]] && kill -0 "$(cat "$RUN/pids/$1.pid")" 2>/dev/null; }
+pid_alive() { # a recorded process that runs (a zombie has exited: its ports and files are released)
+  [[ -f "$RUN/pids/$1.pid" ]] || return 1
+  local pid state
+  pid="$(cat "$RUN/pids/$1.pid")"
+  kill -0 "$pid" 2>/dev/null || return 1
+  state="$(sed 's/.*) //' "/proc/$pid/stat" 2>/dev/null | cut -d' ' -f1)"
+  [[ -n "$state" && "$state" != Z ]]
+}
+
+stop_process() { # stop_process NAME [SECONDS]: SIGTERM, SIGKILL after SECONDS (default 5), back once it is gone
+  pid_alive "$1" || return 0
+  local pid ticks=$(( ${2:-5} * 4 ))
+  pid="$(cat "$RUN/pids/$1.pid")"
+  kill -TERM "$pid" 2>/dev/null || true
+  for _ in $(seq 1 "$ticks"); do pid_alive "$1" || return 0; sleep 0.25; done
+  kill -KILL "$pid" 2>/dev/null || true
+  for _ in $(seq 1 80); do pid_alive "$1" || return 0; sleep 0.25; done
+  die "$1 (pid $pid) did not end after SIGKILL"
+}
 
 api_ok() {
   curl -sf --max-time 3 --cacert "$RUN/pki/apiserver-ca.crt" -H "Authorization: Bearer $(cat "$RUN/tokens/admin")" \
@@ -304,9 +322,7 @@ start_simulator() {
 refresh_simulator() {
   [[ "$(cat "$RUN/traffic-sim.code" 2>/dev/null)" == "$(sim_code)" ]] && return
   log "the traffic simulator's code changed: restarting it"
-  kill -TERM "$(cat "$RUN/pids/traffic-sim.pid")" 2>/dev/null || true
-  for _ in $(seq 1 40); do pid_alive traffic-sim || break; sleep 0.25; done
-  pid_alive traffic-sim && kill -KILL "$(cat "$RUN/pids/traffic-sim.pid")"
+  stop_process traffic-sim 10
   start_simulator
 }
 
@@ -348,11 +364,7 @@ start_prometheus() {
 cmd_prometheus() {
   case "${1:-}" in
     stop)
-      if pid_alive prometheus; then
-        kill -TERM "$(cat "$RUN/pids/prometheus.pid")"
-        for _ in $(seq 1 40); do pid_alive prometheus || break; sleep 0.25; done
-        pid_alive prometheus && kill -KILL "$(cat "$RUN/pids/prometheus.pid")"
-      fi
+      stop_process prometheus 10
       log "prometheus stopped" ;;
     start)
       pid_alive prometheus || start_prometheus
@@ -367,11 +379,7 @@ cmd_prometheus() {
 cmd_apiserver() {
   case "${1:-}" in
     restart)
-      if pid_alive kube-apiserver; then
-        kill -TERM "$(cat "$RUN/pids/kube-apiserver.pid")"
-        for _ in $(seq 1 20); do pid_alive kube-apiserver || break; sleep 0.25; done
-        pid_alive kube-apiserver && kill -KILL "$(cat "$RUN/pids/kube-apiserver.pid")"
-      fi
+      stop_process kube-apiserver 5
       start_apiserver
       wait_for 90 "the API server's /readyz" api_ok /readyz
       log "kube-apiserver restarted" ;;
@@ -384,11 +392,7 @@ cmd_apiserver() {
 cmd_etcd() {
   case "${1:-}" in
     restart)
-      if pid_alive etcd; then
-        kill -TERM "$(cat "$RUN/pids/etcd.pid")"
-        for _ in $(seq 1 20); do pid_alive etcd || break; sleep 0.25; done
-        pid_alive etcd && kill -KILL "$(cat "$RUN/pids/etcd.pid")"
-      fi
+      stop_process etcd 5
       start_etcd
       wait_for 90 "the API server's /readyz" api_ok /readyz
       log "etcd restarted" ;;
