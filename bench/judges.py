@@ -812,8 +812,10 @@ def plot(r: dict, path: Path) -> None:
                 v = c["detect_median_s"]
                 ax.plot([x], [c["horizon_s"] * 1.25 if v is None else v], ls="none",
                         marker="^" if v is None else "o", ms=10 if name == OURS else 6, color=colors[name],
-                        mec="black" if name == OURS else colors[name], zorder=3 if name == OURS else 2,
-                        label=SHORT[name] if (col, s) == (0, bad[0]) else None)
+                        mec="black" if name == OURS else colors[name], zorder=3 if name == OURS else 2)
+            if col == 0:
+                ax.plot([], [], ls="none", marker="o", ms=10 if name == OURS else 6, color=colors[name],
+                        mec="black" if name == OURS else colors[name], label=SHORT[name])
         floor = [r["floors_s"][s][str(rate)]["per_test_alpha"] for s in bad]
         ax.plot(xs, [np.nan if f is None else f for f in floor], "k_", ms=22, mew=2,
                 label="information floor (alpha 0.0025)" if col == 0 else None)
