@@ -699,7 +699,7 @@ def main() -> int:
     if args.waves_from:
         earlier = json.loads(args.waves_from.read_text())
         waves = {k: earlier[k] for k in ("waves_runtime_s", "waves_model", "waves_cells")}
-        waves["waves_from"] = f"{args.waves_from.name} of {earlier['generated']}"
+        waves["waves_from"] = f"the run of {earlier['generated']}"
     else:
         waves = waves_cells(args.seed, waves_runs, args.jobs)
     result = {
