@@ -26,6 +26,8 @@ Judges, each judging both metrics (order rate and error rate) and rolling back o
 * fixed-calibrated, kayenta-calibrated: fixed-tuned and kayenta-tuned with their thresholds (ratio
   thresholds; confidence level) set per rate on the healthy runs to a false-rollback rate of 0.01 within
   300 s, the rate our judge is given: the issue's "tuned to the same false-rollback rate".
+* fixed-at-tolerance: fixed-calibrated with its thresholds set on canaries exactly at the tolerance (orders
+  x0.8, errors x1.2) instead: the same rate over the same null hypothesis as our judge's bound.
 
 Run with `make bench-judges` (or `python bench/judges.py [--quick]`); writes bench/results/judges.json and
 bench/results/judges.md. Deterministic from --seed. Not part of the test suite.
