@@ -334,19 +334,21 @@ def summarize(cases: list[dict[str, Any]]) -> list[dict[str, Any]]:
             if name == "healthy":
                 rolled = sum(r["detect_seconds"] is not None for r in runs)
                 row["false_rollbacks"] = f"{rolled}/{len(runs)}"
-                row["median_end_seconds"] = statistics.median(r["end_seconds"] for r in runs)
             else:
                 row["median_detect_seconds"] = statistics.median(detect) if detect else None
-                row["not_detected"] = [f"not detected within {r['cap_minutes']:g} min" for r in runs
-                                       if r["detect_seconds"] is None]
+                row["not_detected"] = [
+                    f"promoted undetected after {r['end_seconds']:g} s" if r["outcome"] == "promoted"
+                    else f"not detected within {r['cap_minutes']:g} min" for r in runs if r["detect_seconds"] is None]
                 row["median_orders_lost"] = statistics.median(r["orders_lost"] for r in runs)
+            row["median_end_seconds"] = statistics.median(r["end_seconds"] for r in runs)
             rows.append(row)
     return rows
 
 
 def table(results: dict[str, Any]) -> str:
     lines = ["| system | release | runs | outcome | detected after first bad pod Ready (s, median) | "
-             "orders lost (median) | reached | false rollbacks |", "|---|---|---|---|---|---|---|---|"]
+             "orders lost (median) | reached | ended after (s, median) | false rollbacks |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for r in results["summary"]:
         outcomes = ", ".join(f"{n} {o}" for o, n in r["outcomes"].items())
         detect = r.get("median_detect_seconds")
@@ -354,7 +356,7 @@ def table(results: dict[str, Any]) -> str:
         detect = f"{detect}{' (' + missed + ')' if missed else ''}" if detect is not None else missed
         lines.append(f"| {r['system']} | {r['release']} | {r['runs']} | {outcomes} | "
                      f"{'-' if r['release'] == 'healthy' else detect} | "
-                     f"{r.get('median_orders_lost', '-')} | {', '.join(r['reached'])} | "
+                     f"{r.get('median_orders_lost', '-')} | {', '.join(r['reached'])} | {r['median_end_seconds']} | "
                      f"{r.get('false_rollbacks', '-')} |")
     return "\n".join(lines) + "\n"
 
