@@ -17,6 +17,12 @@ ANALYSIS = Analysis(requests="http_requests_total", orders="orders_total", false
                     latency={"histogram": "http_request_duration_seconds", "threshold": "250ms"})
 
 
+def exact(series: str, interval: str, look_back: str = "300s") -> str:
+    """The exact increase of a counter over an interval, as the guards' templates render it."""
+    before = f"last_over_time({series}[{look_back}] offset {interval})"
+    return f"sum(clamp_min({series} - {before}, 0) or ({series} unless {before}))"
+
+
 class Buckets:
     """A provider whose histogram has these bucket bounds (as their series spell them)."""
 
@@ -48,11 +54,11 @@ def test_slow_requests_are_the_count_less_the_threshold_bucket_and_need_that_buc
     q = metric_queries(guard, namespace="shop", target="shop", interval="2s", pre_rollout_window="5m",
                        le="0\\.25")
     canary = 'namespace="shop",pod=~"shop-canary-[a-z0-9]{1,10}-[a-z0-9]{5}"'
-    count = f"sum(increase(http_request_duration_seconds_count{{{canary}}}[2s]))"
-    bucket = f'sum(increase(http_request_duration_seconds_bucket{{{canary},le=~"0\\\\.25"}}[2s]))'
+    count = exact("http_request_duration_seconds_count{" + canary + "}", "2s")
+    bucket = exact("http_request_duration_seconds_bucket{" + canary + ',le=~"0\\\\.25"}', "2s")
     assert q.canary.events == f"{count} - {bucket}"
     assert q.canary.requests == f"{count} and {bucket}", "no threshold bucket on the canary: no data, not 0 slow"
-    assert '[5m]' in q.pre_rollout.events and 'le=~"0\\\\.25"' in q.pre_rollout.requests
+    assert 'offset 5m' in q.pre_rollout.events and 'le=~"0\\\\.25"' in q.pre_rollout.requests
 
 
 @pytest.mark.parametrize("threshold, unit, bounds, le", [

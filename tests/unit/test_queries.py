@@ -40,8 +40,9 @@ def test_two_counter_names_give_an_order_rate_and_an_error_rate_guard() -> None:
     assert metrics["error-rate"].direction == "LowerIsBetter"
     sel = selectors("shop", "shop")
     errors = render(metrics["error-rate"].events, selector=sel.canary, interval="5s", namespace="shop", target="shop")
-    assert errors == ('sum(increase(http_requests_total{namespace="shop",'
-                      'pod=~"shop-canary-[a-z0-9]{1,10}-[a-z0-9]{5}",code=~"5.."}[5s]))')
+    series = 'http_requests_total{namespace="shop",pod=~"shop-canary-[a-z0-9]{1,10}-[a-z0-9]{5}",code=~"5.."}'
+    before = f"last_over_time({series}[300s] offset 5s)"
+    assert errors == f"sum(clamp_min({series} - {before}, 0) or ({series} unless {before}))"
 
 
 def test_the_stable_selector_does_not_match_canary_pods() -> None:
@@ -107,15 +108,26 @@ def test_gather_asks_the_pre_rollout_service_once_then_canary_and_stable_per_int
     obs = gather(provider, _spec(), _status(), namespace="shop", now=NOW)
     canary, stable, service = (f'namespace="shop",pod=~"shop-{p}[a-z0-9]{{1,10}}-[a-z0-9]{{5}}"'
                                for p in ("canary-", "", "(canary-)?"))
-    orders, requests = "sum(increase(orders_total{{{}}}[{}]))", "sum(increase(http_requests_total{{{}}}[{}]))"
-    errors = 'sum(increase(http_requests_total{{{},code=~"5.."}}[{}]))'
+    def exact(counter: str, selector: str, window: str, look_back: str = "300s", matchers: str = "") -> str:
+        series = f"{counter}{{{selector}{matchers}}}"
+        before = f"last_over_time({series}[{look_back}] offset {window})"
+        return f"sum(clamp_min({series} - {before}, 0) or ({series} unless {before}))"
+
+    def orders(sel: str, window: str, lb: str = "300s") -> str:
+        return exact("orders_total", sel, window, lb)
+
+    def requests(sel: str, window: str, lb: str = "300s") -> str:
+        return exact("http_requests_total", sel, window, lb)
+
+    def errors(sel: str, window: str, lb: str = "300s") -> str:
+        return exact("http_requests_total", sel, window, lb, ',code=~"5.."')
     assert provider.asked == [
-        ("instant", orders.format(service, "10m")), ("instant", requests.format(service, "10m")),
-        ("range", orders.format(canary, "5s")), ("range", requests.format(canary, "5s")),
-        ("range", orders.format(stable, "5s")), ("range", requests.format(stable, "5s")),
-        ("instant", errors.format(service, "10m")), ("instant", requests.format(service, "10m")),
-        ("range", errors.format(canary, "5s")), ("range", requests.format(canary, "5s")),
-        ("range", errors.format(stable, "5s")), ("range", requests.format(stable, "5s")),
+        ("instant", orders(service, "10m", "2400s")), ("instant", requests(service, "10m", "2400s")),
+        ("range", orders(canary, "5s")), ("range", requests(canary, "5s")),
+        ("range", orders(stable, "5s")), ("range", requests(stable, "5s")),
+        ("instant", errors(service, "10m", "2400s")), ("instant", requests(service, "10m", "2400s")),
+        ("range", errors(canary, "5s")), ("range", requests(canary, "5s")),
+        ("range", errors(stable, "5s")), ("range", requests(stable, "5s")),
     ]
     # Two whole 5 s intervals since the analysis began end before now minus the scrape lag.
     assert obs.metrics == {

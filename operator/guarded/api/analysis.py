@@ -51,9 +51,10 @@ SHORTCUT_DIRECTIONS = {"orders": Direction.HIGHER_IS_BETTER, "errors": Direction
 class Metric(ApiModel):
     """A ratio of two counters' increases (events per request), judged canary against baselines.
 
-    Templates are PromQL returning one number: the counter increase over `{{interval}}` for the pods
-    `{{selector}}` selects (label matchers, already escaped: `namespace="…",pod=~"…"`). Also available:
-    `{{namespace}}`, `{{target}}`.
+    Templates are PromQL returning one number: the counter's exact increase over `{{interval}}` for the pods
+    `{{selector}}` selects (label matchers, already escaped: `namespace="…",pod=~"…"`), best written
+    `sum(clamp_min(x{{{selector}}} - last_over_time(x{{{selector}}}[{{lookback}}] offset {{interval}}), 0) or ...)`
+    (increase() drops and extrapolates samples: docs/analysis.md). Also available: `{{namespace}}`, `{{target}}`.
     """
 
     model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": [{

@@ -3,10 +3,12 @@ templates rendered for the canary, the stable and the whole service, and the fir
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 
 from guarded.api.analysis import AlertSelector, Metric
+from guarded.api.common import parse_duration
 
 # Pod names of a Deployment's pods: <deployment>-<replicaset hash>-<pod suffix>.
 _POD_SUFFIX = "[a-z0-9]{1,10}-[a-z0-9]{5}"
@@ -60,9 +62,18 @@ def selectors(namespace: str, target: str) -> Selectors:
     )
 
 
-def render(template: str, *, selector: str, interval: str, namespace: str, target: str, le: str | None = None) -> str:
+def lookback(window_seconds: float) -> str:
+    """How far back a template's `{{lookback}}` looks for the last sample before a window: four windows and at
+    least five minutes (Prometheus's own lookback), so that failed scrapes (stale markers) lose no counts, and
+    only a series that Prometheus has not seen for that long counts as new (from zero)."""
+    return f"{max(300, math.ceil(4 * window_seconds))}s"
+
+
+def render(template: str, *, selector: str, interval: str, namespace: str, target: str, le: str | None = None,
+           look_back: str | None = None) -> str:
     values = {"selector": selector, "interval": interval, "namespace": escape_label_value(namespace),
-              "target": escape_label_value(target)}
+              "target": escape_label_value(target),
+              "lookback": look_back or lookback(parse_duration(interval))}
     if le is not None:   # the latency guard's bucket bound: a regex of every spelling the series use
         values["le"] = escape_label_value(le)
     return re.sub(r"\{\{\s*(\w+)\s*\}\}", lambda m: values.get(m.group(1), m.group(0)), template)
