@@ -80,10 +80,10 @@ class ArgoConfig:
 DOCUMENTED = ArgoConfig(name="argo-documented", interval="5m", failure_limit=3, window="5m", pause="10m")
 TUNED = ArgoConfig(name="argo-tuned", interval="30s", failure_limit=1, window="2m", pause="2m")
 GUARDED = "guarded"
-# The demo's settings plus power before promotion (docs/analysis.md): the wave before the last holds until a 20%
-# drop in orders would have been caught with 95% power. Not the demo's; a row of its own.
+# The demo's settings plus power before promotion (docs/analysis.md): the wave before the last holds until a drop
+# in orders by --detect (0.2: 20%) would have been caught with 95% power. Not the demo's; rows of their own,
+# guarded-detect-<drop>pct.
 GUARDED_DETECT = "guarded-detect"
-DETECT = [{"metric": "orders", "degradation": 0.2}]
 
 
 def log(message: str) -> None:
@@ -281,13 +281,15 @@ def argo_case(cluster: Cluster, config: ArgoConfig, release_name: str, cap: floa
             "message": message[:300], "analysis": evidence, **lost}
 
 
-def guarded_case(cluster: Cluster, release_name: str, cap: float, system: str = GUARDED) -> dict[str, Any]:
+def guarded_case(cluster: Cluster, release_name: str, cap: float, detect: float | None = None) -> dict[str, Any]:
     cluster = own_cluster(cluster)
     shop, namespace = shop_with_traffic(cluster, prefix="peers-grd", deployment=demo_shop())
     behaviour = RELEASES[release_name]
     body = release("release", NEW, waves(DEMO_BAKE), f"bench/peers: {release_name}", behaviour or None)
-    if system == GUARDED_DETECT:
-        body["spec"]["analysis"] = {**body["spec"]["analysis"], "detect": DETECT}
+    system = GUARDED
+    if detect is not None:
+        body["spec"]["analysis"] = {**body["spec"]["analysis"], "detect": [{"metric": "orders", "degradation": detect}]}
+        system = f"{GUARDED_DETECT}-{round(detect * 100)}pct"
     shop.create_rollout(body)
     ready_at = first_ready(shop, "shop-canary")
     log(f"{system} {release_name} in {namespace}: first new pod Ready")
@@ -321,7 +323,7 @@ def guarded_case(cluster: Cluster, release_name: str, cap: float, system: str = 
 
 def summarize(cases: list[dict[str, Any]]) -> list[dict[str, Any]]:
     rows = []
-    for system in (DOCUMENTED.name, TUNED.name, GUARDED, GUARDED_DETECT):
+    for system in dict.fromkeys([DOCUMENTED.name, TUNED.name, GUARDED, *sorted(c["system"] for c in cases)]):
         for name in RELEASES:
             runs = [c for c in cases if c["system"] == system and c["release"] == name]
             if not runs:
@@ -335,12 +337,14 @@ def summarize(cases: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 rolled = sum(r["detect_seconds"] is not None for r in runs)
                 row["false_rollbacks"] = f"{rolled}/{len(runs)}"
             else:
-                row["median_detect_seconds"] = statistics.median(detect) if detect else None
-                row["not_detected"] = [
-                    f"promoted undetected after {r['end_seconds']:g} s" if r["outcome"] == "promoted"
-                    else f"not detected within {r['cap_minutes']:g} min" for r in runs if r["detect_seconds"] is None]
-                row["median_orders_lost"] = statistics.median(r["orders_lost"] for r in runs)
-            row["median_end_seconds"] = statistics.median(r["end_seconds"] for r in runs)
+                row["median_detect_seconds"] = round(statistics.median(detect), 1) if detect else None
+                missed = [r for r in runs if r["detect_seconds"] is None]
+                promoted = [r["end_seconds"] for r in missed if r["outcome"] == "promoted"]
+                capped = [r["cap_minutes"] for r in missed if r["outcome"] != "promoted"]
+                row["not_detected"] = ([f"{len(promoted)} promoted undetected, {min(promoted):g}-{max(promoted):g} s"]
+                                       if promoted else []) + [f"not detected within {c:g} min" for c in capped]
+                row["median_orders_lost"] = round(statistics.median(r["orders_lost"] for r in runs), 1)
+            row["median_end_seconds"] = round(statistics.median(r["end_seconds"] for r in runs), 1)
             rows.append(row)
     return rows
 
@@ -376,6 +380,7 @@ def main() -> int:
     parser.add_argument("--systems", default=f"{DOCUMENTED.name},{TUNED.name},{GUARDED},{GUARDED_DETECT}")
     parser.add_argument("--releases", default=",".join(RELEASES))
     parser.add_argument("--healthy", type=int, default=10, help="healthy releases per system")
+    parser.add_argument("--detect", default="0.2", help="guarded-detect: the drops in orders to power, comma-separated")
     parser.add_argument("--repeat", type=int, default=1, help="runs of each bad release per system")
     parser.add_argument("--append", action="store_true", help="add to the cases already in --out/peers.json")
     parser.add_argument("--documented-healthy", type=int, default=5, help="healthy releases, documented config")
@@ -398,10 +403,11 @@ def main() -> int:
                 if config.name in systems and (config is TUNED or name != "healthy" or i < args.documented_healthy):
                     cap = 60 * (args.documented_cap if config is DOCUMENTED else args.cap)
                     jobs.append((f"{config.name}/{name}", functools.partial(argo_case, cluster, config, name, cap)))
-            for system in (GUARDED, GUARDED_DETECT):
-                if system in systems:
-                    job = functools.partial(guarded_case, cluster, name, 60 * args.cap, system)
-                    jobs.append((f"{system}/{name}", job))
+            if GUARDED in systems:
+                jobs.append((f"{GUARDED}/{name}", functools.partial(guarded_case, cluster, name, 60 * args.cap)))
+            for drop in map(float, args.detect.split(",") if GUARDED_DETECT in systems else []):
+                job = functools.partial(guarded_case, cluster, name, 60 * args.cap, drop)
+                jobs.append((f"{GUARDED_DETECT}-{drop}/{name}", job))
     jobs.sort(key=lambda j: not j[0].startswith(DOCUMENTED.name))  # the long ones first
     results: dict[str, Any] = {
         "when": datetime.now(UTC).isoformat(timespec="seconds"), "cases": [], "failed": [],
@@ -410,7 +416,8 @@ def main() -> int:
         "notes": (f"10 pods, 300 req/s, 5% order, 0.5% errors; Argo steps setWeight {', '.join(map(str, WEIGHTS))} "
                   f"then 100 (pod shares, no traffic router); documented: {DOCUMENTED}, capped at "
                   f"{args.documented_cap:.0f} min; tuned: {TUNED}; guarded: the demo's waves (1 pod, 20%, 50%, 100%, "
-                  f"{DEMO_BAKE} s bakes) and analysis; guarded-detect: the same with detect {DETECT}"),
+                  f"{DEMO_BAKE} s bakes) and analysis; guarded-detect-<d>pct: the same "
+                  "with detect [{metric: orders, degradation: <d>}]"),
         "releases": RELEASES}
     if args.append and (args.out / "peers.json").exists():
         before = json.loads((args.out / "peers.json").read_text())
