@@ -281,7 +281,19 @@ def argo_case(cluster: Cluster, config: ArgoConfig, release_name: str, cap: floa
             "message": message[:300], "analysis": evidence, **lost}
 
 
-def guarded_case(cluster: Cluster, release_name: str, cap: float, detect: float | None = None) -> dict[str, Any]:
+def committed_operator() -> tuple[str, Path]:
+    """operator/ as committed at HEAD, exported apart: the checkout is shared, and the guarded cases must run one
+    commit's code, not whatever edits are under way. Returns the commit and the directory for PYTHONPATH."""
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, check=True, capture_output=True,
+                            text=True).stdout.strip()
+    where = Path(tempfile.mkdtemp(prefix=f"peers-operator-{commit}-"))
+    archive = subprocess.run(["git", "archive", "HEAD", "operator"], cwd=ROOT, check=True, capture_output=True)
+    subprocess.run(["tar", "-x", "-C", str(where)], input=archive.stdout, check=True)
+    return commit, where / "operator"
+
+
+def guarded_case(cluster: Cluster, release_name: str, cap: float, detect: float | None = None, *,
+                 operator: str = "") -> dict[str, Any]:
     cluster = own_cluster(cluster)
     shop, namespace = shop_with_traffic(cluster, prefix="peers-grd", deployment=demo_shop())
     behaviour = RELEASES[release_name]
@@ -311,7 +323,7 @@ def guarded_case(cluster: Cluster, release_name: str, cap: float, detect: float 
     delete_namespace(cluster, namespace)
     wave = back.get("wave") if back else st.get("wave")  # promoted: the last wave
     outcome = {"RolledBack": "rolled back", "Succeeded": "promoted"}.get(st.get("phase", ""), st.get("phase", "?"))
-    return {"system": system, "release": release_name, "namespace": namespace, "outcome": outcome,
+    return {"system": system, "operator": operator, "release": release_name, "namespace": namespace, "outcome": outcome,
             "cap_minutes": round(cap / 60, 1),
             "detect_seconds": round(detected - ready_at, 1) if detected else None,
             "end_seconds": round(end - ready_at, 1),
@@ -323,9 +335,11 @@ def guarded_case(cluster: Cluster, release_name: str, cap: float, detect: float 
 
 def summarize(cases: list[dict[str, Any]]) -> list[dict[str, Any]]:
     rows = []
-    for system in dict.fromkeys([DOCUMENTED.name, TUNED.name, GUARDED, *sorted(c["system"] for c in cases)]):
+    def label(case: dict[str, Any]) -> str:  # a guarded system is one per operator code
+        return f"{case['system']} @ {case['operator']}" if case.get("operator") else case["system"]
+    for system in dict.fromkeys([DOCUMENTED.name, TUNED.name, *sorted(map(label, cases))]):
         for name in RELEASES:
-            runs = [c for c in cases if c["system"] == system and c["release"] == name]
+            runs = [c for c in cases if label(c) == system and c["release"] == name]
             if not runs:
                 continue
             detect = [r["detect_seconds"] for r in runs if r["detect_seconds"] is not None]
@@ -394,7 +408,8 @@ def main() -> int:
     cluster = connect()
     argo = ArgoController(cluster, argo_dir())
     argo.install()
-    operator = OperatorProcess(cluster)
+    code, source = committed_operator()
+    operator = OperatorProcess(cluster, env={"PYTHONPATH": str(source)})
     operator.install()
     jobs: list[tuple[str, Callable[[], dict[str, Any]]]] = []
     for name in releases:
@@ -404,9 +419,10 @@ def main() -> int:
                     cap = 60 * (args.documented_cap if config is DOCUMENTED else args.cap)
                     jobs.append((f"{config.name}/{name}", functools.partial(argo_case, cluster, config, name, cap)))
             if GUARDED in systems:
-                jobs.append((f"{GUARDED}/{name}", functools.partial(guarded_case, cluster, name, 60 * args.cap)))
+                job = functools.partial(guarded_case, cluster, name, 60 * args.cap, operator=code)
+                jobs.append((f"{GUARDED}/{name}", job))
             for drop in map(float, args.detect.split(",") if GUARDED_DETECT in systems else []):
-                job = functools.partial(guarded_case, cluster, name, 60 * args.cap, drop)
+                job = functools.partial(guarded_case, cluster, name, 60 * args.cap, drop, operator=code)
                 jobs.append((f"{GUARDED_DETECT}-{drop}/{name}", job))
     jobs.sort(key=lambda j: not j[0].startswith(DOCUMENTED.name))  # the long ones first
     results: dict[str, Any] = {
