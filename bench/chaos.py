@@ -502,6 +502,8 @@ def phase_one(bench: Bench, rng: random.Random) -> None:
             if i % 20 == 0:
                 log(f"phase 1: {i + 1}/{len(plan)} faults, {len(bench.results)} rollouts done")
         outages.join()  # the outages still planned, while the kills have stopped
+        while len(bench.results) < bench.args.min_rollouts:  # enough rollouts judged (with or without faults)
+            time.sleep(2)
     finally:
         done.set()
 
@@ -638,6 +640,9 @@ def main() -> int:
     parser.add_argument("--prometheus-every", type=float, default=40,
                         help="most seconds between two Prometheus faults (the fewest: a quarter of it)")
     parser.add_argument("--stops", type=int, default=10, help="freezes of the active replica (phase 2)")
+    parser.add_argument("--min-rollouts", type=int, default=0,
+                        help="phase 1 lasts until this many rollouts have ended (0: until its faults are done); "
+                        "with every fault count 0, a plain run of that many rollouts")
     parser.add_argument("--slots", type=int, default=5, help="rollouts in flight at once")
     parser.add_argument("--kinds", type=lambda v: v.split(","), default=list(KINDS),
                         help=f"the kinds of rollout, taken in turn (default: {','.join(KINDS)})")
