@@ -21,7 +21,7 @@ help:
 	@echo "make bench-judges     our judge vs fixed-threshold judges on simulated rollouts (no cluster)"
 	@echo "make bench-fuzz       1,200 fuzzed objects against the API server and an operator of its own"
 	@echo "make bench-chaos      rollouts under operator kills, freezes, outages and conflicting writes (~20 min)"
-	@echo "make bench-peers      the same bad and healthy releases under Argo Rollouts and guarded-rollouts (~45 min)"
+	@echo "make bench-peers      the same bad and healthy releases under Argo Rollouts and guarded-rollouts (~30 min)"
 	@echo "make dashboard-screenshots  refresh docs/images/dashboard-*.png from the dashboard's browser test"
 	@echo "make browser       install Debian's chromium for the browser test when missing (make test does)"
 	@echo "make image         the operator's OCI image without Docker (hack/image.sh build; docs/image.md)"

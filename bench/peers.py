@@ -11,7 +11,8 @@ shop (10 pods, 300 req/s, 5% of requests order, 0.5% fail):
   request against the stable's (>= 0.8) and its errors per request against the stable's (<= 2x). Two
   configurations: Argo's documented example (interval 5m, failureLimit 3, a 5m range, pauses 10m), capped
   at --documented-cap minutes, and a tuned one (interval 30s, failureLimit 1, a 2m range, pauses 2m);
-* guarded-rollouts (our operator, started as the tests start it) with the demo's waves and analysis.
+* guarded-rollouts (our operator, started as the tests start it, from operator/ as committed at HEAD) with the
+  demo's waves and analysis, and guarded-detect-<drop>pct: the same with power before promotion (--detect).
 
 Per case: detection time after the first bad pod Ready, orders lost on the new pods (expected at the base
 ratio minus taken, from Prometheus), the step or wave reached, and the outcome. Cases run side by side.
@@ -394,7 +395,7 @@ def main() -> int:
     parser.add_argument("--systems", default=f"{DOCUMENTED.name},{TUNED.name},{GUARDED},{GUARDED_DETECT}")
     parser.add_argument("--releases", default=",".join(RELEASES))
     parser.add_argument("--healthy", type=int, default=10, help="healthy releases per system")
-    parser.add_argument("--detect", default="0.2", help="guarded-detect: the drops in orders to power, comma-separated")
+    parser.add_argument("--detect", default="0.2,0.3", help="guarded-detect: drops in orders to power, comma-separated")
     parser.add_argument("--repeat", type=int, default=1, help="runs of each bad release per system")
     parser.add_argument("--append", action="store_true", help="add to the cases already in --out/peers.json")
     parser.add_argument("--documented-healthy", type=int, default=5, help="healthy releases, documented config")
