@@ -184,7 +184,12 @@ def judge(ns: Namespace, expect: Expect, faults: list[tuple[float, float]], fina
           image: str | None) -> tuple[list[dict[str, Any]], int]:
     """Violations of the invariants in one namespace, and how many lags a fault explained."""
     out: list[dict[str, Any]] = []
-    history = sorted(ns.history.values(), key=lambda h: _seconds(h["time"]))
+    # The history the watch saw, and the final status's own (complete up to its last 60 entries): a watch that
+    # broke (an API server or etcd restart) lists again, and misses what a short rollout wrote in between.
+    seen = dict(ns.history)
+    for h in final.get("history") or []:
+        seen.setdefault((h["time"], h["reason"], str(h.get("wave"))), h)
+    history = sorted(seen.values(), key=lambda h: _seconds(h["time"]))
     # From the first sample that shows the shop fully Ready (the bench saw it so before it made the rollout):
     # the watch delivers changes in order, but late on a loaded machine, so a sample stamped after
     # checked_from may still show the shop's pods coming up. Every state after that first one is judged.
