@@ -79,10 +79,10 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     settings.posting.level = logging.WARNING
     settings.watching.server_timeout = 120
     settings.peering.name = "guarded-rollouts"
-    memo.client = KubeClient(kubernetes.client.ApiClient(_kube_configuration()))
+    memo.client = KubeClient(kubernetes.client.ApiClient(_kube_configuration()), observer=telemetry.api_request)
     notify.configure(memo.client)  # operator-wide sinks (GUARDED_NOTIFY_*): a bad value stops the start here
     url = os.environ.get("GUARDED_PROMETHEUS_URL")
-    memo.provider = PrometheusProvider(url) if url else None
+    memo.provider = PrometheusProvider(url, observer=telemetry.metric_query) if url else None
     listen = os.environ.get("GUARDED_ALERTS_LISTEN", "")
     if listen:
         host, _, port = listen.rpartition(":")

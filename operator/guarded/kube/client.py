@@ -13,10 +13,13 @@ builders and the pure core expect.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import functools
 import json
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import kubernetes
 from kubernetes.client.rest import ApiException
@@ -28,9 +31,45 @@ REQUEST_TIMEOUT = (5.0, 30.0)  # connect, read (seconds)
 _POOL = ThreadPoolExecutor(max_workers=16, thread_name_prefix="guarded-io")
 
 
+# Told of every request this client sends, as (verb, resource): the operator counts them (handlers/telemetry).
+RequestObserver = Callable[[str, str], None]
+
+
 async def run_blocking(fn: Any, *args: Any, **kwargs: Any) -> Any:
-    """Run a blocking call (the Kubernetes client, a Prometheus query) on the operator's own threads."""
-    return await asyncio.get_running_loop().run_in_executor(_POOL, functools.partial(fn, *args, **kwargs))
+    """Run a blocking call (the Kubernetes client, a Prometheus query) on the operator's own threads.
+
+    In the caller's context (contextvars), so that what the call counts is counted for the reconcile
+    that made it."""
+    call = functools.partial(contextvars.copy_context().run, functools.partial(fn, *args, **kwargs))
+    return await asyncio.get_running_loop().run_in_executor(_POOL, call)
+
+
+_VERBS = {"POST": "create", "PUT": "update", "PATCH": "patch"}
+
+
+def classify(method: str, url: str) -> tuple[str, str]:
+    """(verb, resource) of a request as the API server's own metrics name them: get, list, watch, create,
+    update, patch, delete, deletecollection; a subresource as `resource/sub` (guardedrollouts/status)."""
+    parsed = urlsplit(url)
+    parts = [p for p in parsed.path.split("/") if p]
+    if parts[:1] == ["api"]:
+        rest = parts[2:]
+    elif parts[:1] == ["apis"]:
+        rest = parts[3:]
+    else:
+        return method.lower(), parsed.path or "/"
+    if rest[:1] == ["namespaces"] and len(rest) >= 3:
+        rest = rest[2:]  # a namespaced resource: /namespaces/<ns>/<resource>[/<name>[/<sub>]]
+    if not rest:
+        return method.lower(), "/".join(parts[:3])
+    resource = rest[0] + (f"/{rest[2]}" if len(rest) >= 3 else "")
+    named = len(rest) >= 2
+    if method == "GET":
+        watch = parse_qs(parsed.query).get("watch", [""])[0] in ("true", "1")
+        return ("get" if named else "watch" if watch else "list"), resource
+    if method == "DELETE":
+        return ("delete" if named else "deletecollection"), resource
+    return _VERBS.get(method, method.lower()), resource
 
 
 class Conflict(Exception):
@@ -38,8 +77,16 @@ class Conflict(Exception):
 
 
 class KubeClient:
-    def __init__(self, api_client: kubernetes.client.ApiClient) -> None:
+    def __init__(self, api_client: kubernetes.client.ApiClient, *, observer: RequestObserver | None = None) -> None:
         self.api_client = api_client
+        if observer is not None:
+            send = api_client.request
+
+            def counted(method: str, url: str, *args: Any, **kwargs: Any) -> Any:
+                observer(*classify(method, url))
+                return send(method, url, *args, **kwargs)
+
+            api_client.request = counted  # type: ignore[method-assign]
         self.apps = kubernetes.client.AppsV1Api(api_client)
         self.core = kubernetes.client.CoreV1Api(api_client)
         self.custom = kubernetes.client.CustomObjectsApi(api_client)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 
 import requests
@@ -10,13 +11,22 @@ from urllib3.util.retry import Retry
 
 from guarded.metrics.provider import Labels, Series
 
+# Told of every query sent, by kind (range, instant, labels): the operator counts them (handlers/telemetry).
+QueryObserver = Callable[[str], None]
+
 
 class PrometheusProvider:
-    def __init__(self, url: str, *, timeout: float = 5.0, retries: int = 2) -> None:
+    def __init__(self, url: str, *, timeout: float = 5.0, retries: int = 2,
+                 observer: QueryObserver | None = None) -> None:
         self.url = url
+        self.observer = observer
         retry = Retry(total=retries, backoff_factor=0.2, status_forcelist=(502, 503, 504),
                       allowed_methods=frozenset({"GET", "POST"}))
         self.client = PrometheusConnect(url=url, disable_ssl=True, retry=retry, timeout=int(max(1, timeout)))
+
+    def _count(self, kind: str) -> None:
+        if self.observer is not None:
+            self.observer(kind)
 
     def _describe(self, exc: Exception, query: str) -> str:
         text = str(exc)
@@ -29,6 +39,7 @@ class PrometheusProvider:
     def range(self, query: str, *, start: datetime, end: datetime, step_seconds: float) -> Series:
         if end <= start:
             return Series()
+        self._count("range")
         try:
             result = self.client.custom_query_range(query, start_time=start, end_time=end, step=f"{step_seconds:g}s")
         except Exception as exc:  # errors are data
@@ -41,6 +52,7 @@ class PrometheusProvider:
 
     def instant(self, query: str, *, at: datetime | None = None) -> Series:
         params = {"time": f"{at.timestamp():.3f}"} if at is not None else None
+        self._count("instant")
         try:
             result = self.client.custom_query(query, params=params)
         except Exception as exc:
@@ -53,6 +65,7 @@ class PrometheusProvider:
         return Series(values={float(t): float(v)})
 
     def labels(self, query: str) -> Labels:
+        self._count("labels")
         try:
             result = self.client.custom_query(query)
         except Exception as exc:
