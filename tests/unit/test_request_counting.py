@@ -53,3 +53,18 @@ def test_what_a_reconcile_sends_from_worker_threads_is_counted_for_it() -> None:
     assert sample(t, "guarded_reconcile_api_requests_sum") == 2
     assert sample(t, "guarded_reconcile_api_requests_count") == 1
     assert sample(t, "guarded_reconcile_metric_queries_sum") == 1
+
+
+def test_the_client_tells_its_observer_of_each_request_it_sends() -> None:
+    import kubernetes
+
+    from guarded.kube.client import KubeClient
+
+    seen: list[tuple[str, str]] = []
+    cfg = kubernetes.client.Configuration()
+    cfg.host = "http://127.0.0.1:9"  # nothing listens: the request is counted, then fails
+    cfg.retries = 0
+    client = KubeClient(kubernetes.client.ApiClient(cfg), observer=lambda verb, resource: seen.append((verb, resource)))
+    with pytest.raises(Exception):  # noqa: B017 - refused connection, whatever urllib3 calls it
+        asyncio.run(client.get_deployment("shop", "shop"))
+    assert seen[:1] == [("get", "deployments")]

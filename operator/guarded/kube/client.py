@@ -79,14 +79,15 @@ class Conflict(Exception):
 class KubeClient:
     def __init__(self, api_client: kubernetes.client.ApiClient, *, observer: RequestObserver | None = None) -> None:
         self.api_client = api_client
-        if observer is not None:
-            send = api_client.request
+        if observer is not None:  # every request passes its REST client's request(method, url, ...)
+            rest = api_client.rest_client
+            send = rest.request
 
             def counted(method: str, url: str, *args: Any, **kwargs: Any) -> Any:
                 observer(*classify(method, url))
                 return send(method, url, *args, **kwargs)
 
-            api_client.request = counted  # type: ignore[method-assign]
+            rest.request = counted
         self.apps = kubernetes.client.AppsV1Api(api_client)
         self.core = kubernetes.client.CoreV1Api(api_client)
         self.custom = kubernetes.client.CustomObjectsApi(api_client)
