@@ -27,6 +27,7 @@ from guarded.api.stages import phase_in
 from guarded.core.templates import canary_name
 from guarded.handlers import alerts, endpoints, notify, telemetry, tls, webhook_server
 from guarded.handlers.reconcile import clean_up, reconcile
+from guarded.kube.cache import WatchCache
 from guarded.kube.client import Conflict, KubeClient
 from guarded.metrics.prometheus import PrometheusProvider
 
@@ -37,6 +38,9 @@ RECONCILE_TIMEOUT = 90.0  # a reconcile stuck on I/O is abandoned and started ag
 # watch events wake it: its own status write is one of them. Waves (requeue 0) are not slowed.
 HELD_AFTER = 2.0          # a reconcile that asks to wait this long or longer (longer than the 1 s poll of a wave)
 MIN_SPACING = 0.5         # seconds between the end of one reconcile of a held rollout and the next
+
+# What the reconciles read instead of GETs: kopf's indexes below, one watch per kind (kube/cache.py).
+CACHE = WatchCache(observer=telemetry.cache_read)
 
 _wakers: dict[tuple[str, str], asyncio.Event] = {}
 _targets: dict[tuple[str, str], str] = {}
@@ -79,7 +83,8 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     settings.posting.level = logging.WARNING
     settings.watching.server_timeout = 120
     settings.peering.name = "guarded-rollouts"
-    memo.client = KubeClient(kubernetes.client.ApiClient(_kube_configuration()), observer=telemetry.api_request)
+    memo.client = KubeClient(kubernetes.client.ApiClient(_kube_configuration()), observer=telemetry.api_request,
+                             cache=CACHE)
     notify.configure(memo.client)  # operator-wide sinks (GUARDED_NOTIFY_*): a bad value stops the start here
     url = os.environ.get("GUARDED_PROMETHEUS_URL")
     memo.provider = PrometheusProvider(url, observer=telemetry.metric_query) if url else None
@@ -161,9 +166,24 @@ def seen(key: tuple[str, str], body: dict[str, Any], deleted: bool) -> tuple[boo
     return changed, final
 
 
+# The watch caches. kopf starts no handler (so no reconcile) before each index has had its first full listing,
+# and keeps them by the watches it runs anyway; the daemons hand them to the cache (kopf gives them to handlers).
+@kopf.index("apps", "v1", "deployments")
+async def watched_deployments(namespace: str, name: str, body: kopf.Body, **_: Any) -> dict[Any, Any]:
+    return {(namespace, name): dict(body)}
+
+
+@kopf.index(GROUP, VERSION, PLURAL)
+async def watched_rollouts(namespace: str, name: str, body: kopf.Body, **_: Any) -> dict[Any, Any]:
+    return {(namespace, name): dict(body)}
+
+
 @kopf.daemon(GROUP, VERSION, PLURAL, id="reconcile", cancellation_timeout=10.0)
 async def run_rollout(namespace: str, name: str, stopped: kopf.DaemonStopped, memo: kopf.Memo,
-                      **_: Any) -> None:
+                      watched_deployments: kopf.Index, watched_rollouts: kopf.Index, **_: Any) -> None:
+    if not CACHE.serves(PLURAL):
+        CACHE.serve("deployments", watched_deployments)
+        CACHE.serve(PLURAL, watched_rollouts)
     key = (namespace, name)
     wake = _wakers.setdefault(key, asyncio.Event())
     log = logs.logger(rollout=name, namespace=namespace, wave=None)

@@ -116,6 +116,9 @@ class Telemetry:
             "and resource (kopf's watches and its own patches are not counted).", ("verb", "resource"), registry=r)
         self.metric_queries = Counter(f"{PREFIX}_metric_queries", "Prometheus queries sent, by kind "
                                       "(range, instant, labels).", ("kind",), registry=r)
+        self.cache_reads = Counter(
+            f"{PREFIX}_cache_reads", "Reads of an object from the watch cache, by resource and result (hit; miss: "
+            "asked the API server, the copy not trusted).", ("resource", "result"), registry=r)
         self.reconcile_api_requests = Histogram(
             f"{PREFIX}_reconcile_api_requests", "Kubernetes API requests sent by one reconcile.",
             buckets=PER_RECONCILE_BUCKETS, registry=r)
@@ -131,6 +134,10 @@ class Telemetry:
         sent = _SENT.get()
         if sent is not None:
             sent["api"] += 1
+
+    def cache_read(self, resource: str, hit: bool) -> None:
+        """One read from the watch cache (kube.cache's observer)."""
+        self.cache_reads.labels(resource, "hit" if hit else "miss").inc()
 
     def metric_query(self, kind: str) -> None:
         """One Prometheus query (metrics.prometheus's observer); any thread."""
@@ -234,3 +241,4 @@ forget = TELEMETRY.forget
 reconciling = TELEMETRY.reconciling
 api_request = TELEMETRY.api_request
 metric_query = TELEMETRY.metric_query
+cache_read = TELEMETRY.cache_read
