@@ -61,10 +61,13 @@ def test_the_client_tells_its_observer_of_each_request_it_sends() -> None:
     from guarded.kube.client import KubeClient
 
     seen: list[tuple[str, str]] = []
-    cfg = kubernetes.client.Configuration()
-    cfg.host = "http://127.0.0.1:9"  # nothing listens: the request is counted, then fails
-    cfg.retries = 0
-    client = KubeClient(kubernetes.client.ApiClient(cfg), observer=lambda verb, resource: seen.append((verb, resource)))
-    with pytest.raises(Exception):  # noqa: B017 - refused connection, whatever urllib3 calls it
+    api = kubernetes.client.ApiClient()
+
+    def refused(*_: object, **__: object) -> None:
+        raise ConnectionRefusedError("nothing listens")
+
+    api.rest_client.request = refused  # the request is counted, then fails
+    client = KubeClient(api, observer=lambda verb, resource: seen.append((verb, resource)))
+    with pytest.raises(ConnectionRefusedError):
         asyncio.run(client.get_deployment("shop", "shop"))
     assert seen[:1] == [("get", "deployments")]

@@ -82,10 +82,14 @@ def test_the_copy_handed_out_is_not_the_cached_object() -> None:
 
 def test_every_named_write_the_client_sends_marks_the_object_before_it_leaves() -> None:
     cache, _ = cache_with(deployment("shop", "10"))
-    cfg = kubernetes.client.Configuration()
-    cfg.host, cfg.retries = "http://127.0.0.1:9", 0  # nothing listens: the write fails after it was marked
-    client = KubeClient(kubernetes.client.ApiClient(cfg), cache=cache)
-    with pytest.raises(Exception):  # noqa: B017 - refused connection, whatever urllib3 calls it
+    api = kubernetes.client.ApiClient()
+
+    def refused(*_: Any, **__: Any) -> None:
+        raise ConnectionRefusedError("nothing listens")
+
+    api.rest_client.request = refused  # the write fails after it was marked
+    client = KubeClient(api, cache=cache)
+    with pytest.raises(ConnectionRefusedError):
         asyncio.run(client._call(client.apps.patch_namespaced_deployment, "shop", "shop", {"spec": {}}))
     assert cache.read("deployments", "shop", "shop")[0] is False
 
@@ -102,3 +106,18 @@ def test_every_named_write_the_client_sends_marks_the_object_before_it_leaves() 
 def test_a_status_write_sends_only_what_changed(before: dict, after: dict, patch: dict) -> None:
     assert merge_patch(before, after) == patch
     assert apply_merge_patch(before, merge_patch(before, after)) == after
+
+
+def test_a_namespaces_list_is_read_from_the_watch_until_one_of_its_objects_is_written() -> None:
+    cache, services = WatchCache(), {"shop": [deployment("shop", "5")]}
+    cache.serve_lists("services", services)
+    assert cache.read_list("services", "shop") == (True, [deployment("shop", "5")])
+    assert cache.read_list("services", "other") == (True, [])
+    cache.touched("services", "shop", "shop")                   # routing pins its selector
+    assert cache.read_list("services", "shop") == (False, [])
+    assert cache.read_list("services", "other")[0] is True      # another namespace is not in doubt
+    cache.settle_list("services", "shop", [deployment("shop", "6")])
+    assert cache.read_list("services", "shop")[0] is False      # the watch has not delivered 6 yet
+    services["shop"] = [deployment("shop", "6")]
+    cache.settle_list("services", "shop", [deployment("shop", "6")])
+    assert cache.read_list("services", "shop") == (True, [deployment("shop", "6")])

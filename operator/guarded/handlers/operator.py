@@ -178,12 +178,52 @@ async def watched_rollouts(namespace: str, name: str, body: kopf.Body, **_: Any)
     return {(namespace, name): dict(body)}
 
 
+# What the pre-flight gates read (kube/guard.py), by namespace ("" for cluster-scoped kinds).
+@kopf.index(GROUP, VERSION, POLICY_PLURAL)
+async def watched_policies(body: kopf.Body, **_: Any) -> dict[Any, Any]:
+    return {"": dict(body)}
+
+
+@kopf.index(GROUP, VERSION, APPROVAL_PLURAL)
+async def watched_approvals(namespace: str, body: kopf.Body, **_: Any) -> dict[Any, Any]:
+    return {namespace: dict(body)}
+
+
+@kopf.index("", "v1", "services")
+async def watched_services(namespace: str, body: kopf.Body, **_: Any) -> dict[Any, Any]:
+    return {namespace: dict(body)}
+
+
+@kopf.index("", "v1", "pods")
+async def watched_pods(namespace: str, body: kopf.Body, **_: Any) -> dict[Any, Any]:
+    """Only what the blast radius counts (kube/guard.service_pods): a pod's labels, whether it lives."""
+    meta = body.get("metadata") or {}
+    return {namespace: {"metadata": {k: meta[k] for k in ("name", "namespace", "uid", "labels", "resourceVersion",
+                                                          "deletionTimestamp") if k in meta},
+                        "status": {"phase": (body.get("status") or {}).get("phase")}}}
+
+
+@kopf.index("", "v1", "namespaces")
+async def watched_namespaces(name: str, body: kopf.Body, **_: Any) -> dict[Any, Any]:
+    return {("", name): dict(body)}
+
+
+def serve_caches(indexes: dict[str, kopf.Index]) -> None:
+    """Hand kopf's indexes (given to handlers only) to the cache, once."""
+    if CACHE.serves(PLURAL):
+        return
+    CACHE.serve("deployments", indexes["watched_deployments"])
+    CACHE.serve("namespaces", indexes["watched_namespaces"])
+    for resource, index in ((POLICY_PLURAL, "watched_policies"), (APPROVAL_PLURAL, "watched_approvals"),
+                            ("services", "watched_services"), ("pods", "watched_pods")):
+        CACHE.serve_lists(resource, indexes[index])
+    CACHE.serve(PLURAL, indexes["watched_rollouts"])
+
+
 @kopf.daemon(GROUP, VERSION, PLURAL, id="reconcile", cancellation_timeout=10.0)
 async def run_rollout(namespace: str, name: str, stopped: kopf.DaemonStopped, memo: kopf.Memo,
-                      watched_deployments: kopf.Index, watched_rollouts: kopf.Index, **_: Any) -> None:
-    if not CACHE.serves(PLURAL):
-        CACHE.serve("deployments", watched_deployments)
-        CACHE.serve(PLURAL, watched_rollouts)
+                      **kwargs: Any) -> None:
+    serve_caches({k: v for k, v in kwargs.items() if k.startswith("watched_")})
     key = (namespace, name)
     wake = _wakers.setdefault(key, asyncio.Event())
     log = logs.logger(rollout=name, namespace=namespace, wave=None)

@@ -34,12 +34,17 @@ def _version(obj: Mapping[str, Any] | None) -> str | None:
 class WatchCache:
     def __init__(self, observer: CacheObserver | None = None) -> None:
         self._sources: dict[str, Mapping[Any, Iterable[Any]]] = {}
+        self._lists: dict[str, Mapping[Any, Iterable[Any]]] = {}
         self._written: dict[Key, str | None] = {}  # our writes not yet seen: rv, _UNKNOWN, or None (deleted)
         self.observer = observer
 
     def serve(self, resource: str, index: Mapping[Any, Iterable[Any]]) -> None:
         """Read `resource` (plural, e.g. "deployments") from a synced index of (namespace, name) -> objects."""
         self._sources[resource] = index
+
+    def serve_lists(self, resource: str, index: Mapping[Any, Iterable[Any]]) -> None:
+        """Read lists of `resource` from a synced index of namespace ("" for cluster-scoped kinds) -> objects."""
+        self._lists[resource] = index
 
     def serves(self, resource: str) -> bool:
         return resource in self._sources
@@ -72,6 +77,27 @@ class WatchCache:
             self._written.pop(key, None)  # the watch has delivered our write
         self._tell(resource, True)
         return True, None if obj is None else dict(obj)
+
+    def read_list(self, resource: str, namespace: str = "") -> tuple[bool, list[dict[str, Any]]]:
+        """(trusted, the namespace's objects of this kind as the watch saw them). Not trusted while a write of
+        ours to any of them is not yet seen: ask the API server (and `settle_list` with its answer)."""
+        if resource not in self._lists or any(k[0] == resource and k[1] == namespace for k in list(self._written)):
+            if resource in self._lists:
+                self._tell(resource, False)
+            return False, []
+        self._tell(resource, True)
+        return True, [dict(obj) for obj in self._lists[resource].get(namespace) or ()]  # type: ignore[attr-defined]
+
+    def settle_list(self, resource: str, namespace: str, fresh: Iterable[Mapping[str, Any]]) -> None:
+        """After a LIST: the objects whose write we awaited are trusted again once the watch agrees with it."""
+        if resource not in self._lists:
+            return
+        listed = {(obj.get("metadata") or {}).get("name"): _version(obj) for obj in fresh}
+        cached = {(obj.get("metadata") or {}).get("name"): _version(obj)
+                  for obj in self._lists[resource].get(namespace) or ()}  # type: ignore[attr-defined]
+        for key in [k for k in list(self._written) if k[0] == resource and k[1] == namespace]:
+            if listed.get(key[2]) == cached.get(key[2]):
+                self._written.pop(key, None)
 
     def settle(self, resource: str, namespace: str, name: str, fresh: Mapping[str, Any] | None) -> None:
         """After a GET: once the watch holds what the API server answered, the cache is trusted again."""

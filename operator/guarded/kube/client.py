@@ -172,6 +172,18 @@ class KubeClient:
             self.cache.settle(resource, namespace, name, fresh)
         return fresh
 
+    async def observed_list(self, resource: str, namespace: str, list_fresh: Any) -> list[dict[str, Any]]:
+        """A namespace's objects of a kind ("" for a cluster-scoped kind) as the watch saw them, or as the API
+        server lists them where the watch cannot be trusted."""
+        if self.cache is not None:
+            trusted, items = self.cache.read_list(resource, namespace)
+            if trusted:
+                return items
+        fresh: list[dict[str, Any]] = await list_fresh()
+        if self.cache is not None:
+            self.cache.settle_list(resource, namespace, fresh)
+        return fresh
+
     def distrust(self, resource: str, namespace: str, name: str) -> None:
         """The cache's copy of this object is behind (a write conflicted on it): read it afresh next time."""
         if self.cache is not None:
