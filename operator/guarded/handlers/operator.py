@@ -26,7 +26,7 @@ from guarded.api.rollout import PLURAL
 from guarded.api.stages import phase_in
 from guarded.core.templates import canary_name
 from guarded.handlers import alerts, endpoints, notify, telemetry, tls, webhook_server
-from guarded.handlers.reconcile import clean_up, reconcile
+from guarded.handlers.reconcile import SEEN, clean_up, reconcile
 from guarded.kube.cache import WatchCache
 from guarded.kube.client import Conflict, KubeClient
 from guarded.metrics.prometheus import PrometheusProvider
@@ -253,6 +253,7 @@ async def run_rollout(namespace: str, name: str, stopped: kopf.DaemonStopped, me
         _wakers.pop(key, None)
         _targets.pop(key, None)
         telemetry.forget(namespace, name)  # deleted, or this replica paused: another one reports it
+        SEEN.forget(key)
 
 
 # Async on purpose: kopf runs sync handlers in worker threads, and asyncio.Event is not thread-safe.

@@ -37,9 +37,11 @@ from guarded.kube.guard import gather as gather_guard
 from guarded.kube.observe import deployment_state, request_from
 from guarded.kube.patches import merge_patch
 from guarded.kube.routing import observe as observe_routing
-from guarded.metrics.gather import gather
+from guarded.metrics.gather import SeenIntervals, gather
 from guarded.metrics.provider import MetricProvider
 
+# The interval counts each rollout's analysis has read (metrics/gather.py): memory only, rebuilt from Prometheus.
+SEEN = SeenIntervals()
 CLEANUP_ROUNDS = 60  # at most a minute of steps undoing routing when a routed rollout is deleted
 CLEANUP_PAUSE = 1.0  # seconds between two of those steps
 
@@ -209,7 +211,8 @@ async def _reconcile(client: KubeClient, obj: dict[str, Any], spec: GuardedRollo
         if provider is None:
             analysis_obs = AnalysisObservation(metrics={}, alerts_error="no Prometheus configured (--prometheus-url)")
         else:
-            analysis_obs = await run_blocking(gather, provider, spec, status, namespace=namespace, now=now)
+            analysis_obs = await run_blocking(gather, provider, spec, status, namespace=namespace, now=now,
+                                              memory=SEEN, rollout=(namespace, meta["name"], meta.get("uid")))
     asked = request_from(meta.get("annotations"))
     new_request = asked is not None and (status.last_request is None or status.last_request.id != asked.id)
     config = await observe_config(client, namespace, spec, status, meta.get("uid"), int(meta.get("generation", 1)),

@@ -1,10 +1,14 @@
 """One analysis step's queries: per metric, interval counts of canary and stable since the wave's
 analysis began, the pre-rollout service counts, and the firing alerts that match the selector.
-The PromQL is metrics.queries'; this module runs it and turns the answers into counts."""
+The PromQL is metrics.queries'; this module runs it and turns the answers into counts.
+
+With a `SeenIntervals` memory (the operator passes one), a step asks Prometheus only for the intervals it
+has not read yet, and asks a query that two metrics share (the requests counter) once."""
 
 from __future__ import annotations
 
 import math
+import threading
 from datetime import UTC, datetime, timedelta
 
 from guarded.api.analysis import Analysis, Latency
@@ -17,6 +21,76 @@ from guarded.metrics.queries import MetricQueries, Pair, alerts_query, buckets_q
 
 SCRAPE_LAG = timedelta(seconds=2)
 MAX_STEPS = 10_000   # the newest interval is left out until its samples are in
+# An interval that ended this long ago is read once and remembered: no later scrape changes its count.
+FINAL_AFTER = timedelta(seconds=30)
+
+
+class SeenIntervals:
+    """Interval counts already read from Prometheus, per rollout, analysis (its uid and `since`) and query.
+
+    An optimisation, never the source of truth: it is memory only, and an operator that restarts with it
+    empty reads each wave's intervals from Prometheus again, as every step did before it existed. Only
+    counts of intervals that ended FINAL_AFTER before the step are kept; a missing count (no series, a
+    failed query) is never kept, so it is asked again and holds the wave as it did."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._rollouts: dict[tuple[str, str], tuple[str, dict[str, dict[float, float]]]] = {}
+
+    def values(self, rollout: tuple[str, str], analysis: str, query: str) -> dict[float, float]:
+        with self._lock:
+            seen = self._rollouts.get(rollout)
+            return dict(seen[1].get(query, {})) if seen is not None and seen[0] == analysis else {}
+
+    def keep(self, rollout: tuple[str, str], analysis: str, query: str, values: dict[float, float]) -> None:
+        with self._lock:
+            seen = self._rollouts.get(rollout)
+            if seen is None or seen[0] != analysis:  # a new wave's analysis: the old counts are of no use
+                seen = (analysis, {})
+                self._rollouts[rollout] = seen
+            seen[1][query] = dict(values)
+
+    def forget(self, rollout: tuple[str, str]) -> None:
+        with self._lock:
+            self._rollouts.pop(rollout, None)
+
+    def __len__(self) -> int:
+        return len(self._rollouts)
+
+
+class _Reader:
+    """One step's range reads: each query once, from the first interval not yet seen."""
+
+    def __init__(self, provider: MetricProvider, memory: SeenIntervals | None, rollout: tuple[str, str],
+                 analysis: str, now: datetime) -> None:
+        self.provider, self.memory, self.rollout, self.analysis = provider, memory, rollout, analysis
+        self.final = round((now - FINAL_AFTER).timestamp(), 3)
+        self.answered: dict[str, Series] = {}
+
+    def range(self, query: str, steps_dt: list[datetime], interval: float) -> Series:
+        if self.memory is None:
+            series = self.provider.range(query, start=steps_dt[0], end=steps_dt[-1], step_seconds=interval)
+            return Series(values={round(t, 3): v for t, v in series.values.items()}, error=series.error)
+        if query in self.answered:
+            return self.answered[query]
+        known = self.memory.values(self.rollout, self.analysis, query)
+        steps = [round(t.timestamp(), 3) for t in steps_dt]
+        missing = [i for i, t in enumerate(steps) if t not in known]
+        values = dict(known)
+        if missing:
+            # At least two steps: a range whose start is its end answers nothing (metrics.prometheus).
+            first = min(missing[0], max(len(steps_dt) - 2, 0))
+            series = self.provider.range(query, start=steps_dt[first], end=steps_dt[-1], step_seconds=interval)
+            if series.error:
+                return series
+            fetched = {round(t, 3): v for t, v in series.values.items()}
+            # A final interval without a value is kept as such (NaN): it stays no data, as a re-read would say.
+            values.update({t: fetched.get(t, math.nan) for t in steps[first:]})
+        self.memory.keep(self.rollout, self.analysis, query,
+                         {t: v for t, v in values.items() if steps[0] <= t <= self.final})
+        answer = Series(values={t: v for t, v in values.items() if t >= steps[0] and not math.isnan(v)})
+        self.answered[query] = answer
+        return answer
 
 
 def _counts(events: Series, requests: Series, steps: list[float]) -> tuple[Counts | None, ...]:
@@ -56,15 +130,15 @@ def _pre_rollout(provider: MetricProvider, queries: Pair, at: datetime) -> Metri
                                          requests=next(iter(requests.values.values()))))
 
 
-def _intervals(provider: MetricProvider, queries: MetricQueries, steps_dt: list[datetime], interval: float,
+def _intervals(reader: _Reader, queries: MetricQueries, steps_dt: list[datetime], interval: float,
                pre: Counts | None) -> MetricData:
     """Canary and stable counts per interval; the first failed query is the metric's error."""
     answers = []
     for query in (queries.canary.events, queries.canary.requests, queries.stable.events, queries.stable.requests):
-        series = provider.range(query, start=steps_dt[0], end=steps_dt[-1], step_seconds=interval)
+        series = reader.range(query, steps_dt, interval)
         if series.error:
             return MetricData(error=series.error)
-        answers.append(Series(values={round(t, 3): v for t, v in series.values.items()}))
+        answers.append(series)
     steps = [round(t.timestamp(), 3) for t in steps_dt]
     canary_events, canary_requests, stable_events, stable_requests = answers
     return MetricData(canary=_counts(canary_events, canary_requests, steps),
@@ -106,11 +180,16 @@ def _alerts(provider: MetricProvider, analysis: Analysis) -> tuple[tuple[str, ..
 
 
 def gather(provider: MetricProvider, spec: GuardedRolloutSpec, status: GuardedRolloutStatus, *,
-           namespace: str, now: datetime) -> AnalysisObservation:
+           namespace: str, now: datetime, memory: SeenIntervals | None = None,
+           rollout: tuple[str, str, str | None] | None = None) -> AnalysisObservation:
+    """`memory` and `rollout` (namespace, name, uid): read only the intervals not yet seen (SeenIntervals)."""
     analysis = spec.analysis
     assert analysis is not None and status.analysis.since is not None
     interval = parse_duration(analysis.interval)
     steps_dt = _steps(status.analysis.since, interval, now)
+    namespace_name = (rollout[0], rollout[1]) if rollout else (namespace, "")
+    reader = _Reader(provider, memory if rollout else None, namespace_name,
+                     f"{rollout[2] if rollout else ''}@{status.analysis.since}@{analysis.interval}", now)
     recorded_pre = {p.metric: Counts(events=p.events, requests=p.requests) for p in status.analysis.pre_rollout}
 
     metrics: dict[str, MetricData] = {}
@@ -128,7 +207,7 @@ def gather(provider: MetricProvider, spec: GuardedRolloutSpec, status: GuardedRo
         if data.pre_rollout is None and metric.pre_rollout_tolerance is not None and status.started_at:
             data = _pre_rollout(provider, queries.pre_rollout, parse(status.started_at))
         if data.error is None and steps_dt:
-            data = _intervals(provider, queries, steps_dt, interval, data.pre_rollout)
+            data = _intervals(reader, queries, steps_dt, interval, data.pre_rollout)
         metrics[metric.name] = data
     alerts, alerts_error = _alerts(provider, analysis)
     return AnalysisObservation(metrics=metrics, alerts=alerts, alerts_error=alerts_error)
