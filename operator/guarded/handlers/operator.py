@@ -239,7 +239,8 @@ async def run_rollout(namespace: str, name: str, stopped: kopf.DaemonStopped, me
                     _targets[key] = outcome.target
                 delay = IDLE_SECONDS if outcome.requeue_after is None else min(outcome.requeue_after, IDLE_SECONDS)
             except Conflict:
-                delay = 0.05  # the object moved on; decide again on fresh data
+                delay = 0.05  # the object moved on; decide again on fresh data (from the API server: the
+                memo.client.distrust(PLURAL, namespace, name)  # watch may not have shown the move yet)
             except Exception as exc:  # one bad reconcile must not kill the loop
                 log.exception("reconcile failed", error=str(exc))
                 delay = ERROR_BACKOFF

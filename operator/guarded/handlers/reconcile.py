@@ -260,7 +260,6 @@ def _still_as_read(client: KubeClient, obj: dict[str, Any]) -> Callable[[], Awai
         now = await client.get_rollout(meta["namespace"], meta["name"])
         seen = None if now is None else now["metadata"].get("resourceVersion")
         if seen != meta.get("resourceVersion"):
-            client.distrust(PLURAL, meta["namespace"], meta["name"])  # the next read asks the API server
             logs.logger(rollout=meta["name"], namespace=meta["namespace"], wave=None).warning(
                 "stale decision: the rollout moved on since it was read; deciding again", read=meta.get(
                     "resourceVersion"), now=seen)
