@@ -8,6 +8,7 @@ has not read yet, and asks a query that two metrics share (the requests counter)
 from __future__ import annotations
 
 import math
+import re
 import threading
 from datetime import UTC, datetime, timedelta
 
@@ -17,7 +18,16 @@ from guarded.api.rollout import GuardedRolloutSpec, GuardedRolloutStatus
 from guarded.core.analysis import AnalysisObservation, Counts, MetricData, effective_metrics, is_latency_guard
 from guarded.core.clock import parse
 from guarded.metrics.provider import MetricProvider, Series
-from guarded.metrics.queries import MetricQueries, Pair, alerts_query, buckets_query, metric_queries, regex_literal
+from guarded.metrics.queries import (
+    MetricQueries,
+    Pair,
+    PodSplit,
+    alerts_query,
+    buckets_query,
+    metric_queries,
+    pod_split,
+    regex_literal,
+)
 
 SCRAPE_LAG = timedelta(seconds=2)
 MAX_STEPS = 10_000   # the newest interval is left out until its samples are in
@@ -92,6 +102,40 @@ class _Reader:
         self.answered[query] = answer
         return answer
 
+    def split(self, split: PodSplit, steps_dt: list[datetime], interval: float) -> tuple[Series, Series]:
+        """Canary and stable from one per-pod query: each the sum over its pods (no pod with a value at a
+        step: no value, as PromQL's sum over no series). Kept in memory as the two sums."""
+        assert self.memory is not None
+        parts = {"canary": split.canary, "stable": split.stable}
+        keys = {part: f"{split.query}#{part}" for part in parts}
+        if keys["canary"] in self.answered:
+            return self.answered[keys["canary"]], self.answered[keys["stable"]]
+        known = {part: self.memory.values(self.rollout, self.analysis, key) for part, key in keys.items()}
+        steps = [round(t.timestamp(), 3) for t in steps_dt]
+        missing = [i for i, t in enumerate(steps) if any(t not in k for k in known.values())]
+        values = {part: dict(k) for part, k in known.items()}
+        if missing:
+            first = min(missing[0], max(len(steps_dt) - 2, 0))
+            grouped = self.provider.range_by(split.query, "pod", start=steps_dt[first], end=steps_dt[-1],
+                                             step_seconds=interval)
+            if grouped.error:
+                return Series(error=grouped.error), Series(error=grouped.error)
+            for part, pattern in parts.items():
+                sums: dict[float, float] = {}
+                for pod in sorted(grouped.series):
+                    if re.fullmatch(pattern, pod):
+                        for t, v in grouped.series[pod].items():
+                            sums[round(t, 3)] = sums.get(round(t, 3), 0.0) + v
+                values[part].update({t: sums.get(t, math.nan) for t in steps[first:]})
+        answers = []
+        for part, key in keys.items():
+            self.memory.keep(self.rollout, self.analysis, key,
+                             {t: v for t, v in values[part].items() if steps[0] <= t <= self.final})
+            answer = Series(values={t: v for t, v in values[part].items() if t >= steps[0] and not math.isnan(v)})
+            self.answered[key] = answer
+            answers.append(answer)
+        return answers[0], answers[1]
+
 
 def _counts(events: Series, requests: Series, steps: list[float]) -> tuple[Counts | None, ...]:
     out: list[Counts | None] = []
@@ -131,14 +175,24 @@ def _pre_rollout(provider: MetricProvider, queries: Pair, at: datetime) -> Metri
 
 
 def _intervals(reader: _Reader, queries: MetricQueries, steps_dt: list[datetime], interval: float,
-               pre: Counts | None) -> MetricData:
-    """Canary and stable counts per interval; the first failed query is the metric's error."""
+               pre: Counts | None, splits: tuple[PodSplit, PodSplit] | None = None) -> MetricData:
+    """Canary and stable counts per interval; the first failed query is the metric's error. With `splits`
+    (the events and requests per pod) canary and stable come from one query each."""
     answers = []
-    for query in (queries.canary.events, queries.canary.requests, queries.stable.events, queries.stable.requests):
-        series = reader.range(query, steps_dt, interval)
-        if series.error:
-            return MetricData(error=series.error)
-        answers.append(series)
+    if splits is not None and reader.memory is not None:
+        for split in splits:
+            canary, stable = reader.split(split, steps_dt, interval)
+            if canary.error:
+                return MetricData(error=canary.error)
+            answers += [canary, stable]
+        answers = [answers[0], answers[2], answers[1], answers[3]]
+    else:
+        for query in (queries.canary.events, queries.canary.requests, queries.stable.events,
+                      queries.stable.requests):
+            series = reader.range(query, steps_dt, interval)
+            if series.error:
+                return MetricData(error=series.error)
+            answers.append(series)
     steps = [round(t.timestamp(), 3) for t in steps_dt]
     canary_events, canary_requests, stable_events, stable_requests = answers
     return MetricData(canary=_counts(canary_events, canary_requests, steps),
@@ -207,7 +261,10 @@ def gather(provider: MetricProvider, spec: GuardedRolloutSpec, status: GuardedRo
         if data.pre_rollout is None and metric.pre_rollout_tolerance is not None and status.started_at:
             data = _pre_rollout(provider, queries.pre_rollout, parse(status.started_at))
         if data.error is None and steps_dt:
-            data = _intervals(reader, queries, steps_dt, interval, data.pre_rollout)
+            split = [pod_split(t, namespace=namespace, target=spec.target.name, interval=analysis.interval, le=le)
+                     for t in (metric.events, metric.requests)]
+            data = _intervals(reader, queries, steps_dt, interval, data.pre_rollout,
+                              (split[0], split[1]) if split[0] and split[1] else None)
         metrics[metric.name] = data
     alerts, alerts_error = _alerts(provider, analysis)
     return AnalysisObservation(metrics=metrics, alerts=alerts, alerts_error=alerts_error)

@@ -9,7 +9,7 @@ import requests
 from prometheus_api_client import PrometheusApiClientException, PrometheusConnect
 from urllib3.util.retry import Retry
 
-from guarded.metrics.provider import Labels, Series
+from guarded.metrics.provider import Grouped, Labels, Series
 
 # Told of every query sent, by kind (range, instant, labels): the operator counts them (handlers/telemetry).
 QueryObserver = Callable[[str], None]
@@ -49,6 +49,22 @@ class PrometheusProvider:
         if not result:
             return Series()
         return Series(values={float(t): float(v) for t, v in result[0].get("values", [])})
+
+    def range_by(self, query: str, label: str, *, start: datetime, end: datetime, step_seconds: float) -> Grouped:
+        if end <= start:
+            return Grouped()
+        self._count("range")
+        try:
+            result = self.client.custom_query_range(query, start_time=start, end_time=end, step=f"{step_seconds:g}s")
+        except Exception as exc:  # errors are data
+            return Grouped(error=self._describe(exc, query))
+        out: dict[str, dict[float, float]] = {}
+        for item in result:
+            key = (item.get("metric") or {}).get(label)
+            if key is None or key in out:
+                return Grouped(error=f"query {query!r} must return one series per {label}")
+            out[key] = {float(t): float(v) for t, v in item.get("values", [])}
+        return Grouped(series=out)
 
     def instant(self, query: str, *, at: datetime | None = None) -> Series:
         params = {"time": f"{at.timestamp():.3f}"} if at is not None else None
