@@ -209,6 +209,7 @@ def run(args: argparse.Namespace) -> dict:
         queries = delta(by(om1, "guarded_metric_queries_total", "kind"),
                         by(om0, "guarded_metric_queries_total", "kind"))
         reconciles = (total(om1, "guarded_reconcile_seconds_count") - total(om0, "guarded_reconcile_seconds_count"))
+        steps = total(om1, "guarded_analysis_steps_total") - total(om0, "guarded_analysis_steps_total")
         times = sorted(watcher.done[ns] - created[ns] for ns in watcher.done)
         phases: dict[str, int] = {}
         for ns in namespaces:
@@ -223,9 +224,12 @@ def run(args: argparse.Namespace) -> dict:
             "span_seconds": round(span, 1), "phases": phases,
             "time_to_end_seconds": {"p50": round(statistics.median(times), 1) if times else None,
                                     "max": round(times[-1], 1) if times else None},
-            "api_requests": {"total": api_total, "per_rollout_per_interval": round(api_total / per, 2),
+            "analysis_steps": steps,
+            "api_requests": {"total": api_total, "per_rollout": round(api_total / n, 1),
+                             "per_rollout_per_interval": round(api_total / per, 2),
                              "by_verb_resource": api},
             "prometheus_queries": {"total": sum(queries.values()),
+                                   "per_analysis_step": round(sum(queries.values()) / max(steps, 1), 2),
                                    "per_rollout_per_interval": round(sum(queries.values()) / per, 2),
                                    "by_kind": queries},
             "reconciles": {"total": reconciles, "per_rollout_per_interval": round(reconciles / per, 2),
