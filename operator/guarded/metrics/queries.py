@@ -92,6 +92,38 @@ def metric_queries(metric: Metric, *, namespace: str, target: str, interval: str
                          pre_rollout=pair(sel.service, pre_rollout_window))
 
 
+# The built-in templates (core/analysis/selection._increase): one counter's exact increase, summed over the
+# selected pods: sum(clamp_min(S - last_over_time(S[lookback] offset interval), 0) or (S unless ...)).
+_SERIES = r"[A-Za-z_:][A-Za-z0-9_:]*\{\{\{selector\}\}(?:[^{}]|\{\{le\}\})*\}"
+_BEFORE = r"last_over_time\((?P=series)\[\{\{lookback\}\}\] offset \{\{interval\}\}\)"
+_SUMMED_INCREASE = re.compile(r"^sum\((?P<body>clamp_min\((?P<series>" + _SERIES + r") - " + _BEFORE
+                              + r", 0\) or \((?P=series) unless " + _BEFORE + r"\))\)$")
+
+
+@dataclass(frozen=True, kw_only=True)
+class PodSplit:
+    """One query for canary and stable at once: the increase per pod of the whole service (`query`), which
+    the operator sums over the pods each regex (Python, fully matched; the same as the PromQL selectors')
+    names."""
+
+    query: str
+    canary: str
+    stable: str
+
+
+def pod_split(template: str, *, namespace: str, target: str, interval: str, le: str | None = None) -> PodSplit | None:
+    """The per-pod form of a built-in template, or None for any other (it is then asked for canary and stable
+    apart, as written)."""
+    m = _SUMMED_INCREASE.match(template)
+    if m is None:
+        return None
+    by_pod = "sum by (pod) (" + m["body"] + ")"
+    name = regex_literal(target)
+    return PodSplit(query=render(by_pod, selector=selectors(namespace, target).service, interval=interval,
+                                 namespace=namespace, target=target, le=le),
+                    canary=f"{name}-canary-{_POD_SUFFIX}", stable=f"{name}-{_POD_SUFFIX}")
+
+
 def buckets_query(histogram: str, *, namespace: str, target: str) -> str:
     """The bucket bounds (le) the service's pods export for a histogram, one series per bound."""
     return f"group by (le) ({histogram}_bucket{{{selectors(namespace, target).service}}})"
