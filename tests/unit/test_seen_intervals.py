@@ -138,10 +138,9 @@ def test_only_the_built_in_summed_increases_are_asked_per_pod() -> None:
     orders, requests = split["order-rate"]
     assert orders is not None and requests is not None
     series = 'orders_total{namespace="n",pod=~"sh\\\\.op-(canary-)?[a-z0-9]{1,10}-[a-z0-9]{5}"}'
-    before = f"last_over_time({series}[300s] offset 5s)"
-    assert orders.query == f"sum by (pod) (clamp_min({series} - {before}, 0) or ({series} unless {before}))"
+    assert orders.query == f"sum by (pod) (clamp_min({series} - last_over_time({series}[30s] offset 5s), 0))"
     errors = split["error-rate"][0]
-    assert errors is not None and errors.query.endswith(',code=~"5.."}[300s] offset 5s)))')
+    assert errors is not None and errors.query.endswith(',code=~"5.."}[30s] offset 5s), 0))')
     assert split["slow-request-rate"] == [None, None], "a composite template is asked as written"
     assert re.fullmatch(orders.canary, "sh.op-canary-7d9f8c6b5-x2x4z")
     assert not re.fullmatch(orders.stable, "sh.op-canary-7d9f8c6b5-x2x4z")
