@@ -146,3 +146,11 @@ image: venv
 
 clean: testbed-down
 	rm -rf $(VENV) .pytest_cache
+
+# N concurrent rollouts on the test bed: API requests and Prometheus queries per rollout per interval, CPU,
+# memory, reconcile latency, time to Succeeded (bench/results/scale-N.json). SCALE_ARGS="--rollouts 50".
+# Niced: the machine is shared; N >= 100 needs a machine of its own.
+.PHONY: bench-scale
+bench-scale: venv
+	$(TESTBED) up
+	nice -n 10 $(PY) bench/scale.py $(SCALE_ARGS)

@@ -17,10 +17,9 @@ ANALYSIS = Analysis(requests="http_requests_total", orders="orders_total", false
                     latency={"histogram": "http_request_duration_seconds", "threshold": "250ms"})
 
 
-def exact(series: str, interval: str, look_back: str = "300s") -> str:
+def exact(series: str, interval: str, look_back: str = "30s") -> str:
     """The exact increase of a counter over an interval, as the guards' templates render it."""
-    before = f"last_over_time({series}[{look_back}] offset {interval})"
-    return f"sum(clamp_min({series} - {before}, 0) or ({series} unless {before}))"
+    return f"sum(clamp_min({series} - last_over_time({series}[{look_back}] offset {interval}), 0))"
 
 
 class Buckets:
@@ -58,7 +57,8 @@ def test_slow_requests_are_the_count_less_the_threshold_bucket_and_need_that_buc
     bucket = exact("http_request_duration_seconds_bucket{" + canary + ',le=~"0\\\\.25"}', "2s")
     assert q.canary.events == f"{count} - {bucket}"
     assert q.canary.requests == f"{count} and {bucket}", "no threshold bucket on the canary: no data, not 0 slow"
-    assert 'offset 5m' in q.pre_rollout.events and 'le=~"0\\\\.25"' in q.pre_rollout.requests
+    assert "increase(" in q.pre_rollout.events and "[5m]))" in q.pre_rollout.events
+    assert 'le=~"0\\\\.25"' in q.pre_rollout.requests
 
 
 @pytest.mark.parametrize("threshold, unit, bounds, le", [

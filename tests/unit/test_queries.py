@@ -41,8 +41,7 @@ def test_two_counter_names_give_an_order_rate_and_an_error_rate_guard() -> None:
     sel = selectors("shop", "shop")
     errors = render(metrics["error-rate"].events, selector=sel.canary, interval="5s", namespace="shop", target="shop")
     series = 'http_requests_total{namespace="shop",pod=~"shop-canary-[a-z0-9]{1,10}-[a-z0-9]{5}",code=~"5.."}'
-    before = f"last_over_time({series}[300s] offset 5s)"
-    assert errors == f"sum(clamp_min({series} - {before}, 0) or ({series} unless {before}))"
+    assert errors == f"sum(clamp_min({series} - last_over_time({series}[30s] offset 5s), 0))"
 
 
 def test_the_stable_selector_does_not_match_canary_pods() -> None:
@@ -108,24 +107,26 @@ def test_gather_asks_the_pre_rollout_service_once_then_canary_and_stable_per_int
     obs = gather(provider, _spec(), _status(), namespace="shop", now=NOW)
     canary, stable, service = (f'namespace="shop",pod=~"shop-{p}[a-z0-9]{{1,10}}-[a-z0-9]{{5}}"'
                                for p in ("canary-", "", "(canary-)?"))
-    def exact(counter: str, selector: str, window: str, look_back: str = "300s", matchers: str = "") -> str:
+    def exact(counter: str, selector: str, window: str, look_back: str = "30s", matchers: str = "") -> str:
         series = f"{counter}{{{selector}{matchers}}}"
-        before = f"last_over_time({series}[{look_back}] offset {window})"
-        return f"sum(clamp_min({series} - {before}, 0) or ({series} unless {before}))"
+        return f"sum(clamp_min({series} - last_over_time({series}[{look_back}] offset {window}), 0))"
 
-    def orders(sel: str, window: str, lb: str = "300s") -> str:
+    def orders(sel: str, window: str, lb: str = "30s") -> str:
         return exact("orders_total", sel, window, lb)
 
-    def requests(sel: str, window: str, lb: str = "300s") -> str:
+    def requests(sel: str, window: str, lb: str = "30s") -> str:
         return exact("http_requests_total", sel, window, lb)
 
-    def errors(sel: str, window: str, lb: str = "300s") -> str:
+    def errors(sel: str, window: str, lb: str = "30s") -> str:
         return exact("http_requests_total", sel, window, lb, ',code=~"5.."')
+
+    def pre(counter: str, matchers: str = "") -> str:  # the pre-rollout window: minutes, asked with increase()
+        return f"sum(increase({counter}{{{service}{matchers}}}[10m]))"
     assert provider.asked == [
-        ("instant", orders(service, "10m", "2400s")), ("instant", requests(service, "10m", "2400s")),
+        ("instant", pre("orders_total")), ("instant", pre("http_requests_total")),
         ("range", orders(canary, "5s")), ("range", requests(canary, "5s")),
         ("range", orders(stable, "5s")), ("range", requests(stable, "5s")),
-        ("instant", errors(service, "10m", "2400s")), ("instant", requests(service, "10m", "2400s")),
+        ("instant", pre("http_requests_total", ',code=~"5.."')), ("instant", pre("http_requests_total")),
         ("range", errors(canary, "5s")), ("range", requests(canary, "5s")),
         ("range", errors(stable, "5s")), ("range", requests(stable, "5s")),
     ]

@@ -26,7 +26,8 @@ from guarded.api.rollout import PLURAL
 from guarded.api.stages import phase_in
 from guarded.core.templates import canary_name
 from guarded.handlers import alerts, endpoints, notify, telemetry, tls, webhook_server
-from guarded.handlers.reconcile import clean_up, reconcile
+from guarded.handlers.reconcile import SEEN, clean_up, reconcile
+from guarded.kube.cache import WatchCache
 from guarded.kube.client import Conflict, KubeClient
 from guarded.metrics.prometheus import PrometheusProvider
 
@@ -37,6 +38,9 @@ RECONCILE_TIMEOUT = 90.0  # a reconcile stuck on I/O is abandoned and started ag
 # watch events wake it: its own status write is one of them. Waves (requeue 0) are not slowed.
 HELD_AFTER = 2.0          # a reconcile that asks to wait this long or longer (longer than the 1 s poll of a wave)
 MIN_SPACING = 0.5         # seconds between the end of one reconcile of a held rollout and the next
+
+# What the reconciles read instead of GETs: kopf's indexes below, one watch per kind (kube/cache.py).
+CACHE = WatchCache(observer=telemetry.cache_read)
 
 _wakers: dict[tuple[str, str], asyncio.Event] = {}
 _targets: dict[tuple[str, str], str] = {}
@@ -86,10 +90,11 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     settings.networking.connect_timeout = 10
     settings.networking.request_timeout = 60
     settings.peering.name = "guarded-rollouts"
-    memo.client = KubeClient(kubernetes.client.ApiClient(_kube_configuration()))
+    memo.client = KubeClient(kubernetes.client.ApiClient(_kube_configuration()), observer=telemetry.api_request,
+                             cache=CACHE)
     notify.configure(memo.client)  # operator-wide sinks (GUARDED_NOTIFY_*): a bad value stops the start here
     url = os.environ.get("GUARDED_PROMETHEUS_URL")
-    memo.provider = PrometheusProvider(url) if url else None
+    memo.provider = PrometheusProvider(url, observer=telemetry.metric_query) if url else None
     listen = os.environ.get("GUARDED_ALERTS_LISTEN", "")
     if listen:
         host, _, port = listen.rpartition(":")
@@ -168,9 +173,64 @@ def seen(key: tuple[str, str], body: dict[str, Any], deleted: bool) -> tuple[boo
     return changed, final
 
 
+# The watch caches. kopf starts no handler (so no reconcile) before each index has had its first full listing,
+# and keeps them by the watches it runs anyway; the daemons hand them to the cache (kopf gives them to handlers).
+@kopf.index("apps", "v1", "deployments")
+async def watched_deployments(namespace: str, name: str, body: kopf.Body, **_: Any) -> dict[Any, Any]:
+    return {(namespace, name): dict(body)}
+
+
+@kopf.index(GROUP, VERSION, PLURAL)
+async def watched_rollouts(namespace: str, name: str, body: kopf.Body, **_: Any) -> dict[Any, Any]:
+    return {(namespace, name): dict(body)}
+
+
+# What the pre-flight gates read (kube/guard.py), by namespace ("" for cluster-scoped kinds).
+@kopf.index(GROUP, VERSION, POLICY_PLURAL)
+async def watched_policies(body: kopf.Body, **_: Any) -> dict[Any, Any]:
+    return {"": dict(body)}
+
+
+@kopf.index(GROUP, VERSION, APPROVAL_PLURAL)
+async def watched_approvals(namespace: str, body: kopf.Body, **_: Any) -> dict[Any, Any]:
+    return {namespace: dict(body)}
+
+
+@kopf.index("", "v1", "services")
+async def watched_services(namespace: str, body: kopf.Body, **_: Any) -> dict[Any, Any]:
+    return {namespace: dict(body)}
+
+
+@kopf.index("", "v1", "pods")
+async def watched_pods(namespace: str, body: kopf.Body, **_: Any) -> dict[Any, Any]:
+    """Only what the blast radius counts (kube/guard.service_pods): a pod's labels, whether it lives."""
+    meta = body.get("metadata") or {}
+    return {namespace: {"metadata": {k: meta[k] for k in ("name", "namespace", "uid", "labels", "resourceVersion",
+                                                          "deletionTimestamp") if k in meta},
+                        "status": {"phase": (body.get("status") or {}).get("phase")}}}
+
+
+@kopf.index("", "v1", "namespaces")
+async def watched_namespaces(name: str, body: kopf.Body, **_: Any) -> dict[Any, Any]:
+    return {("", name): dict(body)}
+
+
+def serve_caches(indexes: dict[str, kopf.Index]) -> None:
+    """Hand kopf's indexes (given to handlers only) to the cache, once."""
+    if CACHE.serves(PLURAL):
+        return
+    CACHE.serve("deployments", indexes["watched_deployments"])
+    CACHE.serve("namespaces", indexes["watched_namespaces"])
+    for resource, index in ((POLICY_PLURAL, "watched_policies"), (APPROVAL_PLURAL, "watched_approvals"),
+                            ("services", "watched_services"), ("pods", "watched_pods")):
+        CACHE.serve_lists(resource, indexes[index])
+    CACHE.serve(PLURAL, indexes["watched_rollouts"])
+
+
 @kopf.daemon(GROUP, VERSION, PLURAL, id="reconcile", cancellation_timeout=10.0)
 async def run_rollout(namespace: str, name: str, stopped: kopf.DaemonStopped, memo: kopf.Memo,
-                      **_: Any) -> None:
+                      **kwargs: Any) -> None:
+    serve_caches({k: v for k, v in kwargs.items() if k.startswith("watched_")})
     key = (namespace, name)
     wake = _wakers.setdefault(key, asyncio.Event())
     log = logs.logger(rollout=name, namespace=namespace, wave=None)
@@ -186,7 +246,8 @@ async def run_rollout(namespace: str, name: str, stopped: kopf.DaemonStopped, me
                     _targets[key] = outcome.target
                 delay = IDLE_SECONDS if outcome.requeue_after is None else min(outcome.requeue_after, IDLE_SECONDS)
             except Conflict:
-                delay = 0.05  # the object moved on; decide again on fresh data
+                delay = 0.05  # the object moved on; decide again on fresh data (from the API server: the
+                memo.client.distrust(PLURAL, namespace, name)  # watch may not have shown the move yet)
             except Exception as exc:  # one bad reconcile must not kill the loop
                 log.exception("reconcile failed", error=str(exc))
                 delay = ERROR_BACKOFF
@@ -200,6 +261,7 @@ async def run_rollout(namespace: str, name: str, stopped: kopf.DaemonStopped, me
         _wakers.pop(key, None)
         _targets.pop(key, None)
         telemetry.forget(namespace, name)  # deleted, or this replica paused: another one reports it
+        SEEN.forget(key)
 
 
 # Async on purpose: kopf runs sync handlers in worker threads, and asyncio.Event is not thread-safe.

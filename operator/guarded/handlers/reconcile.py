@@ -35,10 +35,13 @@ from guarded.kube.config import observe as observe_config
 from guarded.kube.events import post_events
 from guarded.kube.guard import gather as gather_guard
 from guarded.kube.observe import deployment_state, request_from
+from guarded.kube.patches import merge_patch
 from guarded.kube.routing import observe as observe_routing
-from guarded.metrics.gather import gather
+from guarded.metrics.gather import SeenIntervals, gather
 from guarded.metrics.provider import MetricProvider
 
+# The interval counts each rollout's analysis has read (metrics/gather.py): memory only, rebuilt from Prometheus.
+SEEN = SeenIntervals()
 CLEANUP_ROUNDS = 60  # at most a minute of steps undoing routing when a routed rollout is deleted
 CLEANUP_PAUSE = 1.0  # seconds between two of those steps
 
@@ -60,7 +63,9 @@ TRANSIENT = (Conflict, NotOwned, ApiException, urllib3.exceptions.HTTPError, OSE
 
 async def reconcile(client: KubeClient, namespace: str, name: str,
                     provider: MetricProvider | None = None) -> Outcome:
-    obj = await client.get_rollout(namespace, name)
+    obj = await client.observed_rollout(namespace, name)
+    if obj is None:  # its daemon runs, so the watch has seen it: gone, or a cache to doubt; the API server says
+        obj = await client.get_rollout(namespace, name)
     if obj is None or obj["metadata"].get("deletionTimestamp"):
         return Outcome(None, None)
     log = logs.logger(rollout=name, namespace=namespace, wave=(obj.get("status") or {}).get("waveProgress"))
@@ -101,20 +106,26 @@ def describe_error(exc: BaseException) -> str:
 
 async def _observe(client: KubeClient, obj: dict[str, Any], target_name: str, *,
                    analysis: AnalysisObservation | None = None, guard: Any = None,
-                   webhook_alerts: tuple[str, ...] = (), config: Any = ((), ())) -> Observations:
+                   webhook_alerts: tuple[str, ...] = (), config: Any = ((), ()),
+                   target: dict[str, Any] | None = None, fresh: bool = True) -> Observations:
+    """What one decision sees. `fresh`: every object from the API server (the paths that restore after a
+    failure share nothing with the watch cache); else from the watches where they can be trusted
+    (kube/cache.py), with `target` as the reconcile already read it."""
     meta = obj["metadata"]
     namespace = meta["namespace"]
-    target = await client.get_deployment(namespace, target_name)
+    read = client.get_deployment if fresh else client.observed_deployment
+    if fresh or target is None:
+        target = await read(namespace, target_name)
     resolved, versions = config
-    canary = await client.get_deployment(namespace, canary_name(target_name))
+    canary = await read(namespace, canary_name(target_name))
     return Observations(
         now=_now(), namespace=namespace, name=meta["name"], uid=meta.get("uid"),
         generation=int(meta.get("generation", 1)), target=deployment_state(target), canary=deployment_state(canary),
         request=request_from(meta.get("annotations")), analysis=analysis, webhook_alerts=webhook_alerts,
         guard=guard, requester=(meta.get("annotations") or {}).get(REQUESTER_ANNOTATION),
-        claim=await _claim_of(client, namespace, target, meta.get("uid")),
+        claim=await _claim_of(client, namespace, target, meta.get("uid"), fresh=fresh),
         config=resolved, config_versions=versions, owner_uid=_owner_uid(meta),
-        parent=await _parent(client, obj), children=await _children(client, obj),
+        parent=await _parent(client, obj, fresh=fresh), children=await _children(client, obj),
         routing=await observe_routing(client, namespace, obj, target),
     )
 
@@ -143,13 +154,13 @@ def _linked(obj: dict[str, Any]) -> LinkedRollout:
                          status=status, deleting=meta.get("deletionTimestamp") is not None)
 
 
-async def _parent(client: KubeClient, obj: dict[str, Any]) -> LinkedRollout | None:
+async def _parent(client: KubeClient, obj: dict[str, Any], *, fresh: bool = True) -> LinkedRollout | None:
     """The rollout this one is part of (a consumer's rollout of a shared change), by its label and owner."""
     meta = obj["metadata"]
     if PART_OF_LABEL not in (meta.get("labels") or {}):
         return None
     name = str(_rollout_owner(meta).get("name") or meta["labels"][PART_OF_LABEL])
-    parent = await client.get_rollout(meta["namespace"], name)
+    parent = await (client.get_rollout if fresh else client.observed_rollout)(meta["namespace"], name)
     if parent is None:
         return LinkedRollout(name=name, uid=None, deleting=True)
     return _linked(parent)
@@ -167,7 +178,7 @@ async def _children(client: KubeClient, obj: dict[str, Any]) -> tuple[LinkedRoll
 
 
 async def _claim_of(client: KubeClient, namespace: str, target: dict[str, Any] | None,
-                    own_uid: str | None) -> Claim | None:
+                    own_uid: str | None, *, fresh: bool = True) -> Claim | None:
     """Who holds the target; a claim is alive while the named rollout exists with that uid and has not ended."""
     value = ((target or {}).get("metadata", {}).get("annotations") or {}).get(CLAIM_ANNOTATION)
     if not value:
@@ -178,7 +189,7 @@ async def _claim_of(client: KubeClient, namespace: str, target: dict[str, Any] |
     holder, uid = parsed
     if uid == own_uid:
         return Claim(value=value, name=holder, uid=uid, alive=True)
-    other = await client.get_rollout(namespace, holder)
+    other = await (client.get_rollout if fresh else client.observed_rollout)(namespace, holder)
     if other is None or other["metadata"].get("uid") != uid:
         return Claim(value=value, name=holder, uid=uid, alive=False)
     stage = stage_in(other.get("status"))
@@ -191,7 +202,7 @@ async def _reconcile(client: KubeClient, obj: dict[str, Any], spec: GuardedRollo
     namespace = meta["namespace"]
     stage, wave = str(status.stage), status.wave
     faults.hit("observe", stage=stage, wave=wave, rollout=meta["name"])
-    target = await client.get_deployment(namespace, spec.target.name)
+    target = await client.observed_deployment(namespace, spec.target.name)
     now = _now()
     analysis_obs = None
     need = needs(spec, status, int(meta.get("generation", 1)), now)  # the core says what to observe
@@ -200,7 +211,8 @@ async def _reconcile(client: KubeClient, obj: dict[str, Any], spec: GuardedRollo
         if provider is None:
             analysis_obs = AnalysisObservation(metrics={}, alerts_error="no Prometheus configured (--prometheus-url)")
         else:
-            analysis_obs = await run_blocking(gather, provider, spec, status, namespace=namespace, now=now)
+            analysis_obs = await run_blocking(gather, provider, spec, status, namespace=namespace, now=now,
+                                              memory=SEEN, rollout=(namespace, meta["name"], meta.get("uid")))
     asked = request_from(meta.get("annotations"))
     new_request = asked is not None and (status.last_request is None or status.last_request.id != asked.id)
     config = await observe_config(client, namespace, spec, status, meta.get("uid"), int(meta.get("generation", 1)),
@@ -213,7 +225,7 @@ async def _reconcile(client: KubeClient, obj: dict[str, Any], spec: GuardedRollo
     if spec.analysis is not None and spec.analysis.alerts is not None:
         webhook_alerts = alerts.STORE.matching(spec.analysis.alerts.match_labels, time.time())
     obs = await _observe(client, obj, spec.target.name, analysis=analysis_obs, guard=guard,
-                         webhook_alerts=webhook_alerts, config=config)
+                         webhook_alerts=webhook_alerts, config=config, target=target, fresh=False)
     obs = replace(obs, now=now)
     faults.hit("decide", stage=stage, wave=wave, rollout=meta["name"])
     started = time.perf_counter()
@@ -243,6 +255,8 @@ def _still_as_read(client: KubeClient, obj: dict[str, Any]) -> Callable[[], Awai
     meta = obj["metadata"]
 
     async def check() -> None:
+        # Always the API server, never the watch cache: a replica that was frozen holds a watch as old as
+        # itself, whose copy would pass this check for the very decision it exists to void.
         now = await client.get_rollout(meta["namespace"], meta["name"])
         seen = None if now is None else now["metadata"].get("resourceVersion")
         if seen != meta.get("resourceVersion"):
@@ -273,16 +287,16 @@ async def _persist(client: KubeClient, obj: dict[str, Any], status: GuardedRollo
 
 async def _write_status(client: KubeClient, obj: dict[str, Any], before: GuardedRolloutStatus,
                         after: GuardedRolloutStatus) -> bool:
-    """Replace the status of `obj` (as read: its resourceVersion guards the write, a 409 raises Conflict)
-    with `after`, unless it is `before` unchanged; whether it wrote."""
+    """Make the status of `obj` `after`, unless it is `before` unchanged: a merge patch of only what differs
+    from the status as read, guarded by the read resourceVersion (a 409 raises Conflict); whether it wrote."""
     if after == before:
         return False
     meta = obj["metadata"]
-    await client.replace_rollout_status({
-        "apiVersion": obj["apiVersion"], "kind": obj["kind"],
-        "metadata": {"name": meta["name"], "namespace": meta["namespace"], "resourceVersion": meta["resourceVersion"]},
-        "spec": obj["spec"], "status": after.to_wire(),
-    })
+    change = merge_patch(obj.get("status") or {}, after.to_wire())
+    if not change:
+        return False
+    await client.patch_rollout_status(meta["namespace"], meta["name"], {
+        "metadata": {"resourceVersion": meta["resourceVersion"]}, "status": change})
     return True
 
 

@@ -20,7 +20,9 @@ from __future__ import annotations
 
 import contextlib
 import time
+from collections import Counter as Tally
 from collections.abc import Iterator
+from contextvars import ContextVar
 
 import urllib3
 from kubernetes.client.rest import ApiException
@@ -42,6 +44,11 @@ from guarded.kube.client import Conflict
 PREFIX = "guarded"
 DECISION_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
 RECONCILE_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 90.0)
+PER_RECONCILE_BUCKETS = (0, 1, 2, 3, 4, 5, 6, 8, 10, 15, 20, 30, 50)
+
+# What the reconcile running in this context has sent so far (run_blocking carries the context into the
+# worker threads): "api" for Kubernetes requests, "query" for Prometheus queries.
+_SENT: ContextVar[Tally[str] | None] = ContextVar("guarded_sent", default=None)
 
 _ROLLBACK = frozenset({"RollingBack", "RolledBack"})
 _PENDING, _FIRST_WAVE = "Pending", "1"  # the move that starts a rollout
@@ -104,7 +111,40 @@ class Telemetry:
         self.query_errors = Counter(f"{PREFIX}_metric_query_errors",
                                     "Analysis queries that failed, by guard (alerts: the ALERTS query).",
                                     ("namespace", "guard"), registry=r)
+        self.api_requests = Counter(
+            f"{PREFIX}_kubernetes_api_requests", "Kubernetes API requests the operator's own client sent, by verb "
+            "and resource (kopf's watches and its own patches are not counted).", ("verb", "resource"), registry=r)
+        self.metric_queries = Counter(f"{PREFIX}_metric_queries", "Prometheus queries sent, by kind "
+                                      "(range, instant, labels).", ("kind",), registry=r)
+        self.cache_reads = Counter(
+            f"{PREFIX}_cache_reads", "Reads of an object from the watch cache, by resource and result (hit; miss: "
+            "asked the API server, the copy not trusted).", ("resource", "result"), registry=r)
+        self.reconcile_api_requests = Histogram(
+            f"{PREFIX}_reconcile_api_requests", "Kubernetes API requests sent by one reconcile.",
+            buckets=PER_RECONCILE_BUCKETS, registry=r)
+        self.reconcile_metric_queries = Histogram(
+            f"{PREFIX}_reconcile_metric_queries", "Prometheus queries sent by one reconcile.",
+            buckets=PER_RECONCILE_BUCKETS, registry=r)
         self._phases: dict[tuple[str, str], str] = {}
+
+    # -- counting what is sent ----------------------------------------------------------------
+    def api_request(self, verb: str, resource: str) -> None:
+        """One Kubernetes API request (kube.client's observer); any thread."""
+        self.api_requests.labels(verb, resource).inc()
+        sent = _SENT.get()
+        if sent is not None:
+            sent["api"] += 1
+
+    def cache_read(self, resource: str, hit: bool) -> None:
+        """One read from the watch cache (kube.cache's observer)."""
+        self.cache_reads.labels(resource, "hit" if hit else "miss").inc()
+
+    def metric_query(self, kind: str) -> None:
+        """One Prometheus query (metrics.prometheus's observer); any thread."""
+        self.metric_queries.labels(kind).inc()
+        sent = _SENT.get()
+        if sent is not None:
+            sent["query"] += 1
 
     # -- reading one reconcile --------------------------------------------------------------
     def record(self, obs: Observations, old: GuardedRolloutStatus, decision: Decision, seconds: float) -> None:
@@ -155,6 +195,8 @@ class Telemetry:
     def reconciling(self) -> Iterator[None]:
         """Time one reconcile and count the API error that failed it; the exception goes on unchanged."""
         started = time.perf_counter()
+        sent: Tally[str] = Tally()
+        token = _SENT.set(sent)
         try:
             yield
         except Exception as exc:
@@ -165,7 +207,12 @@ class Telemetry:
                       else "timeout" if isinstance(exc, TimeoutError) else "error")
             self.reconcile_seconds.labels(result).observe(time.perf_counter() - started)
             raise
-        self.reconcile_seconds.labels("ok").observe(time.perf_counter() - started)
+        else:
+            self.reconcile_seconds.labels("ok").observe(time.perf_counter() - started)
+        finally:
+            _SENT.reset(token)
+            self.reconcile_api_requests.observe(sent["api"])
+            self.reconcile_metric_queries.observe(sent["query"])
 
     # -- what is exposed ----------------------------------------------------------------------
     def metric_names(self) -> frozenset[str]:
@@ -192,3 +239,6 @@ TELEMETRY = Telemetry(_process_registry())
 record = TELEMETRY.record
 forget = TELEMETRY.forget
 reconciling = TELEMETRY.reconciling
+api_request = TELEMETRY.api_request
+metric_query = TELEMETRY.metric_query
+cache_read = TELEMETRY.cache_read

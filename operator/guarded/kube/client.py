@@ -13,24 +13,72 @@ builders and the pure core expect.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import functools
 import json
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import kubernetes
 from kubernetes.client.rest import ApiException
 
 from guarded.api.common import GROUP, VERSION
 from guarded.api.rollout import PLURAL
+from guarded.kube.cache import WatchCache
 
 REQUEST_TIMEOUT = (5.0, 30.0)  # connect, read (seconds)
 _POOL = ThreadPoolExecutor(max_workers=16, thread_name_prefix="guarded-io")
 
 
+# Told of every request this client sends, as (verb, resource): the operator counts them (handlers/telemetry).
+RequestObserver = Callable[[str, str], None]
+
+
 async def run_blocking(fn: Any, *args: Any, **kwargs: Any) -> Any:
-    """Run a blocking call (the Kubernetes client, a Prometheus query) on the operator's own threads."""
-    return await asyncio.get_running_loop().run_in_executor(_POOL, functools.partial(fn, *args, **kwargs))
+    """Run a blocking call (the Kubernetes client, a Prometheus query) on the operator's own threads.
+
+    In the caller's context (contextvars), so that what the call counts is counted for the reconcile
+    that made it."""
+    call = functools.partial(contextvars.copy_context().run, functools.partial(fn, *args, **kwargs))
+    return await asyncio.get_running_loop().run_in_executor(_POOL, call)
+
+
+_VERBS = {"POST": "create", "PUT": "update", "PATCH": "patch"}
+_WRITES = frozenset({"create", "update", "patch", "delete"})
+
+
+def target_of(method: str, url: str) -> tuple[str, str, str, str]:
+    """(verb, resource, namespace, name) of a request, verb and resource as the API server's own metrics name
+    them: get, list, watch, create, update, patch, delete, deletecollection; a subresource as `resource/sub`
+    (guardedrollouts/status). Namespace and name are "" where the request has none."""
+    parsed = urlsplit(url)
+    parts = [p for p in parsed.path.split("/") if p]
+    if parts[:1] == ["api"]:
+        rest = parts[2:]
+    elif parts[:1] == ["apis"]:
+        rest = parts[3:]
+    else:
+        return method.lower(), parsed.path or "/", "", ""
+    namespace = ""
+    if rest[:1] == ["namespaces"] and len(rest) >= 3:
+        namespace, rest = rest[1], rest[2:]  # a namespaced resource: /namespaces/<ns>/<resource>[/<name>[/<sub>]]
+    if not rest:
+        return method.lower(), "/".join(parts[:3]), "", ""
+    resource = rest[0] + (f"/{rest[2]}" if len(rest) >= 3 else "")
+    name = rest[1] if len(rest) >= 2 else ""
+    if method == "GET":
+        watch = parse_qs(parsed.query).get("watch", [""])[0] in ("true", "1")
+        return ("get" if name else "watch" if watch else "list"), resource, namespace, name
+    if method == "DELETE":
+        return ("delete" if name else "deletecollection"), resource, namespace, name
+    return _VERBS.get(method, method.lower()), resource, namespace, name
+
+
+def classify(method: str, url: str) -> tuple[str, str]:
+    """(verb, resource) of a request (see target_of)."""
+    return target_of(method, url)[:2]
 
 
 class Conflict(Exception):
@@ -38,8 +86,23 @@ class Conflict(Exception):
 
 
 class KubeClient:
-    def __init__(self, api_client: kubernetes.client.ApiClient) -> None:
+    def __init__(self, api_client: kubernetes.client.ApiClient, *, observer: RequestObserver | None = None,
+                 cache: WatchCache | None = None) -> None:
         self.api_client = api_client
+        self.cache = cache
+        if observer is not None or cache is not None:  # every request passes its REST client's request()
+            rest = api_client.rest_client
+            send = rest.request
+
+            def sent(method: str, url: str, *args: Any, **kwargs: Any) -> Any:
+                verb, resource, namespace, name = target_of(method, url)
+                if observer is not None:
+                    observer(verb, resource)
+                if cache is not None and name and verb in _WRITES:  # before it is sent: no read may trust
+                    cache.touched(resource.split("/")[0], namespace, name)  # the copy the write replaces
+                return send(method, url, *args, **kwargs)
+
+            rest.request = sent
         self.apps = kubernetes.client.AppsV1Api(api_client)
         self.core = kubernetes.client.CoreV1Api(api_client)
         self.custom = kubernetes.client.CustomObjectsApi(api_client)
@@ -76,20 +139,82 @@ class KubeClient:
     async def get_rollout(self, namespace: str, name: str) -> dict[str, Any] | None:
         return await self._get_json(self.custom.get_namespaced_custom_object, GROUP, VERSION, namespace, PLURAL, name)
 
+    async def observed_rollout(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """The rollout as the watch saw it, or as the API server has it where the watch cannot be trusted."""
+        return await self._observed(PLURAL, namespace, name, self.get_rollout)
+
+    async def patch_rollout_status(self, namespace: str, name: str, patch: dict[str, Any]) -> dict[str, Any]:
+        """A merge patch of .status; a metadata.resourceVersion in it guards it (a 409 raises Conflict)."""
+        try:
+            result = await self._replace(self.custom.patch_namespaced_custom_object_status, GROUP, VERSION,
+                                         namespace, PLURAL, name, patch)
+        except Conflict:
+            self.distrust(PLURAL, namespace, name)
+            raise
+        self._wrote(PLURAL, namespace, name, result)
+        return dict(result)
+
     async def replace_rollout_status(self, body: dict[str, Any]) -> dict[str, Any]:
         meta = body["metadata"]
-        return await self._replace(self.custom.replace_namespaced_custom_object_status, GROUP, VERSION,
-                                   meta["namespace"], PLURAL, meta["name"], body)
+        result = await self._replace(self.custom.replace_namespaced_custom_object_status, GROUP, VERSION,
+                                     meta["namespace"], PLURAL, meta["name"], body)
+        self._wrote(PLURAL, meta["namespace"], meta["name"], result)
+        return dict(result)
+
+    # -- the watch cache -----------------------------------------------------------------------
+    async def _observed(self, resource: str, namespace: str, name: str, get: Any) -> dict[str, Any] | None:
+        if self.cache is not None:
+            trusted, obj = self.cache.read(resource, namespace, name)
+            if trusted:
+                return obj
+        fresh: dict[str, Any] | None = await get(namespace, name)
+        if self.cache is not None:
+            self.cache.settle(resource, namespace, name, fresh)
+        return fresh
+
+    async def observed_list(self, resource: str, namespace: str, list_fresh: Any) -> list[dict[str, Any]]:
+        """A namespace's objects of a kind ("" for a cluster-scoped kind) as the watch saw them, or as the API
+        server lists them where the watch cannot be trusted."""
+        if self.cache is not None:
+            trusted, items = self.cache.read_list(resource, namespace)
+            if trusted:
+                return items
+        fresh: list[dict[str, Any]] = await list_fresh()
+        if self.cache is not None:
+            self.cache.settle_list(resource, namespace, fresh)
+        return fresh
+
+    def distrust(self, resource: str, namespace: str, name: str) -> None:
+        """The cache's copy of this object is behind (a write conflicted on it): read it afresh next time."""
+        if self.cache is not None:
+            self.cache.touched(resource, namespace, name)
+
+    def _wrote(self, resource: str, namespace: str, name: str, result: Any) -> None:
+        if self.cache is None:
+            return
+        meta = (result or {}).get("metadata") if isinstance(result, dict) else getattr(result, "metadata", None)
+        version = (meta.get("resourceVersion") if isinstance(meta, dict)
+                   else getattr(meta, "resource_version", None)) if meta is not None else None
+        self.cache.wrote(resource, namespace, name, version or "")
 
     # -- Deployments -----------------------------------------------------------------------
     async def get_deployment(self, namespace: str, name: str) -> dict[str, Any] | None:
         return await self._get_json(self.apps.read_namespaced_deployment, name, namespace)
 
+    async def observed_deployment(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """The Deployment as the watch saw it, or as the API server has it where the watch cannot be trusted."""
+        return await self._observed("deployments", namespace, name, self.get_deployment)
+
     async def create_deployment(self, namespace: str, body: dict[str, Any]) -> None:
-        await self._call(self.apps.create_namespaced_deployment, namespace, body)
+        name = body["metadata"]["name"]
+        self.distrust("deployments", namespace, name)  # a POST names no object: the REST hook cannot mark it
+        self._wrote("deployments", namespace, name, await self._call(self.apps.create_namespaced_deployment,
+                                                                     namespace, body))
 
     async def replace_deployment(self, namespace: str, body: dict[str, Any]) -> None:
-        await self._replace(self.apps.replace_namespaced_deployment, body["metadata"]["name"], namespace, body)
+        name = body["metadata"]["name"]
+        self._wrote("deployments", namespace, name,
+                    await self._replace(self.apps.replace_namespaced_deployment, name, namespace, body))
 
     async def delete_deployment(self, namespace: str, name: str, *, uid: str) -> None:
         """Delete exactly the Deployment with this uid (a precondition: a same-named other object stays).

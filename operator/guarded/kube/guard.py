@@ -1,8 +1,10 @@
 """Gathering what the pre-flight gates need: policies, approvals, the queue, the service, a dry run.
 
-Read fresh from the API server while a rollout waits to start (not from a cache), so that two
-rollouts deciding at once about one concurrency slot see each other's latest status. What is read
-here is judged in core/gates; nothing is decided in this module.
+The namespace, policies, approvals, Services and pods come from the operator's watches (kube/cache.py:
+synced, and never older than the operator's own writes; else from the API server). The queue, the
+other rollouts' status, is read fresh from the API server (not from a cache), so that two rollouts
+deciding at once about one concurrency slot see each other's latest status. What is read here is
+judged in core/gates; nothing is decided in this module.
 """
 
 from __future__ import annotations
@@ -165,17 +167,20 @@ async def gather(client: KubeClient, *, obj: dict[str, Any], spec: GuardedRollou
                  target: dict[str, Any], config: tuple[ConfigObs, ...] = ()) -> GuardObservation:
     meta = obj["metadata"]
     namespace, name = meta["namespace"], meta["name"]
-    ns = await client.get_namespace(namespace)
-    policies, unreadable = _policies(await client.list_cluster_custom(POLICY_PLURAL))
-    approvals = _approvals(await client.list_namespaced_custom(namespace, APPROVAL_PLURAL), name)
+    ns = await client._observed("namespaces", "", namespace, lambda _, n: client.get_namespace(n))
+    policies, unreadable = _policies(await client.observed_list(
+        POLICY_PLURAL, "", lambda: client.list_cluster_custom(POLICY_PLURAL)))
+    approvals = _approvals(await client.observed_list(
+        APPROVAL_PLURAL, namespace, lambda: client.list_namespaced_custom(namespace, APPROVAL_PLURAL)), name)
     queue = _queue(await client.list_cluster_custom(PLURAL)) if policies else ()
     template = target.get("spec", {}).get("template", {})
-    consumers = {c.name: await client.get_deployment(namespace, c.name) for c in spec.consumers}
-    services = await client.list_services(namespace)
+    consumers = {c.name: await client.observed_deployment(namespace, c.name) for c in spec.consumers}
+    services = await client.observed_list("services", namespace, lambda: client.list_services(namespace))
     selectors = [sel for t in [template, *(((d or {}).get("spec") or {}).get("template") or {}
                                            for d in consumers.values())]
                  for sel in routing_selectors(services, (t.get("metadata") or {}).get("labels") or {})]
-    behind = service_pods([await client.list_pods(namespace, ",".join(f"{k}={v}" for k, v in sorted(sel.items())))
+    pods = await client.observed_list("pods", namespace, lambda: client.list_pods(namespace)) if selectors else []
+    behind = service_pods([[p for p in pods if _selects(sel, (p.get("metadata") or {}).get("labels") or {})]
                            for sel in selectors])
     dry_run_error: str | None
     try:

@@ -1,10 +1,15 @@
 """One analysis step's queries: per metric, interval counts of canary and stable since the wave's
 analysis began, the pre-rollout service counts, and the firing alerts that match the selector.
-The PromQL is metrics.queries'; this module runs it and turns the answers into counts."""
+The PromQL is metrics.queries'; this module runs it and turns the answers into counts.
+
+With a `SeenIntervals` memory (the operator passes one), a step asks Prometheus only for the intervals it
+has not read yet, and asks a query that two metrics share (the requests counter) once."""
 
 from __future__ import annotations
 
 import math
+import re
+import threading
 from datetime import UTC, datetime, timedelta
 
 from guarded.api.analysis import Analysis, Latency
@@ -13,10 +18,123 @@ from guarded.api.rollout import GuardedRolloutSpec, GuardedRolloutStatus
 from guarded.core.analysis import AnalysisObservation, Counts, MetricData, effective_metrics, is_latency_guard
 from guarded.core.clock import parse
 from guarded.metrics.provider import MetricProvider, Series
-from guarded.metrics.queries import MetricQueries, Pair, alerts_query, buckets_query, metric_queries, regex_literal
+from guarded.metrics.queries import (
+    MetricQueries,
+    Pair,
+    PodSplit,
+    alerts_query,
+    buckets_query,
+    metric_queries,
+    pod_split,
+    regex_literal,
+)
 
 SCRAPE_LAG = timedelta(seconds=2)
 MAX_STEPS = 10_000   # the newest interval is left out until its samples are in
+# An interval that ended this long ago is read once and remembered: no later scrape changes its count.
+FINAL_AFTER = timedelta(seconds=30)
+
+
+class SeenIntervals:
+    """Interval counts already read from Prometheus, per rollout, analysis (its uid and `since`) and query.
+
+    An optimisation, never the source of truth: it is memory only, and an operator that restarts with it
+    empty reads each wave's intervals from Prometheus again, as every step did before it existed. Only
+    counts of intervals that ended FINAL_AFTER before the step are kept; a missing count (no series, a
+    failed query) is never kept, so it is asked again and holds the wave as it did."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._rollouts: dict[tuple[str, str], tuple[str, dict[str, dict[float, float]]]] = {}
+
+    def values(self, rollout: tuple[str, str], analysis: str, query: str) -> dict[float, float]:
+        with self._lock:
+            seen = self._rollouts.get(rollout)
+            return dict(seen[1].get(query, {})) if seen is not None and seen[0] == analysis else {}
+
+    def keep(self, rollout: tuple[str, str], analysis: str, query: str, values: dict[float, float]) -> None:
+        with self._lock:
+            seen = self._rollouts.get(rollout)
+            if seen is None or seen[0] != analysis:  # a new wave's analysis: the old counts are of no use
+                seen = (analysis, {})
+                self._rollouts[rollout] = seen
+            seen[1][query] = dict(values)
+
+    def forget(self, rollout: tuple[str, str]) -> None:
+        with self._lock:
+            self._rollouts.pop(rollout, None)
+
+    def __len__(self) -> int:
+        return len(self._rollouts)
+
+
+class _Reader:
+    """One step's range reads: each query once, from the first interval not yet seen."""
+
+    def __init__(self, provider: MetricProvider, memory: SeenIntervals | None, rollout: tuple[str, str],
+                 analysis: str, now: datetime) -> None:
+        self.provider, self.memory, self.rollout, self.analysis = provider, memory, rollout, analysis
+        self.final = round((now - FINAL_AFTER).timestamp(), 3)
+        self.answered: dict[str, Series] = {}
+
+    def range(self, query: str, steps_dt: list[datetime], interval: float) -> Series:
+        if self.memory is None:
+            series = self.provider.range(query, start=steps_dt[0], end=steps_dt[-1], step_seconds=interval)
+            return Series(values={round(t, 3): v for t, v in series.values.items()}, error=series.error)
+        if query in self.answered:
+            return self.answered[query]
+        known = self.memory.values(self.rollout, self.analysis, query)
+        steps = [round(t.timestamp(), 3) for t in steps_dt]
+        missing = [i for i, t in enumerate(steps) if t not in known]
+        values = dict(known)
+        if missing:
+            # At least two steps: a range whose start is its end answers nothing (metrics.prometheus).
+            first = min(missing[0], max(len(steps_dt) - 2, 0))
+            series = self.provider.range(query, start=steps_dt[first], end=steps_dt[-1], step_seconds=interval)
+            if series.error:
+                return series
+            fetched = {round(t, 3): v for t, v in series.values.items()}
+            # A final interval without a value is kept as such (NaN): it stays no data, as a re-read would say.
+            values.update({t: fetched.get(t, math.nan) for t in steps[first:]})
+        self.memory.keep(self.rollout, self.analysis, query,
+                         {t: v for t, v in values.items() if steps[0] <= t <= self.final})
+        answer = Series(values={t: v for t, v in values.items() if t >= steps[0] and not math.isnan(v)})
+        self.answered[query] = answer
+        return answer
+
+    def split(self, split: PodSplit, steps_dt: list[datetime], interval: float) -> tuple[Series, Series]:
+        """Canary and stable from one per-pod query: each the sum over its pods (no pod with a value at a
+        step: no value, as PromQL's sum over no series). Kept in memory as the two sums."""
+        assert self.memory is not None
+        parts = {"canary": split.canary, "stable": split.stable}
+        keys = {part: f"{split.query}#{part}" for part in parts}
+        if keys["canary"] in self.answered:
+            return self.answered[keys["canary"]], self.answered[keys["stable"]]
+        known = {part: self.memory.values(self.rollout, self.analysis, key) for part, key in keys.items()}
+        steps = [round(t.timestamp(), 3) for t in steps_dt]
+        missing = [i for i, t in enumerate(steps) if any(t not in k for k in known.values())]
+        values = {part: dict(k) for part, k in known.items()}
+        if missing:
+            first = min(missing[0], max(len(steps_dt) - 2, 0))
+            grouped = self.provider.range_by(split.query, "pod", start=steps_dt[first], end=steps_dt[-1],
+                                             step_seconds=interval)
+            if grouped.error:
+                return Series(error=grouped.error), Series(error=grouped.error)
+            for part, pattern in parts.items():
+                sums: dict[float, float] = {}
+                for pod in sorted(grouped.series):
+                    if re.fullmatch(pattern, pod):
+                        for t, v in grouped.series[pod].items():
+                            sums[round(t, 3)] = sums.get(round(t, 3), 0.0) + v
+                values[part].update({t: sums.get(t, math.nan) for t in steps[first:]})
+        answers = []
+        for part, key in keys.items():
+            self.memory.keep(self.rollout, self.analysis, key,
+                             {t: v for t, v in values[part].items() if steps[0] <= t <= self.final})
+            answer = Series(values={t: v for t, v in values[part].items() if t >= steps[0] and not math.isnan(v)})
+            self.answered[key] = answer
+            answers.append(answer)
+        return answers[0], answers[1]
 
 
 def _counts(events: Series, requests: Series, steps: list[float]) -> tuple[Counts | None, ...]:
@@ -56,15 +174,25 @@ def _pre_rollout(provider: MetricProvider, queries: Pair, at: datetime) -> Metri
                                          requests=next(iter(requests.values.values()))))
 
 
-def _intervals(provider: MetricProvider, queries: MetricQueries, steps_dt: list[datetime], interval: float,
-               pre: Counts | None) -> MetricData:
-    """Canary and stable counts per interval; the first failed query is the metric's error."""
+def _intervals(reader: _Reader, queries: MetricQueries, steps_dt: list[datetime], interval: float,
+               pre: Counts | None, splits: tuple[PodSplit, PodSplit] | None = None) -> MetricData:
+    """Canary and stable counts per interval; the first failed query is the metric's error. With `splits`
+    (the events and requests per pod) canary and stable come from one query each."""
     answers = []
-    for query in (queries.canary.events, queries.canary.requests, queries.stable.events, queries.stable.requests):
-        series = provider.range(query, start=steps_dt[0], end=steps_dt[-1], step_seconds=interval)
-        if series.error:
-            return MetricData(error=series.error)
-        answers.append(Series(values={round(t, 3): v for t, v in series.values.items()}))
+    if splits is not None and reader.memory is not None:
+        for split in splits:
+            canary, stable = reader.split(split, steps_dt, interval)
+            if canary.error:
+                return MetricData(error=canary.error)
+            answers += [canary, stable]
+        answers = [answers[0], answers[2], answers[1], answers[3]]
+    else:
+        for query in (queries.canary.events, queries.canary.requests, queries.stable.events,
+                      queries.stable.requests):
+            series = reader.range(query, steps_dt, interval)
+            if series.error:
+                return MetricData(error=series.error)
+            answers.append(series)
     steps = [round(t.timestamp(), 3) for t in steps_dt]
     canary_events, canary_requests, stable_events, stable_requests = answers
     return MetricData(canary=_counts(canary_events, canary_requests, steps),
@@ -106,11 +234,16 @@ def _alerts(provider: MetricProvider, analysis: Analysis) -> tuple[tuple[str, ..
 
 
 def gather(provider: MetricProvider, spec: GuardedRolloutSpec, status: GuardedRolloutStatus, *,
-           namespace: str, now: datetime) -> AnalysisObservation:
+           namespace: str, now: datetime, memory: SeenIntervals | None = None,
+           rollout: tuple[str, str, str | None] | None = None) -> AnalysisObservation:
+    """`memory` and `rollout` (namespace, name, uid): read only the intervals not yet seen (SeenIntervals)."""
     analysis = spec.analysis
     assert analysis is not None and status.analysis.since is not None
     interval = parse_duration(analysis.interval)
     steps_dt = _steps(status.analysis.since, interval, now)
+    namespace_name = (rollout[0], rollout[1]) if rollout else (namespace, "")
+    reader = _Reader(provider, memory if rollout else None, namespace_name,
+                     f"{rollout[2] if rollout else ''}@{status.analysis.since}@{analysis.interval}", now)
     recorded_pre = {p.metric: Counts(events=p.events, requests=p.requests) for p in status.analysis.pre_rollout}
 
     metrics: dict[str, MetricData] = {}
@@ -128,7 +261,10 @@ def gather(provider: MetricProvider, spec: GuardedRolloutSpec, status: GuardedRo
         if data.pre_rollout is None and metric.pre_rollout_tolerance is not None and status.started_at:
             data = _pre_rollout(provider, queries.pre_rollout, parse(status.started_at))
         if data.error is None and steps_dt:
-            data = _intervals(provider, queries, steps_dt, interval, data.pre_rollout)
+            split = [pod_split(t, namespace=namespace, target=spec.target.name, interval=analysis.interval, le=le)
+                     for t in (metric.events, metric.requests)]
+            data = _intervals(reader, queries, steps_dt, interval, data.pre_rollout,
+                              (split[0], split[1]) if split[0] and split[1] else None)
         metrics[metric.name] = data
     alerts, alerts_error = _alerts(provider, analysis)
     return AnalysisObservation(metrics=metrics, alerts=alerts, alerts_error=alerts_error)

@@ -2,21 +2,31 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 
 import requests
 from prometheus_api_client import PrometheusApiClientException, PrometheusConnect
 from urllib3.util.retry import Retry
 
-from guarded.metrics.provider import Labels, Series
+from guarded.metrics.provider import Grouped, Labels, Series
+
+# Told of every query sent, by kind (range, instant, labels): the operator counts them (handlers/telemetry).
+QueryObserver = Callable[[str], None]
 
 
 class PrometheusProvider:
-    def __init__(self, url: str, *, timeout: float = 5.0, retries: int = 2) -> None:
+    def __init__(self, url: str, *, timeout: float = 5.0, retries: int = 2,
+                 observer: QueryObserver | None = None) -> None:
         self.url = url
+        self.observer = observer
         retry = Retry(total=retries, backoff_factor=0.2, status_forcelist=(502, 503, 504),
                       allowed_methods=frozenset({"GET", "POST"}))
         self.client = PrometheusConnect(url=url, disable_ssl=True, retry=retry, timeout=int(max(1, timeout)))
+
+    def _count(self, kind: str) -> None:
+        if self.observer is not None:
+            self.observer(kind)
 
     def _describe(self, exc: Exception, query: str) -> str:
         text = str(exc)
@@ -29,6 +39,7 @@ class PrometheusProvider:
     def range(self, query: str, *, start: datetime, end: datetime, step_seconds: float) -> Series:
         if end <= start:
             return Series()
+        self._count("range")
         try:
             result = self.client.custom_query_range(query, start_time=start, end_time=end, step=f"{step_seconds:g}s")
         except Exception as exc:  # errors are data
@@ -39,8 +50,25 @@ class PrometheusProvider:
             return Series()
         return Series(values={float(t): float(v) for t, v in result[0].get("values", [])})
 
+    def range_by(self, query: str, label: str, *, start: datetime, end: datetime, step_seconds: float) -> Grouped:
+        if end <= start:
+            return Grouped()
+        self._count("range")
+        try:
+            result = self.client.custom_query_range(query, start_time=start, end_time=end, step=f"{step_seconds:g}s")
+        except Exception as exc:  # errors are data
+            return Grouped(error=self._describe(exc, query))
+        out: dict[str, dict[float, float]] = {}
+        for item in result:
+            key = (item.get("metric") or {}).get(label)
+            if key is None or key in out:
+                return Grouped(error=f"query {query!r} must return one series per {label}")
+            out[key] = {float(t): float(v) for t, v in item.get("values", [])}
+        return Grouped(series=out)
+
     def instant(self, query: str, *, at: datetime | None = None) -> Series:
         params = {"time": f"{at.timestamp():.3f}"} if at is not None else None
+        self._count("instant")
         try:
             result = self.client.custom_query(query, params=params)
         except Exception as exc:
@@ -53,6 +81,7 @@ class PrometheusProvider:
         return Series(values={float(t): float(v)})
 
     def labels(self, query: str) -> Labels:
+        self._count("labels")
         try:
             result = self.client.custom_query(query)
         except Exception as exc:

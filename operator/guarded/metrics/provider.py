@@ -20,6 +20,14 @@ class Series:
 
 
 @dataclass(frozen=True)
+class Grouped:
+    """One query's series by the value of one label (e.g. per pod), each by Unix timestamp."""
+
+    series: dict[str, dict[float, float]] = field(default_factory=dict)
+    error: str | None = None
+
+
+@dataclass(frozen=True)
 class Labels:
     items: tuple[dict[str, str], ...] = ()
     error: str | None = None
@@ -29,6 +37,10 @@ class MetricProvider(Protocol):
     def range(self, query: str, *, start: datetime, end: datetime, step_seconds: float) -> Series: ...
 
     def instant(self, query: str, *, at: datetime | None = None) -> Series: ...
+
+    def range_by(self, query: str, label: str, *, start: datetime, end: datetime, step_seconds: float) -> Grouped:
+        """A range query that returns one series per value of `label` (it aggregates `by (label)`)."""
+        ...
 
     def labels(self, query: str) -> Labels:
         """Label sets of the series an instant query returns (for ALERTS)."""

@@ -64,9 +64,8 @@ def selectors(namespace: str, target: str) -> Selectors:
 
 def lookback(window_seconds: float) -> str:
     """How far back a template's `{{lookback}}` looks for the last sample before a window: four windows and at
-    least five minutes (Prometheus's own lookback), so that failed scrapes (stale markers) lose no counts, and
-    only a series that Prometheus has not seen for that long counts as new (from zero)."""
-    return f"{max(300, math.ceil(4 * window_seconds))}s"
+    least 30 s, so that a few failed scrapes (stale markers) lose no counts."""
+    return f"{max(30, math.ceil(4 * window_seconds))}s"
 
 
 def render(template: str, *, selector: str, interval: str, namespace: str, target: str, le: str | None = None,
@@ -79,6 +78,15 @@ def render(template: str, *, selector: str, interval: str, namespace: str, targe
     return re.sub(r"\{\{\s*(\w+)\s*\}\}", lambda m: values.get(m.group(1), m.group(0)), template)
 
 
+# The built-in templates (core/analysis/selection._increase): one counter's exact increase, summed over the
+# selected pods: sum(clamp_min(S - last_over_time(S[lookback] offset interval), 0)).
+_SERIES = r"[A-Za-z_:][A-Za-z0-9_:]*\{\{\{selector\}\}(?:[^{}]|\{\{le\}\})*\}"
+_EXACT = (r"sum\((?P<body>clamp_min\((?P<series>" + _SERIES + r") - last_over_time\((?P=series)"
+          r"\[\{\{lookback\}\}\] offset \{\{interval\}\}\), 0\))\)")
+_SUMMED_INCREASE = re.compile("^" + _EXACT + "$")
+_EXACT_ANYWHERE = re.compile(_EXACT)
+
+
 def metric_queries(metric: Metric, *, namespace: str, target: str, interval: str,
                    pre_rollout_window: str, le: str | None = None) -> MetricQueries:
     sel = selectors(namespace, target)
@@ -88,8 +96,42 @@ def metric_queries(metric: Metric, *, namespace: str, target: str, interval: str
             return render(template, selector=selector, interval=window, namespace=namespace, target=target, le=le)
         return Pair(events=one(metric.events), requests=one(metric.requests))
 
+    def pre(template: str) -> str:
+        # The built-in exact form (in the guards' templates, the latency guard's two as well) asks a window
+        # minutes long as increase(): it counts the pods that started in the window, and its extrapolation is
+        # negligible over minutes.
+        template = _EXACT_ANYWHERE.sub(lambda m: "sum(increase(" + m["series"] + "[{{interval}}]))", template)
+        return render(template, selector=sel.service, interval=pre_rollout_window, namespace=namespace,
+                      target=target, le=le)
+
     return MetricQueries(canary=pair(sel.canary, interval), stable=pair(sel.stable, interval),
-                         pre_rollout=pair(sel.service, pre_rollout_window))
+                         pre_rollout=Pair(events=pre(metric.events), requests=pre(metric.requests)))
+
+
+
+
+@dataclass(frozen=True, kw_only=True)
+class PodSplit:
+    """One query for canary and stable at once: the increase per pod of the whole service (`query`), which
+    the operator sums over the pods each regex (Python, fully matched; the same as the PromQL selectors')
+    names."""
+
+    query: str
+    canary: str
+    stable: str
+
+
+def pod_split(template: str, *, namespace: str, target: str, interval: str, le: str | None = None) -> PodSplit | None:
+    """The per-pod form of a built-in template, or None for any other (it is then asked for canary and stable
+    apart, as written)."""
+    m = _SUMMED_INCREASE.match(template)
+    if m is None:
+        return None
+    by_pod = "sum by (pod) (" + m["body"] + ")"
+    name = regex_literal(target)
+    return PodSplit(query=render(by_pod, selector=selectors(namespace, target).service, interval=interval,
+                                 namespace=namespace, target=target, le=le),
+                    canary=f"{name}-canary-{_POD_SUFFIX}", stable=f"{name}-{_POD_SUFFIX}")
 
 
 def buckets_query(histogram: str, *, namespace: str, target: str) -> str:

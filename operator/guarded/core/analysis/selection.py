@@ -24,12 +24,14 @@ def _increase(counter: str, matchers: str = "") -> str:
     would not do: it reads only the samples inside each window, so the increment between the last sample
     of one window and the first of the next is lost, and it scales the rest up to the window's length. At a
     2 s interval and 1 s scrapes that is half of the counts lost and the other half doubled: counts twice
-    as variable as Poisson's, which the judges' false-rollback bound assumes (docs/analysis.md). A series
-    with no sample within `{{lookback}}` before the interval (a new pod) counts from zero, all of its value; a
-    counter reset counts nothing for that interval (clamped at zero), which is never more than happened."""
+    as variable as Poisson's, which the judges' false-rollback bound assumes (docs/analysis.md).
+
+    Never more than happened: a series with no sample within `{{lookback}}` before the interval (a new pod,
+    or one Prometheus lost sight of) counts from its second interval on, and a counter reset counts nothing
+    for its interval (clamped at zero). The pre-rollout window, minutes long, is asked with increase()
+    (metrics/queries.py), whose extrapolation is negligible there and which counts the pods it saw start."""
     series = counter + "{{{selector}}" + matchers + "}"
-    before = f"last_over_time({series}[{{{{lookback}}}}] offset {{{{interval}}}})"
-    return f"sum(clamp_min({series} - {before}, 0) or ({series} unless {before}))"
+    return f"sum(clamp_min({series} - last_over_time({series}[{{{{lookback}}}}] offset {{{{interval}}}}), 0))"
 
 
 def _latency_guard(analysis: Analysis) -> Metric | None:

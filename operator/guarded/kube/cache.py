@@ -1,0 +1,112 @@
+"""Objects as the operator's watches last saw them, read instead of a GET when they cannot mislead a decision.
+
+kopf keeps one watch per kind; its indexes (handlers/operator.py) hold each object by (namespace, name) and
+are what this cache serves. Two rules keep a read from the cache as good as a GET for a decision:
+
+* Synced: kopf calls no handler, so starts no reconcile, before every index has had its first full listing.
+  A kind that has no index served here is never read from the cache.
+* Not older than our own last write: a reconcile that scaled the canary a moment ago must not decide from
+  the canary as it was before, because the watch has not yet delivered the change. Every write the
+  operator sends marks its object (kube.client does it for every named write, before sending), with the
+  resourceVersion the write produced when that is known. Until the watch shows that version, a read of the
+  object is answered by the API server (a miss), and such a GET tells the cache when it has caught up
+  (`settle`: the watch holds what the API server just said).
+
+Anything in doubt is a miss, never a guess: a miss costs one GET, a wrong hit could cost a wave. The cache
+holds no state of its own worth keeping: a restarted operator lists everything afresh.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+Key = tuple[str, str, str]  # (resource, namespace, name)
+CacheObserver = Callable[[str, bool], None]  # (resource, hit)
+
+_UNKNOWN = ""  # written, the resourceVersion the write produced not (yet) known
+
+
+def _version(obj: Mapping[str, Any] | None) -> str | None:
+    return None if obj is None else (obj.get("metadata") or {}).get("resourceVersion")
+
+
+class WatchCache:
+    def __init__(self, observer: CacheObserver | None = None) -> None:
+        self._sources: dict[str, Mapping[Any, Iterable[Any]]] = {}
+        self._lists: dict[str, Mapping[Any, Iterable[Any]]] = {}
+        self._written: dict[Key, str | None] = {}  # our writes not yet seen: rv, _UNKNOWN, or None (deleted)
+        self.observer = observer
+
+    def serve(self, resource: str, index: Mapping[Any, Iterable[Any]]) -> None:
+        """Read `resource` (plural, e.g. "deployments") from a synced index of (namespace, name) -> objects."""
+        self._sources[resource] = index
+
+    def serve_lists(self, resource: str, index: Mapping[Any, Iterable[Any]]) -> None:
+        """Read lists of `resource` from a synced index of namespace ("" for cluster-scoped kinds) -> objects."""
+        self._lists[resource] = index
+
+    def serves(self, resource: str) -> bool:
+        return resource in self._sources
+
+    # -- what the operator wrote --------------------------------------------------------------
+    def touched(self, resource: str, namespace: str, name: str) -> None:
+        """A write of this object is on its way (or failed, or conflicted): distrust the cache's copy."""
+        self._written[(resource, namespace, name)] = _UNKNOWN
+
+    def wrote(self, resource: str, namespace: str, name: str, version: str | None) -> None:
+        """A write produced this resourceVersion (None: the object was deleted): trust the copy once it is that."""
+        self._written[(resource, namespace, name)] = _UNKNOWN if version == "" else version
+
+    # -- reading --------------------------------------------------------------------------------
+    def _cached(self, resource: str, namespace: str, name: str) -> Mapping[str, Any] | None:
+        found = self._sources[resource].get((namespace, name))  # type: ignore[attr-defined]
+        return next(iter(found), None) if found is not None else None
+
+    def read(self, resource: str, namespace: str, name: str) -> tuple[bool, dict[str, Any] | None]:
+        """(trusted, the object as the watch saw it; None: absent). Not trusted: ask the API server."""
+        if resource not in self._sources:
+            return False, None
+        obj = self._cached(resource, namespace, name)
+        key = (resource, namespace, name)
+        if key in self._written:
+            awaited = self._written[key]
+            if awaited == _UNKNOWN or awaited != _version(obj):
+                self._tell(resource, False)
+                return False, None
+            self._written.pop(key, None)  # the watch has delivered our write
+        self._tell(resource, True)
+        return True, None if obj is None else dict(obj)
+
+    def read_list(self, resource: str, namespace: str = "") -> tuple[bool, list[dict[str, Any]]]:
+        """(trusted, the namespace's objects of this kind as the watch saw them). Not trusted while a write of
+        ours to any of them is not yet seen: ask the API server (and `settle_list` with its answer)."""
+        if resource not in self._lists or any(k[0] == resource and k[1] == namespace for k in list(self._written)):
+            if resource in self._lists:
+                self._tell(resource, False)
+            return False, []
+        self._tell(resource, True)
+        return True, [dict(obj) for obj in self._lists[resource].get(namespace) or ()]  # type: ignore[attr-defined]
+
+    def settle_list(self, resource: str, namespace: str, fresh: Iterable[Mapping[str, Any]]) -> None:
+        """After a LIST: the objects whose write we awaited are trusted again once the watch agrees with it."""
+        if resource not in self._lists:
+            return
+        listed = {(obj.get("metadata") or {}).get("name"): _version(obj) for obj in fresh}
+        cached = {(obj.get("metadata") or {}).get("name"): _version(obj)
+                  for obj in self._lists[resource].get(namespace) or ()}  # type: ignore[attr-defined]
+        for key in [k for k in list(self._written) if k[0] == resource and k[1] == namespace]:
+            if listed.get(key[2]) == cached.get(key[2]):
+                self._written.pop(key, None)
+
+    def settle(self, resource: str, namespace: str, name: str, fresh: Mapping[str, Any] | None) -> None:
+        """After a GET: once the watch holds what the API server answered, the cache is trusted again."""
+        key = (resource, namespace, name)
+        if key not in self._written or resource not in self._sources:
+            return
+        if _version(self._cached(resource, namespace, name)) == _version(fresh):
+            self._written.pop(key, None)
+
+    def _tell(self, resource: str, hit: bool) -> None:
+        if self.observer is not None:
+            self.observer(resource, hit)

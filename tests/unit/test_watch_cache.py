@@ -1,0 +1,123 @@
+"""The watch cache answers a read only when it cannot mislead a decision: once synced (served), and never
+older than the operator's own last write to the object; anything in doubt goes to the API server."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import kubernetes
+import pytest
+
+from guarded.kube.cache import WatchCache
+from guarded.kube.client import KubeClient
+from guarded.kube.patches import apply_merge_patch, merge_patch
+
+
+def deployment(name: str, rv: str, replicas: int = 1) -> dict[str, Any]:
+    return {"metadata": {"name": name, "namespace": "shop", "resourceVersion": rv}, "spec": {"replicas": replicas}}
+
+
+class Index(dict):
+    """What kopf's index looks like to the cache: (namespace, name) -> a collection of one object."""
+
+    def put(self, obj: dict[str, Any]) -> None:
+        self[(obj["metadata"]["namespace"], obj["metadata"]["name"])] = [obj]
+
+
+def cache_with(*objs: dict[str, Any]) -> tuple[WatchCache, Index]:
+    cache, index = WatchCache(), Index()
+    for obj in objs:
+        index.put(obj)
+    cache.serve("deployments", index)
+    return cache, index
+
+
+def test_a_kind_without_a_synced_index_is_never_read_from_the_cache() -> None:
+    assert WatchCache().read("deployments", "shop", "shop") == (False, None)
+
+
+def test_a_synced_cache_answers_for_present_and_absent_objects() -> None:
+    cache, _ = cache_with(deployment("shop", "10"))
+    assert cache.read("deployments", "shop", "shop") == (True, deployment("shop", "10"))
+    assert cache.read("deployments", "shop", "shop-canary") == (True, None)
+
+
+def test_after_our_own_write_the_copy_is_not_trusted_until_the_watch_shows_that_version() -> None:
+    cache, index = cache_with(deployment("shop-canary", "10", replicas=1))
+    cache.touched("deployments", "shop", "shop-canary")           # the scale is sent
+    cache.wrote("deployments", "shop", "shop-canary", "11")       # and produced resourceVersion 11
+    assert cache.read("deployments", "shop", "shop-canary") == (False, None)
+    index.put(deployment("shop-canary", "11", replicas=3))        # the watch delivers it
+    assert cache.read("deployments", "shop", "shop-canary") == (True, deployment("shop-canary", "11", 3))
+
+
+def test_a_write_of_unknown_outcome_waits_for_a_get_that_the_watch_agrees_with() -> None:
+    cache, index = cache_with(deployment("shop", "10"))
+    cache.touched("deployments", "shop", "shop")                  # sent; conflicted, failed, or rv unknown
+    assert cache.read("deployments", "shop", "shop")[0] is False
+    cache.settle("deployments", "shop", "shop", deployment("shop", "12"))   # the API server is ahead
+    assert cache.read("deployments", "shop", "shop")[0] is False
+    index.put(deployment("shop", "12"))
+    assert cache.read("deployments", "shop", "shop")[0] is False  # only a GET that agrees settles it
+    cache.settle("deployments", "shop", "shop", deployment("shop", "12"))
+    assert cache.read("deployments", "shop", "shop") == (True, deployment("shop", "12"))
+
+
+def test_a_deleted_object_is_trusted_absent_once_both_say_so() -> None:
+    cache, index = cache_with(deployment("shop-canary", "10"))
+    cache.touched("deployments", "shop", "shop-canary")
+    del index[("shop", "shop-canary")]
+    cache.settle("deployments", "shop", "shop-canary", None)
+    assert cache.read("deployments", "shop", "shop-canary") == (True, None)
+
+
+def test_the_copy_handed_out_is_not_the_cached_object() -> None:
+    cache, index = cache_with(deployment("shop", "10"))
+    _, obj = cache.read("deployments", "shop", "shop")
+    assert obj is not None
+    obj["spec"] = {"replicas": 99}
+    assert index[("shop", "shop")][0]["spec"] == {"replicas": 1}
+
+
+def test_every_named_write_the_client_sends_marks_the_object_before_it_leaves() -> None:
+    cache, _ = cache_with(deployment("shop", "10"))
+    api = kubernetes.client.ApiClient()
+
+    def refused(*_: Any, **__: Any) -> None:
+        raise ConnectionRefusedError("nothing listens")
+
+    api.rest_client.request = refused  # the write fails after it was marked
+    client = KubeClient(api, cache=cache)
+    with pytest.raises(ConnectionRefusedError):
+        asyncio.run(client._call(client.apps.patch_namespaced_deployment, "shop", "shop", {"spec": {}}))
+    assert cache.read("deployments", "shop", "shop")[0] is False
+
+
+@pytest.mark.parametrize("before, after, patch", [
+    ({"a": 1, "b": [1, 2]}, {"a": 1, "b": [1, 2]}, {}),
+    ({"a": 1}, {"a": 2}, {"a": 2}),
+    ({"a": 1, "gone": "x"}, {"a": 1}, {"gone": None}),
+    ({"n": {"x": 1, "y": 2}}, {"n": {"x": 1, "y": 3}}, {"n": {"y": 3}}),
+    ({"l": [{"t": 1}]}, {"l": [{"t": 1}, {"t": 2}]}, {"l": [{"t": 1}, {"t": 2}]}),
+    ({}, {"new": {"deep": True}}, {"new": {"deep": True}}),
+    ({"n": 1}, {"n": {"x": 1}}, {"n": {"x": 1}}),
+])
+def test_a_status_write_sends_only_what_changed(before: dict, after: dict, patch: dict) -> None:
+    assert merge_patch(before, after) == patch
+    assert apply_merge_patch(before, merge_patch(before, after)) == after
+
+
+def test_a_namespaces_list_is_read_from_the_watch_until_one_of_its_objects_is_written() -> None:
+    cache, services = WatchCache(), {"shop": [deployment("shop", "5")]}
+    cache.serve_lists("services", services)
+    assert cache.read_list("services", "shop") == (True, [deployment("shop", "5")])
+    assert cache.read_list("services", "other") == (True, [])
+    cache.touched("services", "shop", "shop")                   # routing pins its selector
+    assert cache.read_list("services", "shop") == (False, [])
+    assert cache.read_list("services", "other")[0] is True      # another namespace is not in doubt
+    cache.settle_list("services", "shop", [deployment("shop", "6")])
+    assert cache.read_list("services", "shop")[0] is False      # the watch has not delivered 6 yet
+    services["shop"] = [deployment("shop", "6")]
+    cache.settle_list("services", "shop", [deployment("shop", "6")])
+    assert cache.read_list("services", "shop") == (True, [deployment("shop", "6")])
