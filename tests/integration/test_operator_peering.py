@@ -91,8 +91,11 @@ def test_two_peered_replicas_have_one_acting_and_the_other_takes_over_when_it_is
     assert reconciled(newer, namespace, "second"), newer.tail()
     assert "Resuming operations" in newer.log_path.read_text(errors="replace")
     assert [h["wave"] for h in status["history"] if h["reason"] == "WaveStarted"] == [0, 1], "no wave repeated"
-    taken_over = metric(newer, "guarded_wave_transitions_total", namespace=namespace, rollout="second")
-    assert taken_over.get(("Promote", "Succeeded")) == 1, taken_over
+    # The operator counts a decision's transitions once its status write and Events are through: the Succeeded
+    # status can be seen a moment before its count.
+    taken_over = eventually(lambda: (m := metric(newer, "guarded_wave_transitions_total", namespace=namespace,
+                                                 rollout="second")).get(("Promote", "Succeeded")) == 1 and m,
+                            timeout=15, what="the Promote -> Succeeded transition counted by the newer replica")
     assert ("Pending", "1") not in taken_over, "the older replica started it; the newer one only finished it"
     assert metric(newer, "guarded_rollouts", namespace=namespace, phase="Succeeded") == {(): 2.0}, \
         "the newer replica now drives both rollouts"
