@@ -30,13 +30,27 @@ PYTHON="${PYTHON:-$ROOT/.venv/bin/python}"
 log() { printf '[testbed] %s\n' "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
 
-pid_alive() { # a recorded process that runs (a zombie has exited: its ports and files are released)
+pid_alive() { # a recorded process that runs: not gone, and not a zombie whose every thread has exited (a killed
+  # multi-threaded process's leader shows Z while its other threads still hold its ports and files)
   [[ -f "$RUN/pids/$1.pid" ]] || return 1
-  local pid state
+  local pid state threads
   pid="$(cat "$RUN/pids/$1.pid")"
   kill -0 "$pid" 2>/dev/null || return 1
   state="$(sed 's/.*) //' "/proc/$pid/stat" 2>/dev/null | cut -d' ' -f1)"
-  [[ -n "$state" && "$state" != Z ]]
+  threads="$(ls "/proc/$pid/task" 2>/dev/null | wc -l)"
+  [[ -n "$state" && ( "$state" != Z || "$threads" -gt 1 ) ]]
+}
+
+ports_free() { # ports_free PORT...: back once none of them is listened on (20 s at most)
+  local port
+  local taken
+  for _ in $(seq 1 80); do
+    taken=""
+    for port in "$@"; do ss -ltnH "sport = :$port" 2>/dev/null | grep -q . && taken="$port"; done
+    [[ -z "$taken" ]] && return 0
+    sleep 0.25
+  done
+  die "port $taken still taken 20 s after its process ended"
 }
 
 stop_process() { # stop_process NAME [SECONDS]: SIGTERM, SIGKILL after SECONDS (default 5), back once it is gone
@@ -380,6 +394,7 @@ cmd_apiserver() {
   case "${1:-}" in
     restart)
       stop_process kube-apiserver 5
+      ports_free "$APISERVER_PORT"
       start_apiserver
       wait_for 90 "the API server's /readyz" api_ok /readyz
       log "kube-apiserver restarted" ;;
@@ -393,6 +408,7 @@ cmd_etcd() {
   case "${1:-}" in
     restart)
       stop_process etcd 5
+      ports_free "$ETCD_PORT" "$ETCD_PEER_PORT"
       start_etcd
       wait_for 90 "the API server's /readyz" api_ok /readyz
       log "etcd restarted" ;;
