@@ -121,3 +121,9 @@ def test_a_namespaces_list_is_read_from_the_watch_until_one_of_its_objects_is_wr
     services["shop"] = [deployment("shop", "6")]
     cache.settle_list("services", "shop", [deployment("shop", "6")])
     assert cache.read_list("services", "shop") == (True, [deployment("shop", "6")])
+
+
+def test_a_list_from_the_watch_is_in_the_api_servers_order() -> None:
+    cache = WatchCache()
+    cache.serve_lists("rolloutpolicies", {"": [deployment("b", "2"), deployment("a", "3"), deployment("c", "1")]})
+    assert [p["metadata"]["name"] for p in cache.read_list("rolloutpolicies")[1]] == ["a", "b", "c"]

@@ -86,7 +86,10 @@ class WatchCache:
                 self._tell(resource, False)
             return False, []
         self._tell(resource, True)
-        return True, [dict(obj) for obj in self._lists[resource].get(namespace) or ()]  # type: ignore[attr-defined]
+        items = [dict(obj) for obj in self._lists[resource].get(namespace) or ()]  # type: ignore[attr-defined]
+        # In the API server's order (by name), not the watch's: what a decision names first must not depend
+        # on which object the watch happened to deliver first.
+        return True, sorted(items, key=lambda obj: str((obj.get("metadata") or {}).get("name")))
 
     def settle_list(self, resource: str, namespace: str, fresh: Iterable[Mapping[str, Any]]) -> None:
         """After a LIST: the objects whose write we awaited are trusted again once the watch agrees with it."""
