@@ -52,7 +52,7 @@ sys.path.insert(0, str(ROOT / "hack"))
 
 from demo import demo_shop, image, release, waves  # noqa: E402
 
-from operator_process import OperatorProcess  # noqa: E402
+from operator_process import OperatorProcess, end  # noqa: E402
 from testbed import Cluster, connect  # noqa: E402
 from traffic import delete_namespace, first_ready, lost_orders, prom, shop_with_traffic  # noqa: E402
 from waiting import eventually  # noqa: E402
@@ -183,13 +183,7 @@ class ArgoController:
         log(f"argo rollouts-controller running (pid {self.proc.pid}, log {self.log_path})")
 
     def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=5)
+        end(self.proc)
 
     def tail(self, lines: int = 40) -> str:
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])

@@ -26,6 +26,17 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def end(proc: subprocess.Popen[bytes] | None) -> None:
+    """SIGTERM a child process that still runs, SIGKILL it after 15 s, and reap it."""
+    if proc and proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=5)
+
+
 class OperatorProcess:
     def __init__(self, cluster: Cluster, *, extra_args: Sequence[str] = (), env: dict[str, str] | None = None,
                  webhooks: bool = True) -> None:
@@ -142,13 +153,7 @@ class OperatorProcess:
 
     def stop(self) -> None:
         self._exclusive("a stop")
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=5)
+        end(self.proc)
 
     def tail(self, lines: int = 60) -> str:
         try:
