@@ -36,14 +36,21 @@ class PrometheusProvider:
             return f"Prometheus at {self.url} unreachable: {type(exc).__name__}"
         return f"query failed: {text[:300]}"
 
+    def _matrix(self, query: str, start: datetime, end: datetime, step_seconds: float) -> tuple[list, str | None]:
+        """A range query's series, or the error that says why there are none (errors are data)."""
+        self._count("range")
+        try:
+            return self.client.custom_query_range(query, start_time=start, end_time=end,
+                                                  step=f"{step_seconds:g}s"), None
+        except Exception as exc:
+            return [], self._describe(exc, query)
+
     def range(self, query: str, *, start: datetime, end: datetime, step_seconds: float) -> Series:
         if end <= start:
             return Series()
-        self._count("range")
-        try:
-            result = self.client.custom_query_range(query, start_time=start, end_time=end, step=f"{step_seconds:g}s")
-        except Exception as exc:  # errors are data
-            return Series(error=self._describe(exc, query))
+        result, error = self._matrix(query, start, end, step_seconds)
+        if error is not None:
+            return Series(error=error)
         if len(result) > 1:
             return Series(error=f"query {query!r} returned {len(result)} series; aggregate it to one (sum)")
         if not result:
@@ -53,11 +60,9 @@ class PrometheusProvider:
     def range_by(self, query: str, label: str, *, start: datetime, end: datetime, step_seconds: float) -> Grouped:
         if end <= start:
             return Grouped()
-        self._count("range")
-        try:
-            result = self.client.custom_query_range(query, start_time=start, end_time=end, step=f"{step_seconds:g}s")
-        except Exception as exc:  # errors are data
-            return Grouped(error=self._describe(exc, query))
+        result, error = self._matrix(query, start, end, step_seconds)
+        if error is not None:
+            return Grouped(error=error)
         out: dict[str, dict[float, float]] = {}
         for item in result:
             key = (item.get("metric") or {}).get(label)
