@@ -15,7 +15,7 @@ import pytest
 import requests
 import yaml
 
-from operator_process import OperatorProcess, _free_port
+from operator_process import OperatorProcess, _free_port, end
 from rollouts import Shop, guarded_rollout
 from testbed import ROOT, Cluster
 from waiting import eventually
@@ -137,10 +137,5 @@ def test_an_operator_that_cannot_reach_the_api_server_is_alive_but_not_ready(clu
         assert readiness is not None and readiness.status_code == 503
         assert "Kubernetes API not reached" in readiness.text, readiness.text
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=5)
+        end(proc)
         log.close()
