@@ -40,12 +40,23 @@ from guarded.kube.patches import merge_patch
 from guarded.kube.routing import observe as observe_routing
 from guarded.metrics.gather import SeenIntervals, gather
 from guarded.metrics.provider import MetricProvider
+from guarded.metrics.shared import SharedQueries
 
 # The interval counts each rollout's analysis has read (metrics/gather.py): memory only, rebuilt from Prometheus.
 SEEN = SeenIntervals()
 # Off by default until measured on the integration suite under load: two false rollbacks of a healthy release
 # were seen in eight runs of test_analysis with it on (docs/scale.md). GUARDED_INCREMENTAL_QUERIES=1 turns it on.
 INCREMENTAL = os.environ.get("GUARDED_INCREMENTAL_QUERIES") == "1"
+_SHARED: list[SharedQueries] = []
+
+
+def shared_queries(provider: MetricProvider) -> SharedQueries:
+    """The queries every rollout's analysis shares (metrics/shared), one set per provider."""
+    if not _SHARED or _SHARED[0].provider is not provider:
+        _SHARED[:] = [SharedQueries(provider)]
+    return _SHARED[0]
+
+
 CLEANUP_ROUNDS = 60  # at most a minute of steps undoing routing when a routed rollout is deleted
 CLEANUP_PAUSE = 1.0  # seconds between two of those steps
 
@@ -217,7 +228,8 @@ async def _reconcile(client: KubeClient, obj: dict[str, Any], spec: GuardedRollo
         else:
             analysis_obs = await run_blocking(gather, provider, spec, status, namespace=namespace, now=now,
                                               memory=SEEN if INCREMENTAL else None,
-                                              rollout=(namespace, meta["name"], meta.get("uid")))
+                                              rollout=(namespace, meta["name"], meta.get("uid")),
+                                              shared=shared_queries(provider) if INCREMENTAL else None)
     asked = request_from(meta.get("annotations"))
     new_request = asked is not None and (status.last_request is None or status.last_request.id != asked.id)
     config = await observe_config(client, namespace, spec, status, meta.get("uid"), int(meta.get("generation", 1)),

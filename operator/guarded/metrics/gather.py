@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import re
 import threading
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 from guarded.api.analysis import Analysis, Latency
@@ -28,6 +29,7 @@ from guarded.metrics.queries import (
     pod_split,
     regex_literal,
 )
+from guarded.metrics.shared import SharedQueries
 
 SCRAPE_LAG = timedelta(seconds=2)
 MAX_STEPS = 10_000   # the newest interval is left out until its samples are in
@@ -69,13 +71,36 @@ class SeenIntervals:
 
 
 class _Reader:
-    """One step's range reads: each query once, from the first interval not yet seen."""
+    """One step's range reads: each query once, from the first interval not yet seen; with `shared`, the
+    per-pod ones from the queries all rollouts share (metrics/shared)."""
 
     def __init__(self, provider: MetricProvider, memory: SeenIntervals | None, rollout: tuple[str, str],
-                 analysis: str, now: datetime) -> None:
+                 analysis: str, now: datetime, shared: SharedQueries | None = None) -> None:
         self.provider, self.memory, self.rollout, self.analysis = provider, memory, rollout, analysis
+        self.now, self.shared = now, shared
         self.final = round((now - FINAL_AFTER).timestamp(), 3)
         self.answered: dict[str, Series] = {}
+
+    def _per_pod(self, split: PodSplit, steps_dt: list[datetime], first: int,
+                 interval: float) -> tuple[dict[str, dict[float, float]] | None, str | None, int]:
+        """Per pod, values at steps_dt[first:] (and the index they start at): from the shared queries when
+        they can serve them all, else from a query of this rollout's own (at least two steps: a range whose
+        start is its end answers nothing, metrics.prometheus)."""
+        if self.shared is not None and split.shared:
+            steps = [round(t.timestamp(), 3) for t in steps_dt[first:]]
+            served, error = self.shared.per_pod(split.shared, self.rollout[0], steps, interval, self.now)
+            if error is not None:
+                return None, error, first
+            if served is not None:
+                pods: dict[str, dict[float, float]] = {}
+                for t, values in served.items():
+                    for pod, v in values.items():
+                        pods.setdefault(pod, {})[t] = v
+                return pods, None, first
+        first = min(first, max(len(steps_dt) - 2, 0))
+        grouped = self.provider.range_by(split.query, "pod", start=steps_dt[first], end=steps_dt[-1],
+                                         step_seconds=interval)
+        return (None, grouped.error, first) if grouped.error else (grouped.series, None, first)
 
     def range(self, query: str, steps_dt: list[datetime], interval: float) -> Series:
         if self.memory is None:
@@ -115,16 +140,14 @@ class _Reader:
         missing = [i for i, t in enumerate(steps) if any(t not in k for k in known.values())]
         values = {part: dict(k) for part, k in known.items()}
         if missing:
-            first = min(missing[0], max(len(steps_dt) - 2, 0))
-            grouped = self.provider.range_by(split.query, "pod", start=steps_dt[first], end=steps_dt[-1],
-                                             step_seconds=interval)
-            if grouped.error:
-                return Series(error=grouped.error), Series(error=grouped.error)
+            pods, error, first = self._per_pod(split, steps_dt, missing[0], interval)
+            if pods is None:
+                return Series(error=error), Series(error=error)
             for part, pattern in parts.items():
                 sums: dict[float, float] = {}
-                for pod in sorted(grouped.series):
+                for pod in sorted(pods):
                     if re.fullmatch(pattern, pod):
-                        for t, v in grouped.series[pod].items():
+                        for t, v in pods[pod].items():
                             sums[round(t, 3)] = sums.get(round(t, 3), 0.0) + v
                 values[part].update({t: sums.get(t, math.nan) for t in steps[first:]})
         answers = []
@@ -151,10 +174,20 @@ def _counts(events: Series, requests: Series, steps: list[float]) -> tuple[Count
 
 
 def _steps(since_text: str, interval: float, now: datetime) -> list[datetime]:
-    """The ends of the whole intervals since the analysis began that end before the newest scrape."""
+    """The ends of the whole intervals since the analysis began that end before the newest scrape.
+
+    On a grid common to every rollout with the same interval (its multiples since the epoch), so that one
+    query serves them all (metrics/shared): the first interval may begin up to an interval before the
+    analysis did, which only adds the stable pods' traffic of that moment (a canary pod's counts begin with
+    its own series)."""
     # Whole seconds: the client library sends range bounds as integer Unix times, and the steps
     # Prometheus returns must line up with the ones judged here.
-    since = datetime.fromtimestamp(math.ceil(parse(since_text).timestamp()), tz=UTC)
+    started = parse(since_text).timestamp()
+    if interval >= 1 and float(interval).is_integer():
+        start = math.floor(started / interval) * interval
+    else:
+        start = math.ceil(started)
+    since = datetime.fromtimestamp(start, tz=UTC)
     n_steps = int((now - SCRAPE_LAG - since).total_seconds() // interval)
     if n_steps > MAX_STEPS:  # Prometheus answers at most 11,000 points per series
         since += timedelta(seconds=interval * (n_steps - MAX_STEPS))
@@ -206,12 +239,13 @@ def _bound(text: str) -> float | None:
         return None
 
 
-def latency_bucket(provider: MetricProvider, latency: Latency, *, namespace: str,
-                   target: str) -> tuple[str | None, str | None]:
+def latency_bucket(provider: MetricProvider, latency: Latency, *, namespace: str, target: str,
+                   shared: SharedQueries | None = None, now: datetime | None = None) -> tuple[str | None, str | None]:
     """A regex matching every `le` of the histogram's buckets equal to spec.analysis.latency.threshold, as its
     series spell it ("0.5", "0.50", "500"; pods of two releases may spell it two ways: `0\\.5|0\\.50`), or an
     error naming the field. No such bucket: no data, never zero slow requests."""
-    found = provider.labels(buckets_query(latency.histogram, namespace=namespace, target=target))
+    query = buckets_query(latency.histogram, namespace=namespace, target=target)
+    found = provider.labels(query) if shared is None or now is None else shared.labels(query, now, BUCKETS_FRESH)
     if found.error:
         return None, found.error
     bounds = sorted({item["le"] for item in found.items if "le" in item}, key=lambda t: _bound(t) or math.inf)
@@ -226,24 +260,42 @@ def latency_bucket(provider: MetricProvider, latency: Latency, *, namespace: str
                   f"({want:g} {latency.unit}; le: {', '.join(bounds)}): set it to one of them")
 
 
-def _alerts(provider: MetricProvider, analysis: Analysis) -> tuple[tuple[str, ...], str | None]:
+# With shared queries, the firing alerts are asked once for every rollout, at most once a second, and each
+# rollout keeps those its selector matches; a histogram's bucket bounds are asked once a minute.
+ALERTS_FRESH = 1.0
+BUCKETS_FRESH = 60.0
+
+
+def _alerts(provider: MetricProvider, analysis: Analysis, shared: SharedQueries | None,
+            now: datetime) -> tuple[tuple[str, ...], str | None]:
     if analysis.alerts is None:
         return (), None
-    found = provider.labels(alerts_query(analysis.alerts))
+    if shared is None:
+        found = provider.labels(alerts_query(analysis.alerts))
+    else:
+        everything = shared.labels(alerts_query(None), now, ALERTS_FRESH)
+        want = analysis.alerts.match_labels.items()
+        found = replace(everything, items=tuple(i for i in everything.items if all(i.get(k) == v for k, v in want)))
     return tuple(sorted({item.get("alertname", "?") for item in found.items})), found.error
 
 
 def gather(provider: MetricProvider, spec: GuardedRolloutSpec, status: GuardedRolloutStatus, *,
            namespace: str, now: datetime, memory: SeenIntervals | None = None,
-           rollout: tuple[str, str, str | None] | None = None) -> AnalysisObservation:
-    """`memory` and `rollout` (namespace, name, uid): read only the intervals not yet seen (SeenIntervals)."""
+           rollout: tuple[str, str, str | None] | None = None,
+           shared: SharedQueries | None = None) -> AnalysisObservation:
+    """`memory` and `rollout` (namespace, name, uid): read only the intervals not yet seen (SeenIntervals);
+    `shared` (with them): the per-pod queries, the alerts and the bucket bounds from the queries every
+    rollout shares (metrics/shared)."""
     analysis = spec.analysis
     assert analysis is not None and status.analysis.since is not None
     interval = parse_duration(analysis.interval)
     steps_dt = _steps(status.analysis.since, interval, now)
     namespace_name = (rollout[0], rollout[1]) if rollout else (namespace, "")
-    reader = _Reader(provider, memory if rollout else None, namespace_name,
-                     f"{rollout[2] if rollout else ''}@{status.analysis.since}@{analysis.interval}", now)
+    if not rollout:
+        memory = shared = None
+    reader = _Reader(provider, memory, namespace_name,
+                     f"{rollout[2] if rollout else ''}@{status.analysis.since}@{analysis.interval}", now,
+                     shared if memory is not None else None)
     recorded_pre = {p.metric: Counts(events=p.events, requests=p.requests) for p in status.analysis.pre_rollout}
 
     metrics: dict[str, MetricData] = {}
@@ -251,7 +303,8 @@ def gather(provider: MetricProvider, spec: GuardedRolloutSpec, status: GuardedRo
         le = None
         if is_latency_guard(metric, analysis):
             assert analysis.latency is not None
-            le, problem = latency_bucket(provider, analysis.latency, namespace=namespace, target=spec.target.name)
+            le, problem = latency_bucket(provider, analysis.latency, namespace=namespace, target=spec.target.name,
+                                         shared=shared, now=now)
             if problem is not None:
                 metrics[metric.name] = MetricData(error=problem)
                 continue
@@ -266,5 +319,5 @@ def gather(provider: MetricProvider, spec: GuardedRolloutSpec, status: GuardedRo
             data = _intervals(reader, queries, steps_dt, interval, data.pre_rollout,
                               (split[0], split[1]) if split[0] and split[1] else None)
         metrics[metric.name] = data
-    alerts, alerts_error = _alerts(provider, analysis)
+    alerts, alerts_error = _alerts(provider, analysis, shared, now)
     return AnalysisObservation(metrics=metrics, alerts=alerts, alerts_error=alerts_error)

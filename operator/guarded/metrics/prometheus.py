@@ -57,17 +57,20 @@ class PrometheusProvider:
             return Series()
         return Series(values={float(t): float(v) for t, v in result[0].get("values", [])})
 
-    def range_by(self, query: str, label: str, *, start: datetime, end: datetime, step_seconds: float) -> Grouped:
+    def range_by(self, query: str, label: str | tuple[str, ...], *, start: datetime, end: datetime,
+                 step_seconds: float) -> Grouped:
         if end <= start:
             return Grouped()
         result, error = self._matrix(query, start, end, step_seconds)
         if error is not None:
             return Grouped(error=error)
+        labels = (label,) if isinstance(label, str) else label
         out: dict[str, dict[float, float]] = {}
         for item in result:
-            key = (item.get("metric") or {}).get(label)
+            found = [(item.get("metric") or {}).get(name) for name in labels]
+            key = None if None in found else "\x00".join(str(v) for v in found)
             if key is None or key in out:
-                return Grouped(error=f"query {query!r} must return one series per {label}")
+                return Grouped(error=f"query {query!r} must return one series per {', '.join(labels)}")
             out[key] = {float(t): float(v) for t, v in item.get("values", [])}
         return Grouped(series=out)
 

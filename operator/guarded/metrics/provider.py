@@ -21,7 +21,8 @@ class Series:
 
 @dataclass(frozen=True)
 class Grouped:
-    """One query's series by the value of one label (e.g. per pod), each by Unix timestamp."""
+    """One query's series by the value of one label (e.g. per pod), or of several joined with NUL, each by
+    Unix timestamp."""
 
     series: dict[str, dict[float, float]] = field(default_factory=dict)
     error: str | None = None
@@ -38,8 +39,10 @@ class MetricProvider(Protocol):
 
     def instant(self, query: str, *, at: datetime | None = None) -> Series: ...
 
-    def range_by(self, query: str, label: str, *, start: datetime, end: datetime, step_seconds: float) -> Grouped:
-        """A range query that returns one series per value of `label` (it aggregates `by (label)`)."""
+    def range_by(self, query: str, label: str | tuple[str, ...], *, start: datetime, end: datetime,
+                 step_seconds: float) -> Grouped:
+        """A range query that returns one series per value of `label` (it aggregates `by (label)`); with
+        several labels, keyed by their values joined with NUL."""
         ...
 
     def labels(self, query: str) -> Labels:

@@ -119,6 +119,10 @@ class PodSplit:
     query: str
     canary: str
     stable: str
+    shared: str = ""   # the same by (namespace, pod) over the namespaces metrics/shared.NAMESPACES stands for
+
+
+SHARED_NAMESPACES = "<<namespaces>>"
 
 
 def pod_split(template: str, *, namespace: str, target: str, interval: str, le: str | None = None) -> PodSplit | None:
@@ -129,9 +133,11 @@ def pod_split(template: str, *, namespace: str, target: str, interval: str, le: 
         return None
     by_pod = "sum by (pod) (" + m["body"] + ")"
     name = regex_literal(target)
+    shared = render("sum by (namespace, pod) (" + m["body"] + ")", selector=f'namespace=~"{SHARED_NAMESPACES}"',
+                    interval=interval, namespace="", target="", le=le)
     return PodSplit(query=render(by_pod, selector=selectors(namespace, target).service, interval=interval,
                                  namespace=namespace, target=target, le=le),
-                    canary=f"{name}-canary-{_POD_SUFFIX}", stable=f"{name}-{_POD_SUFFIX}")
+                    canary=f"{name}-canary-{_POD_SUFFIX}", stable=f"{name}-{_POD_SUFFIX}", shared=shared)
 
 
 def buckets_query(histogram: str, *, namespace: str, target: str) -> str:
@@ -139,7 +145,9 @@ def buckets_query(histogram: str, *, namespace: str, target: str) -> str:
     return f"group by (le) ({histogram}_bucket{{{selectors(namespace, target).service}}})"
 
 
-def alerts_query(alerts: AlertSelector) -> str:
-    """The firing alerts that carry every label the selector names."""
+def alerts_query(alerts: AlertSelector | None) -> str:
+    """The firing alerts that carry every label the selector names (None: every firing alert)."""
+    if alerts is None:
+        return 'ALERTS{alertstate="firing"}'
     matchers = ",".join(f'{k}="{escape_label_value(v)}"' for k, v in sorted(alerts.match_labels.items()))
     return f'ALERTS{{alertstate="firing",{matchers}}}'

@@ -1,0 +1,146 @@
+"""Queries shared by every rollout the operator judges: one range query per built-in template for all
+rollouts, not one per rollout (issue 11).
+
+The built-in guards' per-pod form (`sum by (pod) (...)`, metrics/queries.pod_split) is asked once `by
+(namespace, pod)` over the namespaces of every rollout that asked for it lately, on a grid of times common
+to all of them (multiples of the interval, metrics/gather._steps); each rollout then sums its own
+canary's and stable's pods from the answer. So the queries per interval depend on the number of templates,
+not of rollouts:
+
+* a new grid step is fetched once, for every namespace that asked in the last ACTIVE_INTERVALS intervals,
+  re-reading the steps that ended less than FINAL_AFTER ago (a late scrape may still change them, as
+  gather's SeenIntervals assumes);
+* a namespace that asks for a step it is not yet covered at joins the next fetch; askers that arrive
+  while a fetch is under way wait for it, and the one after it takes every namespace that queued
+  meanwhile (so a burst of new rollouts costs one query per template per round, not one each);
+* what the grid cannot serve (steps older than it keeps, after a restart or a long reconcile) is left to
+  the asker, which reads it for itself as before.
+
+Small answers that many rollouts ask alike (the firing alerts, a histogram's bucket bounds) are kept a
+short while (`labels`).
+
+An optimisation, never the source of truth: memory only; an error is never kept (each asker gets it,
+and the next ask fetches again), and nothing here outlives the process."""
+
+from __future__ import annotations
+
+import math
+import threading
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from guarded.metrics.provider import Labels, MetricProvider
+from guarded.metrics.queries import SHARED_NAMESPACES as NAMESPACES
+from guarded.metrics.queries import escape_label_value, regex_literal
+
+FINAL_AFTER = 30.0              # seconds: a step that ended this long ago no longer changes
+ACTIVE_INTERVALS = 3            # a namespace that has not asked for this long leaves the shared fetches
+KEEP_INTERVALS = 4              # steps kept beyond FINAL_AFTER, for askers a little behind
+
+PerPod = dict[str, dict[str, float]]   # namespace -> pod -> value at one step
+
+
+@dataclass
+class _Shared:
+    """One shared query's state: what each step held, per namespace, and who asked lately."""
+
+    lock: threading.Lock = field(default_factory=threading.Lock)       # one fetch at a time; steps, covered
+    guard: threading.Lock = field(default_factory=threading.Lock)      # asked
+    steps: dict[float, PerPod] = field(default_factory=dict)
+    covered: dict[float, set[str]] = field(default_factory=dict)
+    fetched_newest: dict[str, float] = field(default_factory=dict)   # namespace -> newest step fetched for it
+    asked: dict[str, float] = field(default_factory=dict)            # namespace -> when it last asked
+
+
+class SharedQueries:
+    def __init__(self, provider: MetricProvider) -> None:
+        self.provider = provider
+        self._lock = threading.Lock()
+        self._queries: dict[tuple[str, float], _Shared] = {}
+        self._labels: dict[str, tuple[float, Labels]] = {}
+
+    def _state(self, query: str, interval: float) -> _Shared:
+        with self._lock:
+            return self._queries.setdefault((query, interval), _Shared())
+
+    def per_pod(self, query: str, namespace: str, steps: list[float], interval: float,
+                now: datetime) -> tuple[dict[float, dict[str, float]] | None, str | None]:
+        """Per step of `steps`, the namespace's pods' values of the shared `query` (NAMESPACES in it), or
+        (None, None) when the grid cannot serve them all (the asker reads them itself), or the error."""
+        if not steps:
+            return {}, None
+        t_now = now.timestamp()
+        state = self._state(query, interval)
+        with state.guard:   # before waiting for a fetch under way: the next one takes this namespace too
+            state.asked[namespace] = t_now
+        with state.lock:
+            if steps[0] < t_now - FINAL_AFTER - KEEP_INTERVALS * interval:
+                return None, None   # older than what the grid keeps: the asker reads it for itself
+            if state.fetched_newest.get(namespace, -math.inf) < steps[-1]:
+                error = self._fetch(query, state, steps, interval, t_now, namespace)
+                if error is not None:
+                    return None, error
+            if any(namespace not in state.covered.get(t, ()) for t in steps):
+                return None, None
+            return {t: dict(state.steps.get(t, {}).get(namespace, {})) for t in steps}, None
+
+    def _fetch(self, query: str, state: _Shared, steps: list[float], interval: float, t_now: float,
+               namespace: str) -> str | None:
+        """Fetch the grid up to steps[-1], for every namespace that asked lately and lacks it (state.lock held)."""
+        newest = steps[-1]
+        with state.guard:
+            active = {ns for ns, at in state.asked.items() if at >= t_now - ACTIVE_INTERVALS * interval}
+            for ns in set(state.asked) - active:
+                del state.asked[ns]
+                state.fetched_newest.pop(ns, None)
+        wanted = sorted(ns for ns in active | {namespace} if state.fetched_newest.get(ns, -math.inf) < newest)
+        # From the first step that may still change (or the asker's first, if later), two steps at least:
+        # a range whose start is its end answers nothing (metrics/prometheus).
+        start = max(min(steps[0], newest - FINAL_AFTER - interval), newest - FINAL_AFTER - KEEP_INTERVALS * interval)
+        start = min(start, newest - interval)
+        matcher = "|".join(escape_label_value(regex_literal(ns)) for ns in wanted)
+        grouped = self.provider.range_by(query.replace(NAMESPACES, matcher), ("namespace", "pod"),
+                                         start=datetime.fromtimestamp(start, tz=UTC),
+                                         end=datetime.fromtimestamp(newest, tz=UTC), step_seconds=interval)
+        if grouped.error:
+            return grouped.error
+        grid = [round(start + interval * i, 3) for i in range(round((newest - start) / interval) + 1)]
+        for t in grid:
+            per_ns = state.steps.setdefault(t, {})
+            for ns in wanted:
+                per_ns[ns] = {}
+            state.covered.setdefault(t, set()).update(wanted)
+        for key, values in grouped.series.items():
+            ns, pod = key.split("\x00", 1)
+            if ns not in wanted:
+                continue
+            for t, v in values.items():
+                t = round(t, 3)
+                if t in state.steps:
+                    state.steps[t][ns][pod] = v
+        for ns in wanted:
+            state.fetched_newest[ns] = newest
+        oldest = t_now - FINAL_AFTER - KEEP_INTERVALS * interval - interval
+        for t in [t for t in state.steps if t < oldest]:
+            del state.steps[t]
+            state.covered.pop(t, None)
+        return None
+
+    def labels(self, query: str, now: datetime, ttl: float) -> Labels:
+        """An instant query's label sets, fetched at most once per `ttl` seconds (errors are not kept)."""
+        t_now = now.timestamp()
+        with self._lock:
+            kept = self._labels.get(query)
+        if kept is not None and t_now - kept[0] < ttl:
+            return kept[1]
+        found = self.provider.labels(query)
+        if not found.error:
+            with self._lock:
+                self._labels[query] = (t_now, found)
+                for q in [q for q, (at, _) in self._labels.items() if t_now - at > max(ttl, 60.0)]:
+                    del self._labels[q]
+        return found
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._queries)

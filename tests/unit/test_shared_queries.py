@@ -1,0 +1,154 @@
+"""Queries shared by every rollout (metrics/shared): one range query per built-in template and new step for
+all rollouts, split by namespace and pod in the operator, judging exactly what each rollout's own queries
+would have."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime, timedelta
+
+from guarded.api.rollout import GuardedRolloutSpec, GuardedRolloutStatus
+from guarded.core.clock import stamp
+from guarded.metrics.gather import SeenIntervals, gather
+from guarded.metrics.provider import Grouped, Labels, Series
+from guarded.metrics.shared import SharedQueries
+
+SINCE = datetime(2026, 1, 1, 12, 0, 0, tzinfo=UTC)
+POD_HASH = "7d9f8c6b5"
+
+
+class Shop:
+    """Per namespace, a canary pod and two stable pods (and a pod of another app) whose counts differ per
+    interval and per namespace, so that a count taken from the wrong step or namespace shows."""
+
+    def __init__(self) -> None:
+        self.asked: list[tuple[str, datetime, datetime]] = []
+        self.down = False
+        self.firing: tuple[dict[str, str], ...] = ()
+        self.label_queries: list[str] = []
+
+    @staticmethod
+    def value(namespace: str, pod: str, query: str, t: float) -> float:
+        base = 5.0 if "orders_total" in query or "code=~" in query else 100.0
+        return base + (t % 97) + 3.0 * (int(namespace[-1]) if namespace[-1].isdigit() else 0) + \
+            (7.0 if "-canary-" in pod else 0.0) + (1e6 if pod.startswith("other") else 0.0)
+
+    def pods(self, namespace: str) -> list[str]:
+        return [f"shop-canary-{POD_HASH}-x2x4z", f"shop-{POD_HASH}-abcde", f"shop-{POD_HASH}-fghij",
+                f"other-{POD_HASH}-fghij"]
+
+    def _times(self, start: datetime, end: datetime, step_seconds: float) -> list[float]:
+        n = int((end - start).total_seconds() // step_seconds) + 1
+        return [(start + timedelta(seconds=step_seconds * i)).timestamp() for i in range(n)]
+
+    def range(self, query: str, *, start: datetime, end: datetime, step_seconds: float) -> Series:
+        """A whole-selector query (what a rollout asks without memory): the sum over its pods."""
+        self.asked.append((query, start, end))
+        if end <= start:
+            return Series()
+        selector = re.search(r'namespace="([^"]+)",pod=~"([^"]+)"', query)
+        assert selector is not None
+        pods = [p for p in self.pods(selector[1]) if re.fullmatch(selector[2].replace("\\\\", "\\"), p)]
+        return Series(values={t: sum(self.value(selector[1], p, query, t) for p in pods)
+                              for t in self._times(start, end, step_seconds)})
+
+    def range_by(self, query: str, label: str | tuple[str, ...], *, start: datetime, end: datetime,
+                 step_seconds: float) -> Grouped:
+        self.asked.append((query, start, end))
+        if self.down:
+            return Grouped(error="Prometheus unreachable")
+        if end <= start:
+            return Grouped()
+        ts = self._times(start, end, step_seconds)
+        if label == "pod":
+            namespace = re.search(r'namespace="([^"]+)"', query)
+            assert namespace is not None
+            return Grouped(series={pod: {t: self.value(namespace[1], pod, query, t) for t in ts}
+                                   for pod in self.pods(namespace[1])})
+        assert label == ("namespace", "pod") and query.startswith("sum by (namespace, pod) (")
+        matcher = re.search(r'namespace=~"([^"]+)"', query)
+        assert matcher is not None
+        namespaces = matcher[1].split("|")
+        return Grouped(series={f"{ns}\x00{pod}": {t: self.value(ns, pod, query, t) for t in ts}
+                               for ns in namespaces for pod in self.pods(ns)})
+
+    def instant(self, query: str, *, at: datetime | None = None) -> Series:
+        return Series(values={0.0: 1000.0})
+
+    def labels(self, query: str) -> Labels:
+        self.label_queries.append(query)
+        if self.down:
+            return Labels(error="Prometheus unreachable")
+        return Labels(items=self.firing)
+
+
+def spec(alerts: dict[str, str] | None = None) -> GuardedRolloutSpec:
+    analysis: dict = {"interval": "5s", "requests": "http_requests_total", "orders": "orders_total"}
+    if alerts is not None:
+        analysis["alerts"] = {"matchLabels": alerts}
+    return GuardedRolloutSpec.model_validate({
+        "target": {"name": "shop"}, "change": {"containers": [{"name": "app", "image": "shop:2"}]},
+        "analysis": analysis})
+
+
+def status(since: datetime = SINCE) -> GuardedRolloutStatus:
+    return GuardedRolloutStatus.model_validate({"stage": "Bake", "startedAt": stamp(since),
+                                                "analysis": {"since": stamp(since)}})
+
+
+def at(seconds: float) -> datetime:
+    return SINCE + timedelta(seconds=seconds)
+
+
+NAMESPACES = [f"team-{i}" for i in range(6)]
+
+
+def test_many_rollouts_share_one_query_per_template_and_step_and_judge_what_their_own_would() -> None:
+    shop, memory = Shop(), SeenIntervals()
+    shared = SharedQueries(shop)
+    for step in range(3, 40):
+        for i, ns in enumerate(NAMESPACES):
+            now = at(step * 5 + 2.5 + 0.1 * i)   # each rollout a little after the other
+            seen = gather(shop, spec(), status(), namespace=ns, now=now, memory=memory,
+                          rollout=(ns, "release", f"uid-{ns}"), shared=shared)
+            assert seen == gather(Shop(), spec(), status(), namespace=ns, now=now)
+    shared_asks = [q for q, _, _ in shop.asked if q.startswith("sum by (namespace, pod)")]
+    # Orders, errors and requests: one query each per step for all six rollouts, never one per rollout; only
+    # at the first step, asked one after the other, each rollout's namespace joined with a query of its own.
+    assert len(shop.asked) == len(shared_asks) == 3 * (37 + 5)
+    assert all(q.count("|") == 2 * 5 for q in shared_asks[3 * 6:]), "every namespace in one query (its two selectors)"
+
+
+def test_a_rollout_the_grid_has_not_kept_reads_its_own_and_errors_are_not_kept() -> None:
+    shop, memory = Shop(), SeenIntervals()
+    shared = SharedQueries(shop)
+    # A rollout whose analysis began long ago (an operator restart): its first step reads its own wave.
+    late = gather(shop, spec(), status(), namespace="team-1", now=at(300.5), memory=memory,
+                  rollout=("team-1", "release", "uid"), shared=shared)
+    assert late == gather(Shop(), spec(), status(), namespace="team-1", now=at(300.5))
+    own = [q for q, _, _ in shop.asked if q.startswith("sum by (pod)")]
+    assert len(own) == 3 and shop.asked[0][1] == at(5)
+    shop.down = True
+    down = gather(shop, spec(), status(), namespace="team-2", now=at(305.5), memory=memory,
+                  rollout=("team-2", "release", "uid"), shared=shared)
+    assert all(m.error == "Prometheus unreachable" for m in down.metrics.values())
+    shop.down = False
+    up = gather(shop, spec(), status(), namespace="team-2", now=at(305.5), memory=memory,
+                rollout=("team-2", "release", "uid"), shared=shared)
+    assert up == gather(Shop(), spec(), status(), namespace="team-2", now=at(305.5))
+
+
+def test_firing_alerts_are_asked_once_for_all_rollouts_and_matched_in_each() -> None:
+    shop, shared = Shop(), SharedQueries(Shop())
+    shared.provider = shop
+    shop.firing = ({"alertname": "OrdersDown", "team": "a", "alertstate": "firing"},
+                   {"alertname": "Latency", "team": "b", "alertstate": "firing"})
+    seen_a = gather(shop, spec({"team": "a"}), status(), namespace="team-1", now=at(20.5), memory=SeenIntervals(),
+                    rollout=("team-1", "release", "uid"), shared=shared)
+    seen_b = gather(shop, spec({"team": "b"}), status(), namespace="team-2", now=at(20.7), memory=SeenIntervals(),
+                    rollout=("team-2", "release", "uid"), shared=shared)
+    assert seen_a.alerts == ("OrdersDown",) and seen_b.alerts == ("Latency",)
+    assert shop.label_queries == ['ALERTS{alertstate="firing"}']
+    gather(shop, spec({"team": "a"}), status(), namespace="team-1", now=at(25.5), memory=SeenIntervals(),
+           rollout=("team-1", "release", "uid"), shared=shared)
+    assert len(shop.label_queries) == 2, "asked again a second later"
