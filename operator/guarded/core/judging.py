@@ -32,8 +32,7 @@ def analyze(inp: Inputs, d: Draft) -> Draft:
     if obs is None:
         # Not due in this decision: come back when the next judgement is, whatever else waits longer
         # (a bake), so that a bad canary is judged every interval and not only when its bake ends.
-        last, interval = d.status.analysis.last_at, parse_duration(spec.interval)
-        return d.wait(interval if last is None else max(0.05, interval - seconds_between(last, inp.now)))
+        return d.wait(analysis.next_judgement_in(d.status.analysis.last_at, inp.now, parse_duration(spec.interval)))
     return judge(inp, d, obs)
 
 
@@ -72,7 +71,7 @@ def judge(inp: Inputs, d: Draft, obs: AnalysisObservation) -> Draft:
                             f"judgements in a row (spec.analysis.maxInconclusive {spec.max_inconclusive})")
     elif changed:
         d = d.record(inp, Reason.ANALYSIS_PASSED, f"wave {label}: {analysis.summary(judgements, obs.alerts)}")
-    return d.wait(parse_duration(spec.interval))
+    return d.wait(analysis.next_judgement_in(stamp(inp.now), inp.now, parse_duration(spec.interval)))
 
 
 def pre_rollout(state: AnalysisStatus, obs: AnalysisObservation) -> list[PreRolloutCounts]:

@@ -16,7 +16,14 @@ from datetime import UTC, datetime, timedelta
 from guarded.api.analysis import Analysis, Latency
 from guarded.api.common import parse_duration
 from guarded.api.rollout import GuardedRolloutSpec, GuardedRolloutStatus
-from guarded.core.analysis import AnalysisObservation, Counts, MetricData, effective_metrics, is_latency_guard
+from guarded.core.analysis import (
+    SCRAPE_LAG_SECONDS,
+    AnalysisObservation,
+    Counts,
+    MetricData,
+    effective_metrics,
+    is_latency_guard,
+)
 from guarded.core.clock import parse
 from guarded.metrics.provider import MetricProvider, Series
 from guarded.metrics.queries import (
@@ -31,7 +38,7 @@ from guarded.metrics.queries import (
 )
 from guarded.metrics.shared import SharedQueries
 
-SCRAPE_LAG = timedelta(seconds=2)
+SCRAPE_LAG = timedelta(seconds=SCRAPE_LAG_SECONDS)  # judgements are due when an interval can be read (core)
 MAX_STEPS = 10_000   # the newest interval is left out until its samples are in
 # An interval that ended this long ago is read once and remembered: no later scrape changes its count.
 FINAL_AFTER = timedelta(seconds=30)

@@ -4,6 +4,7 @@ shell (guarded.metrics)."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -14,7 +15,7 @@ from guarded.api.stages import Stage
 from guarded.core.analysis.power import power
 from guarded.core.analysis.selection import effective_metrics, judge_config
 from guarded.core.analysis.statistics import MetricData, judge
-from guarded.core.clock import seconds_between, stamp
+from guarded.core.clock import parse, seconds_between, stamp
 
 ANALYSIS_STAGES = frozenset({Stage.SCALE_STABLE, Stage.BAKE, Stage.GATE})
 RECENT_LIMIT = 8
@@ -29,11 +30,43 @@ class AnalysisObservation:
     alerts_error: str | None = None
 
 
+# Intervals end on a grid common to every rollout (multiples of the interval since the epoch, for an
+# interval of whole seconds: metrics/gather._steps, metrics/shared), and an interval's counts are read once
+# its last scrape is in Prometheus, SCRAPE_LAG_SECONDS after it ended. A judgement is due as soon as a new
+# interval can be read, and not before: judging between two would see nothing new.
+SCRAPE_LAG_SECONDS = 2.0
+
+
+def on_grid(interval: float) -> bool:
+    return interval >= 1 and float(interval).is_integer()
+
+
+def readable_step(at: datetime, interval: float) -> int:
+    """The index of the newest interval on the grid whose counts can be read at `at`."""
+    return math.floor((at.timestamp() - SCRAPE_LAG_SECONDS) / interval)
+
+
+def next_judgement_in(last_at: str | None, now: datetime, interval: float) -> float:
+    """Seconds until the next judgement is due: when the next interval can be read (on the grid), else an
+    interval after the last judgement."""
+    if on_grid(interval):
+        due = (readable_step(now, interval) + 1) * interval + SCRAPE_LAG_SECONDS
+        if last_at is not None and readable_step(parse(last_at), interval) < readable_step(now, interval):
+            return 0.05   # a new interval is readable already (this decision did not judge)
+        return max(0.05, due - now.timestamp())
+    return interval if last_at is None else max(0.05, interval - seconds_between(last_at, now))
+
+
 def analysis_due(spec: GuardedRolloutSpec, status: GuardedRolloutStatus, now: datetime) -> bool:
     if spec.analysis is None or status.stage not in ANALYSIS_STAGES or status.analysis.since is None:
         return False
     last = status.analysis.last_at
-    return last is None or seconds_between(last, now) >= parse_duration(spec.analysis.interval) * 0.95
+    if last is None:
+        return True
+    interval = parse_duration(spec.analysis.interval)
+    if on_grid(interval):
+        return readable_step(now, interval) > readable_step(parse(last), interval)
+    return seconds_between(last, now) >= interval * 0.95
 
 
 def fresh(analysis: Analysis, obs: AnalysisObservation) -> bool:
