@@ -52,9 +52,12 @@ PANELS = [("api_per_rollout", "API requests per rollout per interval"),
 
 def cost_plot(runs: list[dict[str, Any]], png: Path) -> None:
     plt = pyplot()
+    from matplotlib import ticker
+
     series: dict[str, list[dict[str, float | None]]] = {}
     for run in runs:
         series.setdefault(run.get("label") or "unlabelled", []).append(figures(run))
+    colours = {label: f"C{i}" for i, label in enumerate(sorted(series))}  # one colour per label in every panel
     fig, axes = plt.subplots(2, 3, figsize=(14, 8))
     for ax, (key, title) in zip(axes.flat, PANELS, strict=True):
         for label, points in sorted(series.items()):
@@ -63,11 +66,15 @@ def cost_plot(runs: list[dict[str, Any]], png: Path) -> None:
                 continue
             # several runs at one N: their median
             ys = [statistics.median(p[key] for p in points if p["x"] == x and p[key] is not None) for x in xs]
-            line = ax.plot(xs, ys, marker="o", label=label)[0]
+            ax.plot(xs, ys, marker="o", color=colours[label], label=label)
             if key == "api_per_interval":
                 gs = [statistics.median(p["gets_per_interval"] for p in points if p["x"] == x) for x in xs]
-                ax.plot(xs, gs, marker="x", linestyle="--", color=line.get_color(), label=f"{label}: GETs")
+                ax.plot(xs, gs, marker="x", linestyle="--", color=colours[label], label=f"{label}: GETs")
         ax.set_xscale("log")
+        ax.xaxis.set_major_formatter(ticker.FuncFormatter(lambda x, _: f"{x:g}"))
+        ax.xaxis.set_minor_formatter(ticker.NullFormatter())
+        if not ax.lines:
+            ax.text(0.5, 0.5, "no run yet", transform=ax.transAxes, ha="center", color="grey")
         ax.set_xlabel("rollouts in flight (N)")
         ax.set_title(title, fontsize=10)
         ax.set_ylim(bottom=0)

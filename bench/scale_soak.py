@@ -76,11 +76,15 @@ def soak(args: argparse.Namespace) -> dict[str, Any]:
                 phases[ns] = st.get("phase") or "None"
                 if phases[ns] not in TERMINAL or (ns in counted and counted[ns] == st.get("revision")):
                     continue
+                try:  # the next release: a new revision
+                    custom.patch_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, "release", {"spec": {"change": {
+                        "containers": [{"name": "app", "image": image(f"2.0.{releases + 1}")}]}}})
+                except kubernetes.client.rest.ApiException as exc:  # counted on the next look, patched again
+                    log(f"{ns}: the next release was refused ({exc.status} {exc.reason}); trying again")
+                    continue
                 counted[ns] = st.get("revision")
                 ended[phases[ns]] = ended.get(phases[ns], 0) + 1
                 releases += 1
-                custom.patch_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, "release", {"spec": {"change": {
-                    "containers": [{"name": "app", "image": image(f"2.0.{releases}")}]}}})
             time.sleep(2)
         span = time.time() - t0
         om1 = bed.metrics()
