@@ -142,7 +142,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "label": args.label,
         "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
                                  text=True).stdout.strip(),
-        "incremental_queries": os.environ.get("GUARDED_INCREMENTAL_QUERIES") == "1",
+        "incremental_queries": os.environ.get("GUARDED_INCREMENTAL_QUERIES", "1") != "0",
         "rollouts": n, "bad": args.bad, "rollouts_in_flight": in_flight, "pods_per_shop": REPLICAS,
         "interval_seconds": interval, "bake": args.bake, "capacity": bed.capacity,
         "span_seconds": round(span, 1), "intervals": round(intervals, 1), "phases": phases,

@@ -99,7 +99,7 @@ def soak(args: argparse.Namespace) -> dict[str, Any]:
         "when": datetime.now(UTC).isoformat(timespec="seconds"), "label": args.label,
         "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
                                  text=True).stdout.strip(),
-        "incremental_queries": os.environ.get("GUARDED_INCREMENTAL_QUERIES") == "1",
+        "incremental_queries": os.environ.get("GUARDED_INCREMENTAL_QUERIES", "1") != "0",
         "rollouts": n, "soak_seconds": round(span, 1), "warmup_seconds": args.warmup,
         "interval_seconds": interval, "bake": args.bake, "sample_every_seconds": SAMPLE_EVERY,
         "releases_started": releases, "releases_ended": sum(ended.values()), "ended_by_phase": ended,
