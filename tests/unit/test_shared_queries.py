@@ -26,6 +26,7 @@ class Shop:
         self.down = False
         self.firing: tuple[dict[str, str], ...] = ()
         self.label_queries: list[str] = []
+        self.instants: list[str] = []
 
     @staticmethod
     def value(namespace: str, pod: str, query: str, t: float) -> float:
@@ -73,7 +74,24 @@ class Shop:
                                for ns in namespaces for pod in self.pods(ns)})
 
     def instant(self, query: str, *, at: datetime | None = None) -> Series:
-        return Series(values={0.0: 1000.0})
+        """The pre-rollout window's count of the service's pods (a whole-selector query)."""
+        assert at is not None
+        self.instants.append(query)
+        selector = re.search(r'namespace="([^"]+)",pod=~"([^"]+)"', query)
+        assert selector is not None and "increase(" in query
+        pods = [p for p in self.pods(selector[1]) if re.fullmatch(selector[2].replace("\\\\", "\\"), p)]
+        return Series(values={at.timestamp(): sum(100 * self.value(selector[1], p, query, at.timestamp())
+                                                  for p in pods)})
+
+    def instant_by(self, query: str, label: str | tuple[str, ...], *, at: datetime | None = None) -> Grouped:
+        assert at is not None and label == ("namespace", "pod") and "increase(" in query
+        self.instants.append(query)
+        if self.down:
+            return Grouped(error="Prometheus unreachable")
+        matcher = re.search(r'namespace=~"([^"]+)"', query)
+        assert matcher is not None
+        return Grouped(series={f"{ns}\x00{pod}": {at.timestamp(): 100 * self.value(ns, pod, query, at.timestamp())}
+                               for ns in matcher[1].split("|") for pod in self.pods(ns)})
 
     def labels(self, query: str) -> Labels:
         self.label_queries.append(query)
@@ -152,3 +170,63 @@ def test_firing_alerts_are_asked_once_for_all_rollouts_and_matched_in_each() -> 
     gather(shop, spec({"team": "a"}), status(), namespace="team-1", now=at(25.5), memory=SeenIntervals(),
            rollout=("team-1", "release", "uid"), shared=shared)
     assert len(shop.label_queries) == 2, "asked again a second later"
+
+
+def test_rollouts_that_start_in_the_same_interval_share_their_pre_rollout_queries() -> None:
+    shop, memory = Shop(), SeenIntervals()
+    shared = SharedQueries(shop)
+    for i, ns in enumerate(NAMESPACES):
+        started = SINCE + timedelta(seconds=0.5 * i)      # all within one 5 s interval of the grid
+        now = started + timedelta(seconds=0.2)
+        seen = gather(shop, spec(), status(since=started), namespace=ns, now=now, memory=memory,
+                      rollout=(ns, "release", f"uid-{ns}"), shared=shared)
+        alone = gather(Shop(), spec(), status(since=started), namespace=ns, now=now)
+        assert seen == alone and seen.metrics["order-rate"].pre_rollout is not None
+    # Orders, errors and requests, each asked once for the six rollouts, one after the other: the first
+    # asker's namespace, then each later one's (asked while none is under way, a namespace joins alone).
+    assert len(shop.instants) == 3 * len(NAMESPACES)
+    assert {q.count("|") for q in shop.instants} == {0}
+
+
+def test_rollouts_that_ask_while_a_query_is_under_way_join_the_next_one() -> None:
+    """Six rollouts ask at once: the first query takes the first asker's namespace; every other asker waits
+    for it and then shares a single second one."""
+    import threading
+    import time
+
+    class Slow(Shop):
+        def __init__(self) -> None:
+            super().__init__()
+            self.release = threading.Event()
+
+        def instant_by(self, query: str, label: str | tuple[str, ...], *, at: datetime | None = None) -> Grouped:
+            if len(self.instants) == 0:
+                self.instants.append("held")
+                assert self.release.wait(10)
+                self.instants.pop()
+            return super().instant_by(query, label, at=at)
+
+    shop = Slow()
+    shared = SharedQueries(shop)
+    split = "sum by (namespace, pod) (increase(orders_total{namespace=~\"<<namespaces>>\"}[10m]))"
+    answers: dict[str, dict[str, float] | None] = {}
+
+    def ask(ns: str) -> None:
+        answers[ns] = shared.instant_per_pod(split, ns, SINCE.timestamp(), SINCE)[0]
+
+    threads = [threading.Thread(target=ask, args=(ns,)) for ns in NAMESPACES]
+    threads[0].start()
+    while not shop.instants:
+        time.sleep(0.01)
+    for t in threads[1:]:
+        t.start()
+    state = next(iter(shared._instants.values()))
+    deadline = time.time() + 10
+    while len(state.queued) < len(NAMESPACES) - 1 and time.time() < deadline:
+        time.sleep(0.01)
+    shop.release.set()
+    for t in threads:
+        t.join(10)
+    assert [q.count("|") for q in shop.instants] == [0, len(NAMESPACES) - 2]
+    for ns in NAMESPACES:
+        assert answers[ns] == {pod: 100 * Shop.value(ns, pod, split, SINCE.timestamp()) for pod in shop.pods(ns)}

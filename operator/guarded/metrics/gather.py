@@ -23,6 +23,7 @@ from guarded.core.analysis import (
     MetricData,
     effective_metrics,
     is_latency_guard,
+    on_grid,
 )
 from guarded.core.clock import parse
 from guarded.metrics.provider import MetricProvider, Series
@@ -30,11 +31,13 @@ from guarded.metrics.queries import (
     MetricQueries,
     Pair,
     PodSplit,
+    ServiceSplit,
     alerts_query,
     buckets_query,
     metric_queries,
     pod_split,
     regex_literal,
+    service_split,
 )
 from guarded.metrics.shared import SharedQueries
 
@@ -180,6 +183,11 @@ def _counts(events: Series, requests: Series, steps: list[float]) -> tuple[Count
     return tuple(out)
 
 
+def _grid_start(t: float, interval: float) -> float:
+    """The start of the grid's interval that holds `t` (whole seconds off the grid)."""
+    return math.floor(t / interval) * interval if on_grid(interval) else math.ceil(t)
+
+
 def _steps(since_text: str, interval: float, now: datetime) -> list[datetime]:
     """The ends of the whole intervals since the analysis began that end before the newest scrape.
 
@@ -189,17 +197,28 @@ def _steps(since_text: str, interval: float, now: datetime) -> list[datetime]:
     its own series)."""
     # Whole seconds: the client library sends range bounds as integer Unix times, and the steps
     # Prometheus returns must line up with the ones judged here.
-    started = parse(since_text).timestamp()
-    if interval >= 1 and float(interval).is_integer():
-        start = math.floor(started / interval) * interval
-    else:
-        start = math.ceil(started)
-    since = datetime.fromtimestamp(start, tz=UTC)
+    since = datetime.fromtimestamp(_grid_start(parse(since_text).timestamp(), interval), tz=UTC)
     n_steps = int((now - SCRAPE_LAG - since).total_seconds() // interval)
     if n_steps > MAX_STEPS:  # Prometheus answers at most 11,000 points per series
         since += timedelta(seconds=interval * (n_steps - MAX_STEPS))
         n_steps = MAX_STEPS
     return [since + timedelta(seconds=interval * (i + 1)) for i in range(max(n_steps, 0))]
+
+
+def _pre_rollout_shared(shared: SharedQueries, splits: tuple[ServiceSplit, ServiceSplit], namespace: str,
+                        at: datetime, now: datetime) -> MetricData:
+    """The same from the queries every rollout starting in the same interval shares (metrics/shared)."""
+    sums: list[float | None] = []
+    for split in splits:
+        pods, error = shared.instant_per_pod(split.shared, namespace, at.timestamp(), now)
+        if pods is None:
+            return MetricData(error=error)
+        matched = [v for pod, v in sorted(pods.items()) if re.fullmatch(split.pods, pod)]
+        sums.append(sum(matched) if matched else None)
+    events, requests = sums
+    if requests is None:
+        return MetricData()
+    return MetricData(pre_rollout=Counts(events=events or 0.0, requests=requests))
 
 
 def _pre_rollout(provider: MetricProvider, queries: Pair, at: datetime) -> MetricData:
@@ -319,7 +338,17 @@ def gather(provider: MetricProvider, spec: GuardedRolloutSpec, status: GuardedRo
                                  pre_rollout_window=analysis.pre_rollout_window, le=le)
         data = MetricData(pre_rollout=recorded_pre.get(metric.name))
         if data.pre_rollout is None and metric.pre_rollout_tolerance is not None and status.started_at:
-            data = _pre_rollout(provider, queries.pre_rollout, parse(status.started_at))
+            # The window ends on the analysis grid before the rollout started, so that rollouts that started in
+            # the same interval ask the same query.
+            started = parse(status.started_at).timestamp()
+            at = datetime.fromtimestamp(_grid_start(started, interval) if on_grid(interval) else math.floor(started),
+                                        tz=UTC)
+            pre = [service_split(t, target=spec.target.name, window=analysis.pre_rollout_window, le=le)
+                   for t in (metric.events, metric.requests)]
+            if shared is not None and pre[0] is not None and pre[1] is not None:
+                data = _pre_rollout_shared(shared, (pre[0], pre[1]), namespace, at, now)
+            else:
+                data = _pre_rollout(provider, queries.pre_rollout, at)
         if data.error is None and steps_dt:
             split = [pod_split(t, namespace=namespace, target=spec.target.name, interval=analysis.interval, le=le)
                      for t in (metric.events, metric.requests)]

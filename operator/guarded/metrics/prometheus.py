@@ -64,15 +64,16 @@ class PrometheusProvider:
         result, error = self._matrix(query, start, end, step_seconds)
         if error is not None:
             return Grouped(error=error)
-        labels = (label,) if isinstance(label, str) else label
-        out: dict[str, dict[float, float]] = {}
-        for item in result:
-            found = [(item.get("metric") or {}).get(name) for name in labels]
-            key = None if None in found else "\x00".join(str(v) for v in found)
-            if key is None or key in out:
-                return Grouped(error=f"query {query!r} must return one series per {', '.join(labels)}")
-            out[key] = {float(t): float(v) for t, v in item.get("values", [])}
-        return Grouped(series=out)
+        return _grouped(query, label, result, lambda item: item.get("values", []))
+
+    def instant_by(self, query: str, label: str | tuple[str, ...], *, at: datetime | None = None) -> Grouped:
+        params = {"time": f"{at.timestamp():.3f}"} if at is not None else None
+        self._count("instant")
+        try:
+            result = self.client.custom_query(query, params=params)
+        except Exception as exc:
+            return Grouped(error=self._describe(exc, query))
+        return _grouped(query, label, result, lambda item: [item["value"]] if "value" in item else [])
 
     def instant(self, query: str, *, at: datetime | None = None) -> Series:
         params = {"time": f"{at.timestamp():.3f}"} if at is not None else None
@@ -95,3 +96,17 @@ class PrometheusProvider:
         except Exception as exc:
             return Labels(error=self._describe(exc, query))
         return Labels(items=tuple(dict(r.get("metric", {})) for r in result))
+
+
+def _grouped(query: str, label: str | tuple[str, ...], result: list,
+             points: Callable[[dict], list]) -> Grouped:
+    """A query's series keyed by the values of `label` (several joined with NUL), each by Unix timestamp."""
+    labels = (label,) if isinstance(label, str) else label
+    out: dict[str, dict[float, float]] = {}
+    for item in result:
+        found = [(item.get("metric") or {}).get(name) for name in labels]
+        key = None if None in found else "\x00".join(str(v) for v in found)
+        if key is None or key in out:
+            return Grouped(error=f"query {query!r} must return one series per {', '.join(labels)}")
+        out[key] = {float(t): float(v) for t, v in points(item)}
+    return Grouped(series=out)

@@ -45,6 +45,10 @@ class MetricProvider(Protocol):
         several labels, keyed by their values joined with NUL."""
         ...
 
+    def instant_by(self, query: str, label: str | tuple[str, ...], *, at: datetime | None = None) -> Grouped:
+        """An instant query that returns one value per value of `label` (or of several joined with NUL)."""
+        ...
+
     def labels(self, query: str) -> Labels:
         """Label sets of the series an instant query returns (for ALERTS)."""
         ...

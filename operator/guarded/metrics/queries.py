@@ -140,6 +140,27 @@ def pod_split(template: str, *, namespace: str, target: str, interval: str, le: 
                     canary=f"{name}-canary-{_POD_SUFFIX}", stable=f"{name}-{_POD_SUFFIX}", shared=shared)
 
 
+@dataclass(frozen=True, kw_only=True)
+class ServiceSplit:
+    """The pre-rollout window's counts of a built-in template, for every rollout at once: the increase per
+    namespace and pod over the window (`shared`), which the operator sums over the service's pods (`pods`,
+    a Python regex fully matched, the same as the PromQL selector's)."""
+
+    shared: str
+    pods: str
+
+
+def service_split(template: str, *, target: str, window: str, le: str | None = None) -> ServiceSplit | None:
+    """The shared form of a built-in template over the pre-rollout window, or None for any other."""
+    m = _SUMMED_INCREASE.match(template)
+    if m is None:
+        return None
+    by_pod = "sum by (namespace, pod) (increase(" + m["series"] + "[{{interval}}]))"
+    return ServiceSplit(shared=render(by_pod, selector=f'namespace=~"{SHARED_NAMESPACES}"', interval=window,
+                                      namespace="", target="", le=le),
+                        pods=f"{regex_literal(target)}-(canary-)?{_POD_SUFFIX}")
+
+
 def buckets_query(histogram: str, *, namespace: str, target: str) -> str:
     """The bucket bounds (le) the service's pods export for a histogram, one series per bound."""
     return f"group by (le) ({histogram}_bucket{{{selectors(namespace, target).service}}})"

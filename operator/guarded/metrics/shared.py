@@ -52,12 +52,28 @@ class _Shared:
     asked: dict[str, float] = field(default_factory=dict)            # namespace -> when it last asked
 
 
+INSTANTS_KEPT = 600.0   # seconds an instant query's answers are kept for rollouts that ask for the same time
+
+
+@dataclass
+class _Instant:
+    """One shared instant query at one time: the values per namespace and pod, and who waits for it."""
+
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    guard: threading.Lock = field(default_factory=threading.Lock)
+    covered: set[str] = field(default_factory=set)
+    queued: set[str] = field(default_factory=set)
+    values: dict[str, dict[str, float]] = field(default_factory=dict)
+    made: float = 0.0
+
+
 class SharedQueries:
     def __init__(self, provider: MetricProvider) -> None:
         self.provider = provider
         self._lock = threading.Lock()
         self._queries: dict[tuple[str, float], _Shared] = {}
         self._labels: dict[str, tuple[float, Labels]] = {}
+        self._instants: dict[tuple[str, float], _Instant] = {}
 
     def _state(self, query: str, interval: float) -> _Shared:
         with self._lock:
@@ -125,6 +141,38 @@ class SharedQueries:
             del state.steps[t]
             state.covered.pop(t, None)
         return None
+
+    def instant_per_pod(self, query: str, namespace: str, at: float,
+                        now: datetime) -> tuple[dict[str, float] | None, str | None]:
+        """The namespace's pods' values of the shared instant `query` (NAMESPACES in it) at `at`, or the error.
+        Rollouts that ask for the same time share one query: those that ask while it runs join the next."""
+        t_now = now.timestamp()
+        with self._lock:
+            state = self._instants.get((query, at))
+            if state is None:
+                state = self._instants[(query, at)] = _Instant(made=t_now)
+            for key in [k for k, st in self._instants.items() if t_now - st.made > INSTANTS_KEPT]:
+                del self._instants[key]
+        with state.guard:
+            state.queued.add(namespace)
+        with state.lock:
+            if namespace not in state.covered:
+                with state.guard:
+                    wanted, state.queued = sorted(state.queued - state.covered), set()
+                wanted = sorted(set(wanted) | {namespace})
+                matcher = "|".join(escape_label_value(regex_literal(ns)) for ns in wanted)
+                found = self.provider.instant_by(query.replace(NAMESPACES, matcher), ("namespace", "pod"),
+                                                 at=datetime.fromtimestamp(at, tz=UTC))
+                if found.error:
+                    return None, found.error
+                for ns in wanted:
+                    state.values[ns] = {}
+                for key, values in found.series.items():
+                    ns, pod = key.split("\x00", 1)
+                    if ns in state.values and values:
+                        state.values[ns][pod] = next(iter(values.values()))
+                state.covered.update(wanted)
+            return dict(state.values.get(namespace, {})), None
 
     def labels(self, query: str, now: datetime, ttl: float) -> Labels:
         """An instant query's label sets, fetched at most once per `ttl` seconds (errors are not kept)."""
