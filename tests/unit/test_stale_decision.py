@@ -38,6 +38,12 @@ class Store:
     async def get_deployment(self, namespace: str, name: str) -> dict[str, Any] | None:
         return copy.deepcopy(self.target) if name == "shop" else None
 
+    async def observed_deployment(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return await self.get_deployment(namespace, name)   # the watch's copy: here, as it is
+
+    def distrust(self, resource: str, namespace: str, name: str) -> None:
+        pass
+
     async def replace_deployment(self, namespace: str, body: dict[str, Any]) -> None:
         if body["metadata"]["resourceVersion"] != self.target["metadata"]["resourceVersion"]:
             raise Conflict("moved")

@@ -115,11 +115,14 @@ async def _replace_deployment(client: KubeClient, namespace: str, name: str,
                               missing: Callable[[], Awaitable[None]] | None = None) -> None:
     """Read, change, replace with the read resourceVersion; on a conflict read again.
 
+    The first read is the watch's copy (issue 11: no GET in steady state): the replace carries its
+    resourceVersion, so a copy that is behind only costs a conflict, after which the API server is asked.
     `change` returns the new body, or None when nothing is to be done (it raises NotOwned when the
     object is not ours); `missing` runs when the Deployment does not exist (default: nothing, the
     next observation reports it)."""
-    for _ in range(RETRIES):
-        current = await client.get_deployment(namespace, name)
+    for attempt in range(RETRIES):
+        read = client.observed_deployment if attempt == 0 else client.get_deployment
+        current = await read(namespace, name)
         if current is None:
             if missing is not None:
                 await missing()
@@ -132,6 +135,7 @@ async def _replace_deployment(client: KubeClient, namespace: str, name: str,
             await client.replace_deployment(namespace, body)
             return
         except Conflict:
+            client.distrust("deployments", namespace, name)
             continue
     raise Conflict(f"could not update Deployment {name} after {RETRIES} conflicts")
 
