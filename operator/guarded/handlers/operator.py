@@ -175,30 +175,37 @@ def seen(key: tuple[str, str], body: dict[str, Any], deleted: bool) -> tuple[boo
 
 # The watch caches. kopf starts no handler (so no reconcile) before each index has had its first full listing,
 # and keeps them by the watches it runs anyway; the daemons hand them to the cache (kopf gives them to handlers).
+def _kept(body: kopf.Body) -> dict[str, Any]:
+    """The object as a cache keeps it: without metadata.managedFields (no decision reads it, and it is often
+    the larger part of an object: memory grows with every object watched, issue 11)."""
+    meta = body.get("metadata") or {}
+    return {**body, "metadata": {k: v for k, v in meta.items() if k != "managedFields"}}
+
+
 @kopf.index("apps", "v1", "deployments")
 async def watched_deployments(namespace: str, name: str, body: kopf.Body, **_: Any) -> dict[Any, Any]:
-    return {(namespace, name): dict(body)}
+    return {(namespace, name): _kept(body)}
 
 
 @kopf.index(GROUP, VERSION, PLURAL)
 async def watched_rollouts(namespace: str, name: str, body: kopf.Body, **_: Any) -> dict[Any, Any]:
-    return {(namespace, name): dict(body)}
+    return {(namespace, name): _kept(body)}
 
 
 # What the pre-flight gates read (kube/guard.py), by namespace ("" for cluster-scoped kinds).
 @kopf.index(GROUP, VERSION, POLICY_PLURAL)
 async def watched_policies(body: kopf.Body, **_: Any) -> dict[Any, Any]:
-    return {"": dict(body)}
+    return {"": _kept(body)}
 
 
 @kopf.index(GROUP, VERSION, APPROVAL_PLURAL)
 async def watched_approvals(namespace: str, body: kopf.Body, **_: Any) -> dict[Any, Any]:
-    return {namespace: dict(body)}
+    return {namespace: _kept(body)}
 
 
 @kopf.index("", "v1", "services")
 async def watched_services(namespace: str, body: kopf.Body, **_: Any) -> dict[Any, Any]:
-    return {namespace: dict(body)}
+    return {namespace: _kept(body)}
 
 
 @kopf.index("", "v1", "pods")
@@ -212,7 +219,7 @@ async def watched_pods(namespace: str, body: kopf.Body, **_: Any) -> dict[Any, A
 
 @kopf.index("", "v1", "namespaces")
 async def watched_namespaces(name: str, body: kopf.Body, **_: Any) -> dict[Any, Any]:
-    return {("", name): dict(body)}
+    return {("", name): _kept(body)}
 
 
 def serve_caches(indexes: dict[str, kopf.Index]) -> None:

@@ -34,8 +34,10 @@ from guarded.metrics.queries import SHARED_NAMESPACES as NAMESPACES
 from guarded.metrics.queries import escape_label_value, regex_literal
 
 FINAL_AFTER = 30.0              # seconds: a step that ended this long ago no longer changes
-ACTIVE_INTERVALS = 3            # a namespace that has not asked for this long leaves the shared fetches
-KEEP_INTERVALS = 4              # steps kept beyond FINAL_AFTER, for askers a little behind
+# A namespace that has not asked for this long leaves the shared fetches: long enough that a rollout whose
+# reconciles come late (a busy operator or API server) is still in the next fetch, not in one of its own.
+ACTIVE_INTERVALS = 12
+KEEP_INTERVALS = 6              # steps kept beyond FINAL_AFTER, for askers a little behind
 
 PerPod = dict[str, dict[str, float]]   # namespace -> pod -> value at one step
 
