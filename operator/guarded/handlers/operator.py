@@ -54,6 +54,9 @@ def _kube_configuration() -> kubernetes.client.Configuration:
     except kubernetes.config.ConfigException:
         kubernetes.config.load_kube_config(context=os.environ.get("GUARDED_KUBE_CONTEXT") or None,
                                            client_configuration=cfg)
+    # As many connections as I/O threads (kube/client): the default (5 per CPU) dropped and reopened TLS
+    # connections by the thousand at N = 335 (issue 11), work for the API server.
+    cfg.connection_pool_maxsize = 32
     return cfg
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Callable
 from typing import Any
 
 import kopf
@@ -128,17 +129,22 @@ async def policy_seen(**_: Any) -> None:
 
 @kopf.on.event("", "v1", "namespaces", id="guard-on-namespace")
 async def namespace_seen(body: kopf.Body, **_: Any) -> None:
-    labels = dict(body.metadata.labels or {})
-    if _state["namespaces"].get(body.metadata.name or "") != labels:
-        await sync_now()
+    labels, name = dict(body.metadata.labels or {}), body.metadata.name or ""
+    if _state["namespaces"].get(name) != labels:
+        await sync_now(lambda: _state["namespaces"].get(name) != labels)
 
 
-async def sync_now() -> None:
+async def sync_now(needed: Callable[[], bool] | None = None) -> None:
     """One full pass (every Deployment, the configuration), one at a time. kopf event handlers only: they
-    stop while this replica is paused (peering), and none of them writes to the policies themselves."""
+    stop while this replica is paused (peering), and none of them writes to the policies themselves.
+
+    `needed`: asked once this pass's turn has come; a pass that ran meanwhile may have done its work (the
+    operator's start lists every namespace at once: one pass for all of them, not one each, issue 11)."""
     if _state["lock"] is None:
         _state["lock"] = asyncio.Lock()
     async with _state["lock"]:
+        if needed is not None and not needed():
+            return
         client = _client()
         try:
             # The per-Deployment path must judge by the same policies as this pass (set before the pass:

@@ -7,9 +7,12 @@ from datetime import datetime
 
 import requests
 from prometheus_api_client import PrometheusApiClientException, PrometheusConnect
+from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
 from guarded.metrics.provider import Grouped, Labels, Series
+
+POOL = 32   # connections kept to Prometheus (the operator's I/O threads: kube/client._POOL)
 
 # Told of every query sent, by kind (range, instant, labels): the operator counts them (handlers/telemetry).
 QueryObserver = Callable[[str], None]
@@ -22,7 +25,11 @@ class PrometheusProvider:
         self.observer = observer
         retry = Retry(total=retries, backoff_factor=0.2, status_forcelist=(502, 503, 504),
                       allowed_methods=frozenset({"GET", "POST"}))
-        self.client = PrometheusConnect(url=url, disable_ssl=True, retry=retry, timeout=int(max(1, timeout)))
+        # POST: a shared query names every namespace under analysis (metrics/shared), too long for a URL at
+        # scale. A pool as large as the operator's I/O threads: a smaller one drops connections under load.
+        self.client = PrometheusConnect(url=url, disable_ssl=True, retry=retry, timeout=int(max(1, timeout)),
+                                        method="POST")
+        self.client._session.mount(url, HTTPAdapter(max_retries=retry, pool_connections=4, pool_maxsize=POOL))
 
     def _count(self, kind: str) -> None:
         if self.observer is not None:
