@@ -85,6 +85,7 @@ GUARDED = "guarded"
 # in orders by --detect (0.2: 20%) would have been caught with 95% power. Not the demo's; rows of their own,
 # guarded-detect-<drop>pct.
 GUARDED_DETECT = "guarded-detect"
+DETECT_DEADLINE = "25m"
 
 
 def log(message: str) -> None:
@@ -296,6 +297,10 @@ def guarded_case(cluster: Cluster, release_name: str, cap: float, detect: float 
     system = GUARDED
     if detect is not None:
         body["spec"]["analysis"] = {**body["spec"]["analysis"], "detect": [{"metric": "orders", "degradation": detect}]}
+        # The hold before the last wave gathers the evidence a 20% drop would show: about 14 minutes of the 50%
+        # wave at the demo's traffic (docs/judges.md), past the default progressDeadline of 10m, after which a
+        # hold that is not powered rolls back as inconclusive. A service with this traffic needs a longer one.
+        body["spec"]["progressDeadline"] = DETECT_DEADLINE
         system = f"{GUARDED_DETECT}-{round(detect * 100)}pct"
     shop.create_rollout(body)
     ready_at = first_ready(shop, "shop-canary")
