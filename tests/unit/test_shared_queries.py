@@ -230,3 +230,32 @@ def test_rollouts_that_ask_while_a_query_is_under_way_join_the_next_one() -> Non
     assert [q.count("|") for q in shop.instants] == [0, len(NAMESPACES) - 2]
     for ns in NAMESPACES:
         assert answers[ns] == {pod: 100 * Shop.value(ns, pod, split, SINCE.timestamp()) for pod in shop.pods(ns)}
+
+
+def test_namespaces_the_hint_names_are_in_the_fetch_before_they_ask() -> None:
+    """The operator's watch names the rollouts whose analysis is under way: a fetch takes their namespaces
+    too, so one that asks later finds its counts there and sends nothing."""
+    shop, memory = Shop(), SeenIntervals()
+    shared = SharedQueries(shop, hint=lambda interval: set(NAMESPACES) if interval == 5.0 else set())
+    for ns in NAMESPACES:
+        now = at(32.5)
+        seen = gather(shop, spec(), status(), namespace=ns, now=now, memory=memory,
+                      rollout=(ns, "release", f"uid-{ns}"), shared=shared)
+        assert seen == gather(Shop(), spec(), status(), namespace=ns, now=now)
+    assert len(shop.asked) == 3, "orders, errors and requests, once for all six rollouts"
+
+
+def test_the_hint_names_the_rollouts_analysing_at_that_interval() -> None:
+    from guarded.handlers.reconcile import analysing
+    from guarded.kube.cache import WatchCache
+
+    def rollout(ns: str, stage: str, interval: str | None) -> dict:
+        return {"metadata": {"namespace": ns, "name": "release"},
+                "spec": {"analysis": {"interval": interval}} if interval else {}, "status": {"stage": stage}}
+
+    cache = WatchCache()
+    cache.serve("guardedrollouts", {(o["metadata"]["namespace"], "release"): [o] for o in (
+        rollout("a", "Bake", "5s"), rollout("b", "ScaleCanary", "5s"), rollout("c", "Succeeded", "5s"),
+        rollout("d", "Bake", "10s"), rollout("e", "Bake", None), rollout("f", "Gate", "5s"))})
+    assert analysing(cache, 5.0) == {"a", "b", "f"}
+    assert analysing(cache, 10.0) == {"d"}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import time
 import traceback
@@ -18,7 +19,7 @@ from pydantic import ValidationError
 
 from guarded import faults, logs
 from guarded.api import errors
-from guarded.api.common import GROUP, VERSION
+from guarded.api.common import GROUP, VERSION, parse_duration
 from guarded.api.rollout import PLURAL, REQUESTER_ANNOTATION, GuardedRolloutSpec, GuardedRolloutStatus
 from guarded.api.stages import Stage, stage_in
 from guarded.core import conditions as cond
@@ -31,6 +32,7 @@ from guarded.core.observations import Claim, LinkedRollout, Observations
 from guarded.core.templates import CLAIM_ANNOTATION, canary_name, parse_claim
 from guarded.handlers import alerts, notify, telemetry
 from guarded.kube.act import NotOwned, apply_actions
+from guarded.kube.cache import WatchCache
 from guarded.kube.client import Conflict, KubeClient, run_blocking
 from guarded.kube.config import observe as observe_config
 from guarded.kube.events import post_events
@@ -51,11 +53,32 @@ INCREMENTAL = os.environ.get("GUARDED_INCREMENTAL_QUERIES", "1") != "0"
 _SHARED: list[SharedQueries] = []
 
 
-def shared_queries(provider: MetricProvider) -> SharedQueries:
-    """The queries every rollout's analysis shares (metrics/shared), one set per provider."""
+def shared_queries(provider: MetricProvider, cache: WatchCache | None) -> SharedQueries:
+    """The queries every rollout's analysis shares (metrics/shared), one set per provider; the watch cache tells
+    which namespaces will ask."""
     if not _SHARED or _SHARED[0].provider is not provider:
-        _SHARED[:] = [SharedQueries(provider)]
+        _SHARED[:] = [SharedQueries(provider, hint=None if cache is None else functools.partial(analysing, cache))]
     return _SHARED[0]
+
+
+def analysing(cache: WatchCache, interval: float) -> set[str]:
+    """Namespaces of the rollouts (as the watch saw them) whose analysis of this interval is under way or begins
+    with their canary's next wave."""
+    out = set()
+    for obj in cache.objects(PLURAL):
+        analysis = (obj.get("spec") or {}).get("analysis")
+        stage = (obj.get("status") or {}).get("stage")
+        if not analysis or stage not in _ANALYSING:
+            continue
+        try:
+            if parse_duration(analysis.get("interval", "")) == interval:
+                out.add(str((obj.get("metadata") or {}).get("namespace")))
+        except ValueError:
+            continue
+    return out
+
+
+_ANALYSING = frozenset({str(s) for s in (Stage.SCALE_CANARY, Stage.SCALE_STABLE, Stage.BAKE, Stage.GATE)})
 
 
 CLEANUP_ROUNDS = 60  # at most a minute of steps undoing routing when a routed rollout is deleted
@@ -230,7 +253,8 @@ async def _reconcile(client: KubeClient, obj: dict[str, Any], spec: GuardedRollo
             analysis_obs = await run_blocking(gather, provider, spec, status, namespace=namespace, now=now,
                                               memory=SEEN if INCREMENTAL else None,
                                               rollout=(namespace, meta["name"], meta.get("uid")),
-                                              shared=shared_queries(provider) if INCREMENTAL else None)
+                                              shared=shared_queries(provider, client.cache) if INCREMENTAL
+                                              else None)
     asked = request_from(meta.get("annotations"))
     new_request = asked is not None and (status.last_request is None or status.last_request.id != asked.id)
     config = await observe_config(client, namespace, spec, status, meta.get("uid"), int(meta.get("generation", 1)),

@@ -110,6 +110,13 @@ class WatchCache:
         if _version(self._cached(resource, namespace, name)) == _version(fresh):
             self._written.pop(key, None)
 
+    def objects(self, resource: str) -> list[Mapping[str, Any]]:
+        """Every object of a kind the watch holds (none for a kind not served): for hints, never a decision."""
+        index = self._sources.get(resource)
+        if index is None:
+            return []
+        return [obj for found in list(index.values()) for obj in list(found)[:1]]  # type: ignore[attr-defined]
+
     def _tell(self, resource: str, hit: bool) -> None:
         if self.observer is not None:
             self.observer(resource, hit)

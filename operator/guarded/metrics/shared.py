@@ -24,8 +24,10 @@ and the next ask fetches again), and nothing here outlives the process."""
 
 from __future__ import annotations
 
+import contextlib
 import math
 import threading
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -70,8 +72,12 @@ class _Instant:
 
 
 class SharedQueries:
-    def __init__(self, provider: MetricProvider) -> None:
+    def __init__(self, provider: MetricProvider, hint: Callable[[float], Iterable[str]] | None = None) -> None:
+        """`hint(interval)`: namespaces whose rollouts will ask soon (an analysis of that interval under way or
+        about to begin), taken into every fetch before they ask: a rollout entering its analysis then finds
+        its namespace in the shared answer rather than joining with a query of its own."""
         self.provider = provider
+        self.hint = hint
         self._lock = threading.Lock()
         self._queries: dict[tuple[str, float], _Shared] = {}
         self._labels: dict[str, tuple[float, Labels]] = {}
@@ -111,6 +117,10 @@ class SharedQueries:
             for ns in set(state.asked) - active:
                 del state.asked[ns]
                 state.fetched_newest.pop(ns, None)
+        if self.hint is not None:
+            # A hint is an optimisation: without it, askers join as they ask.
+            with contextlib.suppress(Exception):
+                active |= set(self.hint(interval))
         wanted = sorted(ns for ns in active | {namespace} if state.fetched_newest.get(ns, -math.inf) < newest)
         # From the first step that may still change (or the asker's first, if later), two steps at least:
         # a range whose start is its end answers nothing (metrics/prometheus).
