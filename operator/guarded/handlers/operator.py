@@ -13,6 +13,7 @@ import contextlib
 import json
 import logging
 import os
+import random
 from typing import Any
 
 import kopf
@@ -45,6 +46,17 @@ CACHE = WatchCache(observer=telemetry.cache_read)
 _wakers: dict[tuple[str, str], asyncio.Event] = {}
 _targets: dict[tuple[str, str], str] = {}
 _seen: dict[tuple[str, str], tuple[str, str | None]] = {}  # each rollout's last (fingerprint, phase) seen
+
+
+def busy_delay(exc: kubernetes.client.rest.ApiException, spread: float) -> float:
+    """Seconds before a reconcile the API server refused with 429 runs again: its Retry-After (1 s if none),
+    times 1 to 3 by `spread` (0..1), so that a thousand refused reconciles do not come back in the same
+    second, and at least ERROR_BACKOFF."""
+    try:
+        after = float((exc.headers or {}).get("Retry-After", 1))
+    except (TypeError, ValueError):
+        after = 1.0
+    return max(ERROR_BACKOFF, min(after, 60.0) * (1.0 + 2.0 * spread))
 
 
 def _kube_configuration() -> kubernetes.client.Configuration:
@@ -258,6 +270,13 @@ async def run_rollout(namespace: str, name: str, stopped: kopf.DaemonStopped, me
             except Conflict:
                 delay = 0.05  # the object moved on; decide again on fresh data (from the API server: the
                 memo.client.distrust(PLURAL, namespace, name)  # watch may not have shown the move yet)
+            except kubernetes.client.rest.ApiException as exc:
+                if exc.status != 429:
+                    log.exception("reconcile failed", error=str(exc))
+                    delay = ERROR_BACKOFF
+                else:  # the API server sheds load: come back after its Retry-After, spread out (not all at once)
+                    delay = busy_delay(exc, random.random())
+                    log.warning("API server busy (429): reconciling again later", seconds=round(delay, 1))
             except Exception as exc:  # one bad reconcile must not kill the loop
                 log.exception("reconcile failed", error=str(exc))
                 delay = ERROR_BACKOFF
