@@ -180,8 +180,12 @@ def test_rollouts_that_start_in_the_same_interval_share_their_pre_rollout_querie
         now = started + timedelta(seconds=0.2)
         seen = gather(shop, spec(), status(since=started), namespace=ns, now=now, memory=memory,
                       rollout=(ns, "release", f"uid-{ns}"), shared=shared)
-        alone = gather(Shop(), spec(), status(since=started), namespace=ns, now=now)
-        assert seen == alone and seen.metrics["order-rate"].pre_rollout is not None
+        # Alone, the window ends when the rollout started; shared, at the start of the grid's interval (the
+        # same for all six), up to an interval earlier.
+        alone = gather(Shop(), spec(), status(since=SINCE), namespace=ns, now=now)
+        assert seen.metrics["order-rate"].pre_rollout is not None
+        assert ({m: d.pre_rollout for m, d in seen.metrics.items()}
+                == {m: d.pre_rollout for m, d in alone.metrics.items()})
     # Orders, errors and requests, each asked once for the six rollouts, one after the other: the first
     # asker's namespace, then each later one's (asked while none is under way, a namespace joins alone).
     assert len(shop.instants) == 3 * len(NAMESPACES)
@@ -259,3 +263,20 @@ def test_the_hint_names_the_rollouts_analysing_at_that_interval() -> None:
         rollout("d", "Bake", "10s"), rollout("e", "Bake", None), rollout("f", "Gate", "5s"))})
     assert analysing(cache, 5.0) == {"a", "b", "f"}
     assert analysing(cache, 10.0) == {"d"}
+
+
+def test_a_service_without_counts_at_the_shared_time_is_asked_at_its_own_start() -> None:
+    """Traffic that began within the grid's interval: nothing at its start, so the rollout asks for the window
+    up to the moment it started, as it would alone."""
+    class Young(Shop):
+        def instant_by(self, query: str, label: str | tuple[str, ...], *, at: datetime | None = None) -> Grouped:
+            self.instants.append(query)
+            return Grouped()    # no series yet at the grid's time
+
+    shop = Young()
+    started = SINCE + timedelta(seconds=3)
+    seen = gather(shop, spec(), status(since=started), namespace="team-1", now=started + timedelta(seconds=0.2),
+                  memory=SeenIntervals(), rollout=("team-1", "release", "uid"), shared=SharedQueries(shop))
+    assert seen.metrics["order-rate"].pre_rollout is not None
+    assert seen == gather(Shop(), spec(), status(since=started), namespace="team-1",
+                          now=started + timedelta(seconds=0.2))

@@ -338,17 +338,19 @@ def gather(provider: MetricProvider, spec: GuardedRolloutSpec, status: GuardedRo
                                  pre_rollout_window=analysis.pre_rollout_window, le=le)
         data = MetricData(pre_rollout=recorded_pre.get(metric.name))
         if data.pre_rollout is None and metric.pre_rollout_tolerance is not None and status.started_at:
-            # The window ends on the analysis grid before the rollout started, so that rollouts that started in
-            # the same interval ask the same query.
-            started = parse(status.started_at).timestamp()
-            at = datetime.fromtimestamp(_grid_start(started, interval) if on_grid(interval) else math.floor(started),
-                                        tz=UTC)
+            started = parse(status.started_at)
             pre = [service_split(t, target=spec.target.name, window=analysis.pre_rollout_window, le=le)
                    for t in (metric.events, metric.requests)]
-            if shared is not None and pre[0] is not None and pre[1] is not None:
+            if shared is not None and pre[0] is not None and pre[1] is not None and on_grid(interval):
+                # Shared by the rollouts that started in the same interval: the window ends at its start, up to
+                # an interval before this rollout started. A service with no counts there yet (its traffic
+                # began within that interval) is asked again at the moment it started, as without sharing.
+                at = datetime.fromtimestamp(_grid_start(started.timestamp(), interval), tz=UTC)
                 data = _pre_rollout_shared(shared, (pre[0], pre[1]), namespace, at, now)
+                if data.error is None and data.pre_rollout is None:
+                    data = _pre_rollout(provider, queries.pre_rollout, started)
             else:
-                data = _pre_rollout(provider, queries.pre_rollout, at)
+                data = _pre_rollout(provider, queries.pre_rollout, started)
         if data.error is None and steps_dt:
             split = [pod_split(t, namespace=namespace, target=spec.target.name, interval=analysis.interval, le=le)
                      for t in (metric.events, metric.requests)]
