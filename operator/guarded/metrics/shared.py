@@ -152,6 +152,8 @@ class SharedQueries:
         for t in [t for t in state.steps if t < oldest]:
             del state.steps[t]
             state.covered.pop(t, None)
+        for ns in [ns for ns, t in state.fetched_newest.items() if t < oldest]:
+            del state.fetched_newest[ns]   # a namespace the hint no longer names, long done (bounded memory)
         return None
 
     def instant_per_pod(self, query: str, namespace: str, at: float,
