@@ -250,7 +250,7 @@ def test_namespaces_the_hint_names_are_in_the_fetch_before_they_ask() -> None:
 
 
 def test_the_hint_names_the_rollouts_analysing_at_that_interval() -> None:
-    from guarded.handlers.reconcile import analysing
+    from guarded.handlers.queries import analysing
     from guarded.kube.cache import WatchCache
 
     def rollout(ns: str, stage: str, interval: str | None) -> dict:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import functools
 import os
 import time
 import traceback
@@ -19,7 +18,7 @@ from pydantic import ValidationError
 
 from guarded import faults, logs
 from guarded.api import errors
-from guarded.api.common import GROUP, VERSION, parse_duration
+from guarded.api.common import GROUP, VERSION
 from guarded.api.rollout import PLURAL, REQUESTER_ANNOTATION, GuardedRolloutSpec, GuardedRolloutStatus
 from guarded.api.stages import Stage, stage_in
 from guarded.core import conditions as cond
@@ -31,8 +30,8 @@ from guarded.core.engine import Decision, decide, decide_cleanup, decide_fail_sa
 from guarded.core.observations import Claim, LinkedRollout, Observations
 from guarded.core.templates import CLAIM_ANNOTATION, canary_name, parse_claim
 from guarded.handlers import alerts, notify, telemetry
+from guarded.handlers.queries import shared_queries
 from guarded.kube.act import NotOwned, apply_actions
-from guarded.kube.cache import WatchCache
 from guarded.kube.client import Conflict, KubeClient, run_blocking
 from guarded.kube.config import observe as observe_config
 from guarded.kube.events import post_events
@@ -42,7 +41,6 @@ from guarded.kube.patches import merge_patch
 from guarded.kube.routing import observe as observe_routing
 from guarded.metrics.gather import SeenIntervals, gather
 from guarded.metrics.provider import MetricProvider
-from guarded.metrics.shared import SharedQueries
 
 # The interval counts each rollout's analysis has read (metrics/gather.py): memory only, rebuilt from Prometheus.
 SEEN = SeenIntervals()
@@ -50,35 +48,6 @@ SEEN = SeenIntervals()
 # the bucket bounds are shared by every rollout (metrics/shared). GUARDED_INCREMENTAL_QUERIES=0 turns both off:
 # every step then reads its rollout's whole analysis, with queries of its own (docs/scale.md).
 INCREMENTAL = os.environ.get("GUARDED_INCREMENTAL_QUERIES", "1") != "0"
-_SHARED: list[SharedQueries] = []
-
-
-def shared_queries(provider: MetricProvider, cache: WatchCache | None) -> SharedQueries:
-    """The queries every rollout's analysis shares (metrics/shared), one set per provider; the watch cache tells
-    which namespaces will ask."""
-    if not _SHARED or _SHARED[0].provider is not provider:
-        _SHARED[:] = [SharedQueries(provider, hint=None if cache is None else functools.partial(analysing, cache))]
-    return _SHARED[0]
-
-
-def analysing(cache: WatchCache, interval: float) -> set[str]:
-    """Namespaces of the rollouts (as the watch saw them) whose analysis of this interval is under way or begins
-    with their canary's next wave."""
-    out = set()
-    for obj in cache.objects(PLURAL):
-        analysis = (obj.get("spec") or {}).get("analysis")
-        stage = (obj.get("status") or {}).get("stage")
-        if not analysis or stage not in _ANALYSING:
-            continue
-        try:
-            if parse_duration(analysis.get("interval", "")) == interval:
-                out.add(str((obj.get("metadata") or {}).get("namespace")))
-        except ValueError:
-            continue
-    return out
-
-
-_ANALYSING = frozenset({str(s) for s in (Stage.SCALE_CANARY, Stage.SCALE_STABLE, Stage.BAKE, Stage.GATE)})
 
 
 CLEANUP_ROUNDS = 60  # at most a minute of steps undoing routing when a routed rollout is deleted

@@ -1,0 +1,43 @@
+"""The analysis queries every rollout shares (metrics/shared), one set per Prometheus, and the hint that puts
+a rollout's namespace into them before it asks: the rollouts the watch shows entering or under an analysis."""
+
+from __future__ import annotations
+
+import functools
+
+from guarded.api.common import parse_duration
+from guarded.api.rollout import PLURAL
+from guarded.api.stages import Stage
+from guarded.kube.cache import WatchCache
+from guarded.metrics.provider import MetricProvider
+from guarded.metrics.shared import SharedQueries
+
+_SHARED: list[SharedQueries] = []
+
+
+def shared_queries(provider: MetricProvider, cache: WatchCache | None) -> SharedQueries:
+    """The queries every rollout's analysis shares (metrics/shared), one set per provider; the watch cache tells
+    which namespaces will ask."""
+    if not _SHARED or _SHARED[0].provider is not provider:
+        _SHARED[:] = [SharedQueries(provider, hint=None if cache is None else functools.partial(analysing, cache))]
+    return _SHARED[0]
+
+
+def analysing(cache: WatchCache, interval: float) -> set[str]:
+    """Namespaces of the rollouts (as the watch saw them) whose analysis of this interval is under way or begins
+    with their canary's next wave."""
+    out = set()
+    for obj in cache.objects(PLURAL):
+        analysis = (obj.get("spec") or {}).get("analysis")
+        stage = (obj.get("status") or {}).get("stage")
+        if not analysis or stage not in _ANALYSING:
+            continue
+        try:
+            if parse_duration(analysis.get("interval", "")) == interval:
+                out.add(str((obj.get("metadata") or {}).get("namespace")))
+        except ValueError:
+            continue
+    return out
+
+
+_ANALYSING = frozenset({str(s) for s in (Stage.SCALE_CANARY, Stage.SCALE_STABLE, Stage.BAKE, Stage.GATE)})
