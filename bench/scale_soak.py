@@ -54,7 +54,7 @@ def soak(args: argparse.Namespace) -> dict[str, Any]:
             if now >= next_sample:
                 om = bed.metrics()
                 cpu = total(om, "process_cpu_seconds_total")
-                rss = total(om, "process_resident_memory_bytes") / 2**20
+                rss = bed.memory()["rss"]
                 sample = {"t": round(now - t0, 1), "rss_mib": round(rss, 2), "cpu_seconds": round(cpu - cpu0, 2)}
                 if samples:
                     sample["cpu_share"] = round((sample["cpu_seconds"] - samples[-1]["cpu_seconds"])

@@ -27,6 +27,7 @@ from guarded.api.rollout import PLURAL
 from guarded.api.stages import phase_in
 from guarded.core.templates import canary_name
 from guarded.handlers import alerts, endpoints, notify, telemetry, tls, webhook_server
+from guarded.handlers.essence import LeanDiffBaseStorage
 from guarded.handlers.reconcile import SEEN, clean_up, reconcile
 from guarded.kube.cache import WatchCache
 from guarded.kube.client import Conflict, KubeClient
@@ -35,6 +36,11 @@ from guarded.metrics.prometheus import PrometheusProvider
 IDLE_SECONDS = 10.0     # re-check a quiet rollout this often even without events
 ERROR_BACKOFF = 2.0
 RECONCILE_TIMEOUT = 90.0  # a reconcile stuck on I/O is abandoned and started again
+# Reconciles under way at once, as controller-runtime's MaxConcurrentReconciles: due ones wait for a worker
+# (guarded_reconcile_wait_seconds) instead of all sharing the one event loop and the I/O threads. Unbounded, a
+# thousand rollouts judged on the same grid step each took tens of seconds, some past RECONCILE_TIMEOUT, and were
+# started again from scratch: work thrown away when the machine could least afford it (issue 11).
+RECONCILE_WORKERS = max(1, int(os.environ.get("GUARDED_RECONCILE_WORKERS", "32")))
 # A rollout that waits (a gate holds it, a bake runs) is reconciled at most this often, however many
 # watch events wake it: its own status write is one of them. Waves (requeue 0) are not slowed.
 HELD_AFTER = 2.0          # a reconcile that asks to wait this long or longer (longer than the 1 s poll of a wave)
@@ -44,6 +50,7 @@ MIN_SPACING = 0.5         # seconds between the end of one reconcile of a held r
 CACHE = WatchCache(observer=telemetry.cache_read)
 
 _wakers: dict[tuple[str, str], asyncio.Event] = {}
+_workers = asyncio.Semaphore(RECONCILE_WORKERS)  # bound to the loop that first waits on it (kopf's one)
 _targets: dict[tuple[str, str], str] = {}
 _seen: dict[tuple[str, str], tuple[str, str | None]] = {}  # each rollout's last (fingerprint, phase) seen
 
@@ -94,7 +101,7 @@ def login(**_: Any) -> kopf.ConnectionInfo:
 async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     settings.persistence.finalizer = f"{GROUP}/finalizer"
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix=GROUP)
+    settings.persistence.diffbase_storage = LeanDiffBaseStorage(prefix=GROUP)
     settings.posting.level = logging.WARNING
     settings.watching.server_timeout = 120
     # A partition (no byte moves, nothing refused) must not hang a watch or one of kopf's own requests for
@@ -261,9 +268,12 @@ async def run_rollout(namespace: str, name: str, stopped: kopf.DaemonStopped, me
         while not stopped:
             wake.clear()
             try:
-                with telemetry.reconciling():  # times it, counts the API error that failed it
-                    outcome = await asyncio.wait_for(reconcile(memo.client, namespace, name, memo.provider),
-                                                     timeout=RECONCILE_TIMEOUT)
+                due = loop.time()
+                async with _workers:
+                    telemetry.TELEMETRY.reconcile_wait_seconds.observe(loop.time() - due)
+                    with telemetry.reconciling():  # times it, counts the API error that failed it
+                        outcome = await asyncio.wait_for(reconcile(memo.client, namespace, name, memo.provider),
+                                                         timeout=RECONCILE_TIMEOUT)
                 if outcome.target:
                     _targets[key] = outcome.target
                 delay = IDLE_SECONDS if outcome.requeue_after is None else min(outcome.requeue_after, IDLE_SECONDS)

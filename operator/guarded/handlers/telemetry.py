@@ -34,6 +34,7 @@ from prometheus_client import (
     Histogram,
     PlatformCollector,
     ProcessCollector,
+    disable_created_metrics,
 )
 
 from guarded.api.rollout import AnalysisRecord, GuardedRolloutStatus
@@ -42,6 +43,9 @@ from guarded.core.observations import Observations
 from guarded.kube.client import Conflict
 
 PREFIX = "guarded"
+# No `_created` series beside each counter and histogram: they doubled a scrape (0.75 MB at N = 335, per-rollout
+# labels) and its cost to the operator's one event loop; rate() and increase() never read them.
+disable_created_metrics()
 DECISION_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
 RECONCILE_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 90.0)
 PER_RECONCILE_BUCKETS = (0, 1, 2, 3, 4, 5, 6, 8, 10, 15, 20, 30, 50)
@@ -119,6 +123,9 @@ class Telemetry:
         self.cache_reads = Counter(
             f"{PREFIX}_cache_reads", "Reads of an object from the watch cache, by resource and result (hit; miss: "
             "asked the API server, the copy not trusted).", ("resource", "result"), registry=r)
+        self.reconcile_wait_seconds = Histogram(
+            f"{PREFIX}_reconcile_wait_seconds", "Time a due reconcile waited for one of the operator's reconcile "
+            "workers (GUARDED_RECONCILE_WORKERS), before its round began.", buckets=RECONCILE_BUCKETS, registry=r)
         self.reconcile_api_requests = Histogram(
             f"{PREFIX}_reconcile_api_requests", "Kubernetes API requests sent by one reconcile.",
             buckets=PER_RECONCILE_BUCKETS, registry=r)
@@ -217,8 +224,8 @@ class Telemetry:
     # -- what is exposed ----------------------------------------------------------------------
     def metric_names(self) -> frozenset[str]:
         """Every series name a scrape can show (counters' _total, histograms' _bucket/_sum/_count)."""
-        suffixes = {"counter": ("_total", "_created"), "histogram": ("_bucket", "_sum", "_count", "_created"),
-                    "summary": ("", "_sum", "_count", "_created")}
+        suffixes = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count"),
+                    "summary": ("", "_sum", "_count")}
         names: set[str] = set()
         for family in self.registry.collect():
             names.update(family.name + s for s in suffixes.get(family.type, ("",)))
