@@ -9,6 +9,7 @@ from typing import Any
 import kubernetes
 import pytest
 
+from guarded.kube import cache as cache_module
 from guarded.kube.cache import WatchCache
 from guarded.kube.client import KubeClient
 from guarded.kube.patches import apply_merge_patch, merge_patch
@@ -50,6 +51,35 @@ def test_after_our_own_write_the_copy_is_not_trusted_until_the_watch_shows_that_
     assert cache.read("deployments", "shop", "shop-canary") == (False, None)
     index.put(deployment("shop-canary", "11", replicas=3))        # the watch delivers it
     assert cache.read("deployments", "shop", "shop-canary") == (True, deployment("shop-canary", "11", 3))
+
+
+def test_meanwhile_the_object_our_write_returned_answers_for_a_few_seconds_then_the_api_server() -> None:
+    cache, index = cache_with(deployment("shop-canary", "10", replicas=1))
+    now = [100.0]
+    cache.clock = lambda: now[0]
+    returned = {**deployment("shop-canary", "11", replicas=3), "status": {"readyReplicas": 1}}
+    returned["metadata"]["managedFields"] = [{"manager": "guarded-rollouts"}]
+    cache.touched("deployments", "shop", "shop-canary")
+    cache.wrote("deployments", "shop", "shop-canary", "11", returned)
+    trusted, obj = cache.read("deployments", "shop", "shop-canary")
+    assert trusted and obj is not None and obj["spec"] == {"replicas": 3} and obj["status"] == {"readyReplicas": 1}
+    assert "managedFields" not in obj["metadata"]               # as the index keeps objects
+    obj["spec"]["replicas"] = 99                                 # a copy, as every read hands out
+    assert cache.read("deployments", "shop", "shop-canary")[1]["spec"] == {"replicas": 3}
+    now[0] += cache_module.OWN_SECONDS                           # the watch lags past the while
+    assert cache.read("deployments", "shop", "shop-canary") == (False, None)
+    index.put(deployment("shop-canary", "11", replicas=3))       # it delivers: the watch's copy again
+    assert cache.read("deployments", "shop", "shop-canary") == (True, deployment("shop-canary", "11", 3))
+
+
+def test_a_returned_object_of_another_version_or_a_later_write_of_unknown_outcome_is_never_served() -> None:
+    cache, _ = cache_with(deployment("shop", "10"))
+    cache.wrote("deployments", "shop", "shop", "11", deployment("shop", "12"))   # not what the write produced
+    assert cache.read("deployments", "shop", "shop") == (False, None)
+    cache.wrote("deployments", "shop", "shop", "13", deployment("shop", "13", replicas=2))
+    assert cache.read("deployments", "shop", "shop")[0] is True
+    cache.touched("deployments", "shop", "shop")                 # another write is sent: its outcome unknown
+    assert cache.read("deployments", "shop", "shop") == (False, None)
 
 
 def test_a_write_of_unknown_outcome_waits_for_a_get_that_the_watch_agrees_with() -> None:

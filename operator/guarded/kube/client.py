@@ -126,10 +126,10 @@ class KubeClient:
         resp = await self._call(fn, *args, _preload_content=False, **kwargs)
         return list(json.loads(resp.data).get("items", []))
 
-    async def _replace(self, fn: Any, *args: Any) -> Any:
+    async def _replace(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
         """A write of an object as read: its resourceVersion guards it, and a 409 raises Conflict."""
         try:
-            return await self._call(fn, *args)
+            return await self._call(fn, *args, **kwargs)
         except ApiException as exc:
             if exc.status == 409:
                 raise Conflict(str(exc.reason)) from exc
@@ -190,12 +190,13 @@ class KubeClient:
             self.cache.touched(resource, namespace, name)
 
     def _wrote(self, resource: str, namespace: str, name: str, result: Any) -> None:
+        """After a write: the resourceVersion it produced, and the object it returned when that is JSON."""
         if self.cache is None:
             return
         meta = (result or {}).get("metadata") if isinstance(result, dict) else getattr(result, "metadata", None)
         version = (meta.get("resourceVersion") if isinstance(meta, dict)
                    else getattr(meta, "resource_version", None)) if meta is not None else None
-        self.cache.wrote(resource, namespace, name, version or "")
+        self.cache.wrote(resource, namespace, name, version or "", result if isinstance(result, dict) else None)
 
     # -- Deployments -----------------------------------------------------------------------
     async def get_deployment(self, namespace: str, name: str) -> dict[str, Any] | None:
@@ -213,8 +214,9 @@ class KubeClient:
 
     async def replace_deployment(self, namespace: str, body: dict[str, Any]) -> None:
         name = body["metadata"]["name"]
-        self._wrote("deployments", namespace, name,
-                    await self._replace(self.apps.replace_namespaced_deployment, name, namespace, body))
+        resp = await self._replace(self.apps.replace_namespaced_deployment, name, namespace, body,
+                                   _preload_content=False)  # JSON, not the client's models: less CPU
+        self._wrote("deployments", namespace, name, json.loads(resp.data))
 
     async def delete_deployment(self, namespace: str, name: str, *, uid: str) -> None:
         """Delete exactly the Deployment with this uid (a precondition: a same-named other object stays).
