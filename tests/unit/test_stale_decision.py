@@ -73,3 +73,27 @@ def test_a_decision_from_the_rollout_as_it_is_is_acted_on() -> None:
     store.target["spec"]["replicas"] = 4
     stale_decision_acted(store, moved_on=False)
     assert store.target["spec"]["replicas"] == 2 and len(store.writes) == 1
+
+
+def test_one_check_stands_for_the_actions_that_follow_within_a_second_and_a_freeze_checks_again(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    store, gets, clock = Store(), [], [1000.0]
+    real_get = store.get_rollout
+
+    async def counted(namespace: str, name: str) -> dict[str, Any] | None:
+        gets.append(clock[0])
+        return await real_get(namespace, name)
+
+    store.get_rollout = counted  # type: ignore[method-assign]
+    monkeypatch.setattr("guarded.handlers.reconcile.time.monotonic", lambda: clock[0])
+    fence = _still_as_read(store, copy.deepcopy(store.rollout))  # type: ignore[arg-type]
+
+    asyncio.run(fence())
+    clock[0] += 0.4
+    asyncio.run(fence())                                   # the same decision's next action: no GET
+    assert gets == [1000.0]
+    clock[0] += 30.0                                       # frozen between two actions, past any takeover
+    store.rollout["metadata"]["resourceVersion"] = "11"    # while another replica moved the rollout on
+    with pytest.raises(Conflict, match="moved on"):
+        asyncio.run(fence())
+    assert gets == [1000.0, 1030.4]

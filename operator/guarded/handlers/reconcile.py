@@ -50,6 +50,10 @@ SEEN = SeenIntervals()
 INCREMENTAL = os.environ.get("GUARDED_INCREMENTAL_QUERIES", "1") != "0"
 
 
+# How long a passed fence (_still_as_read) stands for the next action of one decision: well under the seconds a
+# standby replica needs to take over from an active one whose lease went stale.
+FENCE_SECONDS = 1.0
+
 CLEANUP_ROUNDS = 60  # at most a minute of steps undoing routing when a routed rollout is deleted
 CLEANUP_PAUSE = 1.0  # seconds between two of those steps
 
@@ -262,10 +266,19 @@ def _still_as_read(client: KubeClient, obj: dict[str, Any]) -> Callable[[], Awai
     over would otherwise, on waking, set the workloads back to what it decided before (a canary lowered
     under a later wave's stable, a canary made again after a rollback). Any write to the rollout since the
     read (another replica's status, a user's request) voids the decision: Conflict, and the daemon decides
-    again on fresh data."""
+    again on fresh data.
+
+    A check that passed less than FENCE_SECONDS ago (monotonic: a stopped process's clock runs on) stands
+    for the next action of the same decision: another replica takes over only after the active one's
+    peering lease has gone stale, seconds, so no other replica can have acted in between (issue 11: one GET
+    per action was a third of the operator's GETs)."""
     meta = obj["metadata"]
+    passed_at: list[float] = []
 
     async def check() -> None:
+        asked = time.monotonic()
+        if passed_at and asked - passed_at[-1] < FENCE_SECONDS:
+            return
         # Always the API server, never the watch cache: a replica that was frozen holds a watch as old as
         # itself, whose copy would pass this check for the very decision it exists to void.
         now = await client.get_rollout(meta["namespace"], meta["name"])
@@ -276,6 +289,7 @@ def _still_as_read(client: KubeClient, obj: dict[str, Any]) -> Callable[[], Awai
                     "resourceVersion"), now=seen)
             raise Conflict(f"rollout {meta['name']} moved on (resourceVersion {meta.get('resourceVersion')} -> "
                            f"{seen}) since this decision's read: not acting on it")
+        passed_at.append(asked)  # as of when it was asked: the answer may be that old
 
     return check
 
