@@ -17,7 +17,7 @@ from structlog.testing import capture_logs
 
 from guarded.sim import model, sampling
 from guarded.sim.exporter import Store, make_registry
-from guarded.sim.kube import ClusterReader
+from guarded.sim.kube import ClusterReader, Informer
 from guarded.sim.main import Loop
 from guarded.sim.model import (
     BUCKETS,
@@ -385,6 +385,19 @@ class FakeCore:
         return answer
 
 
+def listed(reader: ClusterReader) -> None:
+    """The reader's pods and namespaces as its watches would hold them after their first list (no thread)."""
+    reader.pods = Informer("pods", reader.core.list_pod_for_all_namespaces, 1.0)
+    reader.namespaces = Informer("namespaces", reader.core.list_namespace, 1.0)
+    reader.pods.relist()
+    reader.namespaces.relist()
+
+
+def test_the_pods_are_not_known_before_their_first_list() -> None:
+    with pytest.raises(RuntimeError, match="pods: not listed yet"):
+        Informer("pods", FakeCore({}).list_pod_for_all_namespaces, 1.0).items()
+
+
 def test_config_maps_and_secrets_are_listed_only_where_a_pod_has_a_config_key_once_per_kind() -> None:
     reader = ClusterReader.__new__(ClusterReader)  # no kubeconfig: the API is the fake's
     reader.label_selector, reader.timeout = "app", 1.0
@@ -392,12 +405,14 @@ def test_config_maps_and_secrets_are_listed_only_where_a_pod_has_a_config_key_on
     plain = [raw_pod(f"p{i}", ns=ns, volumes=(cm("c"),), key=None) for i, ns in enumerate("ab")]
     base = {("list_pod_for_all_namespaces",): {"items": plain}, ("list_namespace",): {"items": []}}
     reader.core = core = FakeCore(base)  # type: ignore[assignment]
+    listed(reader)
     assert reader.observe().config_data == {}
-    assert core.calls == [("list_pod_for_all_namespaces",), ("list_namespace",)]
+    assert core.calls == [("list_pod_for_all_namespaces",), ("list_namespace",)]  # the watches' lists alone
     opted = [raw_pod(n, ns="b", volumes=(cm("c"),), env_from=({"secretRef": {"name": "s"}},)) for n in "qr"]
     cms = config_list(CONFIG_MAP, ("c", {"shop.yaml": "order-ratio: 0.5"}), ns="b")[1]
     reader.core = core = FakeCore({**base, ("list_pod_for_all_namespaces",): {"items": plain + opted},
                                    ("list_namespaced_config_map", "b"): cms, ("list_namespaced_secret", "b"): {}})
+    listed(reader)
     obs = reader.observe()
     assert core.calls[2:] == [("list_namespaced_config_map", "b"), ("list_namespaced_secret", "b")]
     assert behaviours(obs)[0]["q"].order_ratio == 0.5

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from guarded.sim.kube import ClusterReader
+from guarded.sim.kube import ClusterReader, Informer
 from guarded.sim.model import ENABLED, RPS, Observation, PodObservation, Simulation
 from guarded.sim.observe import observation, with_routes
 from guarded.sim.routes import Backend, RouteObservation, routed_rates
@@ -125,6 +125,10 @@ def test_services_are_listed_only_when_there_is_a_route() -> None:
     reader.core = core = Fake({"list_pod_for_all_namespaces": {"items": []}, "list_namespace": {"items": []},  # type: ignore[assignment]
                                "list_service_for_all_namespaces": {"items": []}})
     reader.custom = Fake({"list_cluster_custom_object": {"items": []}})  # type: ignore[assignment]
+    reader.pods = Informer("pods", core.list_pod_for_all_namespaces, 1.0)
+    reader.namespaces = Informer("namespaces", core.list_namespace, 1.0)
+    reader.pods.relist()
+    reader.namespaces.relist()
     reader.observe()
     assert "list_service_for_all_namespaces" not in core.calls
     reader.custom = Fake({"list_cluster_custom_object": {"items": [  # type: ignore[assignment]

@@ -148,6 +148,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         Loop(reader, Simulation(args.seed, args.default_rps), store, args.tick, stop).run()
     finally:
+        reader.close()
         server.shutdown()
         server.server_close()
         log.info("simulator stopped")
