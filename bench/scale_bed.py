@@ -247,9 +247,9 @@ class Bed:
             if self.op.proc is not None:
                 # `make bench-scale` nices the bench, and the operator would inherit it: under contention it would
                 # then get only what the test bed's API server, Prometheus and simulator leave. It runs at their
-                # priority, as on a cluster of its own; only the bench's watching and polling stay niced.
+                # priority (0, a process's default), as on a node of its own; only the bench's polling stays niced.
                 with contextlib.suppress(PermissionError):
-                    os.setpriority(os.PRIO_PROCESS, self.op.proc.pid, os.getpriority(os.PRIO_PROCESS, os.getppid()))
+                    os.setpriority(os.PRIO_PROCESS, self.op.proc.pid, 0)
             log(f"operator pid {self.op.proc.pid if self.op.proc else '?'} (log {self.op.log_path})")
             time.sleep(3)  # the operator's startup (its watches' first lists) out of the measured span
         except BaseException:
