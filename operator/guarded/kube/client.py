@@ -209,8 +209,8 @@ class KubeClient:
     async def create_deployment(self, namespace: str, body: dict[str, Any]) -> None:
         name = body["metadata"]["name"]
         self.distrust("deployments", namespace, name)  # a POST names no object: the REST hook cannot mark it
-        self._wrote("deployments", namespace, name, await self._call(self.apps.create_namespaced_deployment,
-                                                                     namespace, body))
+        resp = await self._call(self.apps.create_namespaced_deployment, namespace, body, _preload_content=False)
+        self._wrote("deployments", namespace, name, json.loads(resp.data))
 
     async def replace_deployment(self, namespace: str, body: dict[str, Any]) -> None:
         name = body["metadata"]["name"]
@@ -224,16 +224,22 @@ class KubeClient:
         Foreground: the Deployment stays (marked deleting) until its pods are gone, so "canary
         absent" really means no canary pod serves any more."""
         try:
-            await self._call(self.apps.delete_namespaced_deployment, name, namespace,
-                             propagation_policy="Foreground", grace_period_seconds=0,
-                             body=kubernetes.client.V1DeleteOptions(
-                                 preconditions=kubernetes.client.V1Preconditions(uid=uid),
-                                 propagation_policy="Foreground", grace_period_seconds=0))
+            resp = await self._call(self.apps.delete_namespaced_deployment, name, namespace,
+                                    propagation_policy="Foreground", grace_period_seconds=0,
+                                    body=kubernetes.client.V1DeleteOptions(
+                                        preconditions=kubernetes.client.V1Preconditions(uid=uid),
+                                        propagation_policy="Foreground", grace_period_seconds=0),
+                                    _preload_content=False)
         except ApiException as exc:
             if exc.status == 409:
                 raise Conflict(f"Deployment {name} is no longer the object with uid {uid}") from exc
             if exc.status != 404:
                 raise
+            return
+        # Foreground: the answer is the Deployment marked deleting (its pods go first); read as such meanwhile.
+        answer = json.loads(resp.data or b"{}")
+        if answer.get("kind") == "Deployment":
+            self._wrote("deployments", namespace, name, answer)
 
     # -- what the pre-flight gates read ------------------------------------------------------
     async def list_cluster_custom(self, plural: str) -> list[dict[str, Any]]:
