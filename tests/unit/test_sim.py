@@ -229,6 +229,22 @@ def test_observations_come_from_the_api_servers_json() -> None:
     assert obs.namespace_annotations == {"shop": {ORDER_RATIO_FACTOR: "2"}}
 
 
+def test_the_served_text_is_prometheus_clients_own_rendering_byte_for_byte_and_made_once_per_snapshot() -> None:
+    sim = Simulation(seed=3)
+    odd = PodObservation("sh\\op", 'p"q', "we\nb", True, False, {ENABLED: "true"})
+    for _ in range(3):
+        sim.step(Observation((pod("a"), pod("b"), pod("c", ready=False), odd)), TICK)
+    store = Store()
+    store.publish(sim.snapshot())
+    text = store.exposition()
+    assert text == generate_latest(make_registry(store))
+    assert b'pod="p\\"q"' in text and b"orders_total{" in text
+    assert store.exposition() is text                    # a second scrape of the same tick: not rendered again
+    sim.step(Observation((pod("a"),)), TICK)
+    store.publish(sim.snapshot())
+    assert store.exposition() == generate_latest(make_registry(store)) != text
+
+
 def test_the_exposition_has_every_series_with_its_labels() -> None:
     sim = Simulation(seed=1)
     sim.step(Observation((pod("a"), pod("b", ready=False))), TICK)
