@@ -15,7 +15,7 @@ import pytest
 
 from guarded.core.actions import ScaleDeployment
 from guarded.core.templates import CLAIM_ANNOTATION
-from guarded.handlers.reconcile import _still_as_read
+from guarded.handlers.fence import still_as_read
 from guarded.kube.act import apply_actions
 from guarded.kube.client import Conflict
 
@@ -58,7 +58,7 @@ def stale_decision_acted(store: Store, *, moved_on: bool) -> None:
         store.rollout["status"] = {"stage": "Bake", "wave": 2}
         store.target["spec"]["replicas"] = 0
     action = ScaleDeployment(name="shop", replicas=2, rollout_uid="u1")  # the old decision: stable at 2
-    asyncio.run(apply_actions(store, "shop", (action,), fence=_still_as_read(store, read)))  # type: ignore[arg-type]
+    asyncio.run(apply_actions(store, "shop", (action,), fence=still_as_read(store, read)))  # type: ignore[arg-type]
 
 
 def test_a_decision_from_a_rollout_that_moved_on_is_not_acted_on() -> None:
@@ -85,8 +85,8 @@ def test_one_check_stands_for_the_actions_that_follow_within_a_second_and_a_free
         return await real_get(namespace, name)
 
     store.get_rollout = counted  # type: ignore[method-assign]
-    monkeypatch.setattr("guarded.handlers.reconcile.time.monotonic", lambda: clock[0])
-    fence = _still_as_read(store, copy.deepcopy(store.rollout))  # type: ignore[arg-type]
+    monkeypatch.setattr("guarded.handlers.fence.time.monotonic", lambda: clock[0])
+    fence = still_as_read(store, copy.deepcopy(store.rollout))  # type: ignore[arg-type]
 
     asyncio.run(fence())
     clock[0] += 0.4

@@ -29,7 +29,7 @@ from guarded.core.templates import canary_name
 from guarded.handlers import alerts, endpoints, notify, telemetry, tls, webhook_server
 from guarded.handlers.essence import LeanDiffBaseStorage
 from guarded.handlers.reconcile import SEEN, clean_up, reconcile
-from guarded.kube.cache import WatchCache
+from guarded.kube.cache import WatchCache, kept
 from guarded.kube.client import Conflict, KubeClient
 from guarded.metrics.prometheus import PrometheusProvider
 
@@ -197,37 +197,30 @@ def seen(key: tuple[str, str], body: dict[str, Any], deleted: bool) -> tuple[boo
 
 # The watch caches. kopf starts no handler (so no reconcile) before each index has had its first full listing,
 # and keeps them by the watches it runs anyway; the daemons hand them to the cache (kopf gives them to handlers).
-def _kept(body: kopf.Body) -> dict[str, Any]:
-    """The object as a cache keeps it: without metadata.managedFields (no decision reads it, and it is often
-    the larger part of an object: memory grows with every object watched, issue 11)."""
-    meta = body.get("metadata") or {}
-    return {**body, "metadata": {k: v for k, v in meta.items() if k != "managedFields"}}
-
-
 @kopf.index("apps", "v1", "deployments")
 async def watched_deployments(namespace: str, name: str, body: kopf.Body, **_: Any) -> dict[Any, Any]:
-    return {(namespace, name): _kept(body)}
+    return {(namespace, name): kept(body)}
 
 
 @kopf.index(GROUP, VERSION, PLURAL)
 async def watched_rollouts(namespace: str, name: str, body: kopf.Body, **_: Any) -> dict[Any, Any]:
-    return {(namespace, name): _kept(body)}
+    return {(namespace, name): kept(body)}
 
 
 # What the pre-flight gates read (kube/guard.py), by namespace ("" for cluster-scoped kinds).
 @kopf.index(GROUP, VERSION, POLICY_PLURAL)
 async def watched_policies(body: kopf.Body, **_: Any) -> dict[Any, Any]:
-    return {"": _kept(body)}
+    return {"": kept(body)}
 
 
 @kopf.index(GROUP, VERSION, APPROVAL_PLURAL)
 async def watched_approvals(namespace: str, body: kopf.Body, **_: Any) -> dict[Any, Any]:
-    return {namespace: _kept(body)}
+    return {namespace: kept(body)}
 
 
 @kopf.index("", "v1", "services")
 async def watched_services(namespace: str, body: kopf.Body, **_: Any) -> dict[Any, Any]:
-    return {namespace: _kept(body)}
+    return {namespace: kept(body)}
 
 
 @kopf.index("", "v1", "pods")
@@ -241,7 +234,7 @@ async def watched_pods(namespace: str, body: kopf.Body, **_: Any) -> dict[Any, A
 
 @kopf.index("", "v1", "namespaces")
 async def watched_namespaces(name: str, body: kopf.Body, **_: Any) -> dict[Any, Any]:
-    return {("", name): _kept(body)}
+    return {("", name): kept(body)}
 
 
 def serve_caches(indexes: dict[str, kopf.Index]) -> None:

@@ -6,7 +6,6 @@ import asyncio
 import os
 import time
 import traceback
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -30,6 +29,7 @@ from guarded.core.engine import Decision, decide, decide_cleanup, decide_fail_sa
 from guarded.core.observations import Claim, LinkedRollout, Observations
 from guarded.core.templates import CLAIM_ANNOTATION, canary_name, parse_claim
 from guarded.handlers import alerts, notify, telemetry
+from guarded.handlers.fence import still_as_read
 from guarded.handlers.queries import shared_queries
 from guarded.kube.act import NotOwned, apply_actions
 from guarded.kube.client import Conflict, KubeClient, run_blocking
@@ -49,10 +49,6 @@ SEEN = SeenIntervals()
 # every step then reads its rollout's whole analysis, with queries of its own (docs/scale.md).
 INCREMENTAL = os.environ.get("GUARDED_INCREMENTAL_QUERIES", "1") != "0"
 
-
-# How long a passed fence (_still_as_read) stands for the next action of one decision: well under the seconds a
-# standby replica needs to take over from an active one whose lease went stale.
-FENCE_SECONDS = 1.0
 
 CLEANUP_ROUNDS = 60  # at most a minute of steps undoing routing when a routed rollout is deleted
 CLEANUP_PAUSE = 1.0  # seconds between two of those steps
@@ -250,48 +246,12 @@ async def _reconcile(client: KubeClient, obj: dict[str, Any], spec: GuardedRollo
     if decision.actions:
         log.info("acting", actions=[type(a).__name__ for a in decision.actions], stage=str(decision.status.stage))
         faults.hit("act", stage=str(decision.status.stage), wave=decision.status.wave, rollout=meta["name"])
-    await apply_actions(client, namespace, decision.actions, fence=_still_as_read(client, obj))
+    await apply_actions(client, namespace, decision.actions, fence=still_as_read(client, obj))
     faults.hit("persist", stage=str(decision.status.stage), wave=decision.status.wave, rollout=meta["name"])
     await _persist(client, obj, status, decision, log)
     telemetry.record(obs, status, decision, elapsed)  # after the write: a conflicted decision never counts
     log.debug("decided", seconds=round(elapsed, 6))
     return Outcome(decision.requeue_after, spec.target.name, decision)
-
-
-def _still_as_read(client: KubeClient, obj: dict[str, Any]) -> Callable[[], Awaitable[None]]:
-    """A check, before each action, that the rollout is still the object this decision was made from.
-
-    The status write after the actions is guarded by the read resourceVersion, but the actions come first:
-    a replica frozen between deciding and acting (a stopped process, a long pause) while another one took
-    over would otherwise, on waking, set the workloads back to what it decided before (a canary lowered
-    under a later wave's stable, a canary made again after a rollback). Any write to the rollout since the
-    read (another replica's status, a user's request) voids the decision: Conflict, and the daemon decides
-    again on fresh data.
-
-    A check that passed less than FENCE_SECONDS ago (monotonic: a stopped process's clock runs on) stands
-    for the next action of the same decision: another replica takes over only after the active one's
-    peering lease has gone stale, seconds, so no other replica can have acted in between (issue 11: one GET
-    per action was a third of the operator's GETs)."""
-    meta = obj["metadata"]
-    passed_at: list[float] = []
-
-    async def check() -> None:
-        asked = time.monotonic()
-        if passed_at and asked - passed_at[-1] < FENCE_SECONDS:
-            return
-        # Always the API server, never the watch cache: a replica that was frozen holds a watch as old as
-        # itself, whose copy would pass this check for the very decision it exists to void.
-        now = await client.get_rollout(meta["namespace"], meta["name"])
-        seen = None if now is None else now["metadata"].get("resourceVersion")
-        if seen != meta.get("resourceVersion"):
-            logs.logger(rollout=meta["name"], namespace=meta["namespace"], wave=None).warning(
-                "stale decision: the rollout moved on since it was read; deciding again", read=meta.get(
-                    "resourceVersion"), now=seen)
-            raise Conflict(f"rollout {meta['name']} moved on (resourceVersion {meta.get('resourceVersion')} -> "
-                           f"{seen}) since this decision's read: not acting on it")
-        passed_at.append(asked)  # as of when it was asked: the answer may be that old
-
-    return check
 
 
 async def _persist(client: KubeClient, obj: dict[str, Any], status: GuardedRolloutStatus, decision: Decision,
@@ -333,7 +293,7 @@ async def _fail_safe(client: KubeClient, obj: dict[str, Any], spec: GuardedRollo
     the restoring path shares as little as possible with the one that broke."""
     obs = await _observe(client, obj, spec.target.name)
     decision = decide_fail_safe(spec, status, obs, error)
-    await apply_actions(client, obs.namespace, decision.actions, fence=_still_as_read(client, obj))
+    await apply_actions(client, obs.namespace, decision.actions, fence=still_as_read(client, obj))
     log = logs.logger(rollout=obs.name, namespace=obs.namespace, wave=decision.status.wave_progress)
     try:
         await _persist(client, obj, status, decision, log)

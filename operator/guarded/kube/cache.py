@@ -34,6 +34,13 @@ _UNKNOWN = ""  # written, the resourceVersion the write produced not (yet) known
 OWN_SECONDS = 5.0
 
 
+def kept(obj: Mapping[str, Any]) -> dict[str, Any]:
+    """The object as the cache keeps it: without metadata.managedFields (no decision reads it, and it is often
+    the larger part of an object: memory grows with every object watched, issue 11)."""
+    meta = obj.get("metadata") or {}
+    return {**obj, "metadata": {k: v for k, v in meta.items() if k != "managedFields"}}
+
+
 def _version(obj: Mapping[str, Any] | None) -> str | None:
     return None if obj is None else (obj.get("metadata") or {}).get("resourceVersion")
 
@@ -76,9 +83,7 @@ class WatchCache:
             for stale in [k for k, (_, until) in self._own.items() if until <= now]:
                 del self._own[stale]
         if version and body is not None and _version(body) == version:
-            kept = {k: v for k, v in body.items() if k != "metadata"}
-            kept["metadata"] = {k: v for k, v in (body.get("metadata") or {}).items() if k != "managedFields"}
-            self._own[key] = (kept, self.clock() + OWN_SECONDS)
+            self._own[key] = (kept(body), self.clock() + OWN_SECONDS)
 
     # -- reading --------------------------------------------------------------------------------
     def _cached(self, resource: str, namespace: str, name: str) -> Mapping[str, Any] | None:

@@ -1,0 +1,51 @@
+"""The split-brain fence: a decision's actions are carried out only while the rollout is still the object the
+decision was made from (docs/faults.md)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from guarded import logs
+from guarded.kube.client import Conflict, KubeClient
+
+# How long a passed check stands for the next action of one decision: well under the seconds a standby
+# replica needs to take over from an active one whose lease went stale.
+FENCE_SECONDS = 1.0
+
+
+def still_as_read(client: KubeClient, obj: dict[str, Any]) -> Callable[[], Awaitable[None]]:
+    """A check, before each action, that the rollout is still the object this decision was made from.
+
+    The status write after the actions is guarded by the read resourceVersion, but the actions come first:
+    a replica frozen between deciding and acting (a stopped process, a long pause) while another one took
+    over would otherwise, on waking, set the workloads back to what it decided before (a canary lowered
+    under a later wave's stable, a canary made again after a rollback). Any write to the rollout since the
+    read (another replica's status, a user's request) voids the decision: Conflict, and the daemon decides
+    again on fresh data.
+
+    A check that passed less than FENCE_SECONDS ago (monotonic: a stopped process's clock runs on) stands
+    for the next action of the same decision: another replica takes over only after the active one's
+    peering lease has gone stale, seconds, so no other replica can have acted in between (issue 11: one GET
+    per action was a third of the operator's GETs)."""
+    meta = obj["metadata"]
+    passed_at: list[float] = []
+
+    async def check() -> None:
+        asked = time.monotonic()
+        if passed_at and asked - passed_at[-1] < FENCE_SECONDS:
+            return
+        # Always the API server, never the watch cache: a replica that was frozen holds a watch as old as
+        # itself, whose copy would pass this check for the very decision it exists to void.
+        now = await client.get_rollout(meta["namespace"], meta["name"])
+        seen = None if now is None else now["metadata"].get("resourceVersion")
+        if seen != meta.get("resourceVersion"):
+            logs.logger(rollout=meta["name"], namespace=meta["namespace"], wave=None).warning(
+                "stale decision: the rollout moved on since it was read; deciding again", read=meta.get(
+                    "resourceVersion"), now=seen)
+            raise Conflict(f"rollout {meta['name']} moved on (resourceVersion {meta.get('resourceVersion')} -> "
+                           f"{seen}) since this decision's read: not acting on it")
+        passed_at.append(asked)  # as of when it was asked: the answer may be that old
+
+    return check
