@@ -84,7 +84,12 @@ def test_a_release_that_raises_errors_from_half_a_percent_to_five_is_rolled_back
 
 
 def test_a_change_that_drops_orders_for_every_version_is_caught_by_the_pre_rollout_baseline(
-        shop: Shop, namespace: str) -> None:
+        cluster: Cluster, shop: Shop, namespace: str) -> None:
+    # Only the PreRollout judge can see this change, so its reference must be worth judging against: some 10 s
+    # of the shop's traffic, not the second or two that `shop` waits for (600 requests, 17 orders: with them the
+    # judge still lacked the power after 90 s of bake in one CI run).
+    eventually(lambda: prometheus_has_traffic(cluster, namespace, at_least=3000), timeout=90,
+               what="a baseline of the shop's traffic")
     shared = released(shop, "shared-config", waves=[{"replicas": 1, "bake": "30s"}, {"weight": 100}])
     when.rollout_reaches(shared, stage="Bake", within=60, what="wave 1 baking")
     # A shared configuration breaks checkout for every version at once, stable included.

@@ -72,6 +72,18 @@ def test_meanwhile_the_object_our_write_returned_answers_for_a_few_seconds_then_
     assert cache.read("deployments", "shop", "shop-canary") == (True, deployment("shop-canary", "11", 3))
 
 
+def test_once_the_watch_is_past_our_write_its_copy_is_read_not_the_write_s() -> None:
+    cache, index = cache_with(deployment("shop-canary", "10", replicas=1))
+    cache.touched("deployments", "shop", "shop-canary")
+    cache.wrote("deployments", "shop", "shop-canary", "11", deployment("shop-canary", "11", replicas=3))
+    index.put({**deployment("shop-canary", "12", replicas=3), "status": {"readyReplicas": 3}})  # ours, then more
+    assert cache.read("deployments", "shop", "shop-canary") == (
+        True, {**deployment("shop-canary", "12", replicas=3), "status": {"readyReplicas": 3}})
+    cache.wrote("deployments", "shop", "shop-canary", "x13", deployment("shop-canary", "x13"))  # not a revision
+    index.put(deployment("shop-canary", "14"))
+    assert cache.read("deployments", "shop", "shop-canary")[1] == deployment("shop-canary", "x13")
+
+
 def test_a_returned_object_of_another_version_or_a_later_write_of_unknown_outcome_is_never_served() -> None:
     cache, _ = cache_with(deployment("shop", "10"))
     cache.wrote("deployments", "shop", "shop", "11", deployment("shop", "12"))   # not what the write produced

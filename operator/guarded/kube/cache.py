@@ -45,6 +45,20 @@ def _version(obj: Mapping[str, Any] | None) -> str | None:
     return None if obj is None else (obj.get("metadata") or {}).get("resourceVersion")
 
 
+def _past(obj: Mapping[str, Any] | None, awaited: str | None) -> bool:
+    """Whether the watch's copy is a later version than the one our write produced. The watch delivers an
+    object's versions in order, so it has then shown ours, and what came after it (kube-controller-manager's
+    status updates, a user's edit) must be read, not our write's copy. resourceVersions are compared as
+    the API server's etcd revisions, integers; anything else counts as not past (the API server is asked)."""
+    seen = _version(obj)
+    if not awaited or seen is None:
+        return False
+    try:
+        return int(seen) > int(awaited)
+    except ValueError:
+        return False
+
+
 class WatchCache:
     def __init__(self, observer: CacheObserver | None = None) -> None:
         self._sources: dict[str, Mapping[Any, Iterable[Any]]] = {}
@@ -98,14 +112,14 @@ class WatchCache:
         key = (resource, namespace, name)
         if key in self._written:
             awaited = self._written[key]
-            if awaited == _UNKNOWN or awaited != _version(obj):
+            if (awaited == _UNKNOWN or awaited != _version(obj)) and not _past(obj, awaited):
                 own, until = self._own.get(key, (None, 0.0))
                 if own is not None and self.clock() < until:
                     self._tell(resource, True)
                     return True, copy.deepcopy(own)
                 self._tell(resource, False)
                 return False, None
-            self._written.pop(key, None)  # the watch has delivered our write
+            self._written.pop(key, None)  # the watch has delivered our write (or a later version)
             self._own.pop(key, None)
         self._tell(resource, True)
         return True, None if obj is None else dict(obj)
