@@ -8,11 +8,12 @@ are what this cache serves. Two rules keep a read from the cache as good as a GE
 * Not older than our own last write: a reconcile that scaled the canary a moment ago must not decide from
   the canary as it was before, because the watch has not yet delivered the change. Every write the
   operator sends marks its object (kube.client does it for every named write, before sending), with the
-  resourceVersion the write produced when that is known. Until the watch shows that version, a read of the
-  object is answered by what the write returned (the object at that very version: newer than anything the
-  watch has shown, and any write made from it is guarded by that version) for OWN_SECONDS, then by the API
-  server (a miss); such a GET tells the cache when it has caught up (`settle`: the watch holds what the API
-  server just said). At N = 335 reads after our own writes were most of the operator's GETs (issue 11).
+  resourceVersion the write produced when that is known. Until the watch shows that version or a later one,
+  a read of the object is answered by what the write returned (the object at that very version: newer than
+  anything the watch has shown, and any write made from it is guarded by that version) for OWN_SECONDS,
+  then by the API server (a miss); such a GET tells the cache when it has caught up (`settle`: the watch
+  holds what the API server just said). At N = 335 reads after our own writes were most of the operator's
+  GETs (issue 11).
 
 Anything in doubt is a miss, never a guess: a miss costs one GET, a wrong hit could cost a wave. The cache
 holds no state of its own worth keeping: a restarted operator lists everything afresh.
