@@ -21,6 +21,7 @@ help:
 	@echo "make bench-judges     our judge vs fixed-threshold judges on simulated rollouts (no cluster)"
 	@echo "make bench-fuzz       1,200 fuzzed objects against the API server and an operator of its own"
 	@echo "make bench-chaos      rollouts under operator kills, freezes, outages and conflicting writes (~20 min)"
+	@echo "make bench-floor      where the time goes from a collapsed canary's Ready to its rollback, vs the floor"
 	@echo "make bench-peers      the same bad and healthy releases under Argo Rollouts and guarded-rollouts (~30 min)"
 	@echo "make bench-scale      N concurrent rollouts (SCALE_ARGS=\"--rollouts 50 --bad\"): cost per interval, a bad one's detection"
 	@echo "make bench-soak       N = 335 rollouts kept in flight for 2 hours, operator RSS sampled (SOAK_ARGS; not CI)"
@@ -139,6 +140,13 @@ bench-peers: venv
 	$(TESTBED) up
 	hack/argo-rollouts.sh
 	flock /tmp/guarded-testbed.lock $(PY) bench/peers.py $(PEERS_ARGS)
+
+# Where the time goes between a collapsed canary's first Ready pod and its rollback, against the information
+# floor (issue 15; docs/judges.md): the demo's -99% orders release, FLOOR_ARGS="--runs 10".
+.PHONY: bench-floor
+bench-floor: venv
+	$(TESTBED) up
+	flock /tmp/guarded-testbed.lock $(PY) bench/floor.py $(FLOOR_ARGS)
 
 # The operator's OCI image without a Docker engine (Debian's mmdebstrap and umoci; docs/image.md), in
 # ~/.cache/guarded-rollouts/image/oci. Not part of `make test`. To run it as the in-cluster operator

@@ -34,12 +34,14 @@ def test_due_once_per_readable_interval_whatever_the_phase_of_the_last_judgement
     last = at(5.1)
     assert not analysis_due(spec("5s"), status(last), at(5 + lag - 0.01))
     assert analysis_due(spec("5s"), status(last), at(5 + lag)), "the interval ending at 5 s is readable"
-    # A judgement late in its interval's window (at 6.9 s) is followed by one at 7 s: no phase lag.
-    assert abs(next_judgement_in(stamp(at(6.9)), at(6.9), 5.0) - 0.1) < 1e-3
+    # A judgement late in its interval's window (0.1 s before the next interval is readable) is followed
+    # by one as soon as that interval is: no phase lag.
+    late = 10 + lag - 0.1
+    assert abs(next_judgement_in(stamp(at(late)), at(late), 5.0) - 0.1) < 1e-3
     # A decision that did not judge although a new interval is readable comes back at once.
-    assert next_judgement_in(stamp(at(6.9)), at(7.5), 5.0) == 0.05
-    assert abs(next_judgement_in(stamp(at(7.0)), at(7.0), 5.0) - 5.0) < 1e-6
-    assert abs(next_judgement_in(stamp(at(8.5)), at(8.5), 5.0) - 3.5) < 1e-6
+    assert next_judgement_in(stamp(at(late)), at(late + 0.6), 5.0) == 0.05
+    assert abs(next_judgement_in(stamp(at(5 + lag)), at(5 + lag), 5.0) - 5.0) < 1e-6
+    assert abs(next_judgement_in(stamp(at(6.5 + lag)), at(6.5 + lag), 5.0) - 3.5) < 1e-6
     # Never judged yet: due now.
     assert analysis_due(spec("5s"), status(None), at(3))
 

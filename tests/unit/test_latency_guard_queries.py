@@ -19,7 +19,8 @@ ANALYSIS = Analysis(requests="http_requests_total", orders="orders_total", false
 
 def exact(series: str, interval: str, look_back: str = "30s") -> str:
     """The exact increase of a counter over an interval, as the guards' templates render it."""
-    return f"sum(clamp_min({series} - last_over_time({series}[{look_back}] offset {interval}), 0))"
+    return (f"sum(clamp_min({series} - (last_over_time({series}[{look_back}] offset {interval}) or "
+            f"min_over_time({series}[{interval}])), 0))")
 
 
 class Buckets:

@@ -10,7 +10,7 @@ import pytest
 
 from guarded.api.analysis import Analysis, Direction, Metric
 from guarded.api.rollout import GuardedRolloutSpec, GuardedRolloutStatus
-from guarded.core.analysis import Counts, MetricData, effective_metrics, judge_config, judges_of
+from guarded.core.analysis import SCRAPE_LAG_SECONDS, Counts, MetricData, effective_metrics, judge_config, judges_of
 from guarded.core.clock import stamp
 from guarded.metrics.gather import gather
 from guarded.metrics.provider import Labels, Series
@@ -41,7 +41,8 @@ def test_two_counter_names_give_an_order_rate_and_an_error_rate_guard() -> None:
     sel = selectors("shop", "shop")
     errors = render(metrics["error-rate"].events, selector=sel.canary, interval="5s", namespace="shop", target="shop")
     series = 'http_requests_total{namespace="shop",pod=~"shop-canary-[a-z0-9]{1,10}-[a-z0-9]{5}",code=~"5.."}'
-    assert errors == f"sum(clamp_min({series} - last_over_time({series}[30s] offset 5s), 0))"
+    assert errors == (f"sum(clamp_min({series} - (last_over_time({series}[30s] offset 5s) or "
+                      f"min_over_time({series}[5s])), 0))")
 
 
 def test_the_stable_selector_does_not_match_canary_pods() -> None:
@@ -109,7 +110,8 @@ def test_gather_asks_the_pre_rollout_service_once_then_canary_and_stable_per_int
                                for p in ("canary-", "", "(canary-)?"))
     def exact(counter: str, selector: str, window: str, look_back: str = "30s", matchers: str = "") -> str:
         series = f"{counter}{{{selector}{matchers}}}"
-        return f"sum(clamp_min({series} - last_over_time({series}[{look_back}] offset {window}), 0))"
+        return (f"sum(clamp_min({series} - (last_over_time({series}[{look_back}] offset {window}) or "
+                f"min_over_time({series}[{window}])), 0))")
 
     def orders(sel: str, window: str, lb: str = "30s") -> str:
         return exact("orders_total", sel, window, lb)
@@ -160,7 +162,9 @@ def test_gather_names_the_firing_alerts_that_carry_the_selectors_labels() -> Non
 
 def test_gather_before_the_first_interval_ends_asks_only_for_the_baseline() -> None:
     provider = FakeProvider()
-    obs = gather(provider, _spec(orders=None), _status(), namespace="shop", now=SINCE + timedelta(seconds=6))
+    # The first interval has ended, but its last scrape may not be in Prometheus yet.
+    now = SINCE + timedelta(seconds=5 + SCRAPE_LAG_SECONDS - 0.5)
+    obs = gather(provider, _spec(orders=None), _status(), namespace="shop", now=now)
     assert [kind for kind, _ in provider.asked] == ["instant", "instant"]
     assert obs.metrics == {"error-rate": MetricData(pre_rollout=Counts(1000, 1000))}
 

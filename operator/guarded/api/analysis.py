@@ -53,8 +53,9 @@ class Metric(ApiModel):
 
     Templates are PromQL returning one number: the counter's exact increase over `{{interval}}` for the pods
     `{{selector}}` selects (label matchers, already escaped: `namespace="…",pod=~"…"`), best written
-    `sum(clamp_min(x{{{selector}}} - last_over_time(x{{{selector}}}[{{lookback}}] offset {{interval}}), 0))`
-    (increase() drops and extrapolates samples: docs/analysis.md). Also available: `{{namespace}}`, `{{target}}`.
+    `sum(clamp_min(x{{{selector}}} - (last_over_time(x{{{selector}}}[{{lookback}}] offset {{interval}}) or
+    min_over_time(x{{{selector}}}[{{interval}}])), 0))` (increase() drops and extrapolates samples:
+    docs/analysis.md). Also available: `{{namespace}}`, `{{target}}`.
     """
 
     model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": [{

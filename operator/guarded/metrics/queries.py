@@ -79,10 +79,12 @@ def render(template: str, *, selector: str, interval: str, namespace: str, targe
 
 
 # The built-in templates (core/analysis/selection._increase): one counter's exact increase, summed over the
-# selected pods: sum(clamp_min(S - last_over_time(S[lookback] offset interval), 0)).
+# selected pods: sum(clamp_min(S - (last_over_time(S[lookback] offset interval) or min_over_time(S[interval])),
+# 0)); the form without `or min_over_time` (documented before it) is recognised too.
 _SERIES = r"[A-Za-z_:][A-Za-z0-9_:]*\{\{\{selector\}\}(?:[^{}]|\{\{le\}\})*\}"
-_EXACT = (r"sum\((?P<body>clamp_min\((?P<series>" + _SERIES + r") - last_over_time\((?P=series)"
-          r"\[\{\{lookback\}\}\] offset \{\{interval\}\}\), 0\))\)")
+_LAST = r"last_over_time\((?P=series)\[\{\{lookback\}\}\] offset \{\{interval\}\}\)"
+_EXACT = (r"sum\((?P<body>clamp_min\((?P<series>" + _SERIES + r") - (?:\(" + _LAST
+          + r" or min_over_time\((?P=series)\[\{\{interval\}\}\]\)\)|" + _LAST + r"), 0\))\)")
 _SUMMED_INCREASE = re.compile("^" + _EXACT + "$")
 _EXACT_ANYWHERE = re.compile(_EXACT)
 

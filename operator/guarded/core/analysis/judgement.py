@@ -34,7 +34,14 @@ class AnalysisObservation:
 # interval of whole seconds: metrics/gather._steps, metrics/shared), and an interval's counts are read once
 # its last scrape is in Prometheus, SCRAPE_LAG_SECONDS after it ended. A judgement is due as soon as a new
 # interval can be read, and not before: judging between two would see nothing new.
-SCRAPE_LAG_SECONDS = 2.0
+#
+# A sample is stamped with its scrape's start and is queryable once that scrape ends, so the lag to wait is
+# the scrape's duration, not its period: a second covers a scrape timeout of 1 s (the test bed's) and the
+# usual scrape of a few milliseconds. A slower scrape stamped before an interval's end lands after the
+# interval was first read; the newest intervals are read again at each step (metrics/gather.py), so its
+# count is corrected then: waiting longer would only delay every judgement (bench/floor: the 2 s this
+# was before were a sixth of a collapse's time to rollback).
+SCRAPE_LAG_SECONDS = 1.0
 
 
 def on_grid(interval: float) -> bool:

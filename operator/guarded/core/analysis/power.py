@@ -9,7 +9,8 @@ is enough (core/judging.power_hold). The criterion, per judge and per grid point
   log likelihood ratio for rho is a sum of independent Poisson terms, so its mean M and variance V
   follow from the intervals' requests alone (the Stable judge: k_c ln(pi/pi0) + k_s ln((1-pi)/(1-pi0))
   with k_c ~ Poisson(n_c p rho1), k_s ~ Poisson(n_s p); the PreRollout judge: k_c ln(rho/rho0) - mu (rho-rho0)).
-* The mixture crosses log(1/alpha) whenever one point's sum crosses L = log(1/alpha) + log|G|, so
+* The mixture crosses log(1/alpha) whenever one point's sum crosses L = log(1/alpha) - log w (w: the point's
+  weight in the mixture, statistics.log_weights; 1/|G| but for a drop's deepest point), so
   P(a Fail by now) >= max over judges and points of P(sum >= L) ~ Phi((M - L) / sqrt(V)) (normal
   approximation; it ignores the chances of having crossed earlier, so it is a lower bound).
 * Powered when that probability is at least 1 - beta. Further canary requests at the latest interval's
@@ -26,7 +27,14 @@ from dataclasses import dataclass
 from statistics import NormalDist
 
 from guarded.api.analysis import PowerRecord
-from guarded.core.analysis.statistics import JudgeConfig, MetricData, grid, pre_rollout_reference, stable_rho0
+from guarded.core.analysis.statistics import (
+    JudgeConfig,
+    MetricData,
+    grid,
+    log_weights,
+    pre_rollout_reference,
+    stable_rho0,
+)
 
 _NORMAL = NormalDist()
 
@@ -40,7 +48,7 @@ class _Sums:
     var: list[float]
     mean_per_request: list[float]
     var_per_request: list[float]
-    threshold: float
+    thresholds: list[float]     # per point: log(1/alpha) - log of its weight in the mixture
 
 
 def _log(x: float) -> float:
@@ -74,7 +82,7 @@ def _stable(cfg: JudgeConfig, data: MetricData, rho1: float) -> _Sums | None:
         a, b = _log(pi) - _log(pi0), _log(1 - pi) - _log(1 - pi0)
         m_rate.append(p * rho1 * a + p * split * b)
         v_rate.append(p * rho1 * a * a + p * split * b * b)
-    return _Sums(mean, var, m_rate, v_rate, math.log(len(points) / cfg.alpha))
+    return _Sums(mean, var, m_rate, v_rate, _thresholds(cfg, points))
 
 
 def _pre_rollout(cfg: JudgeConfig, data: MetricData, rho1: float) -> _Sums | None:
@@ -87,28 +95,32 @@ def _pre_rollout(cfg: JudgeConfig, data: MetricData, rho1: float) -> _Sums | Non
     nc = sum(c.requests for c in data.canary if c is not None and c.requests > 0)
     m_rate = [p_true * rho1 * (_log(rho) - _log(rho0)) - p_ref * (rho - rho0) for rho in points]
     v_rate = [p_true * rho1 * (_log(rho) - _log(rho0)) ** 2 for rho in points]
-    return _Sums([nc * m for m in m_rate], [nc * v for v in v_rate], m_rate, v_rate,
-                 math.log(len(points) / cfg.alpha))
+    return _Sums([nc * m for m in m_rate], [nc * v for v in v_rate], m_rate, v_rate, _thresholds(cfg, points))
+
+
+def _thresholds(cfg: JudgeConfig, points: tuple[float, ...]) -> list[float]:
+    return [math.log(1 / cfg.alpha) - w for w in log_weights(cfg.direction, points, cfg.detect_rho)]
 
 
 def _probability(s: _Sums) -> float:
     best = 0.0
-    for mean, var in zip(s.mean, s.var, strict=True):
+    for mean, var, threshold in zip(s.mean, s.var, s.thresholds, strict=True):
         if var <= 0:
-            best = max(best, 1.0 if mean >= s.threshold else 0.0)
+            best = max(best, 1.0 if mean >= threshold else 0.0)
         else:
-            best = max(best, _NORMAL.cdf((mean - s.threshold) / math.sqrt(var)))
+            best = max(best, _NORMAL.cdf((mean - threshold) / math.sqrt(var)))
     return best
 
 
 def _more_requests(s: _Sums, z: float) -> float | None:
     """The fewest further canary requests after which some point reaches M - z sd >= L (None: never)."""
     best: float | None = None
-    for mean, var, m, v in zip(s.mean, s.var, s.mean_per_request, s.var_per_request, strict=True):
+    for mean, var, m, v, threshold in zip(s.mean, s.var, s.mean_per_request, s.var_per_request, s.thresholds,
+                                          strict=True):
         if m <= 0 or v <= 0:
             continue
         # y = sqrt(V + v x): (m/v) y^2 - z y + (M - m V / v - L) >= 0, y >= sqrt(V)
-        a, c = m / v, mean - m * var / v - s.threshold
+        a, c = m / v, mean - m * var / v - threshold
         disc = z * z - 4 * a * c
         y = max((z + math.sqrt(disc)) / (2 * a) if disc > 0 else 0.0, math.sqrt(var))
         x = max(0.0, (y * y - var) / v)

@@ -27,11 +27,16 @@ def _increase(counter: str, matchers: str = "") -> str:
     as variable as Poisson's, which the judges' false-rollback bound assumes (docs/analysis.md).
 
     Never more than happened: a series with no sample within `{{lookback}}` before the interval (a new pod,
-    or one Prometheus lost sight of) counts from its second interval on, and a counter reset counts nothing
-    for its interval (clamped at zero). The pre-rollout window, minutes long, is asked with increase()
-    (metrics/queries.py), whose extrapolation is negligible there and which counts the pods it saw start."""
+    or one Prometheus lost sight of) counts from its first sample in the interval (`min_over_time`: a
+    counter's first value there), so a new canary pod's traffic is judged from its first interval, not its
+    second (bench/floor: a second of a collapsed canary's orders); what it served before its first scrape is
+    not counted, since a counter's first value may hold more than the interval's increments. A counter reset
+    counts nothing for its interval (clamped at zero). The pre-rollout window, minutes long, is asked with
+    increase() (metrics/queries.py), whose extrapolation is negligible there and which counts the pods it saw
+    start."""
     series = counter + "{{{selector}}" + matchers + "}"
-    return f"sum(clamp_min({series} - last_over_time({series}[{{{{lookback}}}}] offset {{{{interval}}}}), 0))"
+    return (f"sum(clamp_min({series} - (last_over_time({series}[{{{{lookback}}}}] offset {{{{interval}}}}) or "
+            f"min_over_time({series}[{{{{interval}}}}])), 0))")
 
 
 def _latency_guard(analysis: Analysis) -> Metric | None:

@@ -89,9 +89,14 @@ class JudgeConfig:
         return sum(x is not None for x in (self.stable_tolerance, self.pre_rollout_tolerance, self.bound))
 
 
-# Degraded ratios the mixture puts its (uniform) weight on, per direction.
+# Degraded ratios the mixture puts its weight on, per direction.
 _DROP_GRID = (0.01, 0.05, 0.15, 0.3, 0.45, 0.6, 0.75)
 _RISE_GRID = (2.0, 3.0, 5.0, 8.0, 13.0, 25.0, 50.0)
+# A metric that should not drop (orders) most often fails by collapsing (a broken checkout: the retailer's
+# 99% drop), and each second of a collapse costs the most: half of the mixture's weight is on its deepest
+# point, so a collapse is told after ln 2 nats of evidence beyond log(1/alpha) instead of ln 7 (about 1.7
+# orders sooner at the demo's alpha: bench/floor). Any weights that sum to 1 keep the guarantee.
+COLLAPSE_WEIGHT = 0.5
 
 
 def grid(direction: Direction, rho0: float, extra: float | None = None) -> tuple[float, ...]:
@@ -110,6 +115,31 @@ def grid(direction: Direction, rho0: float, extra: float | None = None) -> tuple
     return points or (rho0 * 2,)
 
 
+def log_weights(direction: Direction, points: Sequence[float], extra: float | None = None) -> list[float]:
+    """The mixture's log prior weight of each grid point (they sum to 1). Uniform, except that for a drop the
+    deepest point has COLLAPSE_WEIGHT; a required detectable degradation (`extra`) keeps its uniform share,
+    so that power before promotion asks no more evidence than with uniform weights."""
+    n = len(points)
+    if direction is not Direction.HIGHER_IS_BETTER or n < 3:
+        return [-math.log(n)] * n
+    weights = [0.0] * n
+    kept = [j for j, rho in enumerate(points) if rho == extra and j != 0]
+    for j in kept:
+        weights[j] = 1 / n
+    rest = [j for j in range(1, n) if j not in kept]
+    weights[0] = COLLAPSE_WEIGHT
+    for j in rest:
+        weights[j] = (1 - COLLAPSE_WEIGHT - len(kept) / n) / len(rest)
+    return [math.log(w) for w in weights]
+
+
+def point_cost(direction: Direction, points: Sequence[float], rho1: float, extra: float | None = None) -> float:
+    """-log of the weight of the grid point nearest `rho1` (in log ratio): how far beyond log(1/alpha) that
+    point's own log LR must get for the mixture to cross."""
+    j = min(range(len(points)), key=lambda i: abs(math.log(points[i]) - math.log(rho1)))
+    return -log_weights(direction, points, extra)[j]
+
+
 def _logsumexp(values: Sequence[float]) -> float:
     top = max(values)
     if top == -math.inf:
@@ -117,8 +147,8 @@ def _logsumexp(values: Sequence[float]) -> float:
     return top + math.log(sum(math.exp(v - top) for v in values))
 
 
-def _mixture(log_lrs: Sequence[float]) -> float:
-    return _logsumexp(log_lrs) - math.log(len(log_lrs))
+def _mixture(log_lrs: Sequence[float], log_w: Sequence[float]) -> float:
+    return _logsumexp([x + w for x, w in zip(log_lrs, log_w, strict=True)])
 
 
 def _safe_log(x: float) -> float:
@@ -131,6 +161,7 @@ class _Test:
 
     judge: str
     sums: list[float]                   # log likelihood ratio per grid point
+    points: tuple[float, ...]           # the grid
     canary_events: float
     canary_requests: float
     reference_events: float
@@ -167,7 +198,8 @@ def _against_stable(cfg: JudgeConfig, data: MetricData) -> EvidenceRecord:
             sums[j] += c.events * (_safe_log(pi) - _safe_log(pi0)) + s.events * (
                 _safe_log(1 - pi) - _safe_log(1 - pi0))
     kc, nc = _canary_totals(data)
-    return _conclude(cfg, _Test(judge="Stable", sums=sums, canary_events=kc, canary_requests=nc, reference_events=ks,
+    return _conclude(cfg, _Test(judge="Stable", sums=sums, points=points, canary_events=kc, canary_requests=nc,
+                                reference_events=ks,
                                 reference_requests=ns, rho0=rho0, expected=expected, reference_missing=ns <= 0))
 
 
@@ -184,7 +216,7 @@ def _against_reference(cfg: JudgeConfig, data: MetricData, *, judge: str, p_ref:
             sums[j] += c.events * (_safe_log(rho) - _safe_log(rho0)) - mu * (rho - rho0)
     kc, nc = _canary_totals(data)
     return _conclude(cfg, _Test(
-        judge=judge, sums=sums, canary_events=kc, canary_requests=nc, reference_events=ref_events,
+        judge=judge, sums=sums, points=points, canary_events=kc, canary_requests=nc, reference_events=ref_events,
         reference_requests=ref_requests, rho0=rho0, expected=nc * p_ref, reference_ratio=p_ref,
         reference_missing=p_ref <= 0 and cfg.direction is Direction.HIGHER_IS_BETTER))
 
@@ -233,12 +265,18 @@ DETECT_RHO = {Direction.HIGHER_IS_BETTER: 0.01, Direction.LOWER_IS_BETTER: 10.0}
 POWER_Z = 3.0  # a degraded canary keeps its log LR below the needed level with probability ~0.1%
 
 
+def _detect_rho(direction: Direction, rho0: float) -> float:
+    """The degradation a Pass must have been able to see, beyond rho0 whatever the tolerance."""
+    if direction is Direction.LOWER_IS_BETTER:
+        return max(DETECT_RHO[direction], rho0 * 1.5)
+    return min(DETECT_RHO[direction], rho0 / 2)
+
+
 def _power(direction: Direction, rho0: float, expected: float) -> float:
     """A low quantile (mean - 3 sd) of the log likelihood ratio the test would have gathered had the
     canary been degraded to DETECT_RHO, given `expected` canary events at the reference's rate
     (Poisson approximation: k ~ Poisson(E*rho1), log LR = k log(rho1/rho0) - E (rho1 - rho0))."""
-    rho1 = max(DETECT_RHO[direction], rho0 * 1.5) if direction is Direction.LOWER_IS_BETTER \
-        else min(DETECT_RHO[direction], rho0 / 2)
+    rho1 = _detect_rho(direction, rho0)
     step = math.log(rho1 / rho0)
     mean = expected * (rho1 * step - (rho1 - rho0))
     sd = math.sqrt(max(expected * rho1, 0.0)) * abs(step)
@@ -256,7 +294,7 @@ def _outcome(cfg: JudgeConfig, t: _Test, log_lr: float, log_threshold: float,
         return Verdict.INCONCLUSIVE, f"{nc:.0f} of {cfg.min_requests:.0f} canary requests needed"
     # A Pass must mean something: only once the evidence so far would have sufficed to fail a canary
     # degraded to DETECT_RHO (orders -99%, errors x10) does "no failure" count as a Pass.
-    needed = log_threshold + math.log(len(t.sums) or 1)
+    needed = log_threshold + point_cost(cfg.direction, t.points, _detect_rho(cfg.direction, t.rho0), cfg.detect_rho)
     gathered = _power(cfg.direction, t.rho0, t.expected)
     if gathered < needed:
         return Verdict.INCONCLUSIVE, (f"not enough evidence yet: {t.expected:.1f} expected canary events give "
@@ -265,7 +303,7 @@ def _outcome(cfg: JudgeConfig, t: _Test, log_lr: float, log_threshold: float,
 
 
 def _conclude(cfg: JudgeConfig, t: _Test) -> EvidenceRecord:
-    log_lr = _mixture(t.sums) if t.sums else 0.0
+    log_lr = _mixture(t.sums, log_weights(cfg.direction, t.points, cfg.detect_rho)) if t.sums else 0.0
     log_threshold = math.log(1 / cfg.alpha)
     kc, nc, kr, nr = t.canary_events, t.canary_requests, t.reference_events, t.reference_requests
     ref_ratio = t.reference_ratio if t.reference_ratio is not None else (kr / nr if nr > 0 else None)
