@@ -27,7 +27,7 @@ from guarded.core.actions import (
     ReleaseTarget,
     ScaleDeployment,
 )
-from guarded.core.analysis import AnalysisObservation
+from guarded.core.analysis import SCRAPE_LAG_SECONDS, AnalysisObservation
 from guarded.core.engine import Decision, decide, decide_fail_safe
 from guarded.core.observations import Observations
 from guarded.core.policy import NamedPolicy
@@ -294,9 +294,9 @@ BAKE = [
     Case("paused: hold past its time",
          lambda: asked(reached(Stage.BAKE, 0), "pause", idle=20), Stage.BAKE, phase=Phase.PAUSED, requeue=None),
     # Judged again when the next 5 s interval on the grid can be read (it ends on a multiple of 5 s; read
-    # SCRAPE_LAG_SECONDS, 1 s, later): the world's clock is 4 s past a multiple of 5.
+    # SCRAPE_LAG_SECONDS later): the world's clock is 4 s past a multiple of 5.
     Case("under analysis with no data: the bake clock stops; judged again when the next interval can be read",
-         prometheus_down, Stage.BAKE, wave=0, requeue=2.0, says="no fresh data"),
+         prometheus_down, Stage.BAKE, wave=0, requeue=1.0 + SCRAPE_LAG_SECONDS, says="no fresh data"),
     Case("its canary deleted by someone: create it again at the wave's size",
          lambda: reached(Stage.BAKE, 1), Stage.BAKE, ("apply shop-canary 5 (shop:2.0.0)",), seen=canary_gone),
     Case("the stable raised by someone else: lower it again",
