@@ -28,7 +28,11 @@ def team(cluster: Cluster, namespace: str, operator: OperatorProcess) -> Team:
     apps = team.shop("web", replicas=2).apps
     apps.create_namespaced_deployment(namespace, simulated_shop())
     eventually(lambda: team.ready("shop") == 10, timeout=90, what="10 ready shop pods")
-    eventually(lambda: prometheus_has_traffic(cluster, namespace), timeout=60, what="shop traffic in Prometheus")
+    # A pre-rollout baseline of 10 s of the shop's traffic: with 2 s of it (500 requests, a dozen orders) its
+    # conservative bound on the order ratio is a third of the real one, and the healthy release's PreRollout
+    # judge needs minutes of canary traffic before it can Pass (a CI run timed out so, at 175 s).
+    eventually(lambda: prometheus_has_traffic(cluster, namespace, at_least=3000), timeout=90,
+               what="10 s of shop traffic in Prometheus")
     return team
 
 
