@@ -199,8 +199,8 @@ def _against_stable(cfg: JudgeConfig, data: MetricData) -> EvidenceRecord:
                 _safe_log(1 - pi) - _safe_log(1 - pi0))
     kc, nc = _canary_totals(data)
     return _conclude(cfg, _Test(judge="Stable", sums=sums, points=points, canary_events=kc, canary_requests=nc,
-                                reference_events=ks,
-                                reference_requests=ns, rho0=rho0, expected=expected, reference_missing=ns <= 0))
+                                reference_events=ks, reference_requests=ns, rho0=rho0, expected=expected,
+                                reference_missing=ns <= 0))
 
 
 def _against_reference(cfg: JudgeConfig, data: MetricData, *, judge: str, p_ref: float, rho0: float,
