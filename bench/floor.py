@@ -110,8 +110,8 @@ def stamp(text: str) -> float:
     return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
 
 
-def breakdown(*, ready_at: float, decided_at: float, failing_at: float, requests_by_pod: dict, orders_by_pod: dict,
-              floor: float, interval: float) -> dict[str, Any]:
+def breakdown(*, ready_at: float, decided_at: float, failing_at: float, requests_by_pod: dict, floor: float,
+              interval: float) -> dict[str, Any]:
     """The time from the first canary pod Ready to the rollback decision, cut where the evidence was."""
     first_pod = min(requests_by_pod, key=lambda p: requests_by_pod[p][0][0])
     reqs = requests_by_pod[first_pod]
@@ -185,7 +185,6 @@ def run_case(cluster: Cluster, floor: float, cap: float, interval: str) -> dict[
     lost = lost_orders(cluster, namespace, "shop-canary-.*", ready_at - 1, end + 2)
     sel = f'namespace="{namespace}",pod=~"shop-canary-.*"'
     reqs = samples(cluster, f"http_requests_total{{{sel}}}[10m]", end + 3)
-    orders = samples(cluster, f"orders_total{{{sel}}}[10m]", end + 3)
     delete_namespace(cluster, namespace)
     back = next((h for h in st.get("history", []) if h["reason"] == "RollingBack"), None)
     out: dict[str, Any] = {"namespace": namespace, "phase": st.get("phase"), "reason": st.get("rollbackReason"),
@@ -196,7 +195,7 @@ def run_case(cluster: Cluster, floor: float, cap: float, interval: str) -> dict[
         out["error"] = "no rollback on analysis, or no canary samples"
         return out
     out.update(breakdown(ready_at=ready_at, decided_at=stamp(back["time"]), failing_at=stamp(failing[0]["time"]),
-                         requests_by_pod=reqs, orders_by_pod=orders, floor=floor,
+                         requests_by_pod=reqs, floor=floor,
                          interval=float(interval.rstrip("s"))))
     judged = [r for r in recs if any(e.get("canaryRequests") for j in r.get("judgements", [])
                                      for e in j.get("evidence", []))]

@@ -24,26 +24,30 @@ from guarded.api.common import GROUP, VERSION
 from guarded.api.rollout import GuardedRolloutStatus, TrafficStatus
 from guarded.core.actions import Action, ApplyService, DeleteService, PinSelector, SetRouteWeights, UnpinSelector
 from guarded.core.draft import POLL_SECONDS, Draft, Inputs, current_wave, total
-from guarded.core.observations import BackendRef, Observations, RouteState, RoutingObservation, ServiceState
+from guarded.core.observations import BackendRef, Observations, RouteState
+from guarded.core.route_state import (
+    PIN_ANNOTATION,
+    PIN_KEY,
+    canary_service_name,
+    in_force,
+    observed_weight,
+    owned_canary_service,
+    pin_of_ours,
+    pinned,
+    route_restored,
+    routing_of,
+    rules_now,
+    weights_are,
+)
 from guarded.core.templates import MANAGED_BY, MANAGED_BY_LABEL, ROLE_LABEL, ROLLOUT_LABEL
 from guarded.core.waves import routed_weight
 
-PIN_KEY = "pod-template-hash"   # the Deployment controller's label: one value per ReplicaSet
-PIN_ANNOTATION = f"{GROUP}/selector-pinned-by"   # on the stable Service: the uid of the rollout that pinned it
 ROUTE_FIELD = "spec.trafficRouting.httpRoute"
 SERVICE_FIELD = "spec.trafficRouting.service"
 
 
 def routed(inp: Inputs) -> bool:
     return inp.spec.traffic_routing is not None
-
-
-def _seen(obs: Observations) -> RoutingObservation:
-    return obs.routing or RoutingObservation()
-
-
-def canary_service_name(service: str) -> str:
-    return f"{service}-canary"
 
 
 # -- what the route says, and whether this rollout may route through it -----------------------------
@@ -60,9 +64,9 @@ def _stable_service(inp: Inputs) -> tuple[str | None, str | None]:
         return inp.status.traffic.service, None
     if tr.service is not None:
         return tr.service, None
-    route = _seen(inp.obs).route
+    route = routing_of(inp.obs).route
     assert route is not None
-    ours = {n for n, s in _seen(inp.obs).services.items() if inp.obs.uid and s.owner_uid == inp.obs.uid}
+    ours = {n for n, s in routing_of(inp.obs).services.items() if inp.obs.uid and s.owner_uid == inp.obs.uid}
     names = sorted({b.name for rule in route.rules for b in _service_refs(rule, inp.obs.namespace)} - ours)
     if len(names) == 1:
         return names[0], None
@@ -76,7 +80,7 @@ def problem(inp: Inputs) -> str | None:
     tr = inp.spec.traffic_routing
     if tr is None:
         return None
-    seen, name = _seen(inp.obs), tr.http_route.name
+    seen, name = routing_of(inp.obs), tr.http_route.name
     if seen.route_error is not None:
         return f"{ROUTE_FIELD}.name: HTTPRoute {name!r} cannot be read: {seen.route_error}"
     if seen.route is None:
@@ -125,7 +129,7 @@ def problem(inp: Inputs) -> str | None:
 
 def rule_indexes(inp: Inputs, service: str) -> list[int] | str:
     """The rules whose weights the waves set, or why there are none."""
-    tr, route = inp.spec.traffic_routing, _seen(inp.obs).route
+    tr, route = inp.spec.traffic_routing, routing_of(inp.obs).route
     assert tr is not None and route is not None
     sends = [i for i, rule in enumerate(route.rules) if any(b.name == service for b in
                                                                _service_refs(rule, inp.obs.namespace))]
@@ -147,7 +151,7 @@ def start(inp: Inputs, d: Draft) -> Draft:
     assert service is not None
     rules = rule_indexes(inp, service)
     assert isinstance(rules, list)
-    seen, before = _seen(inp.obs), inp.status.traffic
+    seen, before = routing_of(inp.obs), inp.status.traffic
     canary = canary_service_name(service)
     route = seen.route
     assert route is not None
@@ -163,99 +167,10 @@ def start(inp: Inputs, d: Draft) -> Draft:
                                               d.status, inp.obs)))
 
 
-# -- observed state -----------------------------------------------------------------------------------
-
-def in_force(status: GuardedRolloutStatus, obs: Observations) -> TrafficStatus | None:
-    """What routing this rollout has in force: as status.traffic records it or, when the decision that started
-    it never had its status written (the operator stopped in between), as the cluster shows it: the Service
-    this rollout's uid pinned (or the one its own canary Service copies), the route's rules that send to that
-    canary Service. The stable's weight before is then unknown: it goes back to unset (the default, 1)."""
-    if status.traffic is not None:
-        return status.traffic
-    seen, uid = _seen(obs), obs.uid
-    if uid is None:
-        return None
-    pinned = sorted(n for n, s in seen.services.items() if s.annotations.get(PIN_ANNOTATION) == uid)
-    owned = sorted(n.removesuffix("-canary") for n, s in seen.services.items() if s.owner_uid == uid)
-    if not pinned and not owned:
-        return None
-    service = (pinned or owned)[0]
-    canary, route = canary_service_name(service), seen.route
-    rules = [i for i, rule in enumerate(route.rules) if any(b.name == canary for b in rule)] if route else []
-    svc = seen.services.get(service)
-    return TrafficStatus(route=route.name if route else "", rules=rules, service=service, canary_service=canary,
-                         stable_pin=svc.selector.get(PIN_KEY) if svc is not None else None, stable_weight=None)
-
-
-def _rules_now(t: TrafficStatus, route: RouteState) -> list[int]:
-    """The rules this rollout's weights are on now: the recorded ones the route still has (and that still send
-    to the stable Service), and every rule holding the canary backendRef, wherever it is: a rule inserted or
-    removed by someone else moves the indexes, and a weight must never be left on a rule nobody looks at."""
-    recorded = {i for i in t.rules if i < len(route.rules) and any(b.name == t.service for b in route.rules[i])}
-    return sorted(recorded | {i for i, rule in enumerate(route.rules) if any(b.name == t.canary_service
-                                                                             for b in rule)})
-
-
-def observed_weight(status: GuardedRolloutStatus, obs: Observations) -> int | None:
-    """The canary backendRef's weight in every routed rule (0 when it is absent, and a recorded rule that is
-    gone sends nothing), None when the rules disagree or the route is gone."""
-    t, route = in_force(status, obs), _seen(obs).route
-    if t is None or route is None:
-        return None
-    found = set()
-    for i in _rules_now(t, route):
-        refs = [b for b in route.rules[i] if b.name == t.canary_service]
-        found.add((refs[0].weight if refs[0].weight is not None else 1) if refs else 0)
-    if not found:
-        return 0   # no rule sends anything to the canary
-    return found.pop() if len(found) == 1 else None
-
-
-def _weights_are(status: GuardedRolloutStatus, obs: Observations, canary: int) -> bool:
-    """Every routed rule sends `canary` to the canary and the rest to the stable."""
-    t, route = in_force(status, obs), _seen(obs).route
-    if t is None or route is None or observed_weight(status, obs) != canary:
-        return False
-    stable = [b.weight for i in _rules_now(t, route) for b in route.rules[i] if b.name == t.service]
-    return all(w == 100 - canary for w in stable)
-
-
-def _route_restored(status: GuardedRolloutStatus, obs: Observations) -> bool:
-    t, route = in_force(status, obs), _seen(obs).route
-    if t is None or route is None:
-        return True   # nothing of ours on a route that is gone
-    rules = [route.rules[i] for i in _rules_now(t, route)]
-    return not any(b.name == t.canary_service for rule in rules for b in rule) and all(
-        b.weight == t.stable_weight for rule in rules for b in rule if b.name == t.service)
-
-
-def _pinned(status: GuardedRolloutStatus, obs: Observations) -> bool:
-    t = in_force(status, obs)
-    svc = _seen(obs).services.get(t.service) if t is not None else None
-    return (t is not None and svc is not None and svc.selector.get(PIN_KEY) == t.stable_pin
-            and svc.annotations.get(PIN_ANNOTATION) == obs.uid)
-
-
-def _pin_of_ours(status: GuardedRolloutStatus, obs: Observations) -> ServiceState | None:
-    """The stable Service while it carries this rollout's pin."""
-    t = in_force(status, obs)
-    svc = _seen(obs).services.get(t.service) if t is not None else None
-    if t is None or svc is None or obs.uid is None:
-        return None
-    return svc if svc.annotations.get(PIN_ANNOTATION) == obs.uid else None
-
-
-def _canary_service(status: GuardedRolloutStatus, obs: Observations) -> ServiceState | None:
-    """The canary Service, when it exists and is this rollout's."""
-    t = in_force(status, obs)
-    svc = _seen(obs).services.get(t.canary_service) if t is not None else None
-    return svc if svc is not None and obs.uid is not None and svc.owner_uid == obs.uid else None
-
-
 def canary_service_manifest(inp: Inputs, status: GuardedRolloutStatus) -> dict[str, Any]:
     t = status.traffic
     assert t is not None
-    stable = _seen(inp.obs).services[t.service]
+    stable = routing_of(inp.obs).services[t.service]
     selector = {k: v for k, v in stable.selector.items() if k != PIN_KEY}
     selector.update({ROLE_LABEL: "canary", ROLLOUT_LABEL: inp.obs.name})
     ports = [{k: v for k, v in p.items() if k != "nodePort"} for p in stable.ports]
@@ -281,11 +196,11 @@ def prepare(inp: Inputs, d: Draft) -> tuple[Draft, bool]:
     if t is None or t.stable_pin is None or inp.obs.uid is None:
         return d, t is None
     manifest = canary_service_manifest(inp, d.status)
-    svc = _canary_service(d.status, inp.obs)
+    svc = owned_canary_service(d.status, inp.obs)
     ready = svc is not None and not svc.deleting and svc.selector == manifest["spec"]["selector"]
     if not ready and (svc is None or not svc.deleting):
         d = d.act(ApplyService(manifest=manifest))
-    if not _pinned(d.status, inp.obs):
+    if not pinned(d.status, inp.obs):
         d = d.act(PinSelector(service=t.service, key=PIN_KEY, value=t.stable_pin, rollout_uid=inp.obs.uid))
         ready = False
     return d, ready
@@ -295,7 +210,7 @@ def repin(inp: Inputs, d: Draft) -> Draft:
     """While canary pods run (a wave, a rollback): the stable Service selects the stable pods alone again
     (someone took the pin off, or a promotion that unpinned it was cut short before its status was written)."""
     t = d.status.traffic
-    if t is None or t.stable_pin is None or inp.obs.uid is None or _pinned(d.status, inp.obs):
+    if t is None or t.stable_pin is None or inp.obs.uid is None or pinned(d.status, inp.obs):
         return d
     if any(isinstance(a, PinSelector) for a in d.actions):
         return d   # already asked for in this decision
@@ -313,15 +228,15 @@ def shift(inp: Inputs, d: Draft, weight: int) -> tuple[Draft, bool]:
     t = d.status.traffic
     if t is None:
         return d, True
-    if t.stable_pin is not None and not _pinned(d.status, inp.obs):
+    if t.stable_pin is not None and not pinned(d.status, inp.obs):
         return repin(inp, d), False
-    if _weights_are(d.status, inp.obs, weight):
+    if weights_are(d.status, inp.obs, weight):
         return d, True
-    return d.act(_weights(t, _seen(inp.obs).route, weight)), False
+    return d.act(_weights(t, routing_of(inp.obs).route, weight)), False
 
 
 def _weights(t: TrafficStatus, route: RouteState | None, canary: int | None) -> SetRouteWeights:
-    rules = _rules_now(t, route) if route is not None else t.rules
+    rules = rules_now(t, route) if route is not None else t.rules
     return SetRouteWeights(route=t.route, rules=tuple(rules), service=t.service, canary_service=t.canary_service,
                            canary_weight=canary, stable_weight=t.stable_weight)
 
@@ -329,9 +244,9 @@ def _weights(t: TrafficStatus, route: RouteState | None, canary: int | None) -> 
 def withdraw_actions(status: GuardedRolloutStatus, obs: Observations) -> tuple[tuple[Action, ...], bool]:
     """Stop sending requests to the canary: its weight to 0. True once the route shows no weight on it."""
     t = in_force(status, obs)
-    if t is None or _seen(obs).route is None or observed_weight(status, obs) == 0:
+    if t is None or routing_of(obs).route is None or observed_weight(status, obs) == 0:
         return (), True
-    return (_weights(t, _seen(obs).route, 0),), False
+    return (_weights(t, routing_of(obs).route, 0),), False
 
 
 def unwind_actions(status: GuardedRolloutStatus, obs: Observations) -> tuple[tuple[Action, ...], bool]:
@@ -341,9 +256,9 @@ def unwind_actions(status: GuardedRolloutStatus, obs: Observations) -> tuple[tup
     if t is None:
         return (), True
     actions: list[Action] = []
-    if not _route_restored(status, obs):
-        actions.append(_weights(t, _seen(obs).route, None))
-    svc = _canary_service(status, obs)
+    if not route_restored(status, obs):
+        actions.append(_weights(t, routing_of(obs).route, None))
+    svc = owned_canary_service(status, obs)
     if svc is not None and not svc.deleting and svc.uid is not None:
         actions.append(DeleteService(name=svc.name, uid=svc.uid))
     actions += unpin_actions(status, obs)
@@ -360,7 +275,7 @@ def undone(status: GuardedRolloutStatus, obs: Observations) -> bool:
 
 
 def unpin_actions(status: GuardedRolloutStatus, obs: Observations) -> tuple[Action, ...]:
-    t, svc = in_force(status, obs), _pin_of_ours(status, obs)
+    t, svc = in_force(status, obs), pin_of_ours(status, obs)
     if t is None or svc is None or obs.uid is None:
         return ()
     return (UnpinSelector(service=t.service, key=PIN_KEY, value=t.stable_pin or "", rollout_uid=obs.uid),)
