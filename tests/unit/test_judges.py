@@ -179,3 +179,18 @@ def test_each_configured_judge_counts_once() -> None:
     assert JudgeConfig(name="x", direction=Direction.LOWER_IS_BETTER, min_ratio=0.1, max_ratio=0.5).judges == 3
     assert JudgeConfig(name="x", direction=Direction.LOWER_IS_BETTER, stable_tolerance=None,
                        pre_rollout_tolerance=None, min_ratio=0.1).judges == 0
+
+
+def test_a_thin_pre_rollout_baseline_is_named_when_it_holds_the_wave() -> None:
+    # A service with 2 s of history (600 requests, 30 orders): its conservative bound on the order ratio is
+    # far below the real 5%, and that, not the healthy canary, is what the PreRollout judge still waits on.
+    data = MetricData(canary=(Counts(25, 500),), stable=(Counts(225, 4500),), pre_rollout=Counts(30, 600))
+    record = judge(ORDERS, data)
+    pre = next(e for e in record.evidence if e.judge == "PreRollout")
+    assert pre.verdict is Verdict.INCONCLUSIVE
+    assert "not enough evidence yet" in pre.reason
+    assert "pre-rollout baseline: 30 events in 600 requests" in pre.reason
+    assert pre.reference_ratio is not None and pre.reference_ratio < 0.05 * 0.6
+    assert f"taken at {pre.reference_ratio:.5f} per request" in pre.reason
+    stable = next(e for e in record.evidence if e.judge == "Stable")
+    assert "pre-rollout" not in stable.reason

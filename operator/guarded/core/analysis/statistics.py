@@ -297,8 +297,12 @@ def _outcome(cfg: JudgeConfig, t: _Test, log_lr: float, log_threshold: float,
     needed = log_threshold + point_cost(cfg.direction, t.points, _detect_rho(cfg.direction, t.rho0), cfg.detect_rho)
     gathered = _power(cfg.direction, t.rho0, t.expected)
     if gathered < needed:
+        # A service with little history before the rollout has a thin baseline, whose conservative bound is
+        # far below its real ratio: say so, since that, not the canary, is then what holds the wave.
+        baseline = (f" (pre-rollout baseline: {t.reference_events:.0f} events in {t.reference_requests:.0f} "
+                    f"requests, taken at {reference_ratio or 0:.5f} per request)" if t.judge == "PreRollout" else "")
         return Verdict.INCONCLUSIVE, (f"not enough evidence yet: {t.expected:.1f} expected canary events give "
-                                      f"power {gathered:.1f} of {needed:.1f} needed")
+                                      f"power {gathered:.1f} of {needed:.1f} needed{baseline}")
     return Verdict.PASS, "not degraded"
 
 
