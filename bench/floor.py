@@ -20,6 +20,7 @@ floor. Writes bench/results/floor.json and floor.md. `make bench-floor` (FLOOR_A
 from __future__ import annotations
 
 import argparse
+import contextlib
 import itertools
 import json
 import math
@@ -91,18 +92,22 @@ class Records:
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()
 
+    def _take(self, status: dict[str, Any]) -> None:
+        for record in (status.get("analysis") or {}).get("recent") or []:
+            self.seen.setdefault(record["time"], record)
+
     def _run(self) -> None:
         while not self.stopped.is_set():
-            try:
-                for record in (self.shop.status(self.name).get("analysis") or {}).get("recent") or []:
-                    self.seen.setdefault(record["time"], record)
-            except Exception:  # a failed poll is retried
-                pass
+            with contextlib.suppress(Exception):  # a failed poll is retried
+                self._take(self.shop.status(self.name))
             self.stopped.wait(0.2)
 
-    def stop(self) -> list[dict[str, Any]]:
+    def stop(self, final: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+        """The records in time order, with those of the `final` status the last poll may have missed."""
         self.stopped.set()
         self.thread.join(timeout=5)
+        if final is not None:
+            self._take(final)
         return [self.seen[t] for t in sorted(self.seen)]
 
 
@@ -167,6 +172,7 @@ def run_case(cluster: Cluster, floor: float, cap: float, interval: str) -> dict[
     body["spec"]["analysis"]["interval"] = interval
     shop.create_rollout(body)
     records = Records(shop, "release")
+    st: dict[str, Any] | None = None
     try:
         ready_at = first_ready(shop, "shop-canary")
 
@@ -176,10 +182,7 @@ def run_case(cluster: Cluster, floor: float, cap: float, interval: str) -> dict[
             return st if phase is not None and phase.terminal else None
         st = eventually(finished, timeout=cap, interval=0.3, what="the rollout to end")
     finally:
-        recs = records.stop()
-    final = {r["time"]: r for r in (st.get("analysis") or {}).get("recent") or []}
-    recs = sorted([*recs, *(r for t, r in final.items() if t not in {x["time"] for x in recs})],
-                  key=lambda r: r["time"])
+        recs = records.stop(st)
     end = time.time()
     time.sleep(4)
     lost = lost_orders(cluster, namespace, "shop-canary-.*", ready_at - 1, end + 2)
