@@ -107,7 +107,9 @@ class OperatorProcess:
         # Its own session: a shared operator outlives the pytest worker that happened to start it.
         self.proc = subprocess.Popen(args, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
                                      start_new_session=self.shared)
-        deadline = time.monotonic() + 60
+        # A slower start (an operator under tracemalloc, bench/scale's memory report) may be given more time.
+        patience = float(os.environ.get("GUARDED_OPERATOR_START_SECONDS", "60"))
+        deadline = time.monotonic() + patience
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"operator exited with {self.proc.returncode}:\n{self.tail()}")
@@ -118,7 +120,7 @@ class OperatorProcess:
             except requests.RequestException:
                 pass
             time.sleep(0.2)
-        raise RuntimeError(f"operator not healthy after 60s:\n{self.tail()}")
+        raise RuntimeError(f"operator not healthy after {patience:g}s:\n{self.tail()}")
 
     def ready(self) -> bool:
         return requests.get(f"http://{self.metrics_address}/readyz", timeout=5).status_code == 200
