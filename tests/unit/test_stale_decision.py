@@ -32,8 +32,8 @@ class Store:
                        "spec": {"replicas": 2}}
         self.writes: list[dict[str, Any]] = []
 
-    async def get_rollout(self, namespace: str, name: str) -> dict[str, Any] | None:
-        return copy.deepcopy(self.rollout)
+    async def rollout_version(self, namespace: str, name: str) -> str | None:
+        return self.rollout["metadata"]["resourceVersion"]
 
     async def get_deployment(self, namespace: str, name: str) -> dict[str, Any] | None:
         return copy.deepcopy(self.target) if name == "shop" else None
@@ -78,13 +78,13 @@ def test_a_decision_from_the_rollout_as_it_is_is_acted_on() -> None:
 def test_one_check_stands_for_the_actions_that_follow_within_a_second_and_a_freeze_checks_again(
         monkeypatch: pytest.MonkeyPatch) -> None:
     store, gets, clock = Store(), [], [1000.0]
-    real_get = store.get_rollout
+    real_get = store.rollout_version
 
-    async def counted(namespace: str, name: str) -> dict[str, Any] | None:
+    async def counted(namespace: str, name: str) -> str | None:
         gets.append(clock[0])
         return await real_get(namespace, name)
 
-    store.get_rollout = counted  # type: ignore[method-assign]
+    store.rollout_version = counted  # type: ignore[method-assign]
     monkeypatch.setattr("guarded.handlers.fence.time.monotonic", lambda: clock[0])
     fence = still_as_read(store, copy.deepcopy(store.rollout))  # type: ignore[arg-type]
 

@@ -38,8 +38,8 @@ def still_as_read(client: KubeClient, obj: dict[str, Any]) -> Callable[[], Await
             return
         # Always the API server, never the watch cache: a replica that was frozen holds a watch as old as
         # itself, whose copy would pass this check for the very decision it exists to void.
-        now = await client.get_rollout(meta["namespace"], meta["name"])
-        seen = None if now is None else now["metadata"].get("resourceVersion")
+        # Its metadata only: the resourceVersion is all the check needs, and status is most of a rollout.
+        seen = await client.rollout_version(meta["namespace"], meta["name"])
         if seen != meta.get("resourceVersion"):
             logs.logger(rollout=meta["name"], namespace=meta["namespace"], wave=None).warning(
                 "stale decision: the rollout moved on since it was read; deciding again", read=meta.get(

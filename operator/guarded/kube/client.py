@@ -29,6 +29,8 @@ from guarded.api.rollout import PLURAL
 from guarded.kube.cache import WatchCache
 
 REQUEST_TIMEOUT = (5.0, 30.0)  # connect, read (seconds)
+# The Accept header that asks the API server for an object's metadata only (PartialObjectMetadata).
+METADATA_ONLY = "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1"
 _POOL = ThreadPoolExecutor(max_workers=16, thread_name_prefix="guarded-io")
 
 
@@ -113,9 +115,9 @@ class KubeClient:
         kwargs.setdefault("_request_timeout", REQUEST_TIMEOUT)
         return await run_blocking(fn, *args, **kwargs)
 
-    async def _get_json(self, fn: Any, *args: Any) -> dict[str, Any] | None:
+    async def _get_json(self, fn: Any, *args: Any, **kwargs: Any) -> dict[str, Any] | None:
         try:
-            resp = await self._call(fn, *args, _preload_content=False)
+            resp = await self._call(fn, *args, _preload_content=False, **kwargs)
         except ApiException as exc:
             if exc.status == 404:
                 return None
@@ -138,6 +140,13 @@ class KubeClient:
     # -- GuardedRollouts -------------------------------------------------------------------
     async def get_rollout(self, namespace: str, name: str) -> dict[str, Any] | None:
         return await self._get_json(self.custom.get_namespaced_custom_object, GROUP, VERSION, namespace, PLURAL, name)
+
+    async def rollout_version(self, namespace: str, name: str) -> str | None:
+        """The rollout's resourceVersion as the API server has it now (None: it is gone), read as its metadata
+        only: the split-brain fence asks before each action, and status is most of a rollout's bytes."""
+        meta = await self._get_json(self.custom.get_namespaced_custom_object, GROUP, VERSION, namespace, PLURAL,
+                                    name, _headers={"Accept": METADATA_ONLY})
+        return None if meta is None else (meta.get("metadata") or {}).get("resourceVersion")
 
     async def observed_rollout(self, namespace: str, name: str) -> dict[str, Any] | None:
         """The rollout as the watch saw it, or as the API server has it where the watch cannot be trusted."""
