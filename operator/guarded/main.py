@@ -58,8 +58,9 @@ def small_tls_buffers(size: int = TLS_READ_BUFFER) -> bool:
 
 def memory_report(path: str, limit: int = 40) -> None:
     """Write where the operator's memory is (a diagnostic for bench/scale, issue 11): with tracemalloc on
-    (PYTHONTRACEMALLOC=<frames>), the `limit` largest allocation sites by traceback; always the most numerous
-    object types the garbage collector tracks."""
+    (PYTHONTRACEMALLOC=<frames>), the `limit` largest allocation sites by traceback and by owner; always the
+    most numerous object types the garbage collector tracks, the resident memory before and after a trim, and
+    pymalloc's arenas."""
     import collections
     import gc
     import tracemalloc
@@ -133,9 +134,13 @@ def report_memory_on_signal() -> None:
 
     def report(*_: object) -> None:
         # A report under tracemalloc can take a minute: a signal meanwhile is ignored, not a report begun again.
+        # It runs on the event loop's thread, between two of its steps: an error of its own (a read-only /tmp)
+        # must not surface in whatever the loop was doing, so it is printed and dropped.
         previous = signal.signal(signal.SIGUSR2, signal.SIG_IGN)
         try:
             memory_report(path)
+        except Exception as exc:
+            print(f"memory report to {path} failed: {exc!r}", file=sys.stderr)
         finally:
             signal.signal(signal.SIGUSR2, previous)
 

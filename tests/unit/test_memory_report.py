@@ -2,10 +2,11 @@
 
 import inspect
 import re
+import signal
 import threading
 import tracemalloc
 
-from guarded.main import memory_report, trim_malloc_every
+from guarded.main import memory_report, report_memory_on_signal, trim_malloc_every
 
 
 def test_the_report_names_the_largest_allocation_sites_when_tracing(tmp_path):
@@ -39,3 +40,14 @@ def test_free_memory_is_given_back_periodically_on_a_thread_of_its_own_unless_tu
     assert trim_malloc_every(0) is False
     assert trim_malloc_every(3600) is True  # glibc here
     assert "guarded-malloc-trim" in [t.name for t in threading.enumerate()]
+
+
+def test_a_report_that_cannot_be_written_does_not_disturb_the_operator(monkeypatch, tmp_path, capsys):
+    monkeypatch.setenv("GUARDED_MEMORY_REPORT", str(tmp_path / "no-such-directory" / "memory.txt"))
+    previous = signal.getsignal(signal.SIGUSR2)
+    try:
+        report_memory_on_signal()
+        signal.raise_signal(signal.SIGUSR2)  # handled here, between two bytecodes of this thread
+    finally:
+        signal.signal(signal.SIGUSR2, previous)
+    assert "memory report to" in capsys.readouterr().err
