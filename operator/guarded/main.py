@@ -7,6 +7,7 @@ import os
 import random
 import sys
 import time
+from typing import Any
 
 PEERING_NAME = "guarded-rollouts"  # the ClusterKopfPeering object in manifests/install
 
@@ -24,19 +25,23 @@ def peering_priority(now: float, rng: random.Random) -> int:
 M_ARENA_MAX = -8  # glibc's mallopt parameter
 
 
+def _glibc() -> Any:
+    """glibc, to tune and trim its malloc; None where there is none (musl, macOS)."""
+    try:
+        import ctypes
+        libc = ctypes.CDLL("libc.so.6")
+        return libc if hasattr(libc, "mallopt") and hasattr(libc, "malloc_trim") else None
+    except OSError:
+        return None
+
+
 def few_malloc_arenas(arenas: int) -> bool:
     """Cap glibc's malloc arenas (by default 8 per core, one taken per thread that allocates): with kopf's
     event loop, the I/O threads and the webhook server each in an arena of its own, the operator's memory
     grew by some 100 MiB of half-empty arenas at N = 1,000 rollouts (issue 11). Before any thread starts;
     GUARDED_MALLOC_ARENAS=0 leaves glibc's default. False where there is no glibc."""
-    if arenas <= 0:
-        return False
-    try:
-        import ctypes
-        libc = ctypes.CDLL("libc.so.6")
-        return bool(libc.mallopt(M_ARENA_MAX, arenas))
-    except (OSError, AttributeError):
-        return False
+    libc = _glibc()
+    return arenas > 0 and libc is not None and bool(libc.mallopt(M_ARENA_MAX, arenas))
 
 
 TLS_READ_BUFFER = 16 * 1024  # one TLS record at most: what a read can return at once anyway
@@ -119,12 +124,11 @@ def resident_mib() -> float:
 
 def trim_malloc() -> bool:
     """Give the memory glibc's malloc holds free back to the system (malloc_trim). False where there is no glibc."""
-    try:
-        import ctypes
-        ctypes.CDLL("libc.so.6").malloc_trim(0)  # 1 if it gave memory back, 0 if there was none to give
-        return True
-    except (OSError, AttributeError):
+    libc = _glibc()
+    if libc is None:
         return False
+    libc.malloc_trim(0)  # 1 if it gave memory back, 0 if there was none to give
+    return True
 
 
 def report_memory_on_signal() -> None:
