@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import random
 import sys
@@ -25,8 +26,10 @@ def peering_priority(now: float, rng: random.Random) -> int:
 M_ARENA_MAX = -8  # glibc's mallopt parameter
 
 
+@functools.cache
 def _glibc() -> Any:
-    """glibc, to tune and trim its malloc; None where there is none (musl, macOS)."""
+    """glibc, to tune and trim its malloc; None where there is none (musl, macOS). Loaded once: the trim
+    thread asks for it every MALLOC_TRIM_SECONDS."""
     try:
         import ctypes
         libc = ctypes.CDLL("libc.so.6")
