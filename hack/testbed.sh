@@ -90,7 +90,7 @@ show_logs() {
 
 start() { # start NAME COMMAND... : run detached, record the PID, log to logs/NAME.log
   local name="$1"; shift
-  setsid "$@" >"$RUN/logs/$name.log" 2>&1 < /dev/null &
+  setsid "$@" >"$RUN/logs/$name.log" 2>&1 < /dev/null 9>&- &  # 9: the lock of `up`, not theirs to hold
   echo $! > "$RUN/pids/$name.pid"
 }
 
@@ -426,7 +426,8 @@ print_summary() {
 }
 
 write_env_file() {
-  cat > "$RUN/env" <<EOF
+  # Written beside and renamed into place: a reader (a test worker's connect) never sees a half-written file.
+  cat > "$RUN/env.tmp.$$" <<EOF
 export KUBECONFIG=$RUN/kubeconfig
 export GUARDED_TESTBED_DIR=$RUN
 export GUARDED_PROMETHEUS_URL=http://127.0.0.1:$PROM_PORT
@@ -434,6 +435,7 @@ export GUARDED_SIM_URL=http://127.0.0.1:$SIM_PORT
 export GUARDED_KUBECTL=$KUBE_BIN_DIR/kubectl
 export PATH=$KUBE_BIN_DIR:\$PATH
 EOF
+  mv -f "$RUN/env.tmp.$$" "$RUN/env"
 }
 
 cmd_env() {
@@ -447,8 +449,16 @@ cmd_status() {
   done
 }
 
+# `up` runs one at a time: make test's test workers each call it as they start, beside one another.
+locked_up() {
+  mkdir -p "$(dirname "$RUN")"
+  exec 9>"$RUN.lock"
+  flock 9
+  cmd_up
+}
+
 case "${1:-}" in
-  up) cmd_up ;;
+  up) locked_up ;;
   down) cmd_down ;;
   env) cmd_env ;;
   status) cmd_status ;;
