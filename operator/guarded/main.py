@@ -64,6 +64,22 @@ def small_tls_buffers(size: int = TLS_READ_BUFFER) -> bool:
     return True
 
 
+def fast_watch_decoding() -> bool:
+    """Decode the watch streams kopf reads with orjson instead of the standard library's json: at N = 335,
+    decoding watch events was 8% of the operator's busy time (py-spy, issue 11). kopf decodes each line with
+    its api module's `json.loads`; that name alone is replaced. False (and nothing changed) where a kopf
+    release reads its streams otherwise."""
+    import json
+    import types
+
+    import orjson
+    from kopf._cogs.clients import api
+    if getattr(api, "json", None) is not json:
+        return False
+    api.json = types.SimpleNamespace(loads=orjson.loads)  # type: ignore[assignment]
+    return True
+
+
 def memory_report(path: str, limit: int = 40) -> None:
     """Write where the operator's memory is (a diagnostic for bench/scale, issue 11): with tracemalloc on
     (PYTHONTRACEMALLOC=<frames>), the `limit` largest allocation sites by traceback and by owner; always the
@@ -231,6 +247,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ["GUARDED_NOTIFY_NAMESPACE"] = args.notify_namespace
 
     import kopf
+    fast_watch_decoding()
 
     import guarded.handlers.operator  # registers the handlers
     import guarded.handlers.workloads

@@ -46,3 +46,17 @@ def test_a_query_that_returns_several_series_is_refused(provider: PrometheusProv
     two = 'label_replace(vector(1), "a", "x", "", "") or label_replace(vector(2), "a", "y", "", "")'
     series = provider.instant(two)
     assert series.error is not None and "aggregate" in series.error
+
+
+def test_a_scalar_answer_is_one_value_without_labels(provider: PrometheusProvider) -> None:
+    at = datetime.now(UTC).replace(microsecond=0)
+    series = provider.instant("scalar(vector(3))", at=at)
+    assert series.error is None and series.values == {at.timestamp(): 3.0}
+    grouped = provider.instant_by("vector(3)", "pod", at=at)
+    assert grouped.error is not None and "one series per pod" in grouped.error
+
+
+def test_a_range_is_asked_at_the_exact_times_given(provider: PrometheusProvider) -> None:
+    end = datetime.now(UTC).replace(microsecond=500_000)   # half a second: not rounded to a whole one
+    series = provider.range("vector(1)", start=end - timedelta(seconds=5), end=end, step_seconds=2.5)
+    assert sorted(series.values) == [(end - timedelta(seconds=s)).timestamp() for s in (5, 2.5, 0)]

@@ -15,13 +15,13 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import functools
-import json
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import kubernetes
+import orjson
 from kubernetes.client.rest import ApiException
 
 from guarded.api.common import GROUP, VERSION
@@ -122,11 +122,11 @@ class KubeClient:
             if exc.status == 404:
                 return None
             raise
-        return json.loads(resp.data)
+        return orjson.loads(resp.data)
 
     async def _items(self, fn: Any, *args: Any, **kwargs: Any) -> list[dict[str, Any]]:
         resp = await self._call(fn, *args, _preload_content=False, **kwargs)
-        return list(json.loads(resp.data).get("items", []))
+        return list(orjson.loads(resp.data).get("items", []))
 
     async def _replace(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
         """A write of an object as read: its resourceVersion guards it, and a 409 raises Conflict."""
@@ -155,18 +155,20 @@ class KubeClient:
     async def patch_rollout_status(self, namespace: str, name: str, patch: dict[str, Any]) -> dict[str, Any]:
         """A merge patch of .status; a metadata.resourceVersion in it guards it (a 409 raises Conflict)."""
         try:
-            result = await self._replace(self.custom.patch_namespaced_custom_object_status, GROUP, VERSION,
-                                         namespace, PLURAL, name, patch)
+            resp = await self._replace(self.custom.patch_namespaced_custom_object_status, GROUP, VERSION,
+                                       namespace, PLURAL, name, patch, _preload_content=False)
         except Conflict:
             self.distrust(PLURAL, namespace, name)
             raise
+        result = orjson.loads(resp.data)   # the whole rollout: decoded here, not by the client's models
         self._wrote(PLURAL, namespace, name, result)
         return dict(result)
 
     async def replace_rollout_status(self, body: dict[str, Any]) -> dict[str, Any]:
         meta = body["metadata"]
-        result = await self._replace(self.custom.replace_namespaced_custom_object_status, GROUP, VERSION,
-                                     meta["namespace"], PLURAL, meta["name"], body)
+        resp = await self._replace(self.custom.replace_namespaced_custom_object_status, GROUP, VERSION,
+                                   meta["namespace"], PLURAL, meta["name"], body, _preload_content=False)
+        result = orjson.loads(resp.data)
         self._wrote(PLURAL, meta["namespace"], meta["name"], result)
         return dict(result)
 
@@ -219,13 +221,13 @@ class KubeClient:
         name = body["metadata"]["name"]
         self.distrust("deployments", namespace, name)  # a POST names no object: the REST hook cannot mark it
         resp = await self._call(self.apps.create_namespaced_deployment, namespace, body, _preload_content=False)
-        self._wrote("deployments", namespace, name, json.loads(resp.data))
+        self._wrote("deployments", namespace, name, orjson.loads(resp.data))
 
     async def replace_deployment(self, namespace: str, body: dict[str, Any]) -> None:
         name = body["metadata"]["name"]
         resp = await self._replace(self.apps.replace_namespaced_deployment, name, namespace, body,
                                    _preload_content=False)  # JSON, not the client's models: less CPU
-        self._wrote("deployments", namespace, name, json.loads(resp.data))
+        self._wrote("deployments", namespace, name, orjson.loads(resp.data))
 
     async def delete_deployment(self, namespace: str, name: str, *, uid: str) -> None:
         """Delete exactly the Deployment with this uid (a precondition: a same-named other object stays).
@@ -246,7 +248,7 @@ class KubeClient:
                 raise
             return
         # Foreground: the answer is the Deployment marked deleting (its pods go first); read as such meanwhile.
-        answer = json.loads(resp.data or b"{}")
+        answer = orjson.loads(resp.data or b"{}")
         if answer.get("kind") == "Deployment":
             self._wrote("deployments", namespace, name, answer)
 
@@ -273,7 +275,7 @@ class KubeClient:
         except ApiException as exc:
             if exc.status in (400, 403, 422):
                 try:
-                    return str(json.loads(exc.body).get("message") or exc.reason)
+                    return str(orjson.loads(exc.body).get("message") or exc.reason)
                 except (ValueError, TypeError):
                     return str(exc.reason)
             raise
