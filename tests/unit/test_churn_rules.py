@@ -264,3 +264,27 @@ def test_a_held_rollout_is_reconciled_at_a_bounded_rate_and_a_wave_is_not_slowed
     assert handlers.spacing(5.0, 0.1) == pytest.approx(handlers.MIN_SPACING - 0.1)
     assert handlers.spacing(10.0, 0.0) == handlers.MIN_SPACING
     assert handlers.spacing(10.0, 3.0) == 0.0     # woken long after: no holding back
+
+
+@pytest.mark.usefixtures("fresh_seen")
+def test_a_rollout_that_ended_is_not_woken_when_others_end_unless_it_is_a_parent() -> None:
+    ended, running, parent, unseen = ("shop", "ended"), ("shop", "running"), ("shop", "parent"), ("shop", "new")
+    handlers.seen(ended, body(phase="Succeeded", rv="1"), deleted=False)
+    handlers.seen(running, body(phase="Progressing", rv="1"), deleted=False)
+    with_consumers = body(phase="Succeeded", rv="1")
+    with_consumers["status"]["consumers"] = [{"name": "shop-web", "phase": "Progressing"}]
+    handlers.seen(parent, with_consumers, deleted=False)
+    assert [handlers.settled(k) for k in (ended, running, parent, unseen)] == [True, False, False, False]
+    events = {k: asyncio.Event() for k in (ended, running, parent, unseen)}
+    handlers._wakers.update(events)
+    try:
+        handlers.wake_all(settled_too=False)   # another rollout ended: a slot, a claim or a consumer freed
+        assert {k for k, e in events.items() if e.is_set()} == {running, parent, unseen}
+        handlers.wake_all()                   # a policy changed: every rollout looks again
+        assert all(e.is_set() for e in events.values())
+    finally:
+        for k in events:
+            handlers._wakers.pop(k, None)
+    handlers.seen(ended, body(phase="Succeeded", rv="2", a="b"), deleted=False)   # restarted by a spec change:
+    handlers.seen(ended, body(phase="Pending", rv="3", a="b"), deleted=False)     # no longer settled
+    assert not handlers.settled(ended)
