@@ -236,6 +236,51 @@ def test_rollouts_that_ask_while_a_query_is_under_way_join_the_next_one() -> Non
         assert answers[ns] == {pod: 100 * Shop.value(ns, pod, split, SINCE.timestamp()) for pod in shop.pods(ns)}
 
 
+def test_rollouts_the_watch_shows_starting_in_the_same_interval_are_in_the_first_pre_rollout_query() -> None:
+    """The operator's watch names the rollouts that started in the same interval of the grid: the first asker's
+    pre-rollout query takes their namespaces too, and the later askers send nothing."""
+    shop, memory = Shop(), SeenIntervals()
+    grid = SINCE.timestamp()
+    shared = SharedQueries(shop, starting=lambda t, interval: set(NAMESPACES) if (t, interval) == (grid, 5.0)
+                           else set())
+    for i, ns in enumerate(NAMESPACES):
+        started = SINCE + timedelta(seconds=0.5 * i)
+        now = started + timedelta(seconds=0.2 + 3 * i)     # one after the other, seconds apart
+        seen = gather(shop, spec(), status(since=started), namespace=ns, now=now, memory=memory,
+                      rollout=(ns, "release", f"uid-{ns}"), shared=shared)
+        alone = gather(Shop(), spec(), status(since=SINCE), namespace=ns, now=now)
+        assert seen.metrics["order-rate"].pre_rollout is not None
+        assert ({m: d.pre_rollout for m, d in seen.metrics.items()}
+                == {m: d.pre_rollout for m, d in alone.metrics.items()})
+    assert len(shop.instants) == 3, "orders, errors and requests: once for the six rollouts"
+    assert {q.count("|") for q in shop.instants} == {len(NAMESPACES) - 1}
+
+
+def test_the_starting_hint_names_the_rollouts_that_started_in_that_interval_without_pre_rollout_counts() -> None:
+    from guarded.handlers.queries import starting
+    from guarded.kube.cache import WatchCache
+
+    def rollout(ns: str, started: str | None, interval: str | None = "5s", recorded: bool = False) -> dict:
+        status: dict = {"stage": "Bake"}
+        if started:
+            status["startedAt"] = started
+        if recorded:
+            status["analysis"] = {"preRollout": [{"metric": "order-rate", "events": 3, "requests": 60}]}
+        return {"metadata": {"namespace": ns, "name": "release"},
+                "spec": {"analysis": {"interval": interval}} if interval else {}, "status": status}
+
+    cache = WatchCache()
+    cache.serve("guardedrollouts", {(o["metadata"]["namespace"], "release"): [o] for o in (
+        rollout("a", "2026-01-01T12:00:00Z"), rollout("b", "2026-01-01T12:00:04.9Z"),
+        rollout("c", "2026-01-01T12:00:05Z"), rollout("d", "2026-01-01T12:00:01Z", recorded=True),
+        rollout("e", "2026-01-01T12:00:02Z", interval="10s"), rollout("f", None), rollout("g", "2026-01-01T12:00:03Z",
+                                                                                           interval=None),
+        rollout("h", "not a time"))})
+    assert starting(cache, SINCE.timestamp(), 5.0) == {"a", "b"}
+    assert starting(cache, SINCE.timestamp() + 5, 5.0) == {"c"}
+    assert starting(cache, SINCE.timestamp(), 10.0) == {"e"}
+
+
 def test_namespaces_the_hint_names_are_in_the_fetch_before_they_ask() -> None:
     """The operator's watch names the rollouts whose analysis is under way: a fetch takes their namespaces
     too, so one that asks later finds its counts there and sends nothing."""

@@ -1,5 +1,6 @@
-"""The analysis queries every rollout shares (metrics/shared), one set per Prometheus, and the hint that puts
-a rollout's namespace into them before it asks: the rollouts the watch shows entering or under an analysis."""
+"""The analysis queries every rollout shares (metrics/shared), one set per Prometheus, and the hints that put
+a rollout's namespace into them before it asks: the rollouts the watch shows entering or under an analysis,
+and those that started in the same interval (their pre-rollout counts)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,9 @@ import functools
 from guarded.api.common import parse_duration
 from guarded.api.rollout import PLURAL
 from guarded.api.stages import Stage
+from guarded.core.clock import parse
 from guarded.kube.cache import WatchCache
+from guarded.metrics.gather import grid_start
 from guarded.metrics.provider import MetricProvider
 from guarded.metrics.shared import SharedQueries
 
@@ -19,7 +22,8 @@ def shared_queries(provider: MetricProvider, cache: WatchCache | None) -> Shared
     """The queries every rollout's analysis shares (metrics/shared), one set per provider; the watch cache tells
     which namespaces will ask."""
     if not _SHARED or _SHARED[0].provider is not provider:
-        _SHARED[:] = [SharedQueries(provider, hint=None if cache is None else functools.partial(analysing, cache))]
+        _SHARED[:] = [SharedQueries(provider, hint=None if cache is None else functools.partial(analysing, cache),
+                                    starting=None if cache is None else functools.partial(starting, cache))]
     return _SHARED[0]
 
 
@@ -36,6 +40,25 @@ def analysing(cache: WatchCache, interval: float) -> set[str]:
             if parse_duration(analysis.get("interval", "")) == interval:
                 out.add(str((obj.get("metadata") or {}).get("namespace")))
         except ValueError:
+            continue
+    return out
+
+
+def starting(cache: WatchCache, at: float, interval: float) -> set[str]:
+    """Namespaces of the rollouts (as the watch saw them) with an analysis of this interval that started in the
+    grid interval beginning at `at` and have not recorded their pre-rollout counts: they ask for them at `at`."""
+    out = set()
+    for obj in cache.objects(PLURAL):
+        analysis = (obj.get("spec") or {}).get("analysis")
+        status = obj.get("status") or {}
+        started = status.get("startedAt")
+        if not analysis or not started or (status.get("analysis") or {}).get("preRollout"):
+            continue
+        try:
+            if (parse_duration(analysis.get("interval", "")) == interval
+                    and round(grid_start(parse(started).timestamp(), interval), 3) == round(at, 3)):
+                out.add(str((obj.get("metadata") or {}).get("namespace")))
+        except (ValueError, TypeError):
             continue
     return out
 

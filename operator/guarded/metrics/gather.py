@@ -183,7 +183,7 @@ def _counts(events: Series, requests: Series, steps: list[float]) -> tuple[Count
     return tuple(out)
 
 
-def _grid_start(t: float, interval: float) -> float:
+def grid_start(t: float, interval: float) -> float:
     """The start of the grid's interval that holds `t` (whole seconds off the grid)."""
     return math.floor(t / interval) * interval if on_grid(interval) else math.ceil(t)
 
@@ -197,7 +197,7 @@ def _steps(since_text: str, interval: float, now: datetime) -> list[datetime]:
     its own series)."""
     # Whole seconds: the client library sends range bounds as integer Unix times, and the steps
     # Prometheus returns must line up with the ones judged here.
-    since = datetime.fromtimestamp(_grid_start(parse(since_text).timestamp(), interval), tz=UTC)
+    since = datetime.fromtimestamp(grid_start(parse(since_text).timestamp(), interval), tz=UTC)
     n_steps = int((now - SCRAPE_LAG - since).total_seconds() // interval)
     if n_steps > MAX_STEPS:  # Prometheus answers at most 11,000 points per series
         since += timedelta(seconds=interval * (n_steps - MAX_STEPS))
@@ -206,11 +206,11 @@ def _steps(since_text: str, interval: float, now: datetime) -> list[datetime]:
 
 
 def _pre_rollout_shared(shared: SharedQueries, splits: tuple[ServiceSplit, ServiceSplit], namespace: str,
-                        at: datetime, now: datetime) -> MetricData:
+                        at: datetime, now: datetime, interval: float) -> MetricData:
     """The same from the queries every rollout starting in the same interval shares (metrics/shared)."""
     sums: list[float | None] = []
     for split in splits:
-        pods, error = shared.instant_per_pod(split.shared, namespace, at.timestamp(), now)
+        pods, error = shared.instant_per_pod(split.shared, namespace, at.timestamp(), now, interval)
         if pods is None:
             return MetricData(error=error)
         matched = [v for pod, v in sorted(pods.items()) if re.fullmatch(split.pods, pod)]
@@ -345,8 +345,8 @@ def gather(provider: MetricProvider, spec: GuardedRolloutSpec, status: GuardedRo
                 # Shared by the rollouts that started in the same interval: the window ends at its start, up to
                 # an interval before this rollout started. A service with no counts there yet (its traffic
                 # began within that interval) is asked again at the moment it started, as without sharing.
-                at = datetime.fromtimestamp(_grid_start(started.timestamp(), interval), tz=UTC)
-                data = _pre_rollout_shared(shared, (pre[0], pre[1]), namespace, at, now)
+                at = datetime.fromtimestamp(grid_start(started.timestamp(), interval), tz=UTC)
+                data = _pre_rollout_shared(shared, (pre[0], pre[1]), namespace, at, now, interval)
                 if data.error is None and data.pre_rollout is None:
                     data = _pre_rollout(provider, queries.pre_rollout, started)
             else:

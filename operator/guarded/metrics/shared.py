@@ -72,12 +72,16 @@ class _Instant:
 
 
 class SharedQueries:
-    def __init__(self, provider: MetricProvider, hint: Callable[[float], Iterable[str]] | None = None) -> None:
+    def __init__(self, provider: MetricProvider, hint: Callable[[float], Iterable[str]] | None = None,
+                 starting: Callable[[float, float], Iterable[str]] | None = None) -> None:
         """`hint(interval)`: namespaces whose rollouts will ask soon (an analysis of that interval under way or
         about to begin), taken into every fetch before they ask: a rollout entering its analysis then finds
-        its namespace in the shared answer rather than joining with a query of its own."""
+        its namespace in the shared answer rather than joining with a query of its own. `starting(at,
+        interval)`: namespaces whose rollouts started in the interval that begins at `at` and will ask for
+        their pre-rollout counts at `at`, taken into the first instant query at that time."""
         self.provider = provider
         self.hint = hint
+        self.starting = starting
         self._lock = threading.Lock()
         self._queries: dict[tuple[str, float], _Shared] = {}
         self._labels: dict[str, tuple[float, Labels]] = {}
@@ -156,10 +160,11 @@ class SharedQueries:
             del state.fetched_newest[ns]   # a namespace the hint no longer names, long done (bounded memory)
         return None
 
-    def instant_per_pod(self, query: str, namespace: str, at: float,
-                        now: datetime) -> tuple[dict[str, float] | None, str | None]:
+    def instant_per_pod(self, query: str, namespace: str, at: float, now: datetime,
+                        interval: float | None = None) -> tuple[dict[str, float] | None, str | None]:
         """The namespace's pods' values of the shared instant `query` (NAMESPACES in it) at `at`, or the error.
-        Rollouts that ask for the same time share one query: those that ask while it runs join the next."""
+        Rollouts that ask for the same time share one query: those that ask while it runs join the next, and
+        with `interval` (`at` starts one of its grid's intervals) those `starting` names join the first."""
         t_now = now.timestamp()
         with self._lock:
             state = self._instants.get((query, at))
@@ -173,7 +178,11 @@ class SharedQueries:
             if namespace not in state.covered:
                 with state.guard:
                     wanted, state.queued = sorted(state.queued - state.covered), set()
-                wanted = sorted(set(wanted) | {namespace})
+                asking = set(wanted) | {namespace}
+                if self.starting is not None and interval:
+                    with contextlib.suppress(Exception):   # a hint is an optimisation
+                        asking |= set(self.starting(at, interval)) - state.covered
+                wanted = sorted(asking)
                 matcher = "|".join(escape_label_value(regex_literal(ns)) for ns in wanted)
                 found = self.provider.instant_by(query.replace(NAMESPACES, matcher), ("namespace", "pod"),
                                                  at=datetime.fromtimestamp(at, tz=UTC))
