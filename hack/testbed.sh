@@ -16,6 +16,7 @@ ROOT="$(cd "$HERE/.." && pwd)"
 source "$HERE/versions.sh"
 
 RUN="${GUARDED_TESTBED_DIR:-$ROOT/.testbed}"
+RUN="${RUN%/}"   # "$RUN.lock" must sit beside the directory, never in it
 ETCD_PORT="${GUARDED_ETCD_PORT:-23790}"
 ETCD_PEER_PORT="${GUARDED_ETCD_PEER_PORT:-23800}"
 APISERVER_PORT="${GUARDED_APISERVER_PORT:-16443}"

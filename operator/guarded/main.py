@@ -76,7 +76,9 @@ def fast_watch_decoding() -> bool:
     from kopf._cogs.clients import api
     if getattr(api, "json", None) is not json:
         return False
-    api.json = types.SimpleNamespace(loads=orjson.loads)  # type: ignore[assignment]
+    # The json module's other names stay: a later kopf that also encodes there keeps working.
+    names = {name: getattr(json, name) for name in json.__all__}
+    api.json = types.SimpleNamespace(**{**names, "loads": orjson.loads})  # type: ignore[assignment]
     return True
 
 

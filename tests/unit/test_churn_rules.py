@@ -214,12 +214,14 @@ def test_events_are_best_effort(api: tuple[KubeClient, FakeEvents]) -> None:
 # -- waking a rollout ------------------------------------------------------------------------------
 
 def body(phase: str | None = "Blocked", rv: str = "1", message: str = "held", **annotations: str) -> dict[str, Any]:
+    stage = {"Succeeded": "Succeeded", "RolledBack": "RolledBack", "Failed": "Failed", "Progressing": "Bake",
+             "Pending": "Pending", "Blocked": "Pending"}.get(phase or "")
     return {"apiVersion": "rollouts.guarded.dev/v1alpha1", "kind": "GuardedRollout",
             "metadata": {"name": "release", "namespace": "shop", "uid": "u-1", "resourceVersion": rv,
                          "generation": 1, "annotations": annotations,
                          "managedFields": [{"manager": "guarded", "time": f"t{rv}"}]},
             "spec": {"target": {"name": "shop"}},
-            "status": {"phase": phase, "message": message}}
+            "status": {"phase": phase, "message": message, **({"stage": stage} if stage else {})}}
 
 
 @pytest.fixture
@@ -288,3 +290,22 @@ def test_a_rollout_that_ended_is_not_woken_when_others_end_unless_it_is_a_parent
     handlers.seen(ended, body(phase="Succeeded", rv="2", a="b"), deleted=False)   # restarted by a spec change:
     handlers.seen(ended, body(phase="Pending", rv="3", a="b"), deleted=False)     # no longer settled
     assert not handlers.settled(ended)
+
+
+@pytest.mark.usefixtures("fresh_seen")
+def test_settled_is_the_stage_not_the_phase_and_never_a_consumers_rollout() -> None:
+    """Failed by an invalid spec while it still removes its canary is not settled (the phase says Failed as
+    soon as the spec no longer parses); a consumer's rollout restarts with its parent, which it learns by
+    looking, so it never is either."""
+    cleaning = body(phase="Failed")
+    cleaning["status"]["stage"] = "RollingBack"
+    assert not handlers.is_settled(cleaning)
+    done = body(phase="Failed")
+    done["status"]["stage"] = "Failed"
+    assert handlers.is_settled(done)
+    consumer = body(phase="RolledBack")
+    consumer["status"]["stage"] = "RolledBack"
+    consumer["metadata"]["labels"] = {"rollouts.guarded.dev/part-of": "shared-config"}
+    assert not handlers.is_settled(consumer)
+    handlers.seen(("shop", "cleaning"), cleaning, deleted=False)
+    assert not handlers.settled(("shop", "cleaning"))

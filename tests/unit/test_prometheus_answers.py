@@ -43,6 +43,7 @@ def answering() -> Iterator[list[http.server.HTTPServer]]:
     (200, b'{"status": "success", "data": {"resultType": "vec', "not Prometheus' JSON"),
     (400, b'{"status": "error", "errorType": "bad_data", "error": "parse error at char 5"}', "bad query"),
     (422, b'{"status": "error", "errorType": "execution", "error": "too many samples"}', "HTTP 422 execution"),
+    (200, b'{"status": "success", "data": {"resultType": "string", "result": [1764000000, "ok"]}}', "a string"),
 ])
 def test_an_answer_that_is_not_data_is_an_error_that_says_so(answering, status: int, body: bytes, said: str) -> None:
     server, url = serve(status, body)

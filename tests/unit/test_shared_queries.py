@@ -100,8 +100,8 @@ class Shop:
         return Labels(items=self.firing)
 
 
-def spec(alerts: dict[str, str] | None = None) -> GuardedRolloutSpec:
-    analysis: dict = {"interval": "5s", "requests": "http_requests_total", "orders": "orders_total"}
+def spec(alerts: dict[str, str] | None = None, interval: str = "5s") -> GuardedRolloutSpec:
+    analysis: dict = {"interval": interval, "requests": "http_requests_total", "orders": "orders_total"}
     if alerts is not None:
         analysis["alerts"] = {"matchLabels": alerts}
     return GuardedRolloutSpec.model_validate({
@@ -135,6 +135,21 @@ def test_many_rollouts_share_one_query_per_template_and_step_and_judge_what_thei
     # at the first step, asked one after the other, each rollout's namespace joined with a query of its own.
     assert len(shop.asked) == len(shared_asks) == 3 * (37 + 5)
     assert all(q.count("|") == 3 * 5 for q in shared_asks[3 * 6:]), "every namespace in one query (its 3 selectors)"
+
+
+def test_an_interval_that_does_not_divide_the_settling_time_is_shared_too() -> None:
+    """20 s: the steps a late scrape may still change (30 s) are not a whole number of intervals; the shared
+    query still starts on the grid, so it serves every rollout."""
+    shop, memory = Shop(), SeenIntervals()
+    shared = SharedQueries(shop)
+    for step in range(2, 12):
+        for i, ns in enumerate(NAMESPACES):
+            now = at(step * 20 + 2.5 + 0.1 * i)
+            seen = gather(shop, spec(interval="20s"), status(), namespace=ns, now=now, memory=memory,
+                          rollout=(ns, "release", f"uid-{ns}"), shared=shared)
+            assert seen == gather(Shop(), spec(interval="20s"), status(), namespace=ns, now=now)
+    own = [q for q, _, _ in shop.asked if q.startswith("sum by (pod)")]
+    assert own == [], "no rollout read for itself"
 
 
 def test_a_rollout_the_grid_has_not_kept_reads_its_own_and_errors_are_not_kept() -> None:

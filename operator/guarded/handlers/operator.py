@@ -24,7 +24,8 @@ from guarded import logs
 from guarded.api.common import GROUP, VERSION
 from guarded.api.policy import APPROVAL_PLURAL, POLICY_PLURAL
 from guarded.api.rollout import PLURAL
-from guarded.api.stages import phase_in
+from guarded.api.stages import phase_in, stage_in
+from guarded.core.consumers import PART_OF_LABEL
 from guarded.core.templates import canary_name
 from guarded.handlers import alerts, endpoints, notify, telemetry, tls, webhook_server
 from guarded.handlers.essence import LeanDiffBaseStorage
@@ -155,6 +156,19 @@ def wake_all(*, settled_too: bool = True) -> None:
             waker.set()
 
 
+def is_settled(body: dict[str, Any]) -> bool:
+    """Ended by its stage (not its phase: a rollout whose spec no longer parses is Failed while it still
+    restores the stable and removes its canary), and neither a parent of consumers' rollouts (their endings
+    change its status) nor a consumer's rollout (it restarts when its parent does, which it learns by looking)."""
+    status = body.get("status") or {}
+    stage = stage_in(status)
+    if stage is None or not stage.terminal:
+        return False
+    if (body.get("spec") or {}).get("consumers") or status.get("consumers"):
+        return False
+    return PART_OF_LABEL not in ((body.get("metadata") or {}).get("labels") or {})
+
+
 def settled(key: tuple[str, str]) -> bool:
     """Whether the rollout, as last seen, has ended and is no parent of consumers' rollouts: then nothing
     another rollout does (a slot freed, a claim released, a consumer ending) changes what it decides."""
@@ -203,8 +217,7 @@ def seen(key: tuple[str, str], body: dict[str, Any], deleted: bool) -> tuple[boo
     status = body.get("status") or {}
     phase, known = status.get("phase"), phase_in(status)
     before = _seen.get(key)
-    parent = bool((body.get("spec") or {}).get("consumers") or status.get("consumers"))
-    now = (fingerprint(body), phase, known is not None and known.terminal and not parent)
+    now = (fingerprint(body), phase, is_settled(body))
     _seen[key] = now
     changed = before is None or before[0] != now[0]
     final = known is not None and known.terminal and (before is None or before[1] != phase)
@@ -285,7 +298,8 @@ async def run_rollout(namespace: str, name: str, stopped: kopf.DaemonStopped, me
                                                          timeout=RECONCILE_TIMEOUT)
                 if outcome.target:
                     _targets[key] = outcome.target
-                idle = SETTLED_IDLE_SECONDS if settled(key) else IDLE_SECONDS
+                moved = outcome.decision is not None and not outcome.decision.status.stage.terminal
+                idle = SETTLED_IDLE_SECONDS if settled(key) and not moved else IDLE_SECONDS
                 delay = idle if outcome.requeue_after is None else min(outcome.requeue_after, idle)
             except Conflict:
                 delay = 0.05  # the object moved on; decide again on fresh data (from the API server: the

@@ -195,7 +195,7 @@ def _steps(since_text: str, interval: float, now: datetime) -> list[datetime]:
     query serves them all (metrics/shared): the first interval may begin up to an interval before the
     analysis did, which only adds the stable pods' traffic of that moment (a canary pod's counts begin with
     its own series)."""
-    # Whole seconds: the client library sends range bounds as integer Unix times, and the steps
+    # Off the grid (an interval of a fraction of a second, or not whole), whole seconds: the steps
     # Prometheus returns must line up with the ones judged here.
     since = datetime.fromtimestamp(grid_start(parse(since_text).timestamp(), interval), tz=UTC)
     n_steps = int((now - SCRAPE_LAG - since).total_seconds() // interval)

@@ -43,8 +43,8 @@ class PrometheusProvider:
             self.observer(kind)
 
     def _query(self, path: str, query: str, **params: str) -> tuple[list, str | None]:
-        """The answer's `data.result` as a list of series ({"metric", "value(s)"}; a scalar or string answer is
-        one series without labels), or the error that says why there is none (errors are data)."""
+        """The answer's `data.result` as a list of series ({"metric", "value(s)"}; a scalar answer is one series
+        without labels), or the error that says why there is none (errors are data)."""
         try:
             resp = self.session.post(f"{self.url}/api/v1/{path}", data={"query": query, **params},
                                      timeout=self.timeout)
@@ -63,8 +63,10 @@ class PrometheusProvider:
             return [], f"query failed: HTTP {resp.status_code} {kind}: {text}"
         data = body.get("data") or {}
         result = data.get("result")
-        if data.get("resultType") in ("scalar", "string") and isinstance(result, list):
+        if data.get("resultType") == "scalar" and isinstance(result, list):
             return [{"metric": {}, "value": result}], None
+        if data.get("resultType") == "string":
+            return [], f"query {query!r} answers a string, not a number"
         return (result if isinstance(result, list) else []), None
 
     def _matrix(self, query: str, start: datetime, end: datetime, step_seconds: float) -> tuple[list, str | None]:

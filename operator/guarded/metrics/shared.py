@@ -128,7 +128,9 @@ class SharedQueries:
         wanted = sorted(ns for ns in active | {namespace} if state.fetched_newest.get(ns, -math.inf) < newest)
         # From the first step that may still change (or the asker's first, if later), two steps at least:
         # a range whose start is its end answers nothing (metrics/prometheus).
-        start = max(min(steps[0], newest - FINAL_AFTER - interval), newest - FINAL_AFTER - KEEP_INTERVALS * interval)
+        # On the grid: the settling time in whole intervals (30 s is one and a half of 20 s).
+        settle = math.ceil(FINAL_AFTER / interval - 1e-9) * interval
+        start = max(min(steps[0], newest - settle - interval), newest - settle - KEEP_INTERVALS * interval)
         start = min(start, newest - interval)
         matcher = "|".join(escape_label_value(regex_literal(ns)) for ns in wanted)
         grouped = self.provider.range_by(query.replace(NAMESPACES, matcher), ("namespace", "pod"),
