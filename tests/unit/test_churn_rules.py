@@ -309,3 +309,45 @@ def test_settled_is_the_stage_not_the_phase_and_never_a_consumers_rollout() -> N
     assert not handlers.is_settled(consumer)
     handlers.seen(("shop", "cleaning"), cleaning, deleted=False)
     assert not handlers.settled(("shop", "cleaning"))
+
+
+def test_a_waiting_daemon_holds_no_decision(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Between reconciles a rollout's daemon keeps nothing of the last decision: its status is tens of KiB of
+    models, and a thousand waiting daemons each holding one was a large part of the operator's memory."""
+    import gc
+    import weakref
+
+    from guarded.api.rollout import GuardedRolloutStatus
+    from guarded.core.engine import Decision
+    from guarded.handlers.reconcile import Outcome
+
+    made: list[weakref.ref] = []
+
+    async def reconciled(*_: Any) -> Outcome:
+        decision = Decision(actions=(), status=GuardedRolloutStatus(), events=(), requeue_after=None)
+        made.append(weakref.ref(decision))
+        return Outcome(None, "shop", decision)
+
+    class Stopped:
+        flag = False
+
+        def __bool__(self) -> bool:
+            return self.flag
+
+    monkeypatch.setattr(handlers, "reconcile", reconciled)
+    monkeypatch.setattr(handlers, "serve_caches", lambda _: None)
+    stopped = Stopped()
+
+    async def go() -> None:
+        daemon = asyncio.create_task(handlers.run_rollout(
+            namespace="shop", name="held", stopped=stopped, memo=SimpleNamespace(client=None, provider=None)))
+        while not made:
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.05)   # the daemon now waits for its next reconcile (IDLE_SECONDS)
+        gc.collect()
+        assert made[0]() is None, "the waiting daemon still holds its last decision"
+        stopped.flag = True
+        handlers._wake(("shop", "held"))
+        await asyncio.wait_for(daemon, 5)
+
+    asyncio.run(go())
