@@ -127,6 +127,8 @@ class FakeEvents:
         self.stored: dict[str, dict[str, Any]] = {}
         self.version = 0
         self.creates = 0
+        self.reads = 0
+        self.patches = 0
         self.fail: int | None = None  # answer every call with this status
         self.conflicts = 0            # the next patches that lose a race
 
@@ -138,7 +140,7 @@ class FakeEvents:
         self.version += 1
         obj["metadata"]["resourceVersion"] = str(self.version)
 
-    def create_namespaced_event(self, namespace: str, body: Any, **_: Any) -> None:
+    def create_namespaced_event(self, namespace: str, body: Any, **_: Any) -> Any:
         self._check()
         self.creates += 1
         obj = kubernetes.client.ApiClient().sanitize_for_serialization(body)
@@ -146,14 +148,16 @@ class FakeEvents:
             raise ApiException(status=409, reason="AlreadyExists")
         self._bump(obj)
         self.stored[obj["metadata"]["name"]] = obj
+        return SimpleNamespace(data=json.dumps(obj).encode())
 
     def read_namespaced_event(self, name: str, namespace: str, **_: Any) -> Any:
         self._check()
+        self.reads += 1
         if name not in self.stored:
             raise ApiException(status=404, reason="NotFound")
         return SimpleNamespace(data=json.dumps(self.stored[name]).encode())
 
-    def patch_namespaced_event(self, name: str, namespace: str, body: dict[str, Any], **_: Any) -> None:
+    def patch_namespaced_event(self, name: str, namespace: str, body: dict[str, Any], **_: Any) -> Any:
         self._check()
         obj = self.stored.get(name)
         if obj is None:
@@ -165,6 +169,8 @@ class FakeEvents:
             raise ApiException(status=409, reason="Conflict")
         obj.update({k: v for k, v in body.items() if k != "metadata"})
         self._bump(obj)
+        self.patches += 1
+        return SimpleNamespace(data=json.dumps(obj).encode())
 
 
 @pytest.fixture
@@ -189,6 +195,32 @@ def test_repeated_identical_events_are_one_object_whose_count_grows(api: tuple[K
     assert only["involvedObject"]["name"] == "release" and only["reason"] == "ValidationFailed"
     post(client, Event(type="Normal", reason="GatesPassed", message="all gates pass"))
     assert sorted(e["count"] for e in fake.stored.values()) == [1, 5]
+
+
+def test_a_repeat_the_operator_wrote_is_one_patch_without_a_read(api: tuple[KubeClient, FakeEvents]) -> None:
+    """As client-go's correlator: the operator remembers the Events it wrote, so a repeat is one conditional
+    patch; a new operator (no memory) creates, is refused, reads and patches, as before."""
+    client, fake = api
+    for _ in range(4):
+        post(client, HELD)
+    (only,) = fake.stored.values()
+    assert only["count"] == 4
+    assert (fake.creates, fake.reads, fake.patches) == (1, 0, 3)
+    restarted = KubeClient(kubernetes.client.ApiClient())
+    restarted.core = fake  # type: ignore[assignment]
+    post(restarted, HELD)
+    assert only["count"] == 5 and (fake.creates, fake.reads, fake.patches) == (2, 1, 4)
+    post(restarted, HELD)   # it remembers from then on
+    assert only["count"] == 6 and (fake.creates, fake.reads, fake.patches) == (2, 1, 5)
+
+
+def test_the_memory_of_events_is_bounded() -> None:
+    memory = events.KnownEvents(limit=3)
+    for i in range(5):
+        memory.remember(("shop", f"e{i}"), {"metadata": {"resourceVersion": str(i)}, "count": 1})
+    assert len(memory) == 3 and memory.get(("shop", "e0")) is None and memory.get(("shop", "e4")) == ("4", 1)
+    memory.remember(("shop", "e5"), {})   # an answer that is not an Event: nothing remembered
+    assert memory.get(("shop", "e5")) is None
 
 
 def test_a_lost_race_is_counted_again_and_an_expired_event_is_created_again(

@@ -6,15 +6,23 @@ object but the existing one with `count` + 1 and a new `lastTimestamp` (`firstTi
 aggregation key is the Event's name, derived from that key, so no cache is needed and a restarted
 operator (or another replica) keeps counting on the same object. The window is the Events' own
 lifetime: the API server deletes an Event --event-ttl (1 h by default) after its last update.
+
+Like client-go, the operator remembers the Events it wrote (their resourceVersion and count, the last
+KNOWN_LIMIT of them): a repeat is then one conditional patch, not a create refused as existing, a read and a
+patch. What it does not know (a restart, another replica's Event, an Event that expired) costs the three as
+before; its memory is never trusted beyond the resourceVersion the patch is conditional on.
 """
 
 from __future__ import annotations
 
 import hashlib
+import weakref
+from collections import OrderedDict
 from datetime import UTC, datetime
 from typing import Any
 
 import kubernetes
+import orjson
 from kubernetes.client.rest import ApiException
 
 from guarded.core.actions import Event
@@ -26,6 +34,47 @@ HASH_CHARS = 16
 REASON_LIMIT = 128
 MESSAGE_LIMIT = 1024
 UPDATE_ATTEMPTS = 3     # another writer bumped the same Event meanwhile: read it again
+KNOWN_LIMIT = 4096      # Events remembered (client-go's correlator keeps as many)
+
+Known = tuple[str, int]   # an Event's resourceVersion and count, as the operator last wrote or read them
+
+
+class KnownEvents:
+    """The Events this operator wrote lately, by (namespace, name): the least recently written go first."""
+
+    def __init__(self, limit: int = KNOWN_LIMIT) -> None:
+        self.limit = limit
+        self._known: OrderedDict[tuple[str, str], Known] = OrderedDict()
+
+    def get(self, key: tuple[str, str]) -> Known | None:
+        return self._known.get(key)
+
+    def remember(self, key: tuple[str, str], event: dict[str, Any]) -> None:
+        version = (event.get("metadata") or {}).get("resourceVersion")
+        if not version:
+            self._known.pop(key, None)
+            return
+        self._known[key] = (str(version), int(event.get("count") or 1))
+        self._known.move_to_end(key)
+        while len(self._known) > self.limit:
+            self._known.popitem(last=False)
+
+    def forget(self, key: tuple[str, str]) -> None:
+        self._known.pop(key, None)
+
+    def __len__(self) -> int:
+        return len(self._known)
+
+
+_KNOWN: weakref.WeakKeyDictionary[KubeClient, KnownEvents] = weakref.WeakKeyDictionary()
+
+
+def known_events(client: KubeClient) -> KnownEvents:
+    """What this client wrote (each operator's client, and each test's fake API, its own)."""
+    memory = _KNOWN.get(client)
+    if memory is None:
+        memory = _KNOWN[client] = KnownEvents()
+    return memory
 
 
 def event_name(obj: dict[str, Any], event: Event) -> str:
@@ -58,34 +107,65 @@ def event_body(obj: dict[str, Any], event: Event, now: datetime) -> kubernetes.c
     )
 
 
-def repeat_patch(existing: dict[str, Any], now: datetime) -> dict[str, Any]:
-    """The merge patch that records one more occurrence on an existing Event. Its resourceVersion
-    makes it conditional: if another writer counted meanwhile, the patch fails (409) and is redone."""
+def repeat_patch(existing: dict[str, Any] | Known, now: datetime) -> dict[str, Any]:
+    """The merge patch that records one more occurrence on an existing Event (as read, or as remembered). Its
+    resourceVersion makes it conditional: if another writer counted meanwhile, the patch fails (409) and is
+    redone."""
+    if isinstance(existing, tuple):
+        version, count = existing
+    else:
+        version, count = existing["metadata"]["resourceVersion"], int(existing.get("count") or 1)
     return {
-        "metadata": {"resourceVersion": existing["metadata"]["resourceVersion"]},
-        "count": int(existing.get("count") or 1) + 1,
+        "metadata": {"resourceVersion": version},
+        "count": count + 1,
         "lastTimestamp": now.strftime("%Y-%m-%dT%H:%M:%SZ"),
     }
 
 
+async def _written(client: KubeClient, fn: Any, *args: Any) -> dict[str, Any]:
+    """A write's answer, the Event as stored (empty if the answer is not one)."""
+    resp = await client._call(fn, *args, _preload_content=False)
+    try:
+        answer = orjson.loads(getattr(resp, "data", b"") or b"{}")
+    except orjson.JSONDecodeError:
+        return {}
+    return answer if isinstance(answer, dict) else {}
+
+
 async def _record(client: KubeClient, namespace: str, body: kubernetes.client.CoreV1Event, now: datetime) -> None:
     name = body.metadata.name
+    key, memory = (namespace, name), known_events(client)
+    known = memory.get(key)
     for _ in range(UPDATE_ATTEMPTS):
+        if known is None:
+            try:
+                memory.remember(key, await _written(client, client.core.create_namespaced_event, namespace, body))
+                return
+            except ApiException as exc:
+                if exc.status != 409:
+                    raise
+            existing = await client._get_json(client.core.read_namespaced_event, name, namespace)
+            if existing is None:
+                continue  # expired (or deleted) since: create it again
+            known = repeat_of(existing)
         try:
-            await client._call(client.core.create_namespaced_event, namespace, body)
-            return
-        except ApiException as exc:
-            if exc.status != 409:
-                raise
-        existing = await client._get_json(client.core.read_namespaced_event, name, namespace)
-        if existing is None:
-            continue  # expired (or deleted) since: create it again
-        try:
-            await client._call(client.core.patch_namespaced_event, name, namespace, repeat_patch(existing, now))
+            memory.remember(key, await _written(client, client.core.patch_namespaced_event, name, namespace,
+                                                repeat_patch(known, now)))
             return
         except ApiException as exc:
             if exc.status not in (404, 409):
                 raise
+            memory.forget(key)
+            if exc.status == 404:
+                known = None  # expired since: create it again
+                continue
+        # Another writer counted meanwhile: read it again.
+        existing = await client._get_json(client.core.read_namespaced_event, name, namespace)
+        known = None if existing is None else repeat_of(existing)
+
+
+def repeat_of(existing: dict[str, Any]) -> Known:
+    return str(existing["metadata"]["resourceVersion"]), int(existing.get("count") or 1)
 
 
 async def post_events(client: KubeClient, obj: dict[str, Any], events: tuple[Event, ...]) -> None:
