@@ -38,6 +38,22 @@ def test_a_kind_without_a_synced_index_is_never_read_from_the_cache() -> None:
     assert WatchCache().read("deployments", "shop", "shop") == (False, None)
 
 
+def test_writes_of_kinds_the_cache_never_serves_leave_no_marks() -> None:
+    """Events are written all the time and never read from the cache: marking them piled up for the life of the
+    process (and every list read scanned the pile)."""
+    cache, index = WatchCache(kinds=("deployments", "pods")), Index()
+    index.put(deployment("shop", "10"))
+    cache.serve("deployments", index)
+    for i in range(100):
+        cache.touched("events", "shop", f"release.{i:016x}")
+        cache.wrote("events", "shop", f"release.{i:016x}", str(i), {"metadata": {"resourceVersion": str(i)}})
+    assert cache._written == {} and cache._own == {}
+    cache.touched("deployments", "shop", "shop")   # a kind it serves: marked as ever
+    assert cache.read("deployments", "shop", "shop") == (False, None)
+    with pytest.raises(ValueError, match="services"):
+        cache.serve_lists("services", Index())   # a kind not declared: its writes would not have been marked
+
+
 def test_a_synced_cache_answers_for_present_and_absent_objects() -> None:
     cache, _ = cache_with(deployment("shop", "10"))
     assert cache.read("deployments", "shop", "shop") == (True, deployment("shop", "10"))

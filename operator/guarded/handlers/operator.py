@@ -52,7 +52,8 @@ HELD_AFTER = 2.0          # a reconcile that asks to wait this long or longer (l
 MIN_SPACING = 0.5         # seconds between the end of one reconcile of a held rollout and the next
 
 # What the reconciles read instead of GETs: kopf's indexes below, one watch per kind (kube/cache.py).
-CACHE = WatchCache(observer=telemetry.cache_read)
+CACHE = WatchCache(observer=telemetry.cache_read, kinds=("deployments", "namespaces", PLURAL, POLICY_PLURAL,
+                                                         APPROVAL_PLURAL, "services", "pods"))  # serve_caches
 
 _wakers: dict[tuple[str, str], asyncio.Event] = {}
 _workers = asyncio.Semaphore(RECONCILE_WORKERS)  # bound to the loop that first waits on it (kopf's one)

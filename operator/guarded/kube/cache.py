@@ -61,7 +61,11 @@ def _past(obj: Mapping[str, Any] | None, awaited: str | None) -> bool:
 
 
 class WatchCache:
-    def __init__(self, observer: CacheObserver | None = None) -> None:
+    def __init__(self, observer: CacheObserver | None = None, kinds: Iterable[str] | None = None) -> None:
+        """`kinds`: every resource this cache will ever serve (None: any). Writes of other kinds (Events,
+        ConfigMaps) are not marked: none of them is read here, and marks that no read clears would pile up
+        for the life of the process, with every list read scanning them."""
+        self.kinds = None if kinds is None else frozenset(kinds)
         self._sources: dict[str, Mapping[Any, Iterable[Any]]] = {}
         self._lists: dict[str, Mapping[Any, Iterable[Any]]] = {}
         self._written: dict[Key, str | None] = {}  # our writes not yet seen: rv, _UNKNOWN, or None (deleted)
@@ -69,13 +73,22 @@ class WatchCache:
         self.observer = observer
         self.clock: Callable[[], float] = time.monotonic
 
+    def _kind(self, resource: str) -> None:
+        if self.kinds is not None and resource not in self.kinds:
+            raise ValueError(f"{resource!r} is not among the kinds this cache was made for: its writes are not marked")
+
     def serve(self, resource: str, index: Mapping[Any, Iterable[Any]]) -> None:
         """Read `resource` (plural, e.g. "deployments") from a synced index of (namespace, name) -> objects."""
+        self._kind(resource)
         self._sources[resource] = index
 
     def serve_lists(self, resource: str, index: Mapping[Any, Iterable[Any]]) -> None:
         """Read lists of `resource` from a synced index of namespace ("" for cluster-scoped kinds) -> objects."""
+        self._kind(resource)
         self._lists[resource] = index
+
+    def _marks(self, resource: str) -> bool:
+        return self.kinds is None or resource in self.kinds
 
     def serves(self, resource: str) -> bool:
         return resource in self._sources
@@ -83,6 +96,8 @@ class WatchCache:
     # -- what the operator wrote --------------------------------------------------------------
     def touched(self, resource: str, namespace: str, name: str) -> None:
         """A write of this object is on its way (or failed, or conflicted): distrust the cache's copy."""
+        if not self._marks(resource):
+            return
         self._written[(resource, namespace, name)] = _UNKNOWN
         self._own.pop((resource, namespace, name), None)
 
@@ -90,6 +105,8 @@ class WatchCache:
               body: Mapping[str, Any] | None = None) -> None:
         """A write produced this resourceVersion (None: the object was deleted), and returned `body`: trust the
         watch's copy once it is that version, and `body` (the object at that version) meanwhile."""
+        if not self._marks(resource):
+            return
         key = (resource, namespace, name)
         self._written[key] = _UNKNOWN if version == "" else version
         self._own.pop(key, None)

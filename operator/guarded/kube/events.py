@@ -136,7 +136,7 @@ async def _record(client: KubeClient, namespace: str, body: kubernetes.client.Co
     name = body.metadata.name
     key, memory = (namespace, name), known_events(client)
     known = memory.get(key)
-    for _ in range(UPDATE_ATTEMPTS):
+    for attempt in range(UPDATE_ATTEMPTS):
         if known is None:
             try:
                 memory.remember(key, await _written(client, client.core.create_namespaced_event, namespace, body))
@@ -159,6 +159,8 @@ async def _record(client: KubeClient, namespace: str, body: kubernetes.client.Co
             if exc.status == 404:
                 known = None  # expired since: create it again
                 continue
+        if attempt == UPDATE_ATTEMPTS - 1:
+            return   # best effort: given up, not read once more for nothing
         # Another writer counted meanwhile: read it again.
         existing = await client._get_json(client.core.read_namespaced_event, name, namespace)
         known = None if existing is None else repeat_of(existing)
