@@ -54,6 +54,18 @@ def test_writes_of_kinds_the_cache_never_serves_leave_no_marks() -> None:
         cache.serve_lists("services", Index())   # a kind not declared: its writes would not have been marked
 
 
+def test_copies_of_our_writes_that_no_read_asked_for_are_let_go_once_stale() -> None:
+    cache, _ = cache_with()
+    now = [100.0]
+    cache.clock = lambda: now[0]
+    for i in range(3):
+        cache.wrote("deployments", "shop", f"d{i}", "5", deployment(f"d{i}", "5"))
+    assert len(cache._own) == 3
+    now[0] += cache_module.OWN_SECONDS + 0.1
+    cache.wrote("deployments", "shop", "later", "6", deployment("later", "6"))
+    assert list(cache._own) == [("deployments", "shop", "later")]
+
+
 def test_a_synced_cache_answers_for_present_and_absent_objects() -> None:
     cache, _ = cache_with(deployment("shop", "10"))
     assert cache.read("deployments", "shop", "shop") == (True, deployment("shop", "10"))

@@ -70,6 +70,7 @@ class WatchCache:
         self._lists: dict[str, Mapping[Any, Iterable[Any]]] = {}
         self._written: dict[Key, str | None] = {}  # our writes not yet seen: rv, _UNKNOWN, or None (deleted)
         self._own: dict[Key, tuple[dict[str, Any], float]] = {}  # what those writes returned, until when
+        self._prune_at = 0.0
         self.observer = observer
         self.clock: Callable[[], float] = time.monotonic
 
@@ -110,12 +111,15 @@ class WatchCache:
         key = (resource, namespace, name)
         self._written[key] = _UNKNOWN if version == "" else version
         self._own.pop(key, None)
-        if len(self._own) > 1024:  # objects written and not read since: let their copies go once stale
-            now = self.clock()
+        now = self.clock()
+        # Copies of objects written and not read since go once stale, checked every OWN_SECONDS: each may be a
+        # whole rollout, and a settled rollout is read only once a minute.
+        if now >= self._prune_at:
             for stale in [k for k, (_, until) in self._own.items() if until <= now]:
                 del self._own[stale]
+            self._prune_at = now + OWN_SECONDS
         if version and body is not None and _version(body) == version:
-            self._own[key] = (kept(body), self.clock() + OWN_SECONDS)
+            self._own[key] = (kept(body), now + OWN_SECONDS)
 
     # -- reading --------------------------------------------------------------------------------
     def _cached(self, resource: str, namespace: str, name: str) -> Mapping[str, Any] | None:
