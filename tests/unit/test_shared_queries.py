@@ -187,12 +187,13 @@ def test_firing_alerts_are_asked_once_for_all_rollouts_and_matched_in_each() -> 
     assert len(shop.label_queries) == 2, "asked again a second later"
 
 
-def test_rollouts_that_start_in_the_same_interval_share_their_pre_rollout_queries() -> None:
-    shop, memory = Shop(), SeenIntervals()
-    shared = SharedQueries(shop)
+def start_six(shop: Shop, shared: SharedQueries, apart: float) -> None:
+    """Six rollouts that start within one 5 s interval of the grid each ask for their pre-rollout counts, `apart`
+    seconds after one another, and get what each would alone."""
+    memory = SeenIntervals()
     for i, ns in enumerate(NAMESPACES):
-        started = SINCE + timedelta(seconds=0.5 * i)      # all within one 5 s interval of the grid
-        now = started + timedelta(seconds=0.2)
+        started = SINCE + timedelta(seconds=0.5 * i)
+        now = started + timedelta(seconds=0.2 + apart * i)
         seen = gather(shop, spec(), status(since=started), namespace=ns, now=now, memory=memory,
                       rollout=(ns, "release", f"uid-{ns}"), shared=shared)
         # Alone, the window ends when the rollout started; shared, at the start of the grid's interval (the
@@ -201,6 +202,11 @@ def test_rollouts_that_start_in_the_same_interval_share_their_pre_rollout_querie
         assert seen.metrics["order-rate"].pre_rollout is not None
         assert ({m: d.pre_rollout for m, d in seen.metrics.items()}
                 == {m: d.pre_rollout for m, d in alone.metrics.items()})
+
+
+def test_rollouts_that_start_in_the_same_interval_share_their_pre_rollout_queries() -> None:
+    shop = Shop()
+    start_six(shop, SharedQueries(shop), apart=0.0)
     # Orders, errors and requests, each asked once for the six rollouts, one after the other: the first
     # asker's namespace, then each later one's (asked while none is under way, a namespace joins alone).
     assert len(shop.instants) == 3 * len(NAMESPACES)
@@ -254,19 +260,10 @@ def test_rollouts_that_ask_while_a_query_is_under_way_join_the_next_one() -> Non
 def test_rollouts_the_watch_shows_starting_in_the_same_interval_are_in_the_first_pre_rollout_query() -> None:
     """The operator's watch names the rollouts that started in the same interval of the grid: the first asker's
     pre-rollout query takes their namespaces too, and the later askers send nothing."""
-    shop, memory = Shop(), SeenIntervals()
-    grid = SINCE.timestamp()
+    shop, grid = Shop(), SINCE.timestamp()
     shared = SharedQueries(shop, starting=lambda t, interval: set(NAMESPACES) if (t, interval) == (grid, 5.0)
                            else set())
-    for i, ns in enumerate(NAMESPACES):
-        started = SINCE + timedelta(seconds=0.5 * i)
-        now = started + timedelta(seconds=0.2 + 3 * i)     # one after the other, seconds apart
-        seen = gather(shop, spec(), status(since=started), namespace=ns, now=now, memory=memory,
-                      rollout=(ns, "release", f"uid-{ns}"), shared=shared)
-        alone = gather(Shop(), spec(), status(since=SINCE), namespace=ns, now=now)
-        assert seen.metrics["order-rate"].pre_rollout is not None
-        assert ({m: d.pre_rollout for m, d in seen.metrics.items()}
-                == {m: d.pre_rollout for m, d in alone.metrics.items()})
+    start_six(shop, shared, apart=3.0)
     assert len(shop.instants) == 3, "orders, errors and requests: once for the six rollouts"
     assert {q.count("|") for q in shop.instants} == {len(NAMESPACES) - 1}
 
