@@ -197,3 +197,16 @@ def test_a_list_from_the_watch_is_in_the_api_servers_order() -> None:
     cache = WatchCache()
     cache.serve_lists("rolloutpolicies", {"": [deployment("b", "2"), deployment("a", "3"), deployment("c", "1")]})
     assert [p["metadata"]["name"] for p in cache.read_list("rolloutpolicies")[1]] == ["a", "b", "c"]
+
+
+def test_a_copy_of_json_data_is_equal_and_independent_and_anything_else_is_deep_copied() -> None:
+    from guarded.kube.patches import json_copy
+    obj = {"metadata": {"name": "shop", "labels": {"app": "shop"}}, "spec": {"replicas": 2, "ratio": 0.25,
+                                                                              "ports": [{"port": 80}], "x": None}}
+    copied = json_copy(obj)
+    assert copied == obj
+    copied["spec"]["ports"][0]["port"] = 81
+    assert obj["spec"]["ports"][0]["port"] == 80
+    odd = {"kinds": {"a", "b"}}   # not JSON: deep-copied as before
+    other = json_copy(odd)
+    assert other == odd and other["kinds"] is not odd["kinds"]

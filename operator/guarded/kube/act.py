@@ -9,7 +9,6 @@ A claim is compare-and-swapped; when it fails, nothing after it in the same deci
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -40,6 +39,7 @@ from guarded.core.actions import (
 from guarded.core.templates import CLAIM_ANNOTATION, parse_claim
 from guarded.kube import config, routing
 from guarded.kube.client import Conflict, KubeClient
+from guarded.kube.patches import json_copy
 
 RETRIES = 5
 
@@ -127,7 +127,7 @@ async def _replace_deployment(client: KubeClient, namespace: str, name: str,
             if missing is not None:
                 await missing()
             return
-        body = change(copy.deepcopy(current))
+        body = change(json_copy(current))
         if body is None:
             return
         body.pop("status", None)

@@ -21,10 +21,11 @@ holds no state of its own worth keeping: a restarted operator lists everything a
 
 from __future__ import annotations
 
-import copy
 import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
+
+from guarded.kube.patches import json_copy
 
 Key = tuple[str, str, str]  # (resource, namespace, name)
 CacheObserver = Callable[[str, bool], None]  # (resource, hit)
@@ -138,7 +139,7 @@ class WatchCache:
                 own, until = self._own.get(key, (None, 0.0))
                 if own is not None and self.clock() < until:
                     self._tell(resource, True)
-                    return True, copy.deepcopy(own)
+                    return True, json_copy(own)
                 self._tell(resource, False)
                 return False, None
             self._written.pop(key, None)  # the watch has delivered our write (or a later version)

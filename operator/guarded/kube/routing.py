@@ -20,6 +20,7 @@ from guarded.core.actions import ApplyService, DeleteService, PinSelector, SetRo
 from guarded.core.observations import BackendRef, RouteState, RoutingObservation, ServiceState
 from guarded.core.routing import PIN_ANNOTATION, PIN_KEY
 from guarded.kube.client import Conflict, KubeClient
+from guarded.kube.patches import json_copy
 
 GATEWAY_GROUP, GATEWAY_VERSION, HTTPROUTES = "gateway.networking.k8s.io", "v1", "httproutes"
 REVISION_ANNOTATION = "deployment.kubernetes.io/revision"
@@ -100,7 +101,7 @@ async def _read_change_replace(read: Callable[[], Any], write: Callable[[dict[st
         current = await read()
         if current is None:
             return
-        body = change(copy.deepcopy(current))
+        body = change(json_copy(current))
         if body is None:
             return
         body.pop("status", None)
