@@ -111,10 +111,7 @@ def repeat_patch(existing: dict[str, Any] | Known, now: datetime) -> dict[str, A
     """The merge patch that records one more occurrence on an existing Event (as read, or as remembered). Its
     resourceVersion makes it conditional: if another writer counted meanwhile, the patch fails (409) and is
     redone."""
-    if isinstance(existing, tuple):
-        version, count = existing
-    else:
-        version, count = existing["metadata"]["resourceVersion"], int(existing.get("count") or 1)
+    version, count = existing if isinstance(existing, tuple) else repeat_of(existing)
     return {
         "metadata": {"resourceVersion": version},
         "count": count + 1,
