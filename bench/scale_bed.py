@@ -212,7 +212,10 @@ class Bed:
         self.prefix = f"scale-{secrets.token_hex(2)}"
         self.namespaces = [f"{self.prefix}-{i:04d}" for i in range(n)]
         self.bad_namespace = f"{self.prefix}-bad" if bad else None
-        self.op = OperatorProcess(self.cluster)
+        # SCALE_OPERATOR_ENV="PYTHONTRACEMALLOC=12 ..." reaches the bench's operator alone (a diagnostic: the
+        # memory report's allocation sites), not the bench, which would crawl under it.
+        extra = dict(item.split("=", 1) for item in os.environ.get("SCALE_OPERATOR_ENV", "").split() if "=" in item)
+        self.op = OperatorProcess(self.cluster, env=extra)
         self.capacity: dict[str, int] = {}
         self.made: list[str] = []
 

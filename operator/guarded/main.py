@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import collections
 import functools
 import os
 import random
 import sys
 import time
+import types
 from typing import Any
 
 PEERING_NAME = "guarded-rollouts"  # the ClusterKopfPeering object in manifests/install
@@ -87,7 +89,6 @@ def memory_report(path: str, limit: int = 40) -> None:
     (PYTHONTRACEMALLOC=<frames>), the `limit` largest allocation sites by traceback and by owner; always the
     most numerous object types the garbage collector tracks, the resident memory before and after a trim, and
     pymalloc's arenas."""
-    import collections
     import gc
     import tracemalloc
     lines = []
@@ -108,9 +109,11 @@ def memory_report(path: str, limit: int = 40) -> None:
         for stat in stats[:limit]:
             lines.append(f"\n{stat.size / 2**20:.2f} MiB in {stat.count} blocks")
             lines.extend(f"    {frame.filename}:{frame.lineno}" for frame in stat.traceback)
-    types = collections.Counter(type(o).__name__ for o in gc.get_objects())
+    lines.append("\nwho holds it (deep sizes, each object counted once, under the first holder that reaches it):")
+    lines.extend(f"    {size / 2**20:8.2f} MiB  {holder}" for holder, size in holders(limit))
+    counts = collections.Counter(type(o).__name__ for o in gc.get_objects())
     lines.append("\nobjects the collector tracks, by type:")
-    lines.extend(f"    {n:>9} {name}" for name, n in types.most_common(25))
+    lines.extend(f"    {n:>9} {name}" for name, n in counts.most_common(25))
     # What the process holds against what it uses: resident memory before and after giving back what malloc
     # keeps free (fragmentation shows as the difference).
     before = resident_mib()
@@ -129,6 +132,75 @@ def memory_report(path: str, limit: int = 40) -> None:
             finally:
                 os.dup2(saved, 2)
                 os.close(saved)
+
+
+_LEAVES = (str, bytes, bytearray, int, float, complex, bool, type(None))
+_SKIPPED = (type, types.ModuleType, types.FunctionType, types.BuiltinFunctionType, types.MethodType, types.CodeType)
+
+
+def deep_size(root: object, seen: set[int]) -> int:
+    """Bytes held by `root` and what it reaches through containers, instance attributes and a coroutine's
+    frames, skipping what `seen` holds (and adding what it counts to `seen`). Modules, classes, functions
+    and code are not followed: they are the program, not its data."""
+    size, stack = 0, [root]
+    while stack:
+        obj = stack.pop()
+        if id(obj) in seen or isinstance(obj, _SKIPPED):
+            continue
+        seen.add(id(obj))
+        try:
+            size += sys.getsizeof(obj)
+        except TypeError:
+            continue
+        if isinstance(obj, _LEAVES):
+            continue
+        if isinstance(obj, dict):
+            stack.extend(obj.keys())
+            stack.extend(obj.values())
+        elif isinstance(obj, (list, tuple, set, frozenset, collections.deque)):
+            stack.extend(obj)
+        elif isinstance(obj, types.CoroutineType):
+            frame = obj.cr_frame
+            if frame is not None:
+                stack.extend(frame.f_locals.values())
+            if obj.cr_await is not None:
+                stack.append(obj.cr_await)
+        elif isinstance(obj, types.FrameType):
+            stack.extend(obj.f_locals.values())
+        else:
+            attrs = getattr(obj, "__dict__", None)
+            if isinstance(attrs, dict):
+                stack.append(attrs)
+            for name in getattr(type(obj), "__slots__", ()):
+                stack.append(getattr(obj, name, None))
+    return size
+
+
+def holders(limit: int = 40) -> list[tuple[str, int]]:
+    """The largest holders of the operator's data (a diagnostic, issue 11): the state of this package's modules
+    (the watch cache and kopf's indexes it serves, the shared queries, the known Events), kopf's per-object
+    memories, and the running asyncio tasks by coroutine (a rollout's daemon, a reconcile, a watch)."""
+    import asyncio
+    import gc
+    seen: set[int] = set()
+    found: collections.Counter[str] = collections.Counter()
+    for name, module in sorted(sys.modules.items()):
+        if not name.startswith("guarded.") or module is None:
+            continue
+        for attr, value in list(vars(module).items()):
+            if not attr.startswith("__"):
+                found[f"{name}.{attr}"] += deep_size(value, seen)
+    for obj in gc.get_objects():
+        if type(obj).__name__ == "ResourceMemories":
+            found["kopf: per-object memories (ResourceMemories)"] += deep_size(obj, seen)
+    try:
+        tasks = asyncio.all_tasks()
+    except RuntimeError:  # no running loop (a unit test)
+        tasks = set()
+    for task in tasks:
+        coro = task.get_coro()
+        found[f"task: {getattr(coro, '__qualname__', type(coro).__name__)}"] += deep_size(coro, seen)
+    return [(holder, size) for holder, size in found.most_common(limit) if size]
 
 
 def resident_mib() -> float:

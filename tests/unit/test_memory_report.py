@@ -1,12 +1,15 @@
 """The operator's memory report (SIGUSR2; bench/scale's diagnostic, issue 11)."""
 
+import asyncio
 import inspect
 import re
 import signal
+import sys
 import threading
 import tracemalloc
+import types
 
-from guarded.main import memory_report, report_memory_on_signal, trim_malloc_every
+from guarded.main import deep_size, holders, memory_report, report_memory_on_signal, trim_malloc_every
 
 
 def test_the_report_names_the_largest_allocation_sites_when_tracing(tmp_path):
@@ -51,3 +54,43 @@ def test_a_report_that_cannot_be_written_does_not_disturb_the_operator(monkeypat
     finally:
         signal.signal(signal.SIGUSR2, previous)
     assert "memory report to" in capsys.readouterr().err
+
+
+def test_a_deep_size_counts_what_containers_and_attributes_reach_once():
+    text = "x" * 10_000
+    held = {"a": [text, text], "b": types.SimpleNamespace(c=(text, bytearray(5_000)))}
+    seen: set[int] = set()
+    size = deep_size(held, seen)
+    assert 15_000 < size < 17_000   # the string once, the bytearray, the containers
+    assert deep_size(held, seen) == 0   # already counted: a second holder gets nothing of it
+    assert deep_size(text, set()) == sys.getsizeof(text)
+
+
+def test_a_deep_size_follows_a_suspended_coroutine_into_its_locals():
+    async def waits(event):
+        kept = bytearray(50_000)
+        await event.wait()
+        return len(kept)
+
+    async def main():
+        event = asyncio.Event()
+        task = asyncio.ensure_future(waits(event))
+        await asyncio.sleep(0)
+        size = deep_size(task.get_coro(), set())
+        named = dict(holders(limit=100))
+        event.set()
+        await task
+        return size, named
+
+    size, named = asyncio.run(main())
+    assert size > 50_000
+    assert named[f"task: {waits.__qualname__}"] > 50_000
+
+
+def test_the_report_names_the_package_state_that_holds_memory(tmp_path, monkeypatch):
+    module = types.ModuleType("guarded.test_holder")
+    module.HELD = {"k": bytearray(3 * 2**20)}
+    monkeypatch.setitem(sys.modules, "guarded.test_holder", module)
+    memory_report(str(tmp_path / "memory.txt"))
+    text = (tmp_path / "memory.txt").read_text()
+    assert re.search(r"\n +3\.\d\d MiB  guarded\.test_holder\.HELD\n", text)
