@@ -66,7 +66,7 @@ def test_the_client_tells_its_observer_of_each_request_it_sends() -> None:
     def refused(*_: object, **__: object) -> None:
         raise ConnectionRefusedError("nothing listens")
 
-    api.rest_client.request = refused  # the request is counted, then fails
+    api.rest_client.pool_manager.request = refused  # the request is counted, then fails
     client = KubeClient(api, observer=lambda verb, resource: seen.append((verb, resource)))
     with pytest.raises(ConnectionRefusedError):
         asyncio.run(client.get_deployment("shop", "shop"))

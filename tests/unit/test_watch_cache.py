@@ -157,7 +157,7 @@ def test_every_named_write_the_client_sends_marks_the_object_before_it_leaves() 
     def refused(*_: Any, **__: Any) -> None:
         raise ConnectionRefusedError("nothing listens")
 
-    api.rest_client.request = refused  # the write fails after it was marked
+    api.rest_client.pool_manager.request = refused  # the write fails after it was marked
     client = KubeClient(api, cache=cache)
     with pytest.raises(ConnectionRefusedError):
         asyncio.run(client._call(client.apps.patch_namespaced_deployment, "shop", "shop", {"spec": {}}))

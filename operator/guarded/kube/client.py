@@ -27,6 +27,7 @@ from kubernetes.client.rest import ApiException
 from guarded.api.common import GROUP, VERSION
 from guarded.api.rollout import PLURAL
 from guarded.kube.cache import WatchCache
+from guarded.kube.rest import APPS, CORE, Resources, Rest
 
 REQUEST_TIMEOUT = (5.0, 30.0)  # connect, read (seconds)
 # The Accept header that asks the API server for an object's metadata only (PartialObjectMetadata).
@@ -92,22 +93,34 @@ class KubeClient:
                  cache: WatchCache | None = None) -> None:
         self.api_client = api_client
         self.cache = cache
-        if observer is not None or cache is not None:  # every request passes its REST client's request()
-            rest = api_client.rest_client
-            send = rest.request
+        rest = Rest(api_client)
+        send = rest.send
+        if observer is not None or cache is not None:  # every request is told of before it is sent
 
-            def sent(method: str, url: str, *args: Any, **kwargs: Any) -> Any:
+            def told(method: str, url: str) -> None:
                 verb, resource, namespace, name = target_of(method, url)
                 if observer is not None:
                     observer(verb, resource)
                 if cache is not None and name and verb in _WRITES:  # before it is sent: no read may trust
                     cache.touched(resource.split("/")[0], namespace, name)  # the copy the write replaces
-                return send(method, url, *args, **kwargs)
 
-            rest.request = sent
-        self.apps = kubernetes.client.AppsV1Api(api_client)
-        self.core = kubernetes.client.CoreV1Api(api_client)
-        self.custom = kubernetes.client.CustomObjectsApi(api_client)
+            def sent(method: str, url: str, *args: Any) -> Any:
+                told(method, url)
+                return rest.send(method, url, *args)
+
+            # What still goes through the client's generated classes on this api_client is told of too.
+            generated = api_client.rest_client.request
+
+            def generated_sent(method: str, url: str, *args: Any, **kwargs: Any) -> Any:
+                told(method, url)
+                return generated(method, url, *args, **kwargs)
+
+            send = sent
+            api_client.rest_client.request = generated_sent
+        # The generated classes' methods the operator calls, without them (kube/rest.py).
+        self.core = Resources(rest, "/api/v1", CORE, send=send)
+        self.apps = Resources(rest, "/apis/apps/v1", APPS, send=send)
+        self.custom = Resources(rest, send=send)
 
     @staticmethod
     async def _call(fn: Any, *args: Any, **kwargs: Any) -> Any:
@@ -237,9 +250,8 @@ class KubeClient:
         try:
             resp = await self._call(self.apps.delete_namespaced_deployment, name, namespace,
                                     propagation_policy="Foreground", grace_period_seconds=0,
-                                    body=kubernetes.client.V1DeleteOptions(
-                                        preconditions=kubernetes.client.V1Preconditions(uid=uid),
-                                        propagation_policy="Foreground", grace_period_seconds=0),
+                                    body={"preconditions": {"uid": uid}, "propagationPolicy": "Foreground",
+                                          "gracePeriodSeconds": 0},
                                     _preload_content=False)
         except ApiException as exc:
             if exc.status == 409:

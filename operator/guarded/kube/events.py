@@ -21,7 +21,6 @@ from collections import OrderedDict
 from datetime import UTC, datetime
 from typing import Any
 
-import kubernetes
 import orjson
 from kubernetes.client.rest import ApiException
 
@@ -91,20 +90,21 @@ def event_name(obj: dict[str, Any], event: Event) -> str:
     return f"{stem}.{digest}"
 
 
-def event_body(obj: dict[str, Any], event: Event, now: datetime) -> kubernetes.client.CoreV1Event:
-    """The first occurrence of an Event."""
+def event_body(obj: dict[str, Any], event: Event, now: datetime) -> dict[str, Any]:
+    """The first occurrence of an Event (core/v1, as the API server stores it)."""
     meta = obj["metadata"]
-    return kubernetes.client.CoreV1Event(
-        metadata=kubernetes.client.V1ObjectMeta(name=event_name(obj, event), namespace=meta["namespace"]),
-        involved_object=kubernetes.client.V1ObjectReference(
-            api_version=obj["apiVersion"], kind=obj["kind"], name=meta["name"],
-            namespace=meta["namespace"], uid=meta.get("uid"), resource_version=meta.get("resourceVersion"),
-        ),
-        type=event.type, reason=event.reason[:REASON_LIMIT], message=event.message[:MESSAGE_LIMIT],
-        first_timestamp=now, last_timestamp=now, count=1,
-        source=kubernetes.client.V1EventSource(component=COMPONENT),
-        reporting_component=COMPONENT, reporting_instance=COMPONENT,
-    )
+    at = now.strftime("%Y-%m-%dT%H:%M:%SZ")
+    involved = {"apiVersion": obj["apiVersion"], "kind": obj["kind"], "name": meta["name"],
+                "namespace": meta["namespace"], "uid": meta.get("uid"), "resourceVersion": meta.get("resourceVersion")}
+    return {
+        "apiVersion": "v1", "kind": "Event",
+        "metadata": {"name": event_name(obj, event), "namespace": meta["namespace"]},
+        "involvedObject": {k: v for k, v in involved.items() if v is not None},
+        "type": event.type, "reason": event.reason[:REASON_LIMIT], "message": event.message[:MESSAGE_LIMIT],
+        "firstTimestamp": at, "lastTimestamp": at, "count": 1,
+        "source": {"component": COMPONENT},
+        "reportingComponent": COMPONENT, "reportingInstance": COMPONENT,
+    }
 
 
 def repeat_patch(existing: dict[str, Any] | Known, now: datetime) -> dict[str, Any]:
@@ -129,8 +129,8 @@ async def _written(client: KubeClient, fn: Any, *args: Any) -> dict[str, Any]:
     return answer if isinstance(answer, dict) else {}
 
 
-async def _record(client: KubeClient, namespace: str, body: kubernetes.client.CoreV1Event, now: datetime) -> None:
-    name = body.metadata.name
+async def _record(client: KubeClient, namespace: str, body: dict[str, Any], now: datetime) -> None:
+    name = body["metadata"]["name"]
     key, memory = (namespace, name), known_events(client)
     known = memory.get(key)
     for attempt in range(UPDATE_ATTEMPTS):

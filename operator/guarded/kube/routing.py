@@ -13,7 +13,6 @@ import copy
 from collections.abc import Callable
 from typing import Any
 
-import kubernetes
 from kubernetes.client.rest import ApiException
 
 from guarded.core.actions import ApplyService, DeleteService, PinSelector, SetRouteWeights, UnpinSelector
@@ -150,8 +149,7 @@ async def apply_service(client: KubeClient, namespace: str, action: ApplyService
 async def delete_service(client: KubeClient, namespace: str, action: DeleteService) -> None:
     try:
         await client._call(client.core.delete_namespaced_service, action.name, namespace,
-                           body=kubernetes.client.V1DeleteOptions(
-                               preconditions=kubernetes.client.V1Preconditions(uid=action.uid)))
+                           body={"preconditions": {"uid": action.uid}})
     except ApiException as exc:
         if exc.status not in (404, 409):   # gone, or another object by that name now
             raise
