@@ -144,9 +144,10 @@ def test_a_call_it_does_not_know_is_refused_by_name_not_guessed() -> None:
 
 def test_the_operators_client_imports_none_of_the_generated_api_classes() -> None:
     # Beyond what `import kubernetes.client` itself imports (all of them before kubernetes 37, none since).
-    check = ("import sys, kubernetes.client; before = {m for m in sys.modules if m.startswith('kubernetes.client.api.')}; "
+    apis = "{m for m in sys.modules if m.startswith('kubernetes.client.api.')}"
+    check = (f"import sys, kubernetes.client; before = {apis}; "
              "from guarded.kube.client import KubeClient; KubeClient(kubernetes.client.ApiClient()); "
-             "print(sorted({m for m in sys.modules if m.startswith('kubernetes.client.api.')} - before))")
+             f"print(sorted({apis} - before))")
     done = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]", done.stdout
