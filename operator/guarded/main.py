@@ -193,13 +193,20 @@ def deep_size(root: object, seen: set[int]) -> int:
 
 
 def holders(limit: int = 40) -> list[tuple[str, int]]:
-    """The largest holders of the operator's data (a diagnostic, issue 11): the state of this package's modules
-    (the watch cache and kopf's indexes it serves, the shared queries, the known Events), kopf's per-object
+    """The largest holders of the operator's data (a diagnostic, issue 11): the watch cache's objects by kind,
+    the rest of this package's modules' state (the shared queries, the known Events), kopf's per-object
     memories, and the running asyncio tasks by coroutine (a rollout's daemon, a reconcile, a watch)."""
     import asyncio
     import gc
     seen: set[int] = set()
     found: collections.Counter[str] = collections.Counter()
+    for obj in gc.get_objects():
+        # First the watch cache's objects by kind (kopf's indexes): else they would count under whichever
+        # module's client reaches the cache first.
+        if type(obj).__name__ == "WatchCache":
+            for sources in (getattr(obj, "_sources", {}), getattr(obj, "_lists", {})):
+                for resource, index in sources.items():
+                    found[f"watch cache: {resource}"] += deep_size(index, seen)
     for name, module in sorted(sys.modules.items()):
         if not name.startswith("guarded.") or module is None:
             continue

@@ -94,3 +94,14 @@ def test_the_report_names_the_package_state_that_holds_memory(tmp_path, monkeypa
     memory_report(str(tmp_path / "memory.txt"))
     text = (tmp_path / "memory.txt").read_text()
     assert re.search(r"\n +3\.\d\d MiB  guarded\.test_holder\.HELD\n", text)
+
+
+def test_the_watch_caches_objects_are_counted_by_kind(tmp_path):
+    from guarded.kube.cache import WatchCache
+    cache = WatchCache()
+    cache.serve("deployments", {("shop", "shop"): [{"metadata": {"name": "shop"}, "spec": "x" * 2_000_000}]})
+    try:
+        named = dict(holders(limit=100))
+    finally:
+        del cache
+    assert 1.9e6 < named["watch cache: deployments"] < 2.2e6
