@@ -152,15 +152,16 @@ def test_an_interval_that_does_not_divide_the_settling_time_is_shared_too() -> N
     assert own == [], "no rollout read for itself"
 
 
-def test_a_rollout_the_grid_has_not_kept_reads_its_own_and_errors_are_not_kept() -> None:
+def test_a_rollout_the_grid_has_not_kept_is_read_by_a_late_query_and_errors_are_not_kept() -> None:
     shop, memory = Shop(), SeenIntervals()
     shared = SharedQueries(shop)
-    # A rollout whose analysis began long ago (an operator restart): its first step reads its own wave.
+    # A rollout whose analysis began long ago (an operator restart): its first step reads its whole wave, in
+    # a query of the shared form (one per template), from its first step.
     late = gather(shop, spec(), status(), namespace="team-1", now=at(300.5), memory=memory,
                   rollout=("team-1", "release", "uid"), shared=shared)
     assert late == gather(Shop(), spec(), status(), namespace="team-1", now=at(300.5))
-    own = [q for q, _, _ in shop.asked if q.startswith("sum by (pod)")]
-    assert len(own) == 3 and shop.asked[0][1] == at(5)
+    assert [q for q, _, _ in shop.asked if q.startswith("sum by (pod)")] == []
+    assert len(shop.asked) == 3 and shop.asked[0][1] == at(5)
     shop.down = True
     down = gather(shop, spec(), status(), namespace="team-2", now=at(305.5), memory=memory,
                   rollout=("team-2", "release", "uid"), shared=shared)
@@ -169,6 +170,60 @@ def test_a_rollout_the_grid_has_not_kept_reads_its_own_and_errors_are_not_kept()
     up = gather(shop, spec(), status(), namespace="team-2", now=at(305.5), memory=memory,
                 rollout=("team-2", "release", "uid"), shared=shared)
     assert up == gather(Shop(), spec(), status(), namespace="team-2", now=at(305.5))
+
+
+def test_late_rollouts_that_ask_at_once_share_one_query_and_judge_what_their_own_would() -> None:
+    """Reconciles that come late (waiting for a worker at N = 1,000) ask for steps older than the grid keeps,
+    each from its own first step: those that wait while such a query runs share the next one."""
+    import threading
+    import time
+
+    class Slow(Shop):
+        def __init__(self) -> None:
+            super().__init__()
+            self.release = threading.Event()
+            self.held = False
+
+        def range_by(self, query: str, label: str | tuple[str, ...], *, start: datetime, end: datetime,
+                     step_seconds: float) -> Grouped:
+            if not self.held:
+                self.held = True
+                assert self.release.wait(10)
+            return super().range_by(query, label, start=start, end=end, step_seconds=step_seconds)
+
+    shop = Slow()
+    shared = SharedQueries(shop)
+    split = 'sum by (namespace, pod) (increase(orders_total{namespace=~"<<namespaces>>"}[5s]))'
+    now = at(400.5)
+    # Each late rollout wants the steps since its own last judgement, 2 to 7 minutes ago.
+    wanted = {ns: [SINCE.timestamp() + 5.0 * k for k in range(5 + 6 * i, 80)] for i, ns in enumerate(NAMESPACES)}
+    answers: dict[str, tuple] = {}
+
+    def ask(ns: str) -> None:
+        answers[ns] = shared.per_pod(split, ns, wanted[ns], 5.0, now)
+
+    threads = [threading.Thread(target=ask, args=(ns,)) for ns in NAMESPACES]
+    threads[0].start()
+    while not shop.held:
+        time.sleep(0.01)
+    for t in threads[1:]:
+        t.start()
+    late = next(iter(shared._lates.values()))
+    deadline = time.time() + 10
+    while len(late.queued) < len(NAMESPACES) - 1 and time.time() < deadline:
+        time.sleep(0.01)
+    shop.release.set()
+    for t in threads:
+        t.join(10)
+    assert [q.count("|") for q, _, _ in shop.asked] == [0, len(NAMESPACES) - 2], "the first asker, then all others"
+    assert shop.asked[1][1].timestamp() == wanted[NAMESPACES[1]][0], "from the earliest step the others asked for"
+    for ns in NAMESPACES:
+        values, error = answers[ns]
+        assert error is None
+        assert values == {t: {pod: Shop.value(ns, pod, split, t) for pod in shop.pods(ns)} for t in wanted[ns]}
+    # Asked again for steps the last late query answered: served from it, no query.
+    assert shared.per_pod(split, NAMESPACES[3], wanted[NAMESPACES[3]], 5.0, now)[0] == answers[NAMESPACES[3]][0]
+    assert len(shop.asked) == 2
 
 
 def test_firing_alerts_are_asked_once_for_all_rollouts_and_matched_in_each() -> None:

@@ -13,8 +13,9 @@ not of rollouts:
 * a namespace that asks for a step it is not yet covered at joins the next fetch; askers that arrive
   while a fetch is under way wait for it, and the one after it takes every namespace that queued
   meanwhile (so a burst of new rollouts costs one query per template per round, not one each);
-* what the grid cannot serve (steps older than it keeps, after a restart or a long reconcile) is left to
-  the asker, which reads it for itself as before.
+* what the grid cannot serve (steps older than it keeps, after a restart or a reconcile that came late) is
+  read for all the askers that wait for such steps at once, in one query from the earliest step any of them
+  asked for (`_late`); only steps off the grid are left to the asker, which reads them for itself.
 
 Small answers that many rollouts ask alike (the firing alerts, a histogram's bucket bounds) are kept a
 short while (`labels`).
@@ -56,6 +57,16 @@ class _Shared:
     asked: dict[str, float] = field(default_factory=dict)            # namespace -> when it last asked
 
 
+@dataclass
+class _Late:
+    """Late askers of one shared query: who waits, for which steps, and the last such query's answer."""
+
+    lock: threading.Lock = field(default_factory=threading.Lock)       # one fetch at a time; served
+    guard: threading.Lock = field(default_factory=threading.Lock)      # queued
+    queued: dict[str, tuple[float, float]] = field(default_factory=dict)    # namespace -> (first, last step)
+    served: dict[str, dict[float, dict[str, float]]] = field(default_factory=dict)
+
+
 INSTANTS_KEPT = 600.0   # seconds an instant query's answers are kept for rollouts that ask for the same time
 
 
@@ -86,6 +97,7 @@ class SharedQueries:
         self._queries: dict[tuple[str, float], _Shared] = {}
         self._labels: dict[str, tuple[float, Labels]] = {}
         self._instants: dict[tuple[str, float], _Instant] = {}
+        self._lates: dict[tuple[str, float], _Late] = {}
 
     def _state(self, query: str, interval: float) -> _Shared:
         with self._lock:
@@ -101,16 +113,57 @@ class SharedQueries:
         state = self._state(query, interval)
         with state.guard:   # before waiting for a fetch under way: the next one takes this namespace too
             state.asked[namespace] = t_now
+        if steps[0] < t_now - FINAL_AFTER - KEEP_INTERVALS * interval:
+            return self._late(query, namespace, steps, interval)   # older than what the grid keeps
         with state.lock:
-            if steps[0] < t_now - FINAL_AFTER - KEEP_INTERVALS * interval:
-                return None, None   # older than what the grid keeps: the asker reads it for itself
             if state.fetched_newest.get(namespace, -math.inf) < steps[-1]:
                 error = self._fetch(query, state, steps, interval, t_now, namespace)
                 if error is not None:
                     return None, error
-            if any(namespace not in state.covered.get(t, ()) for t in steps):
-                return None, None
-            return {t: dict(state.steps.get(t, {}).get(namespace, {})) for t in steps}, None
+            if all(namespace in state.covered.get(t, ()) for t in steps):
+                return {t: dict(state.steps.get(t, {}).get(namespace, {})) for t in steps}, None
+        return self._late(query, namespace, steps, interval)
+
+    def _late(self, query: str, namespace: str, steps: list[float],
+              interval: float) -> tuple[dict[float, dict[str, float]] | None, str | None]:
+        """Steps the grid does not hold for the namespace (a reconcile that came late, a restart): the askers
+        waiting for such steps at once share one query, from the earliest step any of them asked for to the
+        latest, instead of one each (at N = 1,000 rollouts, reconciles waited up to 88 s for a worker and
+        late askers sent most of the queries: 38.8 per template per interval). Its answer is kept only until
+        the next such query. (None, None) if it cannot serve them all: the asker reads them itself."""
+        with self._lock:
+            late = self._lates.setdefault((query, interval), _Late())
+        with late.guard:   # before waiting for a fetch under way: the next one takes this namespace too
+            late.queued[namespace] = (steps[0], steps[-1])
+        with late.lock:
+            got = late.served.get(namespace)
+            if got is None or any(t not in got for t in steps):
+                with late.guard:
+                    wanted, late.queued = late.queued, {}
+                wanted[namespace] = (steps[0], steps[-1])
+                start, end = min(a for a, _ in wanted.values()), max(b for _, b in wanted.values())
+                start = min(start, end - interval)   # two steps at least (a range whose start is its end)
+                matcher = "|".join(escape_label_value(regex_literal(ns)) for ns in sorted(wanted))
+                grouped = self.provider.range_by(query.replace(NAMESPACES, matcher), ("namespace", "pod"),
+                                                 start=datetime.fromtimestamp(start, tz=UTC),
+                                                 end=datetime.fromtimestamp(end, tz=UTC), step_seconds=interval)
+                if grouped.error:
+                    late.served = {}
+                    return None, grouped.error
+                grid = [round(start + interval * i, 3) for i in range(round((end - start) / interval) + 1)]
+                served: dict[str, dict[float, dict[str, float]]] = {ns: {t: {} for t in grid} for ns in wanted}
+                for key, values in grouped.series.items():
+                    ns, pod = key.split("\x00", 1)
+                    if ns in served:
+                        for t, v in values.items():
+                            at = served[ns].get(round(t, 3))
+                            if at is not None:
+                                at[pod] = v
+                late.served = served
+                got = served[namespace]
+            if any(t not in got for t in steps):
+                return None, None   # steps off this grid: the asker reads them itself
+            return {t: dict(got[t]) for t in steps}, None
 
     def _fetch(self, query: str, state: _Shared, steps: list[float], interval: float, t_now: float,
                namespace: str) -> str | None:
