@@ -5,6 +5,9 @@ would have."""
 from __future__ import annotations
 
 import re
+import threading
+import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 from guarded.api.rollout import GuardedRolloutSpec, GuardedRolloutStatus
@@ -121,6 +124,24 @@ def at(seconds: float) -> datetime:
 NAMESPACES = [f"team-{i}" for i in range(6)]
 
 
+def first_then_the_rest(ask: Callable[[str], None], held: Callable[[], bool], queued: Callable[[], int],
+                        release: threading.Event) -> None:
+    """The first namespace asks and its query is held; every other namespace then asks, and once all of them
+    wait in the queue the held query is let go."""
+    threads = [threading.Thread(target=ask, args=(ns,)) for ns in NAMESPACES]
+    threads[0].start()
+    while not held():
+        time.sleep(0.01)
+    for t in threads[1:]:
+        t.start()
+    deadline = time.time() + 10
+    while queued() < len(NAMESPACES) - 1 and time.time() < deadline:
+        time.sleep(0.01)
+    release.set()
+    for t in threads:
+        t.join(10)
+
+
 def test_many_rollouts_share_one_query_per_template_and_step_and_judge_what_their_own_would() -> None:
     shop, memory = Shop(), SeenIntervals()
     shared = SharedQueries(shop)
@@ -175,9 +196,6 @@ def test_a_rollout_the_grid_has_not_kept_is_read_by_a_late_query_and_errors_are_
 def test_late_rollouts_that_ask_at_once_share_one_query_and_judge_what_their_own_would() -> None:
     """Reconciles that come late (waiting for a worker at N = 1,000) ask for steps older than the grid keeps,
     each from its own first step: those that wait while such a query runs share the next one."""
-    import threading
-    import time
-
     class Slow(Shop):
         def __init__(self) -> None:
             super().__init__()
@@ -202,19 +220,8 @@ def test_late_rollouts_that_ask_at_once_share_one_query_and_judge_what_their_own
     def ask(ns: str) -> None:
         answers[ns] = shared.per_pod(split, ns, wanted[ns], 5.0, now)
 
-    threads = [threading.Thread(target=ask, args=(ns,)) for ns in NAMESPACES]
-    threads[0].start()
-    while not shop.held:
-        time.sleep(0.01)
-    for t in threads[1:]:
-        t.start()
-    late = next(iter(shared._lates.values()))
-    deadline = time.time() + 10
-    while len(late.queued) < len(NAMESPACES) - 1 and time.time() < deadline:
-        time.sleep(0.01)
-    shop.release.set()
-    for t in threads:
-        t.join(10)
+    first_then_the_rest(ask, lambda: shop.held, lambda: len(next(iter(shared._lates.values())).queued),
+                        shop.release)
     assert [q.count("|") for q, _, _ in shop.asked] == [0, len(NAMESPACES) - 2], "the first asker, then all others"
     assert shop.asked[1][1].timestamp() == wanted[NAMESPACES[1]][0], "from the earliest step the others asked for"
     for ns in NAMESPACES:
@@ -271,9 +278,6 @@ def test_rollouts_that_start_in_the_same_interval_share_their_pre_rollout_querie
 def test_rollouts_that_ask_while_a_query_is_under_way_join_the_next_one() -> None:
     """Six rollouts ask at once: the first query takes the first asker's namespace; every other asker waits
     for it and then shares a single second one."""
-    import threading
-    import time
-
     class Slow(Shop):
         def __init__(self) -> None:
             super().__init__()
@@ -294,19 +298,8 @@ def test_rollouts_that_ask_while_a_query_is_under_way_join_the_next_one() -> Non
     def ask(ns: str) -> None:
         answers[ns] = shared.instant_per_pod(split, ns, SINCE.timestamp(), SINCE)[0]
 
-    threads = [threading.Thread(target=ask, args=(ns,)) for ns in NAMESPACES]
-    threads[0].start()
-    while not shop.instants:
-        time.sleep(0.01)
-    for t in threads[1:]:
-        t.start()
-    state = next(iter(shared._instants.values()))
-    deadline = time.time() + 10
-    while len(state.queued) < len(NAMESPACES) - 1 and time.time() < deadline:
-        time.sleep(0.01)
-    shop.release.set()
-    for t in threads:
-        t.join(10)
+    first_then_the_rest(ask, lambda: bool(shop.instants), lambda: len(next(iter(shared._instants.values())).queued),
+                        shop.release)
     assert [q.count("|") for q in shop.instants] == [0, len(NAMESPACES) - 2]
     for ns in NAMESPACES:
         assert answers[ns] == {pod: 100 * Shop.value(ns, pod, split, SINCE.timestamp()) for pod in shop.pods(ns)}
