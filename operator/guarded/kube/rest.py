@@ -80,9 +80,9 @@ class Rest:
         return out
 
     def send(self, method: str, url: str, headers: dict[str, str], body: bytes | None, timeout: Any) -> Any:
+        # The pool's own retries and redirects, as the generated client's requests have them.
         return self.api_client.rest_client.pool_manager.request(
-            method, url, body=body, headers=headers, timeout=_timeout(timeout), preload_content=True,
-            redirect=False, retries=False)
+            method, url, body=body, headers=headers, timeout=_timeout(timeout), preload_content=True)
 
     def call(self, method: str, path: str, *, query: Mapping[str, Any] | None = None, body: Any = None,
              content_type: str | None = None, headers: Mapping[str, str] | None = None,
