@@ -97,26 +97,19 @@ class KubeClient:
         send = rest.send
         if observer is not None or cache is not None:  # every request is told of before it is sent
 
-            def told(method: str, url: str) -> None:
-                verb, resource, namespace, name = target_of(method, url)
-                if observer is not None:
-                    observer(verb, resource)
-                if cache is not None and name and verb in _WRITES:  # before it is sent: no read may trust
-                    cache.touched(resource.split("/")[0], namespace, name)  # the copy the write replaces
+            def telling(fn: Any) -> Any:
+                def sent(method: str, url: str, *args: Any, **kwargs: Any) -> Any:
+                    verb, resource, namespace, name = target_of(method, url)
+                    if observer is not None:
+                        observer(verb, resource)
+                    if cache is not None and name and verb in _WRITES:  # before it is sent: no read may trust
+                        cache.touched(resource.split("/")[0], namespace, name)  # the copy the write replaces
+                    return fn(method, url, *args, **kwargs)
+                return sent
 
-            def sent(method: str, url: str, *args: Any) -> Any:
-                told(method, url)
-                return rest.send(method, url, *args)
-
+            send = telling(rest.send)
             # What still goes through the client's generated classes on this api_client is told of too.
-            generated = api_client.rest_client.request
-
-            def generated_sent(method: str, url: str, *args: Any, **kwargs: Any) -> Any:
-                told(method, url)
-                return generated(method, url, *args, **kwargs)
-
-            send = sent
-            api_client.rest_client.request = generated_sent
+            api_client.rest_client.request = telling(api_client.rest_client.request)
         # The generated classes' methods the operator calls, without them (kube/rest.py).
         self.core = Resources(rest, "/api/v1", CORE, send=send)
         self.apps = Resources(rest, "/apis/apps/v1", APPS, send=send)

@@ -143,27 +143,35 @@ class SharedQueries:
                 wanted[namespace] = (steps[0], steps[-1])
                 start, end = min(a for a, _ in wanted.values()), max(b for _, b in wanted.values())
                 start = min(start, end - interval)   # two steps at least (a range whose start is its end)
-                matcher = "|".join(escape_label_value(regex_literal(ns)) for ns in sorted(wanted))
-                grouped = self.provider.range_by(query.replace(NAMESPACES, matcher), ("namespace", "pod"),
-                                                 start=datetime.fromtimestamp(start, tz=UTC),
-                                                 end=datetime.fromtimestamp(end, tz=UTC), step_seconds=interval)
-                if grouped.error:
-                    late.served = {}
-                    return None, grouped.error
-                grid = [round(start + interval * i, 3) for i in range(round((end - start) / interval) + 1)]
-                served: dict[str, dict[float, dict[str, float]]] = {ns: {t: {} for t in grid} for ns in wanted}
-                for key, values in grouped.series.items():
-                    ns, pod = key.split("\x00", 1)
-                    if ns in served:
-                        for t, v in values.items():
-                            at = served[ns].get(round(t, 3))
-                            if at is not None:
-                                at[pod] = v
+                served, error = self._range(query, sorted(wanted), start, end, interval)
                 late.served = served
+                if error is not None:
+                    return None, error
                 got = served[namespace]
             if any(t not in got for t in steps):
                 return None, None   # steps off this grid: the asker reads them itself
             return {t: dict(got[t]) for t in steps}, None
+
+    def _range(self, query: str, namespaces: list[str], start: float, end: float,
+               interval: float) -> tuple[dict[str, dict[float, dict[str, float]]], str | None]:
+        """One range query of the shared form for `namespaces`, split: per namespace, per grid step from
+        `start` to `end`, its pods' values (a step with no sample holds no pod); or ({}, the error)."""
+        matcher = "|".join(escape_label_value(regex_literal(ns)) for ns in namespaces)
+        grouped = self.provider.range_by(query.replace(NAMESPACES, matcher), ("namespace", "pod"),
+                                         start=datetime.fromtimestamp(start, tz=UTC),
+                                         end=datetime.fromtimestamp(end, tz=UTC), step_seconds=interval)
+        if grouped.error:
+            return {}, grouped.error
+        grid = [round(start + interval * i, 3) for i in range(round((end - start) / interval) + 1)]
+        split: dict[str, dict[float, dict[str, float]]] = {ns: {t: {} for t in grid} for ns in namespaces}
+        for key, values in grouped.series.items():
+            ns, pod = key.split("\x00", 1)
+            if ns in split:
+                for t, v in values.items():
+                    at = split[ns].get(round(t, 3))
+                    if at is not None:
+                        at[pod] = v
+        return split, None
 
     def _fetch(self, query: str, state: _Shared, steps: list[float], interval: float, t_now: float,
                namespace: str) -> str | None:
@@ -185,26 +193,13 @@ class SharedQueries:
         settle = math.ceil(FINAL_AFTER / interval - 1e-9) * interval
         start = max(min(steps[0], newest - settle - interval), newest - settle - KEEP_INTERVALS * interval)
         start = min(start, newest - interval)
-        matcher = "|".join(escape_label_value(regex_literal(ns)) for ns in wanted)
-        grouped = self.provider.range_by(query.replace(NAMESPACES, matcher), ("namespace", "pod"),
-                                         start=datetime.fromtimestamp(start, tz=UTC),
-                                         end=datetime.fromtimestamp(newest, tz=UTC), step_seconds=interval)
-        if grouped.error:
-            return grouped.error
-        grid = [round(start + interval * i, 3) for i in range(round((newest - start) / interval) + 1)]
-        for t in grid:
-            per_ns = state.steps.setdefault(t, {})
-            for ns in wanted:
-                per_ns[ns] = {}
-            state.covered.setdefault(t, set()).update(wanted)
-        for key, values in grouped.series.items():
-            ns, pod = key.split("\x00", 1)
-            if ns not in wanted:
-                continue
-            for t, v in values.items():
-                t = round(t, 3)
-                if t in state.steps:
-                    state.steps[t][ns][pod] = v
+        fetched, error = self._range(query, wanted, start, newest, interval)
+        if error is not None:
+            return error
+        for ns, per_step in fetched.items():
+            for t, pods in per_step.items():
+                state.steps.setdefault(t, {})[ns] = pods
+                state.covered.setdefault(t, set()).add(ns)
         for ns in wanted:
             state.fetched_newest[ns] = newest
         oldest = t_now - FINAL_AFTER - KEEP_INTERVALS * interval - interval
