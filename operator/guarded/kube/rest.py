@@ -87,7 +87,7 @@ class Rest:
     def call(self, method: str, path: str, *, query: Mapping[str, Any] | None = None, body: Any = None,
              content_type: str | None = None, headers: Mapping[str, str] | None = None,
              timeout: Any = None, send: Send | None = None) -> Any:
-        """Send one request and answer the HTTP response (its .data the body); a status of 400 or more raises
+        """Send one request and answer the HTTP response (its .data the body); any status but 2xx raises
         ApiException."""
         url = self.configuration.host.rstrip("/") + path
         pairs = [(k, str(v).lower() if isinstance(v, bool) else str(v)) for k, v in (query or {}).items()
