@@ -200,7 +200,8 @@ def holders(limit: int = 40) -> list[tuple[str, int]]:
     import gc
     seen: set[int] = set()
     found: collections.Counter[str] = collections.Counter()
-    for obj in gc.get_objects():
+    caches = [o for o in gc.get_objects() if type(o).__name__ in ("WatchCache", "ResourceMemories")]
+    for obj in caches:
         # First the watch cache's objects by kind (kopf's indexes): else they would count under whichever
         # module's client reaches the cache first.
         if type(obj).__name__ == "WatchCache":
@@ -213,7 +214,7 @@ def holders(limit: int = 40) -> list[tuple[str, int]]:
         for attr, value in list(vars(module).items()):
             if not attr.startswith("__"):
                 found[f"{name}.{attr}"] += deep_size(value, seen)
-    for obj in gc.get_objects():
+    for obj in caches:
         if type(obj).__name__ == "ResourceMemories":
             found["kopf: per-object memories (ResourceMemories)"] += deep_size(obj, seen)
     try:

@@ -30,7 +30,7 @@ from kubernetes.client.rest import ApiException
 # (method, url, headers, body, timeout) -> the HTTP response, its body read
 Send = Callable[[str, str, dict[str, str], bytes | None, Any], Any]
 
-# Built-in kinds by the snake_case name the generated methods use: (API path prefix, plural).
+# Built-in kinds: the snake_case name the generated methods use, and the kind's plural in the API path.
 CORE = {"namespace": "namespaces", "pod": "pods", "service": "services", "config_map": "configmaps",
         "secret": "secrets", "event": "events"}
 APPS = {"deployment": "deployments", "replica_set": "replicasets"}
@@ -131,6 +131,7 @@ class Resources:
         call = self._custom(method) if not self._kinds else self._built_in(method)
         if call is None:
             raise AttributeError(f"{method!r}: not a call this client sends (kube/rest.py)")
+        setattr(self, method, call)   # made once: the next use is a plain attribute
         return call
 
     def _request(self, verb: str, path: str, body: Any, kwargs: dict[str, Any], *, custom: bool) -> Any:
@@ -163,14 +164,9 @@ class Resources:
             args_list = list(args)
             name = _arg(args_list, kwargs, "name") if named else None
             namespace = _arg(args_list, kwargs, "namespace") if namespaced else None
-            body = _arg(args_list, kwargs, "body") if action in ("create", "patch", "replace") else kwargs.pop(
-                "body", None)
-            if args_list:
-                raise TypeError(f"{method}: unexpected arguments {args_list!r}")
-            path = self._prefix + (f"/namespaces/{quote(namespace, safe='')}" if namespace else "") + f"/{plural}"
-            if name is not None:
-                path += f"/{quote(name, safe='')}"
-            return self._request(_VERB[action], path, body, kwargs, custom=False)
+            body = _body(method, action, args_list, kwargs)
+            return self._request(_VERB[action], _path(self._prefix, namespace, plural, name), body, kwargs,
+                                 custom=False)
 
         call.__name__ = method
         return call
@@ -188,14 +184,8 @@ class Resources:
             namespace = _arg(args_list, kwargs, "namespace") if scope == "namespaced" else None
             plural = _arg(args_list, kwargs, "plural")
             name = _arg(args_list, kwargs, "name") if named else None
-            body = _arg(args_list, kwargs, "body") if action in ("create", "patch", "replace") else kwargs.pop(
-                "body", None)
-            if args_list:
-                raise TypeError(f"{method}: unexpected arguments {args_list!r}")
-            path = f"/apis/{group}/{version}" + (f"/namespaces/{quote(namespace, safe='')}" if namespace else "")
-            path += f"/{plural}" + (f"/{quote(name, safe='')}" if name is not None else "")
-            if status:
-                path += "/status"
+            body = _body(method, action, args_list, kwargs)
+            path = _path(f"/apis/{group}/{version}", namespace, plural, name) + ("/status" if status else "")
             return self._request(_VERB[action], path, body, kwargs, custom=True)
 
         call.__name__ = method
@@ -209,3 +199,18 @@ def _arg(args: list[Any], kwargs: dict[str, Any], name: str) -> Any:
     if not args:
         raise TypeError(f"missing argument {name!r}")
     return args.pop(0)
+
+
+def _body(method: str, action: str, args: list[Any], kwargs: dict[str, Any]) -> Any:
+    """The request's body (a write's next argument; a delete's options, if given), once every other positional
+    argument was taken: any left over is an error."""
+    body = _arg(args, kwargs, "body") if action in ("create", "patch", "replace") else kwargs.pop("body", None)
+    if args:
+        raise TypeError(f"{method}: unexpected arguments {args!r}")
+    return body
+
+
+def _path(prefix: str, namespace: str | None, plural: str, name: str | None) -> str:
+    """`<prefix>[/namespaces/<namespace>]/<plural>[/<name>]`, the names escaped."""
+    return (prefix + (f"/namespaces/{quote(namespace, safe='')}" if namespace else "") + f"/{plural}"
+            + (f"/{quote(name, safe='')}" if name is not None else ""))
