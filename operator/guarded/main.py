@@ -100,6 +100,30 @@ def fast_watch_decoding() -> bool:
     return True
 
 
+def collect_garbage_report(limit: int = 12) -> str:
+    """Collect the garbage (objects kept only by reference cycles) before anything else of a memory report is
+    measured: how much there was, of what types, and the resident memory before the collection, after it and
+    after a trim (what malloc held free). Garbage that piles up between the interpreter's own full
+    collections is memory no holder explains."""
+    import gc
+    start = resident_mib()
+    gc.set_debug(gc.DEBUG_SAVEALL)  # keep what it finds in gc.garbage, to be counted
+    try:
+        found = gc.collect()
+        kinds = collections.Counter(type(o).__name__ for o in gc.garbage)
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()
+    gc.collect()  # now free it
+    collected = resident_mib()
+    trimmed = trim_malloc()
+    lines = [f"resident: {start:.1f} MiB; after collecting {found} objects of garbage: {collected:.1f} MiB; "
+             f"after malloc_trim: {resident_mib():.1f} MiB{'' if trimmed else ' (no malloc_trim here)'}",
+             "garbage by type:"]
+    lines.extend(f"    {n:>9} {name}" for name, n in kinds.most_common(limit))
+    return "\n".join(lines)
+
+
 def memory_report(path: str, limit: int = 40) -> None:
     """Write where the operator's memory is (a diagnostic for bench/scale, issue 11): with tracemalloc on
     (PYTHONTRACEMALLOC=<frames>), the `limit` largest allocation sites by traceback and by owner; always the
@@ -107,7 +131,7 @@ def memory_report(path: str, limit: int = 40) -> None:
     pymalloc's arenas."""
     import gc
     import tracemalloc
-    lines = []
+    lines = [collect_garbage_report()]
     if tracemalloc.is_tracing():
         snapshot = tracemalloc.take_snapshot().filter_traces([tracemalloc.Filter(False, tracemalloc.__file__)])
         stats = snapshot.statistics("traceback")
@@ -130,13 +154,12 @@ def memory_report(path: str, limit: int = 40) -> None:
     counts = collections.Counter(type(o).__name__ for o in gc.get_objects())
     lines.append("\nobjects the collector tracks, by type:")
     lines.extend(f"    {n:>9} {name}" for name, n in counts.most_common(25))
-    # What the process holds against what it uses: resident memory before and after giving back what malloc
-    # keeps free (fragmentation shows as the difference).
+    # The walks above allocated for themselves: what is resident after them, and after giving it back.
     before = resident_mib()
     gc.collect()
     trimmed = trim_malloc()
-    lines.append(f"\nresident: {before:.1f} MiB; after gc and malloc_trim: {resident_mib():.1f} MiB"
-                 f"{'' if trimmed else ' (no malloc_trim here)'}")
+    lines.append(f"\nresident after this report's walks: {before:.1f} MiB; after gc and malloc_trim: "
+                 f"{resident_mib():.1f} MiB{'' if trimmed else ' (no malloc_trim here)'}")
     with open(path, "w") as out:
         out.write("\n".join(lines) + "\n")
         out.flush()

@@ -60,6 +60,37 @@ def test_an_order_collapse_rolls_back_during_the_first_wave_with_evidence() -> N
     assert world.deployments["shop"].replicas == 10 and "shop-canary" not in world.deployments
 
 
+def test_status_keeps_the_numbers_of_the_newest_judgement_of_each_wave_and_the_verdicts_of_the_others() -> None:
+    world = World(spec(waves=WAVES, analysis=analysis(**JUDGED)),
+                  analysis_source=lambda w: metrics(w, canary_orders=0.05))
+    world.run_until_done()
+    recent = world.status.analysis.recent
+    assert len(recent) == 8 and {r.wave for r in recent} >= {1, 2}
+    for record, later in zip(recent, [*recent[1:], None], strict=True):
+        full = later is None or later.wave != record.wave
+        for j in record.judgements:
+            assert j.verdict and j.reason and j.evidence  # every record keeps what was decided
+            assert all(e.canary_ratio is not None and e.log_lr != 0 for e in j.evidence)  # and its trajectory
+            assert all((e.canary_requests > 0 and e.log_threshold > 0) == full for e in j.evidence), record
+    last_of_wave_1 = [r for r in recent if r.wave == 1][-1]
+    stable = next(e for e in last_of_wave_1.judgements[0].evidence if e.judge == "Stable")
+    assert stable.canary_requests > 0  # the judgement that promoted wave 1, with its numbers
+
+
+def test_a_failing_judgement_keeps_its_numbers_as_does_the_pass_that_promoted_the_wave_before() -> None:
+    world = World(spec(waves=WAVES, analysis=analysis(**JUDGED)),
+                  analysis_source=lambda w: metrics(w, canary_orders=0.025))  # -50%: wave 0 is too small to tell
+    world.run_until_done()
+    recent = world.status.analysis.recent
+    assert world.status.rollback_reason == "AnalysisFailed" and (recent[-1].wave, recent[-1].verdict) == (1, "Fail")
+    order = next(j for j in recent[-1].judgements if j.metric == "order-rate")
+    assert [e.judge for e in order.evidence] == ["Stable", "PreRollout"]
+    wave_0 = [r for r in recent if r.wave == 0]
+    assert len(wave_0) >= 2 and wave_0[-1].verdict == "Pass"
+    assert all(e.canary_requests for j in wave_0[-1].judgements for e in j.evidence)
+    assert not any(e.canary_requests for r in wave_0[:-1] for j in r.judgements for e in j.evidence)
+
+
 def test_no_data_holds_the_wave_past_its_bake_and_then_rolls_back_by_default() -> None:
     world = World(spec(waves=WAVES, analysis=analysis(**JUDGED)), analysis_source=lambda w: AnalysisObservation(
         metrics={}, alerts_error="Prometheus unreachable"))

@@ -206,7 +206,10 @@ class AnalysisStatus(ApiModel):
         "metric); null when the latest one had none (a gap: its time does not count as bake).")
     consecutive_inconclusive: int = 0
     pre_rollout: list[PreRolloutCounts] = Field(default_factory=list)
-    recent: list[AnalysisRecord] = Field(default_factory=list, description="The latest judgements, newest last.")
+    recent: list[AnalysisRecord] = Field(default_factory=list, description=(
+        "The latest judgements (8), newest last. Only the newest of each wave keeps the numbers behind its "
+        "verdicts (each judge's counts, thresholds, power); an older one keeps its verdicts and, per judge, "
+        "both ratios and the log likelihood ratio."))
 
 
 class ApprovalSeen(ApiModel):

@@ -55,7 +55,7 @@ def judge(inp: Inputs, d: Draft, obs: AnalysisObservation) -> Draft:
     d = observe_bake(inp, d, state, is_fresh)
     d = d.update(analysis=state.model_copy(update={
         "last_at": stamp(inp.now), "last_verdict": str(verdict), "consecutive_inconclusive": inconclusive,
-        "pre_rollout": pre_rollout(state, obs), "recent": [*state.recent, rec][-analysis.RECENT_LIMIT:],
+        "pre_rollout": pre_rollout(state, obs), "recent": analysis.kept_records(state.recent, rec),
         "fresh_since": (state.fresh_since or stamp(inp.now)) if is_fresh else None,
     }))
     label, changed = wave_label(inp, d.status), state.last_verdict != str(verdict)

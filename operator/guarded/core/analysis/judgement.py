@@ -4,11 +4,12 @@ shell (guarded.metrics)."""
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass
 from datetime import datetime
 
-from guarded.api.analysis import Analysis, AnalysisRecord, JudgementRecord, Verdict
+from guarded.api.analysis import Analysis, AnalysisRecord, EvidenceRecord, JudgementRecord, Verdict
 from guarded.api.common import parse_duration
 from guarded.api.rollout import GuardedRolloutSpec, GuardedRolloutStatus
 from guarded.api.stages import Stage
@@ -116,6 +117,30 @@ def record(judgements: list[JudgementRecord], *, verdict: Verdict, now: datetime
            alerts: tuple[str, ...], intervals: int) -> AnalysisRecord:
     return AnalysisRecord(time=stamp(now), wave=wave, verdict=verdict, intervals=intervals, alerts=list(alerts),
                           judgements=judgements)
+
+
+def kept_records(recent: list[AnalysisRecord], newest: AnalysisRecord) -> list[AnalysisRecord]:
+    """status.analysis.recent after `newest`: the last RECENT_LIMIT records, of which only the newest of each
+    wave keeps all the numbers behind its verdicts; an older one of the same wave is `summarized`.
+
+    A judge's counts and statistic are cumulative over its wave, so a newer record of the same wave holds all
+    that an older one knew and more. The record that decided a wave (its last: the Pass that promoted it, the
+    Fail that rolled it back) keeps everything. At N = 1,000 rollouts the 8 full records were two thirds of a
+    rollout's JSON, sent with every status patch and held in the operator's watch cache (issue 11)."""
+    kept = [*recent, newest][-RECENT_LIMIT:]
+    return [summarized(r) if r.wave == later.wave else r for r, later in itertools.pairwise(kept)] + [newest]
+
+
+SUMMARY_FIELDS = frozenset({"judge", "verdict", "canary_ratio", "reference_ratio", "log_lr"})
+
+
+def summarized(rec: AnalysisRecord) -> AnalysisRecord:
+    """The record as a trajectory: each judge's verdict, both ratios and its log likelihood ratio, without the
+    counts, thresholds, reasons and power behind them (the judgement's verdict and reason stay)."""
+    judgements = [j.model_copy(update={"power": None, "evidence": [
+        EvidenceRecord(**{k: v for k, v in e if k in SUMMARY_FIELDS}) for e in j.evidence]})
+        for j in rec.judgements]
+    return rec if judgements == rec.judgements else rec.model_copy(update={"judgements": judgements})
 
 
 def summary(judgements: list[JudgementRecord], alerts: tuple[str, ...]) -> str:
