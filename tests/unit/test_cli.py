@@ -731,3 +731,15 @@ def test_a_consumers_rollout_is_found_by_its_owner_when_the_label_holds_a_shorte
     assert lines[3].startswith("  " + child_name)
     assert (f"Part of:      guardedrollout/{parent_name} (its gates and waves lead this one)"
             in view.status_view(child).splitlines())
+
+
+def test_evidence_of_a_superseded_judgement_shows_its_trajectory_and_dashes_for_what_it_no_longer_keeps() -> None:
+    full = {"judge": "Stable", "verdict": "Pass", "canaryEvents": 44, "canaryRequests": 890, "canaryRatio": 0.0494,
+            "referenceRatio": 0.0427, "thresholdRho": 0.8, "logLr": -2.93, "logThreshold": 5.99,
+            "reason": "not degraded"}
+    summarized = {"judge": "Stable", "verdict": "Inconclusive", "canaryRatio": 0.051, "referenceRatio": 0.0498,
+                  "logLr": -2.54, "reason": ""}
+    assert view.evidence_rows([full, summarized]) == [
+        ["Stable", "Pass", "44/890", "0.0494", "0.0427", "0.8", "-2.93 / 5.99", "not degraded"],
+        ["Stable", "Inconclusive", "-", "0.051", "0.0498", "-", "-2.54 / -", ""],
+    ]

@@ -204,15 +204,17 @@ class Analysis(ApiModel):
 class EvidenceRecord(ApiModel):
     judge: str                           # Stable | PreRollout | Bound
     verdict: RecordedVerdict
-    canary_events: float = 0
-    canary_requests: float = 0
-    reference_events: float = 0
-    reference_requests: float = 0
+    # The counts and the threshold are absent from a record a newer one of its wave superseded (its
+    # trajectory stays: verdict, ratios, log_lr; core/analysis/judgement.summarized).
+    canary_events: float | None = None
+    canary_requests: float | None = None
+    reference_events: float | None = None
+    reference_requests: float | None = None
     canary_ratio: float | None = None
     reference_ratio: float | None = None
     threshold_rho: float | None = None   # the tolerated ratio rho0 of canary to reference
     log_lr: float = 0                    # the mixture log likelihood ratio gathered so far
-    log_threshold: float = 0             # log(1/alpha): Fail at or above it
+    log_threshold: float | None = None   # log(1/alpha): Fail at or above it
     reason: str = ""
     no_data: NoData = False
 

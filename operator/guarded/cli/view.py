@@ -144,13 +144,15 @@ def conditions_section(status: dict[str, Any]) -> list[str]:
 def evidence_rows(evidence: list[dict[str, Any]]) -> list[list[str]]:
     rows = []
     for e in evidence:
-        events, requests = e.get("canaryEvents", 0), e.get("canaryRequests", 0)
+        # A superseded record keeps no counts nor threshold (its trajectory only): shown as "-".
+        events, requests = e.get("canaryEvents"), e.get("canaryRequests")
         ratio = e.get("canaryRatio")
-        if ratio is None and requests:
+        if ratio is None and events is not None and requests:
             ratio = events / requests
-        rows.append([e.get("judge", ""), e.get("verdict", ""), f"{_num(events)}/{_num(requests)}", _num(ratio),
+        counts = "-" if events is None and requests is None else f"{_num(events or 0)}/{_num(requests or 0)}"
+        rows.append([e.get("judge", ""), e.get("verdict", ""), counts, _num(ratio),
                      _num(e.get("referenceRatio")), _num(e.get("thresholdRho")),
-                     f"{_num(e.get('logLr', 0.0), 3)} / {_num(e.get('logThreshold', 0.0), 3)}",
+                     f"{_num(e.get('logLr', 0.0), 3)} / {_num(e.get('logThreshold'), 3)}",
                      e.get("reason", "")])
     return rows
 
