@@ -3,6 +3,7 @@ for what it has not seen, and judges exactly what a step reading the whole wave 
 
 from __future__ import annotations
 
+import math
 import re
 from datetime import UTC, datetime, timedelta
 
@@ -116,6 +117,16 @@ def test_an_interval_without_data_stays_without_data() -> None:
         seen = gather(provider, spec(), status(), namespace="shop", now=steps_of(at), memory=memory, rollout=ROLLOUT)
         assert seen.metrics["order-rate"].canary[1] is None
         assert seen == gather(Changing(gaps=frozenset({gap})), spec(), status(), namespace="shop", now=steps_of(at))
+
+
+def test_kept_counts_come_back_as_kept_a_missing_one_included() -> None:
+    memory = SeenIntervals()
+    kept = {1764237000.0: 12.5, 1764237005.0: math.nan, 1764237010.125: 0.0}
+    memory.keep(ROLLOUT, "uid@since", "q", kept)
+    back = memory.values(ROLLOUT, "uid@since", "q")
+    assert list(back) == list(kept) and back[1764237000.0] == 12.5 and math.isnan(back[1764237005.0])
+    assert back[1764237010.125] == 0.0
+    assert memory.values(ROLLOUT, "uid@other", "q") == {} and memory.values(ROLLOUT, "uid@since", "p") == {}
 
 
 def test_a_new_wave_starts_a_new_memory_and_forget_drops_the_rollout() -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import re
 import threading
+from array import array
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
@@ -57,20 +58,24 @@ class SeenIntervals:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._rollouts: dict[tuple[str, str], tuple[str, dict[str, dict[float, float]]]] = {}
+        # Per query, its steps' times and values as two arrays of doubles: 16 bytes a step, where a dict of
+        # floats took about 100 (at N = 1,000 rollouts the dicts held 11.6 MiB, issue 11).
+        self._rollouts: dict[tuple[str, str], tuple[str, dict[str, tuple[array[float], array[float]]]]] = {}
 
     def values(self, rollout: tuple[str, str], analysis: str, query: str) -> dict[float, float]:
         with self._lock:
             seen = self._rollouts.get(rollout)
-            return dict(seen[1].get(query, {})) if seen is not None and seen[0] == analysis else {}
+            kept = seen[1].get(query) if seen is not None and seen[0] == analysis else None
+        return {} if kept is None else dict(zip(*kept, strict=True))
 
     def keep(self, rollout: tuple[str, str], analysis: str, query: str, values: dict[float, float]) -> None:
+        kept = (array("d", values.keys()), array("d", values.values()))
         with self._lock:
             seen = self._rollouts.get(rollout)
             if seen is None or seen[0] != analysis:  # a new wave's analysis: the old counts are of no use
                 seen = (analysis, {})
                 self._rollouts[rollout] = seen
-            seen[1][query] = dict(values)
+            seen[1][query] = kept
 
     def forget(self, rollout: tuple[str, str]) -> None:
         with self._lock:
