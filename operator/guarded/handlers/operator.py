@@ -104,8 +104,15 @@ def login(**_: Any) -> kopf.ConnectionInfo:
     )
 
 
-@kopf.on.startup()
-async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+# Objects per page of a watch's initial listing (and of a relisting after the watch expired). kopf reads a
+# listing whole by default: with 1,000 rollouts' namespaces, deployments, services and 3,000 pods that is
+# tens of MB of JSON decoded at once, with every object's managedFields, at the operator's start (issue 11).
+# A page is handled before the next is asked for; the listing stays one consistent snapshot.
+LIST_CHUNK = 200
+
+
+def tune(settings: kopf.OperatorSettings) -> None:
+    """kopf's settings for this operator."""
     settings.persistence.finalizer = f"{GROUP}/finalizer"
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
     settings.persistence.diffbase_storage = LeanDiffBaseStorage(prefix=GROUP)
@@ -119,6 +126,12 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     settings.networking.connect_timeout = 10
     settings.networking.request_timeout = 60
     settings.peering.name = "guarded-rollouts"
+    settings.watching.chunk_size = LIST_CHUNK
+
+
+@kopf.on.startup()
+async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    tune(settings)
     memo.client = KubeClient(kubernetes.client.ApiClient(_kube_configuration()), observer=telemetry.api_request,
                              cache=CACHE)
     notify.configure(memo.client)  # operator-wide sinks (GUARDED_NOTIFY_*): a bad value stops the start here
