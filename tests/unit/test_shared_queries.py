@@ -173,6 +173,42 @@ def test_an_interval_that_does_not_divide_the_settling_time_is_shared_too() -> N
     assert own == [], "no rollout read for itself"
 
 
+def test_a_rollout_two_minutes_behind_is_served_by_the_grid_with_no_query_of_its_own() -> None:
+    """At N = 1,000 a reconcile waited up to 88 s for a worker: its rollout then asks from the first interval
+    it has not judged final, two minutes back. The grid keeps that long for the namespaces that share it."""
+    shop, memory = Shop(), SeenIntervals()
+    shared = SharedQueries(shop, hint=lambda _: set(NAMESPACES))
+    ahead, behind = NAMESPACES[1:], NAMESPACES[0]
+    gather(shop, spec(), status(), namespace=behind, now=at(20.5), memory=memory,
+           rollout=(behind, "release", "uid-0"), shared=shared)
+    for step in range(5, 30):   # the others are judged every interval; team-0 not once in 120 s
+        for ns in ahead:
+            gather(shop, spec(), status(), namespace=ns, now=at(step * 5 + 2.5), memory=memory,
+                   rollout=(ns, "release", f"uid-{ns}"), shared=shared)
+    before = len(shop.asked)
+    late = gather(shop, spec(), status(), namespace=behind, now=at(147.6), memory=memory,
+                  rollout=(behind, "release", "uid-0"), shared=shared)
+    assert late == gather(Shop(), spec(), status(), namespace=behind, now=at(147.6))
+    assert len(shop.asked) == before, "served from the steps the shared queries fetched meanwhile"
+
+
+def test_the_grid_keeps_each_namespace_s_steps_in_order_and_serves_only_runs_it_fetched() -> None:
+    from guarded.metrics.shared import _Rows
+    rows = _Rows()
+    rows.merge({10.0: {"a": 1.0}, 15.0: {"a": 2.0, "b": 5.0}, 20.0: {}})
+    assert rows.serve([10.0, 15.0, 20.0]) == {10.0: {"a": 1.0}, 15.0: {"a": 2.0, "b": 5.0}, 20.0: {}}
+    rows.merge({20.0: {"a": 3.0}, 25.0: {"c": 9.0}})   # a re-read of the newest step replaces it
+    assert rows.serve([15.0, 20.0, 25.0]) == {15.0: {"a": 2.0, "b": 5.0}, 20.0: {"a": 3.0}, 25.0: {"c": 9.0}}
+    assert rows.serve([25.0, 30.0]) is None, "a step not fetched"
+    rows.merge({40.0: {"a": 4.0}})   # after a gap (the namespace left the fetches for a while)
+    assert rows.serve([40.0]) == {40.0: {"a": 4.0}} and rows.serve([25.0, 30.0, 35.0, 40.0]) is None
+    rows.drop_before(20.0)
+    assert list(rows.times) == [20.0, 25.0, 40.0] and rows.serve([15.0]) is None
+    assert sorted(rows.pods) == ["a", "c"], "a pod with no sample left is forgotten"
+    rows.drop_before(41.0)
+    assert len(rows.times) == 0 and rows.pods == {}
+
+
 def test_a_rollout_the_grid_has_not_kept_is_read_by_a_late_query_and_errors_are_not_kept() -> None:
     shop, memory = Shop(), SeenIntervals()
     shared = SharedQueries(shop)
