@@ -190,6 +190,8 @@ def test_a_rollout_two_minutes_behind_is_served_by_the_grid_with_no_query_of_its
                   rollout=(behind, "release", "uid-0"), shared=shared)
     assert late == gather(Shop(), spec(), status(), namespace=behind, now=at(147.6))
     assert len(shop.asked) == before, "served from the steps the shared queries fetched meanwhile"
+    # Each fetch re-read only what a late scrape may still change (30 s) and the step before, for everyone.
+    assert {(end - start).total_seconds() for _, start, end in shop.asked[3:]} == {35.0}
 
 
 def test_the_grid_keeps_each_namespace_s_steps_in_order_and_serves_only_runs_it_fetched() -> None:
