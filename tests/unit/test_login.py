@@ -8,7 +8,7 @@ from pathlib import Path
 import kubernetes
 import pytest
 
-from guarded.handlers import operator as handlers
+from guarded.handlers import connection as handlers
 
 
 def test_in_a_pod_kopf_gets_the_service_account_token_alone(

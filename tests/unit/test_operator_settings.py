@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import kopf
 
-from guarded.handlers.operator import LIST_CHUNK, tune
+from guarded.handlers.connection import LIST_CHUNK, tune
 
 
 def test_initial_listings_come_in_pages_and_watches_and_requests_time_out() -> None:

@@ -47,8 +47,8 @@ async def start_guarding(memo: kopf.Memo, **_: Any) -> None:
     holds the operator's start (and its liveness). Until it is known the webhook admits no change."""
     client = getattr(memo, "client", None)
     if client is None:
-        from guarded.handlers.operator import _kube_configuration
-        client = KubeClient(kubernetes.client.ApiClient(_kube_configuration()))
+        from guarded.handlers.connection import kube_configuration
+        client = KubeClient(kubernetes.client.ApiClient(kube_configuration()))
     _state.update(client=client)
     memo.guard_identity = asyncio.create_task(_learn_identity(client))
 

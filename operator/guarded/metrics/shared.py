@@ -48,6 +48,11 @@ ACTIVE_INTERVALS = 12
 KEEP_INTERVALS = 30
 
 
+def _sampled(row: array[float]) -> bool:
+    """Whether a pod has a sample at any step of its row (one without is forgotten)."""
+    return not all(math.isnan(v) for v in row)
+
+
 @dataclass
 class _Rows:
     """One namespace's part of a shared query's grid: the steps fetched for it, in order, and each pod's value
@@ -69,7 +74,7 @@ class _Rows:
             kept = self.pods.get(pod)
             row = kept[:cut] if kept is not None else array("d", [math.nan]) * cut
             row.extend(fetched[t].get(pod, math.nan) for t in times)
-            if not all(math.isnan(v) for v in row):
+            if _sampled(row):
                 pods[pod] = row
         self.times = self.times[:cut] + array("d", times)
         self.pods = pods
@@ -78,8 +83,7 @@ class _Rows:
         cut = bisect.bisect_left(self.times, oldest)
         if cut:
             self.times = self.times[cut:]
-            self.pods = {pod: row[cut:] for pod, row in self.pods.items()
-                         if not all(math.isnan(v) for v in row[cut:])}
+            self.pods = {pod: kept for pod, row in self.pods.items() if _sampled(kept := row[cut:])}
 
     def serve(self, steps: list[float]) -> dict[float, dict[str, float]] | None:
         """Each pod's value at `steps` (a pod without a sample at a step is left out of it), or None if any of
