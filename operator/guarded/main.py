@@ -366,7 +366,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ["GUARDED_METRICS_LISTEN"] = args.metrics_listen
     os.environ["GUARDED_NOTIFY_EVENTS"] = args.notify_events
     os.environ["GUARDED_NOTIFY_NAMESPACE"] = args.notify_namespace
-    os.environ["GUARDED_WATCHED_NAMESPACES"] = ",".join(args.namespace)  # kopf's connections (handlers/operator)
+    os.environ["GUARDED_WATCHED_NAMESPACES"] = ",".join(args.namespace)  # kopf's connections (handlers/connection)
 
     import kopf
     fast_watch_decoding()

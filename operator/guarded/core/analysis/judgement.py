@@ -136,11 +136,20 @@ SUMMARY_FIELDS = frozenset({"judge", "verdict", "canary_ratio", "reference_ratio
 
 def summarized(rec: AnalysisRecord) -> AnalysisRecord:
     """The record as a trajectory: each judge's verdict, both ratios and its log likelihood ratio, without the
-    counts, thresholds, reasons and power behind them (the judgement's verdict and reason stay)."""
+    counts, thresholds, reasons and power behind them (the judgement's verdict and reason stay). A record
+    already summarized is returned as it is, without building it again: all but the newest two are."""
+    if all(j.power is None and all(_only_trajectory(e) for e in j.evidence) for j in rec.judgements):
+        return rec
     judgements = [j.model_copy(update={"power": None, "evidence": [
         EvidenceRecord(**{k: v for k, v in e if k in SUMMARY_FIELDS}) for e in j.evidence]})
         for j in rec.judgements]
-    return rec if judgements == rec.judgements else rec.model_copy(update={"judgements": judgements})
+    return rec.model_copy(update={"judgements": judgements})
+
+
+def _only_trajectory(e: EvidenceRecord) -> bool:
+    """Whether a judge's evidence holds nothing beyond SUMMARY_FIELDS (every other field at its default)."""
+    return all(getattr(e, name) == f.default for name, f in EvidenceRecord.model_fields.items()
+               if name not in SUMMARY_FIELDS)
 
 
 def summary(judgements: list[JudgementRecord], alerts: tuple[str, ...]) -> str:
