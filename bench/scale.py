@@ -49,6 +49,7 @@ from scale_bed import (
     log,
     per_interval,
     quantile,
+    reconcile_steps,
     rollout_body,
     total,
 )
@@ -175,7 +176,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                        "latency_p50_seconds": quantile(om1, om0, "guarded_reconcile_seconds", 0.5),
                        "latency_p99_seconds": quantile(om1, om0, "guarded_reconcile_seconds", 0.99),
                        "wait_p50_seconds": quantile(om1, om0, "guarded_reconcile_wait_seconds", 0.5),
-                       "wait_p99_seconds": quantile(om1, om0, "guarded_reconcile_wait_seconds", 0.99)},
+                       "wait_p99_seconds": quantile(om1, om0, "guarded_reconcile_wait_seconds", 0.99),
+                       "steps": reconcile_steps(om1, om0)},
         "operator_cpu_seconds": round(cpu, 2),
         "operator_cpu_share_of_one_core": round(cpu / span, 3),
         "operator_rss_peak_mib": round(rss_peak, 1),

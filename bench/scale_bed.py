@@ -76,11 +76,12 @@ def delta(after: dict[str, float], before: dict[str, float]) -> dict[str, float]
     return {k: round(v - before.get(k, 0.0), 3) for k, v in sorted(after.items()) if v - before.get(k, 0.0) > 0}
 
 
-def quantile(after: Samples, before: Samples, name: str, q: float) -> float | None:
-    """A quantile of a histogram's increase (linear within the bucket, as histogram_quantile does)."""
+def quantile(after: Samples, before: Samples, name: str, q: float, **labels: str) -> float | None:
+    """A quantile of a histogram's increase (linear within the bucket, as histogram_quantile does), over the
+    series with `labels`."""
     buckets: dict[float, float] = {}
     for (n, ls), v in after.items():
-        if n == f"{name}_bucket":
+        if n == f"{name}_bucket" and all(dict(ls).get(k) == w for k, w in labels.items()):
             le = float(dict(ls)["le"])
             buckets[le] = buckets.get(le, 0.0) + v - before.get((n, ls), 0.0)
     bounds = sorted(buckets)
@@ -94,6 +95,17 @@ def quantile(after: Samples, before: Samples, name: str, q: float) -> float | No
             return round(lower + (le - lower) * (rank - below) / max(buckets[le] - below, 1e-9), 4)
         lower, below = le, buckets[le]
     return None
+
+
+def reconcile_steps(om1: Samples, om0: Samples) -> dict[str, dict[str, float | None]]:
+    """Per step of a reconcile (guarded_reconcile_step_seconds): how many, their total seconds, p50 and p99."""
+    name = "guarded_reconcile_step_seconds"
+    out: dict[str, dict[str, float | None]] = {}
+    for step in sorted({dict(ls).get("step", "") for (n, ls) in om1 if n == f"{name}_count"}):
+        out[step] = {"count": total(om1, f"{name}_count", step=step) - total(om0, f"{name}_count", step=step),
+                     "seconds": round(total(om1, f"{name}_sum", step=step) - total(om0, f"{name}_sum", step=step), 1),
+                     "p50": quantile(om1, om0, name, 0.5, step=step), "p99": quantile(om1, om0, name, 0.99, step=step)}
+    return out
 
 
 def per_interval(om1: Samples, om0: Samples, intervals: float) -> dict[str, dict[str, Any]]:

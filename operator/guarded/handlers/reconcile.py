@@ -71,9 +71,10 @@ TRANSIENT = (Conflict, NotOwned, ApiException, urllib3.exceptions.HTTPError, OSE
 
 async def reconcile(client: KubeClient, namespace: str, name: str,
                     provider: MetricProvider | None = None) -> Outcome:
-    obj = await client.observed_rollout(namespace, name)
-    if obj is None:  # its daemon runs, so the watch has seen it: gone, or a cache to doubt; the API server says
-        obj = await client.get_rollout(namespace, name)
+    with telemetry.step("read"):
+        obj = await client.observed_rollout(namespace, name)
+        if obj is None:  # its daemon runs, so the watch has seen it: gone, or a cache to doubt; the API server says
+            obj = await client.get_rollout(namespace, name)
     if obj is None or obj["metadata"].get("deletionTimestamp"):
         return Outcome(None, None)
     log = logs.logger(rollout=name, namespace=namespace, wave=(obj.get("status") or {}).get("waveProgress"))
@@ -219,24 +220,28 @@ async def _reconcile(client: KubeClient, obj: dict[str, Any], spec: GuardedRollo
         if provider is None:
             analysis_obs = AnalysisObservation(metrics={}, alerts_error="no Prometheus configured (--prometheus-url)")
         else:
-            analysis_obs = await run_blocking(gather, provider, spec, status, namespace=namespace, now=now,
-                                              memory=SEEN if INCREMENTAL else None,
-                                              rollout=(namespace, meta["name"], meta.get("uid")),
-                                              shared=shared_queries(provider, client.cache) if INCREMENTAL
-                                              else None)
+            with telemetry.step("analysis"):
+                analysis_obs = await run_blocking(gather, provider, spec, status, namespace=namespace, now=now,
+                                                  memory=SEEN if INCREMENTAL else None,
+                                                  rollout=(namespace, meta["name"], meta.get("uid")),
+                                                  shared=shared_queries(provider, client.cache) if INCREMENTAL
+                                                  else None)
     asked = request_from(meta.get("annotations"))
     new_request = asked is not None and (status.last_request is None or status.last_request.id != asked.id)
-    config = await observe_config(client, namespace, spec, status, meta.get("uid"), int(meta.get("generation", 1)),
-                                  request=new_request, target_template=((target or {}).get("spec") or {}).get(
-                                      "template"))
+    with telemetry.step("config"):
+        config = await observe_config(client, namespace, spec, status, meta.get("uid"),
+                                      int(meta.get("generation", 1)), request=new_request,
+                                      target_template=((target or {}).get("spec") or {}).get("template"))
     guard = None
     if target is not None and need.gates:
-        guard = await gather_guard(client, obj=obj, spec=spec, target=target, config=config[0])
+        with telemetry.step("guard"):
+            guard = await gather_guard(client, obj=obj, spec=spec, target=target, config=config[0])
     webhook_alerts: tuple[str, ...] = ()
     if spec.analysis is not None and spec.analysis.alerts is not None:
         webhook_alerts = alerts.STORE.matching(spec.analysis.alerts.match_labels, time.time())
-    obs = await _observe(client, obj, spec.target.name, analysis=analysis_obs, guard=guard,
-                         webhook_alerts=webhook_alerts, config=config, target=target, fresh=False)
+    with telemetry.step("observe"):
+        obs = await _observe(client, obj, spec.target.name, analysis=analysis_obs, guard=guard,
+                             webhook_alerts=webhook_alerts, config=config, target=target, fresh=False)
     obs = replace(obs, now=now)
     faults.hit("decide", stage=stage, wave=wave, rollout=meta["name"])
     started = time.perf_counter()
@@ -246,9 +251,11 @@ async def _reconcile(client: KubeClient, obj: dict[str, Any], spec: GuardedRollo
     if decision.actions:
         log.info("acting", actions=[type(a).__name__ for a in decision.actions], stage=str(decision.status.stage))
         faults.hit("act", stage=str(decision.status.stage), wave=decision.status.wave, rollout=meta["name"])
-    await apply_actions(client, namespace, decision.actions, fence=still_as_read(client, obj))
+    with telemetry.step("act"):
+        await apply_actions(client, namespace, decision.actions, fence=still_as_read(client, obj))
     faults.hit("persist", stage=str(decision.status.stage), wave=decision.status.wave, rollout=meta["name"])
-    await _persist(client, obj, status, decision, log)
+    with telemetry.step("persist"):
+        await _persist(client, obj, status, decision, log)
     telemetry.record(obs, status, decision, elapsed)  # after the write: a conflicted decision never counts
     log.debug("decided", seconds=round(elapsed, 6))
     return Outcome(decision.requeue_after, spec.target.name, decision)

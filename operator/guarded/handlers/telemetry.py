@@ -132,6 +132,10 @@ class Telemetry:
         self.reconcile_metric_queries = Histogram(
             f"{PREFIX}_reconcile_metric_queries", "Prometheus queries sent by one reconcile.",
             buckets=PER_RECONCILE_BUCKETS, registry=r)
+        self.reconcile_step_seconds = Histogram(
+            f"{PREFIX}_reconcile_step_seconds", "Time one step of a reconcile took (read, analysis, config, guard, "
+            "observe, act, persist): where a slow reconcile spent it.", ("step",), buckets=RECONCILE_BUCKETS,
+            registry=r)
         self._phases: dict[tuple[str, str], str] = {}
 
     # -- counting what is sent ----------------------------------------------------------------
@@ -221,6 +225,15 @@ class Telemetry:
             self.reconcile_api_requests.observe(sent["api"])
             self.reconcile_metric_queries.observe(sent["query"])
 
+    @contextlib.contextmanager
+    def step(self, name: str) -> Iterator[None]:
+        """Time one step of a reconcile (observed whether it ended in an exception or not)."""
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.reconcile_step_seconds.labels(name).observe(time.perf_counter() - started)
+
     # -- what is exposed ----------------------------------------------------------------------
     def metric_names(self) -> frozenset[str]:
         """Every series name a scrape can show (counters' _total, histograms' _bucket/_sum/_count)."""
@@ -246,6 +259,7 @@ TELEMETRY = Telemetry(_process_registry())
 record = TELEMETRY.record
 forget = TELEMETRY.forget
 reconciling = TELEMETRY.reconciling
+step = TELEMETRY.step
 api_request = TELEMETRY.api_request
 metric_query = TELEMETRY.metric_query
 cache_read = TELEMETRY.cache_read
