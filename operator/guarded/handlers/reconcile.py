@@ -32,7 +32,7 @@ from guarded.handlers import alerts, notify, telemetry
 from guarded.handlers.fence import still_as_read
 from guarded.handlers.queries import shared_queries
 from guarded.kube.act import NotOwned, apply_actions
-from guarded.kube.client import Conflict, KubeClient, run_blocking
+from guarded.kube.client import Conflict, KubeClient, run_query
 from guarded.kube.config import observe as observe_config
 from guarded.kube.events import post_events
 from guarded.kube.guard import gather as gather_guard
@@ -221,11 +221,11 @@ async def _reconcile(client: KubeClient, obj: dict[str, Any], spec: GuardedRollo
             analysis_obs = AnalysisObservation(metrics={}, alerts_error="no Prometheus configured (--prometheus-url)")
         else:
             with telemetry.step("analysis"):
-                analysis_obs = await run_blocking(gather, provider, spec, status, namespace=namespace, now=now,
-                                                  memory=SEEN if INCREMENTAL else None,
-                                                  rollout=(namespace, meta["name"], meta.get("uid")),
-                                                  shared=shared_queries(provider, client.cache) if INCREMENTAL
-                                                  else None)
+                analysis_obs = await run_query(gather, provider, spec, status, namespace=namespace, now=now,
+                                               memory=SEEN if INCREMENTAL else None,
+                                               rollout=(namespace, meta["name"], meta.get("uid")),
+                                               shared=shared_queries(provider, client.cache) if INCREMENTAL
+                                               else None)
     asked = request_from(meta.get("annotations"))
     new_request = asked is not None and (status.last_request is None or status.last_request.id != asked.id)
     with telemetry.step("config"):
@@ -272,7 +272,8 @@ async def _persist(client: KubeClient, obj: dict[str, Any], status: GuardedRollo
                       target=str(((obj.get("spec") or {}).get("target") or {}).get("name")),
                       before=status, after=decision.status)
     if decision.events:
-        await post_events(client, obj, decision.events)
+        with telemetry.step("events"):
+            await post_events(client, obj, decision.events)
         for event in decision.events:
             log.info(event.message, reason=event.reason, type=event.type, phase=str(decision.status.phase))
 

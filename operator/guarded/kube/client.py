@@ -33,6 +33,10 @@ REQUEST_TIMEOUT = (5.0, 30.0)  # connect, read (seconds)
 # The Accept header that asks the API server for an object's metadata only (PartialObjectMetadata).
 METADATA_ONLY = "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1"
 _POOL = ThreadPoolExecutor(max_workers=16, thread_name_prefix="guarded-io")
+# Analysis (Prometheus queries, and a step waiting for a query another step shares: metrics/shared.py) runs on
+# threads of its own: at N = 335, steps waiting there held the pool above, and a status write or a scale waited
+# behind them (reconcile p99 2.5 s, issue 11).
+_QUERY_POOL = ThreadPoolExecutor(max_workers=16, thread_name_prefix="guarded-query")
 
 
 # Told of every request this client sends, as (verb, resource): the operator counts them (handlers/telemetry).
@@ -40,12 +44,21 @@ RequestObserver = Callable[[str, str], None]
 
 
 async def run_blocking(fn: Any, *args: Any, **kwargs: Any) -> Any:
-    """Run a blocking call (the Kubernetes client, a Prometheus query) on the operator's own threads.
+    """Run a blocking call of the Kubernetes client on the operator's own threads.
 
     In the caller's context (contextvars), so that what the call counts is counted for the reconcile
     that made it."""
+    return await _run_in(_POOL, fn, args, kwargs)
+
+
+async def run_query(fn: Any, *args: Any, **kwargs: Any) -> Any:
+    """Run blocking analysis work (Prometheus queries) on its own threads, in the caller's context."""
+    return await _run_in(_QUERY_POOL, fn, args, kwargs)
+
+
+async def _run_in(pool: ThreadPoolExecutor, fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     call = functools.partial(contextvars.copy_context().run, functools.partial(fn, *args, **kwargs))
-    return await asyncio.get_running_loop().run_in_executor(_POOL, call)
+    return await asyncio.get_running_loop().run_in_executor(pool, call)
 
 
 _VERBS = {"POST": "create", "PUT": "update", "PATCH": "patch"}
