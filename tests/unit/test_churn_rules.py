@@ -214,6 +214,46 @@ def test_a_repeat_the_operator_wrote_is_one_patch_without_a_read(api: tuple[Kube
     assert only["count"] == 6 and (fake.creates, fake.reads, fake.patches) == (2, 1, 5)
 
 
+def test_a_decisions_events_are_posted_in_the_background_in_the_order_given(
+        api: tuple[KubeClient, FakeEvents]) -> None:
+    """submit_events returns before anything is sent; the sender then posts each, aggregated as before."""
+    client, fake = api
+    other = Event(type="Normal", reason="GatesPassed", message="all gates pass")
+
+    async def go() -> int:
+        events.submit_events(client, rollout(), (HELD, other))
+        events.submit_events(client, rollout(), (HELD,))
+        sent_at_once = fake.creates + fake.patches
+        await events.event_sender(client).drain()
+        return sent_at_once
+
+    assert asyncio.run(go()) == 0
+    assert sorted((e["reason"], e["count"]) for e in fake.stored.values()) == [("GatesPassed", 1),
+                                                                             ("ValidationFailed", 2)]
+
+
+def test_events_beyond_the_waiting_limit_are_dropped_and_a_failed_post_does_not_stop_the_sender(
+        api: tuple[KubeClient, FakeEvents], monkeypatch: pytest.MonkeyPatch) -> None:
+    client, fake = api
+    monkeypatch.setattr(events, "WAITING_LIMIT", 2)
+    monkeypatch.setattr(events, "SENDERS", 1)
+
+    async def go() -> None:
+        events.submit_events(client, rollout(), tuple(
+            Event(type="Normal", reason=f"R{i}", message=str(i)) for i in range(5)))
+        await events.event_sender(client).drain()
+        assert sorted(e["reason"] for e in fake.stored.values()) == ["R0", "R1"]   # the other three dropped
+        fake.fail = 500
+        events.submit_events(client, rollout(), (HELD,))
+        await events.event_sender(client).drain()
+        fake.fail = None
+        events.submit_events(client, rollout(), (HELD,))
+        await events.event_sender(client).drain()
+
+    asyncio.run(go())
+    assert sorted(e["reason"] for e in fake.stored.values()) == ["R0", "R1", "ValidationFailed"]
+
+
 def test_the_memory_of_events_is_bounded() -> None:
     memory = events.KnownEvents(limit=3)
     for i in range(5):

@@ -34,7 +34,7 @@ from guarded.handlers.queries import shared_queries
 from guarded.kube.act import NotOwned, apply_actions
 from guarded.kube.client import Conflict, KubeClient, run_query
 from guarded.kube.config import observe as observe_config
-from guarded.kube.events import post_events
+from guarded.kube.events import post_events, submit_events
 from guarded.kube.guard import gather as gather_guard
 from guarded.kube.observe import deployment_state, request_from
 from guarded.kube.patches import merge_patch
@@ -272,8 +272,7 @@ async def _persist(client: KubeClient, obj: dict[str, Any], status: GuardedRollo
                       target=str(((obj.get("spec") or {}).get("target") or {}).get("name")),
                       before=status, after=decision.status)
     if decision.events:
-        with telemetry.step("events"):
-            await post_events(client, obj, decision.events)
+        submit_events(client, obj, decision.events)  # in the background: the reconcile does not wait for them
         for event in decision.events:
             log.info(event.message, reason=event.reason, type=event.type, phase=str(decision.status.phase))
 

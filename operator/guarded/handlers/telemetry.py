@@ -134,7 +134,7 @@ class Telemetry:
             buckets=PER_RECONCILE_BUCKETS, registry=r)
         self.reconcile_step_seconds = Histogram(
             f"{PREFIX}_reconcile_step_seconds", "Time one step of a reconcile took (read, analysis, config, guard, "
-            "observe, act, persist and, within persist, events): where a slow reconcile spent it.", ("step",),
+            "observe, act, persist): where a slow reconcile spent it.", ("step",),
             buckets=RECONCILE_BUCKETS, registry=r)
         self._phases: dict[tuple[str, str], str] = {}
 

@@ -11,10 +11,16 @@ Like client-go, the operator remembers the Events it wrote (their resourceVersio
 KNOWN_LIMIT of them): a repeat is then one conditional patch, not a create refused as existing, a read and a
 patch. What it does not know (a restart, another replica's Event, an Event that expired) costs the three as
 before; its memory is never trusted beyond the resourceVersion the patch is conditional on.
+
+A decision's Events are sent in the background (`submit_events`), as client-go's recorder sends them from
+its broadcaster's queue: a reconcile does not wait for them. At N = 335 posting them in the reconcile was a
+fifth of its time under load (issue 11). Their timestamps are the decision's; the same facts are in
+`status.history`, which is written before they are handed over.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import weakref
 from collections import OrderedDict
@@ -24,6 +30,7 @@ from typing import Any
 import orjson
 from kubernetes.client.rest import ApiException
 
+from guarded import logs
 from guarded.core.actions import Event
 from guarded.kube.client import KubeClient
 
@@ -34,6 +41,8 @@ REASON_LIMIT = 128
 MESSAGE_LIMIT = 1024
 UPDATE_ATTEMPTS = 3     # another writer bumped the same Event meanwhile: read it again
 KNOWN_LIMIT = 4096      # Events remembered (client-go's correlator keeps as many)
+SENDERS = 4             # Events being posted at once, in the background
+WAITING_LIMIT = 1000    # Events waiting to be posted; beyond it new ones are dropped, as client-go drops them
 
 Known = tuple[str, int]   # an Event's resourceVersion and count, as the operator last wrote or read them
 
@@ -176,3 +185,65 @@ async def post_events(client: KubeClient, obj: dict[str, Any], events: tuple[Eve
         except ApiException:
             # Events are best effort; the same facts are in status.history.
             continue
+
+
+Posting = tuple[str, dict[str, Any], datetime]   # namespace, body, when
+
+
+class EventSender:
+    """Posts Events in the background for one client, on the running event loop: a queue, and SENDERS tasks
+    that take from it. It holds its client weakly: a client no one else holds is gone, and its queue with it."""
+
+    def __init__(self, client: KubeClient) -> None:
+        self.loop = asyncio.get_running_loop()
+        self._client = weakref.ref(client)
+        self._waiting: asyncio.Queue[Posting] = asyncio.Queue(maxsize=WAITING_LIMIT)
+        self._tasks = [self.loop.create_task(self._send()) for _ in range(SENDERS)]
+
+    def put(self, posting: Posting) -> bool:
+        """Hand one Event over; False: dropped, too many wait already."""
+        try:
+            self._waiting.put_nowait(posting)
+        except asyncio.QueueFull:
+            return False
+        return True
+
+    async def drain(self) -> None:
+        """Until every Event handed over so far has been posted (or given up)."""
+        await self._waiting.join()
+
+    async def _send(self) -> None:
+        while True:
+            namespace, body, now = await self._waiting.get()
+            try:
+                client = self._client()
+                if client is not None:
+                    await _record(client, namespace, body, now)
+            except Exception as exc:  # best effort: the same facts are in status.history
+                logs.logger().warning("Event not posted", reason=body.get("reason"), error=str(exc)[:300],
+                                      namespace=namespace, name=body["involvedObject"].get("name"))
+            finally:
+                self._waiting.task_done()
+
+
+_SENDERS: weakref.WeakKeyDictionary[KubeClient, EventSender] = weakref.WeakKeyDictionary()
+
+
+def event_sender(client: KubeClient) -> EventSender:
+    """The client's sender on the running loop (a new one for a new loop: each test runs its own)."""
+    sender = _SENDERS.get(client)
+    if sender is None or sender.loop is not asyncio.get_running_loop():
+        sender = _SENDERS[client] = EventSender(client)
+    return sender
+
+
+def submit_events(client: KubeClient, obj: dict[str, Any], events: tuple[Event, ...]) -> None:
+    """Post a decision's Events in the background; returns at once. An Event that finds WAITING_LIMIT others
+    waiting is dropped, with a warning in the log."""
+    if not events:
+        return
+    namespace, now, sender = obj["metadata"]["namespace"], datetime.now(UTC), event_sender(client)
+    for event in events:
+        if not sender.put((namespace, event_body(obj, event, now), now)):
+            logs.logger(rollout=obj["metadata"]["name"], namespace=namespace, wave=None).warning(
+                "Event dropped: too many waiting to be posted", reason=event.reason, waiting=WAITING_LIMIT)
