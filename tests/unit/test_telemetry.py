@@ -116,6 +116,38 @@ def test_an_analysis_failure_counts_each_judge_the_rollback_and_its_reason() -> 
     assert transitions(t) == [("2", "RollingBack", 1.0), ("RollingBack", "RolledBack", 1.0)]
 
 
+def test_a_namespace_whose_last_rollout_went_keeps_no_series() -> None:
+    """Forgetting a rollout drops its wave transitions; forgetting a namespace's last one drops every series
+    labelled with that namespace, so an operator that saw many namespaces come and go keeps none of theirs."""
+    t = Telemetry()
+    progressing = status(Stage.SCALE_CANARY, Phase.PROGRESSING, 0)
+    for namespace, name in (("shop", "a"), ("shop", "b"), ("cart", "c")):
+        t.record(obs(namespace=namespace, name=name), status(), decision(progressing, "Pending", "1"), 0.001)
+    at = "2026-11-22T12:00:05Z"
+    rolling_back = status(Stage.ROLLING_BACK, Phase.ROLLING_BACK, 0, rollback_reason="AnalysisFailed",
+                          analysis=AnalysisStatus(last_at=at, last_verdict="Fail", recent=[failing_record(at)]))
+    t.record(obs(name="a"), progressing, decision(rolling_back, "1", "RollingBack"), 0.001)
+
+    def namespaces() -> set[str]:
+        return {s.labels["namespace"] for f in t.registry.collect() for s in f.samples if "namespace" in s.labels}
+
+    def series(namespace: str) -> int:
+        return sum(1 for f in t.registry.collect() for s in f.samples if s.labels.get("namespace") == namespace)
+
+    assert sample(t, "guarded_rollbacks_total", namespace="shop", reason="AnalysisFailed") == 1
+    assert sample(t, "guarded_wave_transitions_total", namespace="shop", rollout="a", **{"from": "1"},
+                  to="RollingBack") == 1
+    t.forget("shop", "a")
+    assert sample(t, "guarded_wave_transitions_total", namespace="shop", rollout="a", **{"from": "1"},
+                  to="RollingBack") == 0
+    assert sample(t, "guarded_rollbacks_total", namespace="shop", reason="AnalysisFailed") == 1  # b is left
+    assert sample(t, "guarded_wave_transitions_total", namespace="shop", rollout="b", **{"from": "Pending"},
+                  to="1") == 1
+    t.forget("shop", "b")
+    assert namespaces() == {"cart"} and series("shop") == 0
+    assert series("cart") > 0
+
+
 def test_an_abort_before_any_wave_is_a_rollback_though_no_rollback_event_was_recorded() -> None:
     t = Telemetry()
     aborted = status(Stage.ROLLED_BACK, Phase.ROLLED_BACK, rollback_reason="Aborted")

@@ -188,10 +188,17 @@ class Telemetry:
                 self.query_errors.labels(ns, "alerts").inc()
 
     def forget(self, namespace: str, name: str) -> None:
-        """This replica no longer drives the rollout (deleted, or the replica paused): out of the gauge."""
+        """This replica no longer drives the rollout (deleted, or the replica paused): out of the gauge, and its
+        wave transitions' series go. Once no rollout of its namespace is left, every series of that namespace
+        goes: an operator that has seen thousands of namespaces come and go keeps none of theirs (issue 11)."""
         phase = self._phases.pop((namespace, name), None)
         if phase is not None:
             self.rollouts.labels(namespace, phase).dec()
+        _drop(self.wave_transitions, namespace=namespace, rollout=name)
+        if not any(ns == namespace for ns, _ in self._phases):
+            for metric in (self.rollouts, self.judgements, self.analysis_steps, self.rollbacks,
+                           self.emergency_releases, self.query_errors):
+                _drop(metric, namespace=namespace)
 
     def _set_phase(self, namespace: str, name: str, phase: str) -> None:
         previous = self._phases.get((namespace, name))
@@ -244,6 +251,15 @@ class Telemetry:
             names.update(family.name + s for s in suffixes.get(family.type, ("",)))
             names.update(sample.name for sample in family.samples)
         return frozenset(names)
+
+
+def _drop(metric: Counter | Gauge, **match: str) -> None:
+    """Remove the series of a labelled metric whose labels include `match`."""
+    names = metric._labelnames   # prometheus_client lists a metric's series only through these two
+    for values in list(metric._metrics):
+        labels = dict(zip(names, values, strict=True))
+        if all(labels.get(k) == v for k, v in match.items()):
+            metric.remove(*values)
 
 
 def _process_registry() -> CollectorRegistry:
