@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import functools
+import os
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -32,7 +33,8 @@ from guarded.kube.rest import APPS, CORE, Resources, Rest
 REQUEST_TIMEOUT = (5.0, 30.0)  # connect, read (seconds)
 # The Accept header that asks the API server for an object's metadata only (PartialObjectMetadata).
 METADATA_ONLY = "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1"
-_POOL = ThreadPoolExecutor(max_workers=16, thread_name_prefix="guarded-io")
+IO_THREADS = max(1, int(os.environ.get("GUARDED_IO_THREADS", "16")))  # Kubernetes calls in flight at once
+_POOL = ThreadPoolExecutor(max_workers=IO_THREADS, thread_name_prefix="guarded-io")
 # Analysis (Prometheus queries, and a step waiting for a query another step shares: metrics/shared.py) runs on
 # threads of its own: at N = 335, steps waiting there held the pool above, and a status write or a scale waited
 # behind them (reconcile p99 2.5 s, issue 11).
