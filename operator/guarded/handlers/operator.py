@@ -29,6 +29,7 @@ from guarded.core.templates import canary_name
 from guarded.handlers import alerts, endpoints, notify, telemetry, tls, webhook_server
 from guarded.handlers.connection import kube_configuration, tune
 from guarded.handlers.reconcile import SEEN, clean_up, reconcile
+from guarded.handlers.workers import Workers
 from guarded.kube.cache import WatchCache, kept
 from guarded.kube.client import Conflict, KubeClient
 from guarded.metrics.prometheus import PrometheusProvider
@@ -55,7 +56,7 @@ CACHE = WatchCache(observer=telemetry.cache_read, kinds=("deployments", "namespa
                                                          APPROVAL_PLURAL, "services", "pods"))  # serve_caches
 
 _wakers: dict[tuple[str, str], asyncio.Event] = {}
-_workers = asyncio.Semaphore(RECONCILE_WORKERS)  # bound to the loop that first waits on it (kopf's one)
+_workers = Workers(RECONCILE_WORKERS)  # a rollout with its canary out is served first (handlers/workers.py)
 _targets: dict[tuple[str, str], str] = {}
 # Each rollout's last (fingerprint, phase, settled) seen.
 _seen: dict[tuple[str, str], tuple[str, str | None, bool]] = {}
@@ -124,6 +125,14 @@ def is_settled(body: dict[str, Any]) -> bool:
     if (body.get("spec") or {}).get("consumers") or status.get("consumers"):
         return False
     return PART_OF_LABEL not in ((body.get("metadata") or {}).get("labels") or {})
+
+
+def changing(key: tuple[str, str]) -> bool:
+    """The rollout has a change out (a wave, a promotion, a rollback), as the watch last saw it: its reconciles
+    wait for a worker before those of rollouts that are pending, held or ended."""
+    _, obj = CACHE.read(PLURAL, *key)
+    stage = stage_in((obj or {}).get("status"))
+    return stage is not None and stage.active
 
 
 def settled(key: tuple[str, str]) -> bool:
@@ -247,9 +256,9 @@ async def run_rollout(namespace: str, name: str, stopped: kopf.DaemonStopped, me
         while not stopped:
             wake.clear()
             try:
-                due = loop.time()
-                async with _workers:
-                    telemetry.TELEMETRY.reconcile_wait_seconds.observe(loop.time() - due)
+                due, urgent = loop.time(), changing(key)
+                async with _workers.slot(urgent):
+                    telemetry.TELEMETRY.reconcile_wait_seconds.labels(str(urgent).lower()).observe(loop.time() - due)
                     with telemetry.reconciling():  # times it, counts the API error that failed it
                         outcome = await asyncio.wait_for(reconcile(memo.client, namespace, name, memo.provider),
                                                          timeout=RECONCILE_TIMEOUT)

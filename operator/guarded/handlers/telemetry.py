@@ -48,6 +48,7 @@ PREFIX = "guarded"
 disable_created_metrics()
 DECISION_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
 RECONCILE_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 90.0)
+WAIT_BUCKETS = (*RECONCILE_BUCKETS, 180.0, 300.0)  # a due reconcile may wait longer than one may run
 PER_RECONCILE_BUCKETS = (0, 1, 2, 3, 4, 5, 6, 8, 10, 15, 20, 30, 50)
 
 # What the reconcile running in this context has sent so far (run_blocking carries the context into the
@@ -125,7 +126,8 @@ class Telemetry:
             "asked the API server, the copy not trusted).", ("resource", "result"), registry=r)
         self.reconcile_wait_seconds = Histogram(
             f"{PREFIX}_reconcile_wait_seconds", "Time a due reconcile waited for one of the operator's reconcile "
-            "workers (GUARDED_RECONCILE_WORKERS), before its round began.", buckets=RECONCILE_BUCKETS, registry=r)
+            "workers (GUARDED_RECONCILE_WORKERS), before its round began; changing: the rollout had a change out "
+            "(served first).", ("changing",), buckets=WAIT_BUCKETS, registry=r)
         self.reconcile_api_requests = Histogram(
             f"{PREFIX}_reconcile_api_requests", "Kubernetes API requests sent by one reconcile.",
             buckets=PER_RECONCILE_BUCKETS, registry=r)

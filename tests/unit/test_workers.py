@@ -1,0 +1,82 @@
+"""The reconcile workers (handlers/workers.py): a bound on reconciles under way, rollouts with a change out first."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from guarded.handlers import operator as handlers
+from guarded.handlers.workers import Workers
+
+
+async def _hold(workers: Workers, name: str, urgent: bool, served: list[str], release: asyncio.Event) -> None:
+    async with workers.slot(urgent):
+        served.append(name)
+        await release.wait()
+
+
+def test_at_most_size_at_once_and_the_waiting_changing_rollouts_go_first_each_in_order_of_arrival() -> None:
+    async def go() -> list[str]:
+        workers, served, release = Workers(2), [], asyncio.Event()
+        tasks = [asyncio.create_task(_hold(workers, name, urgent, served, release))
+                 for name, urgent in (("a", False), ("b", False), ("idle-1", False), ("canary-1", True),
+                                      ("idle-2", False), ("canary-2", True))]
+        await asyncio.sleep(0.01)
+        assert served == ["a", "b"] and workers.busy == 2 and workers.waiting == 4
+        release.set()
+        await asyncio.gather(*tasks)
+        assert workers.busy == 0 and workers.waiting == 0
+        return served
+
+    assert asyncio.run(go()) == ["a", "b", "canary-1", "canary-2", "idle-1", "idle-2"]
+
+
+def test_a_waiter_cancelled_gives_its_place_and_a_slot_handed_to_a_cancelled_one_goes_on() -> None:
+    async def go() -> list[str]:
+        workers, served, release = Workers(1), [], asyncio.Event()
+        first = asyncio.create_task(_hold(workers, "first", False, served, release))
+        await asyncio.sleep(0.01)
+        gone = asyncio.create_task(_hold(workers, "gone", True, served, release))
+        late = asyncio.create_task(_hold(workers, "late", False, served, release))
+        await asyncio.sleep(0.01)
+        gone.cancel()                     # cancelled while waiting: passed over
+        await asyncio.sleep(0.01)
+        release.set()
+        await asyncio.gather(first, late)
+        assert gone.cancelled()
+
+        # A slot handed to a waiter at the moment it is cancelled is passed on, not lost.
+        release.clear()
+        holder = asyncio.create_task(_hold(workers, "holder", False, served, release))
+        await asyncio.sleep(0.01)
+        unlucky = asyncio.create_task(_hold(workers, "unlucky", True, served, release))
+        after = asyncio.create_task(_hold(workers, "after", False, served, release))
+        await asyncio.sleep(0.01)
+        assert workers.waiting == 2
+        release.set()
+        while workers.waiting == 2:       # holder leaves and hands its slot to "unlucky"...
+            await asyncio.sleep(0)
+        unlucky.cancel()                  # ...which is cancelled before it runs
+        await asyncio.gather(holder, after, return_exceptions=True)
+        assert workers.busy == 0 and workers.waiting == 0
+        return served
+
+    served = asyncio.run(go())
+    assert served[:2] == ["first", "late"] and "gone" not in served
+    assert served[-1] == "after" and "unlucky" not in served
+
+
+def test_a_rollout_counts_as_changing_while_its_canary_is_out(monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: dict[tuple[str, str], dict[str, object] | None] = {
+        ("shop", "baking"): {"status": {"stage": "Bake"}},
+        ("shop", "rolling-back"): {"status": {"stage": "RollingBack"}},
+        ("shop", "promoting"): {"status": {"stage": "Promote"}},
+        ("shop", "pending"): {"status": {}},
+        ("shop", "done"): {"status": {"stage": "Succeeded"}},
+        ("shop", "odd"): {"status": {"stage": "NoSuchStage"}},
+        ("shop", "gone"): None,
+    }
+    monkeypatch.setattr(handlers.CACHE, "read", lambda resource, ns, name: (True, seen[(ns, name)]))
+    assert {name for (_, name) in seen if handlers.changing(("shop", name))} == {"baking", "rolling-back",
+                                                                                  "promoting"}
