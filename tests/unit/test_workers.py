@@ -32,6 +32,21 @@ def test_at_most_size_at_once_and_the_waiting_changing_rollouts_go_first_each_in
     assert asyncio.run(go()) == ["a", "b", "canary-1", "canary-2", "idle-1", "idle-2"]
 
 
+def test_while_both_wait_three_of_every_four_freed_workers_go_to_changing_rollouts() -> None:
+    async def go() -> list[str]:
+        workers, served, release = Workers(1), [], asyncio.Event()
+        first = asyncio.create_task(_hold(workers, "first", False, served, release))
+        await asyncio.sleep(0.01)
+        waiting = [asyncio.create_task(_hold(workers, name, name.startswith("u"), served, release))
+                   for name in ("o1", "u1", "u2", "u3", "u4", "o2", "u5", "u6", "u7", "u8")]
+        await asyncio.sleep(0.01)
+        release.set()
+        await asyncio.gather(first, *waiting)
+        return served
+
+    assert asyncio.run(go()) == ["first", "u1", "u2", "u3", "o1", "u4", "u5", "u6", "o2", "u7", "u8"]
+
+
 def test_a_waiter_cancelled_gives_its_place_and_a_slot_handed_to_a_cancelled_one_goes_on() -> None:
     async def go() -> list[str]:
         workers, served, release = Workers(1), [], asyncio.Event()
@@ -67,7 +82,8 @@ def test_a_waiter_cancelled_gives_its_place_and_a_slot_handed_to_a_cancelled_one
     assert served[-1] == "after" and "unlucky" not in served
 
 
-def test_a_rollout_counts_as_changing_while_its_canary_is_out(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_rollout_counts_as_changing_while_its_status_or_its_canary_says_a_change_is_out(
+        monkeypatch: pytest.MonkeyPatch) -> None:
     seen: dict[tuple[str, str], dict[str, object] | None] = {
         ("shop", "baking"): {"status": {"stage": "Bake"}},
         ("shop", "rolling-back"): {"status": {"stage": "RollingBack"}},
@@ -77,6 +93,14 @@ def test_a_rollout_counts_as_changing_while_its_canary_is_out(monkeypatch: pytes
         ("shop", "odd"): {"status": {"stage": "NoSuchStage"}},
         ("shop", "gone"): None,
     }
-    monkeypatch.setattr(handlers.CACHE, "read", lambda resource, ns, name: (True, seen[(ns, name)]))
+    seen[("shop", "claimed")] = {"spec": {"target": {"name": "cart"}}, "status": {"stage": "Pending"}}
+    canaries = {("shop", "cart-canary"): {"metadata": {"name": "cart-canary"}}}
+
+    def read(resource: str, namespace: str, name: str) -> tuple[bool, dict[str, object] | None]:
+        return True, (canaries if resource == "deployments" else seen).get((namespace, name))
+
+    monkeypatch.setattr(handlers.CACHE, "read", read)
+    # "claimed": its status still says Pending (the write of the decision that made its canary conflicted),
+    # but its canary is out.
     assert {name for (_, name) in seen if handlers.changing(("shop", name))} == {"baking", "rolling-back",
-                                                                                  "promoting"}
+                                                                                  "promoting", "claimed"}

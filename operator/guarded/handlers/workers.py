@@ -1,31 +1,37 @@
 """The operator's reconcile workers: at most N reconciles under way at once, and the waiting ones of rollouts
-with a change out first.
+with a change out served first.
 
 As controller-runtime's MaxConcurrentReconciles, a due reconcile waits for one of the workers. Unlike its
-work queue, the wait is not first come, first served across all rollouts: a rollout whose canary is out
-(a wave, a promotion, a rollback: `Stage.active`) is served before one that is pending, held by a gate or
-ended. At N = 1,000 a due reconcile waited up to 90 s, and the one release that was bad waited behind a
-thousand gate checks and idle re-checks for its rollback (issue 11). Within each of the two, first come,
-first served.
+work queue, the wait is not first come, first served across all rollouts: a rollout with a change out (its
+status in a wave, a promotion or a rollback, or its canary Deployment there: `handlers.operator.changing`)
+gets SHARE of every SHARE + 1 workers freed while both kinds wait; a rollout pending, held by a gate or ended
+gets the rest, so it is served later but never starved. Within each kind, first come, first served. At
+N = 1,000 a due reconcile waited up to 90 s, and a release under analysis waited as long as a gate check or
+an idle re-check (issue 11).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import heapq
-import itertools
+from collections import deque
 from collections.abc import AsyncIterator
+
+# While both wait, of every SHARE + 1 workers freed, SHARE go to rollouts with a change out and one to the
+# others: a rollout waiting to start is served later, never starved.
+SHARE = 3
 
 
 class Workers:
-    """`size` slots; `slot(urgent)` waits for one, urgent waiters before the others, each in order of arrival."""
+    """`size` slots; `slot(urgent)` waits for one, urgent waiters before the others (SHARE to 1), each kind in
+    order of arrival."""
 
     def __init__(self, size: int) -> None:
         self.size = size
         self._free = size
-        self._waiting: list[tuple[int, int, asyncio.Future[None]]] = []
-        self._order = itertools.count()
+        self._urgent: deque[asyncio.Future[None]] = deque()
+        self._other: deque[asyncio.Future[None]] = deque()
+        self._turn = 0
 
     @property
     def busy(self) -> int:
@@ -33,7 +39,7 @@ class Workers:
 
     @property
     def waiting(self) -> int:
-        return sum(1 for _, _, f in self._waiting if not f.done())
+        return sum(1 for f in (*self._urgent, *self._other) if not f.done())
 
     @contextlib.asynccontextmanager
     async def slot(self, urgent: bool = False) -> AsyncIterator[None]:
@@ -48,7 +54,7 @@ class Workers:
             self._free -= 1
             return
         handed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        heapq.heappush(self._waiting, (0 if urgent else 1, next(self._order), handed))
+        (self._urgent if urgent else self._other).append(handed)
         try:
             await handed
         except asyncio.CancelledError:
@@ -57,9 +63,15 @@ class Workers:
             raise
 
     def _release(self) -> None:
-        while self._waiting:
-            _, _, handed = heapq.heappop(self._waiting)
-            if not handed.done():  # a cancelled waiter's future is done: passed over
-                handed.set_result(None)
-                return
-        self._free += 1
+        for queue in (self._urgent, self._other):
+            while queue and queue[0].done():  # cancelled waiters are passed over
+                queue.popleft()
+        if self._urgent and self._other:
+            queue = self._other if self._turn % (SHARE + 1) == SHARE else self._urgent
+        else:
+            queue = self._urgent or self._other
+        if not queue:
+            self._free += 1
+            return
+        self._turn += 1
+        queue.popleft().set_result(None)
