@@ -38,7 +38,8 @@ _POOL = ThreadPoolExecutor(max_workers=IO_THREADS, thread_name_prefix="guarded-i
 # Analysis (Prometheus queries, and a step waiting for a query another step shares: metrics/shared.py) runs on
 # threads of its own: at N = 335, steps waiting there held the pool above, and a status write or a scale waited
 # behind them (reconcile p99 2.5 s, issue 11).
-_QUERY_POOL = ThreadPoolExecutor(max_workers=16, thread_name_prefix="guarded-query")
+QUERY_THREADS = max(1, int(os.environ.get("GUARDED_QUERY_THREADS", "16")))  # analysis steps under way at once
+_QUERY_POOL = ThreadPoolExecutor(max_workers=QUERY_THREADS, thread_name_prefix="guarded-query")
 
 
 # Told of every request this client sends, as (verb, resource): the operator counts them (handlers/telemetry).
