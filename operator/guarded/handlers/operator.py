@@ -56,7 +56,7 @@ CACHE = WatchCache(observer=telemetry.cache_read, kinds=("deployments", "namespa
                                                          APPROVAL_PLURAL, "services", "pods"))  # serve_caches
 
 _wakers: dict[tuple[str, str], asyncio.Event] = {}
-_workers = Workers(RECONCILE_WORKERS)  # a rollout with its canary out is served first (handlers/workers.py)
+_workers = Workers(RECONCILE_WORKERS)  # rollouts with a change out get 3 of 4 freed workers (handlers/workers.py)
 _targets: dict[tuple[str, str], str] = {}
 # Each rollout's last (fingerprint, phase, settled) seen.
 _seen: dict[tuple[str, str], tuple[str, str | None, bool]] = {}
