@@ -210,3 +210,16 @@ def test_a_copy_of_json_data_is_equal_and_independent_and_anything_else_is_deep_
     odd = {"kinds": {"a", "b"}}   # not JSON: deep-copied as before
     other = json_copy(odd)
     assert other == odd and other["kinds"] is not odd["kinds"]
+
+
+def test_a_peek_is_what_the_watch_saw_neither_copied_nor_counted_and_nothing_before_the_index_is_served() -> None:
+    told: list[tuple[str, bool]] = []
+    assert WatchCache().peek("deployments", "shop", "shop") is None
+    cache, index = WatchCache(observer=lambda resource, hit: told.append((resource, hit))), Index()
+    seen = deployment("shop", "10")
+    index.put(seen)
+    cache.serve("deployments", index)
+    cache.touched("deployments", "shop", "shop")   # our write not yet seen: a read would not trust the watch
+    assert cache.peek("deployments", "shop", "shop") is seen
+    assert cache.peek("deployments", "shop", "other") is None
+    assert told == []

@@ -96,10 +96,10 @@ def test_a_rollout_counts_as_changing_while_its_status_or_its_canary_says_a_chan
     seen[("shop", "claimed")] = {"spec": {"target": {"name": "cart"}}, "status": {"stage": "Pending"}}
     canaries = {("shop", "cart-canary"): {"metadata": {"name": "cart-canary"}}}
 
-    def read(resource: str, namespace: str, name: str) -> tuple[bool, dict[str, object] | None]:
-        return True, (canaries if resource == "deployments" else seen).get((namespace, name))
+    def peek(resource: str, namespace: str, name: str) -> dict[str, object] | None:
+        return (canaries if resource == "deployments" else seen).get((namespace, name))
 
-    monkeypatch.setattr(handlers.CACHE, "read", read)
+    monkeypatch.setattr(handlers.CACHE, "peek", peek)
     # "claimed": its status still says Pending (the write of the decision that made its canary conflicted),
     # but its canary is out.
     assert {name for (_, name) in seen if handlers.changing(("shop", name))} == {"baking", "rolling-back",

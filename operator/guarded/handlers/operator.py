@@ -131,14 +131,14 @@ def changing(key: tuple[str, str]) -> bool:
     """The rollout has a change out, as the watches last saw it: its status says so (a wave, a promotion, a
     rollback), or its target's canary Deployment exists (made by a decision whose status write has not been
     seen yet, or conflicted). Its reconciles wait for a worker before those of rollouts pending, held or ended."""
-    _, obj = CACHE.read(PLURAL, *key)
+    obj = CACHE.peek(PLURAL, *key)
     if obj is None:
         return False
     stage = stage_in(obj.get("status"))
     if stage is not None and stage.active:
         return True
     target = ((obj.get("spec") or {}).get("target") or {}).get("name")
-    return isinstance(target, str) and CACHE.read("deployments", key[0], canary_name(target))[1] is not None
+    return isinstance(target, str) and CACHE.peek("deployments", key[0], canary_name(target)) is not None
 
 
 def settled(key: tuple[str, str]) -> bool:

@@ -50,7 +50,7 @@ class Workers:
             self._release()
 
     async def _acquire(self, urgent: bool) -> None:
-        if self._free > 0 and not self.waiting:
+        if self._free > 0:  # a slot is freed only when no one waits for it (_release hands it over first)
             self._free -= 1
             return
         handed: asyncio.Future[None] = asyncio.get_running_loop().create_future()

@@ -131,6 +131,11 @@ class WatchCache:
         found = self._sources[resource].get((namespace, name))  # type: ignore[attr-defined]
         return next(iter(found), None) if found is not None else None
 
+    def peek(self, resource: str, namespace: str, name: str) -> Mapping[str, Any] | None:
+        """The object as the watch last saw it, neither copied nor counted as a read: a hint (whom to serve
+        first), never what a decision is made from."""
+        return self._cached(resource, namespace, name) if resource in self._sources else None
+
     def read(self, resource: str, namespace: str, name: str) -> tuple[bool, dict[str, Any] | None]:
         """(trusted, the object as the watch saw it; None: absent). Not trusted: ask the API server."""
         if resource not in self._sources:
