@@ -150,17 +150,57 @@ def test_only_the_built_in_summed_increases_are_asked_per_pod() -> None:
     assert orders is not None and requests is not None
     series = 'orders_total{namespace="n",pod=~"sh\\\\.op-(canary-)?[a-z0-9]{1,10}-[a-z0-9]{5}"}'
     assert orders.query == (f"sum by (pod) (clamp_min({series} - (last_over_time({series}[30s] offset 5s) or "
-                            f"min_over_time({series}[5s])), 0))")
+                            f"min_over_time({series}[5s])), 0)) or label_replace(sum by (pod) ("
+                            f"min_over_time({series}[5s]) unless last_over_time({series}[30s] offset 5s)), "
+                            '"pod", "$1/first", "pod", "(.+)")')
     errors = split["error-rate"][0]
-    assert errors is not None and errors.query.endswith(',code=~"5.."}[5s])), 0))')
+    assert errors is not None and errors.query.endswith(
+        ',code=~"5.."}[30s] offset 5s)), "pod", "$1/first", "pod", "(.+)")')
     assert split["slow-request-rate"] == [None, None], "a composite template is asked as written"
     # The form documented before the first interval of a new series counted (without `or min_over_time`),
     # copied into a spec's own metric, is still asked per pod, as written.
     before = "sum(clamp_min(x{{{selector}}} - last_over_time(x{{{selector}}}[{{lookback}}] offset {{interval}}), 0))"
     split_before = pod_split(before, namespace="n", target="shop", interval="5s")
+    x = 'x{namespace="n",pod=~"shop-(canary-)?[a-z0-9]{1,10}-[a-z0-9]{5}"}'
     assert split_before is not None and split_before.query == (
-        'sum by (pod) (clamp_min(x{namespace="n",pod=~"shop-(canary-)?[a-z0-9]{1,10}-[a-z0-9]{5}"} - '
-        'last_over_time(x{namespace="n",pod=~"shop-(canary-)?[a-z0-9]{1,10}-[a-z0-9]{5}"}[30s] offset 5s), 0))')
+        f'sum by (pod) (clamp_min({x} - last_over_time({x}[30s] offset 5s), 0)) or label_replace(sum by (pod) '
+        f'(min_over_time({x}[5s]) unless last_over_time({x}[30s] offset 5s)), "pod", "$1/first", "pod", "(.+)")')
     assert re.fullmatch(orders.canary, "sh.op-canary-7d9f8c6b5-x2x4z")
     assert not re.fullmatch(orders.stable, "sh.op-canary-7d9f8c6b5-x2x4z")
     assert re.fullmatch(orders.stable, "sh.op-7d9f8c6b5-x2x4z") and not re.fullmatch(orders.stable, "shXop-7d9f8-x2x4z")
+
+
+CANARY_POD, STABLE_POD = "shop-canary-7d9f8c6b5-x2x4z", "shop-7d9f8c6b5-abcde"
+
+
+class NewPods(Changing):
+    """Changing's counts, and in the interval ending at 15 s the first values of a canary pod's and a stable
+    pod's new series (what they served before their first scrape), as the per-pod query's `/first` rows."""
+
+    def range_by(self, query: str, label: str, *, start: datetime, end: datetime, step_seconds: float) -> Grouped:
+        grouped = super().range_by(query, label, start=start, end=end, step_seconds=step_seconds)
+        at = steps_of(15).timestamp()
+        if start.timestamp() <= at <= end.timestamp():
+            grouped.series[CANARY_POD + "/first"] = {at: 40.0}
+            grouped.series[STABLE_POD + "/first"] = {at: 3.0}
+            grouped.series["other-7d9f8c6b5-fghij/first"] = {at: 1e6}
+        return grouped
+
+
+def test_a_new_pod_counts_from_zero_only_when_its_creation_is_within_the_lookback() -> None:
+    def counts(born: dict[str, float]) -> dict[str, float]:
+        seen = gather(NewPods(), spec(), status(), namespace="shop", now=steps_of(40.5), memory=SeenIntervals(),
+                      rollout=ROLLOUT, born=born)
+        data = seen.metrics["order-rate"]
+        return {"canary": data.canary[2].requests, "stable": data.stable[2].requests,  # type: ignore[union-attr]
+                "canary_later": data.canary[3].requests}  # type: ignore[union-attr]
+
+    plain = counts({})
+    # Made 2 s before the interval (10-15 s) began: the lookback (30 s) before it reaches back to its creation,
+    # so its series had no sample before this one: counted from zero. Each pod's own first value, nobody else's.
+    young = counts({CANARY_POD: steps_of(8).timestamp(), STABLE_POD: steps_of(9).timestamp(),
+                    "other-7d9f8c6b5-fghij": steps_of(9).timestamp()})
+    assert young == {**plain, "canary": plain["canary"] + 40.0, "stable": plain["stable"] + 3.0}
+    # Made 40 s before it: a series first seen now may be one Prometheus lost sight of (counted before), and a
+    # pod the operator does not see is not known to be new: neither is counted from zero.
+    assert counts({CANARY_POD: steps_of(-30).timestamp(), STABLE_POD: steps_of(-30).timestamp()}) == plain

@@ -155,7 +155,7 @@ def test_many_rollouts_share_one_query_per_template_and_step_and_judge_what_thei
     # Orders, errors and requests: one query each per step for all six rollouts, never one per rollout; only
     # at the first step, asked one after the other, each rollout's namespace joined with a query of its own.
     assert len(shop.asked) == len(shared_asks) == 3 * (37 + 5)
-    assert all(q.count("|") == 3 * 5 for q in shared_asks[3 * 6:]), "every namespace in one query (its 3 selectors)"
+    assert all(q.count("|") == 5 * 5 for q in shared_asks[3 * 6:]), "every namespace in one query (its 5 selectors)"
 
 
 def test_an_interval_that_does_not_divide_the_settling_time_is_shared_too() -> None:

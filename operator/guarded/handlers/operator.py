@@ -226,10 +226,11 @@ async def watched_services(namespace: str, body: kopf.Body, **_: Any) -> dict[An
 
 @kopf.index("", "v1", "pods")
 async def watched_pods(namespace: str, body: kopf.Body, **_: Any) -> dict[Any, Any]:
-    """Only what the blast radius counts (kube/guard.service_pods): a pod's labels, whether it lives."""
+    """Only what the blast radius counts (kube/guard.service_pods): a pod's labels, whether it lives; and when
+    it was made (metrics/gather: a new pod's counts from zero)."""
     meta = body.get("metadata") or {}
     return {namespace: {"metadata": {k: meta[k] for k in ("name", "namespace", "uid", "labels", "resourceVersion",
-                                                          "deletionTimestamp") if k in meta},
+                                                          "creationTimestamp", "deletionTimestamp") if k in meta},
                         "status": {"phase": (body.get("status") or {}).get("phase")}}}
 
 

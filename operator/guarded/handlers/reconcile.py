@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import time
 import traceback
@@ -24,6 +25,7 @@ from guarded.core import conditions as cond
 from guarded.core import routing
 from guarded.core.actions import Action, Event
 from guarded.core.analysis import AnalysisObservation
+from guarded.core.clock import parse
 from guarded.core.consumers import PART_OF_LABEL, part_of_value
 from guarded.core.engine import Decision, decide, decide_cleanup, decide_fail_safe, needs
 from guarded.core.observations import Claim, LinkedRollout, Observations
@@ -205,6 +207,20 @@ async def _claim_of(client: KubeClient, namespace: str, target: dict[str, Any] |
     return Claim(value=value, name=holder, uid=uid, alive=stage is None or not stage.terminal)
 
 
+def _born(client: KubeClient, namespace: str) -> dict[str, float]:
+    """The namespace's pods' creation times as the watch holds them (never a request of its own: a pod not
+    seen is only not counted from zero, metrics/gather)."""
+    if client.cache is None:
+        return {}
+    trusted, pods = client.cache.read_list("pods", namespace)
+    born = {}
+    for pod in pods if trusted else ():
+        meta = pod.get("metadata") or {}
+        with contextlib.suppress(KeyError, TypeError, ValueError):
+            born[meta["name"]] = parse(meta["creationTimestamp"]).timestamp()
+    return born
+
+
 async def _reconcile(client: KubeClient, obj: dict[str, Any], spec: GuardedRolloutSpec,
                      status: GuardedRolloutStatus, provider: MetricProvider | None, log: Any) -> Outcome:
     meta = obj["metadata"]
@@ -225,7 +241,7 @@ async def _reconcile(client: KubeClient, obj: dict[str, Any], spec: GuardedRollo
                                                memory=SEEN if INCREMENTAL else None,
                                                rollout=(namespace, meta["name"], meta.get("uid")),
                                                shared=shared_queries(provider, client.cache) if INCREMENTAL
-                                               else None)
+                                               else None, born=_born(client, namespace))
     asked = request_from(meta.get("annotations"))
     new_request = asked is not None and (status.last_request is None or status.last_request.id != asked.id)
     with telemetry.step("config"):

@@ -11,6 +11,7 @@ import math
 import re
 import threading
 from array import array
+from collections.abc import Mapping
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
@@ -29,12 +30,14 @@ from guarded.core.analysis import (
 from guarded.core.clock import parse
 from guarded.metrics.provider import MetricProvider, Series
 from guarded.metrics.queries import (
+    FIRST,
     MetricQueries,
     Pair,
     PodSplit,
     ServiceSplit,
     alerts_query,
     buckets_query,
+    lookback,
     metric_queries,
     pod_split,
     regex_literal,
@@ -43,6 +46,8 @@ from guarded.metrics.queries import (
 from guarded.metrics.shared import SharedQueries
 
 SCRAPE_LAG = timedelta(seconds=SCRAPE_LAG_SECONDS)  # judgements are due when an interval can be read (core)
+# Seconds of clock skew allowed between the API server (a pod's creationTimestamp) and Prometheus (its samples).
+BORN_MARGIN = 5.0
 MAX_STEPS = 10_000   # the newest interval is left out until its samples are in
 # An interval that ended this long ago is read once and remembered: no later scrape changes its count.
 FINAL_AFTER = timedelta(seconds=30)
@@ -90,11 +95,20 @@ class _Reader:
     per-pod ones from the queries all rollouts share (metrics/shared)."""
 
     def __init__(self, provider: MetricProvider, memory: SeenIntervals | None, rollout: tuple[str, str],
-                 analysis: str, now: datetime, shared: SharedQueries | None = None) -> None:
+                 analysis: str, now: datetime, shared: SharedQueries | None = None,
+                 born: Mapping[str, float] | None = None) -> None:
         self.provider, self.memory, self.rollout, self.analysis = provider, memory, rollout, analysis
-        self.now, self.shared = now, shared
+        self.now, self.shared, self.born = now, shared, born or {}
         self.final = round((now - FINAL_AFTER).timestamp(), 3)
         self.answered: dict[str, Series] = {}
+
+    def from_zero(self, pod: str, step: float, interval: float) -> bool:
+        """Whether a series of `pod` first seen in the interval ending at `step` counts from zero: the pod was
+        created (API server's clock, BORN_MARGIN for skew) within the lookback before the interval began, so
+        that any earlier sample of it would have been within the lookback: the series' first sample is its
+        first ever, and a new pod's counter starts at zero. A pod the operator does not see: not counted."""
+        born = self.born.get(pod)
+        return born is not None and born > step - interval - parse_duration(lookback(interval)) + BORN_MARGIN
 
     def _per_pod(self, split: PodSplit, steps_dt: list[datetime], first: int,
                  interval: float) -> tuple[dict[str, dict[float, float]] | None, str | None, int]:
@@ -161,11 +175,13 @@ class _Reader:
             for part, pattern in parts.items():
                 sums: dict[float, float] = {}
                 for pod in sorted(pods):
-                    if re.fullmatch(pattern, pod):
+                    name, before_first_scrape = pod.removesuffix(FIRST), pod.endswith(FIRST)
+                    if re.fullmatch(pattern, name):
                         for t, v in pods[pod].items():
-                            sums[round(t, 3)] = sums.get(round(t, 3), 0.0) + v
+                            if not before_first_scrape or self.from_zero(name, t, interval):
+                                sums[round(t, 3)] = sums.get(round(t, 3), 0.0) + v
                 values[part].update({t: sums.get(t, math.nan) for t in steps[first:]})
-        answers = []
+        answers: list[Series] = []
         for part, key in keys.items():
             self.memory.keep(self.rollout, self.analysis, key,
                              {t: v for t, v in values[part].items() if steps[0] <= t <= self.final})
@@ -313,10 +329,11 @@ def _alerts(provider: MetricProvider, analysis: Analysis, shared: SharedQueries 
 def gather(provider: MetricProvider, spec: GuardedRolloutSpec, status: GuardedRolloutStatus, *,
            namespace: str, now: datetime, memory: SeenIntervals | None = None,
            rollout: tuple[str, str, str | None] | None = None,
-           shared: SharedQueries | None = None) -> AnalysisObservation:
+           shared: SharedQueries | None = None, born: Mapping[str, float] | None = None) -> AnalysisObservation:
     """`memory` and `rollout` (namespace, name, uid): read only the intervals not yet seen (SeenIntervals);
     `shared` (with them): the per-pod queries, the alerts and the bucket bounds from the queries every
-    rollout shares (metrics/shared)."""
+    rollout shares (metrics/shared). `born`: the namespace's pods' creation times (epoch seconds), for
+    counting a new pod from zero (_Reader.from_zero)."""
     analysis = spec.analysis
     assert analysis is not None and status.analysis.since is not None
     interval = parse_duration(analysis.interval)
@@ -326,7 +343,7 @@ def gather(provider: MetricProvider, spec: GuardedRolloutSpec, status: GuardedRo
         memory = shared = None
     reader = _Reader(provider, memory, namespace_name,
                      f"{rollout[2] if rollout else ''}@{status.analysis.since}@{analysis.interval}", now,
-                     shared if memory is not None else None)
+                     shared if memory is not None else None, born)
     recorded_pre = {p.metric: Counts(events=p.events, requests=p.requests) for p in status.analysis.pre_rollout}
 
     metrics: dict[str, MetricData] = {}

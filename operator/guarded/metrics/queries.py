@@ -112,11 +112,20 @@ def metric_queries(metric: Metric, *, namespace: str, target: str, interval: str
 
 
 
+# A pod's counts from zero: the answer of a per-pod query holds, beside each pod's increase, the first value of
+# each series first seen in the interval, under the pod's name and this suffix (no pod name holds a "/").
+FIRST = "/first"
+
+
 @dataclass(frozen=True, kw_only=True)
 class PodSplit:
     """One query for canary and stable at once: the increase per pod of the whole service (`query`), which
     the operator sums over the pods each regex (Python, fully matched; the same as the PromQL selectors')
-    names."""
+    names. Under `<pod>/first` (FIRST) the answer also holds, per pod, the first value of each series that
+    had no sample within the lookback before the interval: what a pod served before its first scrape, which
+    the increase cannot count, and which the operator adds only for a pod created so recently that the
+    lookback reaches back to its creation (metrics/gather: then it is the series' first sample ever, and a
+    new process's counter starts at zero)."""
 
     query: str
     canary: str
@@ -127,16 +136,24 @@ class PodSplit:
 SHARED_NAMESPACES = "<<namespaces>>"
 
 
+def _with_first(body: str, series: str, by: str) -> str:
+    """The per-pod increase, `or` each new series' first value under `<pod>/first` (PodSplit)."""
+    first = (f"min_over_time({series}[{{{{interval}}}}]) unless "
+             f"last_over_time({series}[{{{{lookback}}}}] offset {{{{interval}}}})")
+    return (f"sum by ({by}) ({body}) or label_replace(sum by ({by}) ({first}), "
+            f'"pod", "$1{FIRST}", "pod", "(.+)")')
+
+
 def pod_split(template: str, *, namespace: str, target: str, interval: str, le: str | None = None) -> PodSplit | None:
     """The per-pod form of a built-in template, or None for any other (it is then asked for canary and stable
     apart, as written)."""
     m = _SUMMED_INCREASE.match(template)
     if m is None:
         return None
-    by_pod = "sum by (pod) (" + m["body"] + ")"
+    by_pod = _with_first(m["body"], m["series"], "pod")
     name = regex_literal(target)
-    shared = render("sum by (namespace, pod) (" + m["body"] + ")", selector=f'namespace=~"{SHARED_NAMESPACES}"',
-                    interval=interval, namespace="", target="", le=le)
+    shared = render(_with_first(m["body"], m["series"], "namespace, pod"),
+                    selector=f'namespace=~"{SHARED_NAMESPACES}"', interval=interval, namespace="", target="", le=le)
     return PodSplit(query=render(by_pod, selector=selectors(namespace, target).service, interval=interval,
                                  namespace=namespace, target=target, le=le),
                     canary=f"{name}-canary-{_POD_SUFFIX}", stable=f"{name}-{_POD_SUFFIX}", shared=shared)

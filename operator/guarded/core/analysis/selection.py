@@ -29,8 +29,9 @@ def _increase(counter: str, matchers: str = "") -> str:
     Never more than happened: a series with no sample within `{{lookback}}` before the interval (a new pod,
     or one Prometheus lost sight of) counts from its first sample in the interval (`min_over_time`: a
     counter's first value there), so a new canary pod's traffic is judged from its first interval, not its
-    second (bench/floor: a second of a collapsed canary's orders); what it served before its first scrape is
-    not counted, since a counter's first value may hold more than the interval's increments. A counter reset
+    second (bench/floor: a second of a collapsed canary's orders). What a new pod served before its first
+    scrape (its counters' first values) is added apart, by the per-pod queries (metrics/queries.PodSplit), only
+    for a pod known to be new (metrics/gather._Reader.from_zero). A counter reset
     counts nothing for its interval (clamped at zero). The pre-rollout window, minutes long, is asked with
     increase() (metrics/queries.py), whose extrapolation is negligible there and which counts the pods it saw
     start."""
