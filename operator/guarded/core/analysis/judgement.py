@@ -37,14 +37,15 @@ class AnalysisObservation:
 # interval can be read, and not before: judging between two would see nothing new.
 #
 # A sample is stamped with its scrape's start and is queryable once that scrape ends, so the lag to wait is
-# the scrape's duration, not its period: half a second covers the usual scrape of a few milliseconds (and
-# the test bed's simulator at the demo's scale). A slower scrape stamped before an interval's end lands
+# the scrape's duration, not its period: 0.2 s covers the usual scrape of a few milliseconds (the test bed's
+# simulator at the demo's scale: at most 25 ms over 5 minutes; 0.5 s before, which made a collapsed canary's
+# rollback 0.3 s later for nothing, bench/floor). A slower scrape stamped before an interval's end lands
 # after the interval was first read; the newest intervals are read again at each step (metrics/gather.py),
 # so its count is completed then. Reading part of an interval first costs the guarantee nothing: the
 # PreRollout judge's log likelihood ratio is a sum over requests and events, the same however the time is
 # cut, and the Stable judge's is too while the traffic split holds. Waiting longer would only delay every
 # judgement (bench/floor: the 2 s this was before were a sixth of a collapse's time to rollback).
-SCRAPE_LAG_SECONDS = 0.5
+SCRAPE_LAG_SECONDS = 0.2
 
 
 def on_grid(interval: float) -> bool:
