@@ -11,6 +11,7 @@ them against the real Prometheus scraping the traffic simulator.
 
 from __future__ import annotations
 
+import re
 import time
 from datetime import UTC, datetime, timedelta
 
@@ -19,7 +20,7 @@ import pytest
 from guarded.api.analysis import Analysis
 from guarded.core.analysis import effective_metrics
 from guarded.metrics.prometheus import PrometheusProvider
-from guarded.metrics.queries import metric_queries, selectors
+from guarded.metrics.queries import FIRST, metric_queries, pod_split, selectors
 from rollouts import serving_shop, simulated_shop
 from testbed import Cluster
 from traffic import prom
@@ -60,3 +61,32 @@ def test_the_interval_counts_add_up_to_the_counters_increase_each_a_whole_count(
     assert sum(counted) == pytest.approx(total), "every increment counted once, none extrapolated"
     error_counts = list(errors.values.values())
     assert all(v == int(v) for v in counted + error_counts), "counts of requests, not scaled estimates"
+
+
+def test_a_new_pod_s_counts_per_pod_add_up_to_its_counter_from_zero(
+        cluster: Cluster, namespace: str, provider: PrometheusProvider) -> None:
+    """The per-pod form of a guard's template (the shared queries') gives, per pod, the increase over each
+    interval and, under `<pod>/first`, the first value of a series first seen in it: for pods that began in
+    the window, the two add up to the counter's whole value (a new pod counted from zero, metrics/gather),
+    where the increases alone miss what the pod served before its first scrape."""
+    before = datetime.now(UTC).replace(microsecond=0) - timedelta(seconds=INTERVAL)
+    start = before - timedelta(seconds=before.timestamp() % INTERVAL)   # on the grid, before the pods' first sample
+    serving_shop(cluster, namespace, simulated_shop(replicas=2))
+    time.sleep(STEPS * INTERVAL + 4)
+    end = datetime.now(UTC).replace(microsecond=0) - timedelta(seconds=2)
+    end -= timedelta(seconds=end.timestamp() % INTERVAL)
+    requests = next(m for m in effective_metrics(Analysis(requests="http_requests_total")) if m.name == "error-rate")
+    split = pod_split(requests.requests, namespace=namespace, target="shop", interval=f"{INTERVAL}s")
+    assert split is not None
+    grouped = provider.range_by(split.query, "pod", start=start, end=end, step_seconds=INTERVAL)
+    assert grouped.error is None
+    pods = sorted(p for p in grouped.series if not p.endswith(FIRST))
+    assert len(pods) == 2 and all(re.fullmatch(split.stable, p) for p in pods)
+    for pod in pods:
+        increases = sum(grouped.series[pod].values())
+        first = grouped.series.get(pod + FIRST, {})
+        assert len(first) == 1, f"{pod}: one first value, in the interval of its first sample ({first})"
+        counter = prom(cluster, f'sum(http_requests_total{{namespace="{namespace}",pod="{pod}"}})',
+                       at=end.timestamp())
+        assert counter > 100
+        assert increases + sum(first.values()) == pytest.approx(counter), f"{pod}: counted from zero, once"
