@@ -66,12 +66,12 @@ def test_the_interval_counts_add_up_to_the_counters_increase_each_a_whole_count(
 def test_a_new_pod_s_counts_per_pod_add_up_to_its_counter_from_zero(
         cluster: Cluster, namespace: str, provider: PrometheusProvider) -> None:
     """The per-pod form of a guard's template (the shared queries') gives, per pod, the increase over each
-    interval and, under `<pod>/first`, the first value of a series first seen in it: for pods that began in
-    the window, the two add up to the counter's whole value (a new pod counted from zero, metrics/gather),
-    where the increases alone miss what the pod served before its first scrape."""
+    interval and, for a canary pod, under `<pod>/first`, the first value of a series first seen in it: for
+    canary pods that began in the window, the two add up to the counter's whole value (a new pod counted from
+    zero, metrics/gather), where the increases alone miss what the pod served before its first scrape."""
     before = datetime.now(UTC).replace(microsecond=0) - timedelta(seconds=INTERVAL)
     start = before - timedelta(seconds=before.timestamp() % INTERVAL)   # on the grid, before the pods' first sample
-    serving_shop(cluster, namespace, simulated_shop(replicas=2))
+    serving_shop(cluster, namespace, simulated_shop("shop-canary", replicas=2))   # pods named as a canary's
     time.sleep(STEPS * INTERVAL + 4)
     end = datetime.now(UTC).replace(microsecond=0) - timedelta(seconds=2)
     end -= timedelta(seconds=end.timestamp() % INTERVAL)
@@ -81,7 +81,7 @@ def test_a_new_pod_s_counts_per_pod_add_up_to_its_counter_from_zero(
     grouped = provider.range_by(split.query, "pod", start=start, end=end, step_seconds=INTERVAL)
     assert grouped.error is None
     pods = sorted(p for p in grouped.series if not p.endswith(FIRST))
-    assert len(pods) == 2 and all(re.fullmatch(split.stable, p) for p in pods)
+    assert len(pods) == 2 and all(re.fullmatch(split.canary, p) for p in pods)
     for pod in pods:
         increases = sum(grouped.series[pod].values())
         first = grouped.series.get(pod + FIRST, {})

@@ -149,22 +149,24 @@ def test_only_the_built_in_summed_increases_are_asked_per_pod() -> None:
     orders, requests = split["order-rate"]
     assert orders is not None and requests is not None
     series = 'orders_total{namespace="n",pod=~"sh\\\\.op-(canary-)?[a-z0-9]{1,10}-[a-z0-9]{5}"}'
+    canary = series[:-1] + ',pod=~".+-canary-[a-z0-9]{1,10}-[a-z0-9]{5}"}'   # first values: canary pods' only
     assert orders.query == (f"sum by (pod) (clamp_min({series} - (last_over_time({series}[30s] offset 5s) or "
                             f"min_over_time({series}[5s])), 0)) or label_replace(sum by (pod) ("
-                            f"min_over_time({series}[5s]) unless last_over_time({series}[30s] offset 5s)), "
+                            f"min_over_time({canary}[5s]) unless last_over_time({canary}[30s] offset 5s)), "
                             '"pod", "$1/first", "pod", "(.+)")')
     errors = split["error-rate"][0]
     assert errors is not None and errors.query.endswith(
-        ',code=~"5.."}[30s] offset 5s)), "pod", "$1/first", "pod", "(.+)")')
+        ',code=~"5..",pod=~".+-canary-[a-z0-9]{1,10}-[a-z0-9]{5}"}[30s] offset 5s)), "pod", "$1/first", "pod", "(.+)")')
     assert split["slow-request-rate"] == [None, None], "a composite template is asked as written"
     # The form documented before the first interval of a new series counted (without `or min_over_time`),
     # copied into a spec's own metric, is still asked per pod, as written.
     before = "sum(clamp_min(x{{{selector}}} - last_over_time(x{{{selector}}}[{{lookback}}] offset {{interval}}), 0))"
     split_before = pod_split(before, namespace="n", target="shop", interval="5s")
     x = 'x{namespace="n",pod=~"shop-(canary-)?[a-z0-9]{1,10}-[a-z0-9]{5}"}'
+    c = x[:-1] + ',pod=~".+-canary-[a-z0-9]{1,10}-[a-z0-9]{5}"}'
     assert split_before is not None and split_before.query == (
         f'sum by (pod) (clamp_min({x} - last_over_time({x}[30s] offset 5s), 0)) or label_replace(sum by (pod) '
-        f'(min_over_time({x}[5s]) unless last_over_time({x}[30s] offset 5s)), "pod", "$1/first", "pod", "(.+)")')
+        f'(min_over_time({c}[5s]) unless last_over_time({c}[30s] offset 5s)), "pod", "$1/first", "pod", "(.+)")')
     assert re.fullmatch(orders.canary, "sh.op-canary-7d9f8c6b5-x2x4z")
     assert not re.fullmatch(orders.stable, "sh.op-canary-7d9f8c6b5-x2x4z")
     assert re.fullmatch(orders.stable, "sh.op-7d9f8c6b5-x2x4z") and not re.fullmatch(orders.stable, "shXop-7d9f8-x2x4z")

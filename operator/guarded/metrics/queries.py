@@ -121,8 +121,8 @@ FIRST = "/first"
 class PodSplit:
     """One query for canary and stable at once: the increase per pod of the whole service (`query`), which
     the operator sums over the pods each regex (Python, fully matched; the same as the PromQL selectors')
-    names. Under `<pod>/first` (FIRST) the answer also holds, per pod, the first value of each series that
-    had no sample within the lookback before the interval: what a pod served before its first scrape, which
+    names. Under `<pod>/first` (FIRST) the answer also holds, per canary pod, the first value of each series
+    that had no sample within the lookback before the interval: what a pod served before its first scrape, which
     the increase cannot count, and which the operator adds only for a pod created so recently that the
     lookback reaches back to its creation (metrics/gather: then it is the series' first sample ever, and a
     new process's counter starts at zero)."""
@@ -136,10 +136,17 @@ class PodSplit:
 SHARED_NAMESPACES = "<<namespaces>>"
 
 
+# The pods whose first values are asked: canary pods (<target>-canary-<hash>-<suffix>) only. A new canary
+# pod's first second is what a collapse's detection waits for (bench/floor); asking it of every pod of every
+# namespace doubled the shared query's samples and its analysis step's time at N = 335 (issue 11).
+_CANARY_POD = f'pod=~".+-canary-{_POD_SUFFIX}"'
+
+
 def _with_first(body: str, series: str, by: str) -> str:
-    """The per-pod increase, `or` each new series' first value under `<pod>/first` (PodSplit)."""
-    first = (f"min_over_time({series}[{{{{interval}}}}]) unless "
-             f"last_over_time({series}[{{{{lookback}}}}] offset {{{{interval}}}})")
+    """The per-pod increase, `or` each new canary series' first value under `<pod>/first` (PodSplit)."""
+    canary = series[:-1] + "," + _CANARY_POD + "}"
+    first = (f"min_over_time({canary}[{{{{interval}}}}]) unless "
+             f"last_over_time({canary}[{{{{lookback}}}}] offset {{{{interval}}}})")
     return (f"sum by ({by}) ({body}) or label_replace(sum by ({by}) ({first}), "
             f'"pod", "$1{FIRST}", "pod", "(.+)")')
 
