@@ -167,6 +167,11 @@ def test_only_the_built_in_summed_increases_are_asked_per_pod() -> None:
     assert split_before is not None and split_before.query == (
         f'sum by (pod) (clamp_min({x} - last_over_time({x}[30s] offset 5s), 0)) or label_replace(sum by (pod) '
         f'(min_over_time({c}[5s]) unless last_over_time({c}[30s] offset 5s)), "pod", "$1/first", "pod", "(.+)")')
+    # A selector ending in a comma (valid PromQL) gets the canary matcher without an empty one.
+    comma = "sum(clamp_min(x{{{selector}},} - (last_over_time(x{{{selector}},}[{{lookback}}] offset {{interval}}) or " \
+        "min_over_time(x{{{selector}},}[{{interval}}])), 0))"
+    split_comma = pod_split(comma, namespace="n", target="shop", interval="5s")
+    assert split_comma is not None and ",," not in split_comma.query and ',pod=~".+-canary-' in split_comma.query
     assert re.fullmatch(orders.canary, "sh.op-canary-7d9f8c6b5-x2x4z")
     assert not re.fullmatch(orders.stable, "sh.op-canary-7d9f8c6b5-x2x4z")
     assert re.fullmatch(orders.stable, "sh.op-7d9f8c6b5-x2x4z") and not re.fullmatch(orders.stable, "shXop-7d9f8-x2x4z")

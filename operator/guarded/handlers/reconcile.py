@@ -241,7 +241,7 @@ async def _reconcile(client: KubeClient, obj: dict[str, Any], spec: GuardedRollo
                                                memory=SEEN if INCREMENTAL else None,
                                                rollout=(namespace, meta["name"], meta.get("uid")),
                                                shared=shared_queries(provider, client.cache) if INCREMENTAL
-                                               else None, born=_born(client, namespace))
+                                               else None, born=_born(client, namespace) if INCREMENTAL else None)
     asked = request_from(meta.get("annotations"))
     new_request = asked is not None and (status.last_request is None or status.last_request.id != asked.id)
     with telemetry.step("config"):

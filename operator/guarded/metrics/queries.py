@@ -144,7 +144,7 @@ _CANARY_POD = f'pod=~".+-canary-{_POD_SUFFIX}"'
 
 def _with_first(body: str, series: str, by: str) -> str:
     """The per-pod increase, `or` each new canary series' first value under `<pod>/first` (PodSplit)."""
-    canary = series[:-1] + "," + _CANARY_POD + "}"
+    canary = series[:-1].rstrip().rstrip(",") + "," + _CANARY_POD + "}"   # a selector may end in a comma
     first = (f"min_over_time({canary}[{{{{interval}}}}]) unless "
              f"last_over_time({canary}[{{{{lookback}}}}] offset {{{{interval}}}})")
     return (f"sum by ({by}) ({body}) or label_replace(sum by ({by}) ({first}), "
