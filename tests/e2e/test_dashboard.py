@@ -84,6 +84,8 @@ def test_bob_approves_alices_rollout_from_his_page_and_follows_it_to_succeeded(
         alice.goto(alice_url)
         row = alice.locator('tr[data-name="release"]')
         row.and_(alice.locator('[data-phase="AwaitingApproval"]')).wait_for(timeout=SLOW)
+        # Who is asking comes from its own request (/api/whoami), which may answer after the list's.
+        alice.locator("#identity").filter(has_text="acting as alice (engineers)").wait_for(timeout=SLOW)
         assert "acting as alice (engineers)" in alice.locator("#identity").inner_text()
         assert row.locator("td").nth(7).inner_text() == "alice"          # the author column
         assert alice.url.endswith("/") and "token" not in alice.url     # the token left the URL
