@@ -32,8 +32,16 @@ def analyze(inp: Inputs, d: Draft) -> Draft:
     if obs is None:
         # Not due in this decision: come back when the next judgement is, whatever else waits longer
         # (a bake), so that a bad canary is judged every interval and not only when its bake ends.
-        return d.wait(analysis.next_judgement_in(d.status.analysis.last_at, inp.now, parse_duration(spec.interval)))
+        return d.wait(next_judgement(inp, d))
     return judge(inp, d, obs)
+
+
+def next_judgement(inp: Inputs, d: Draft) -> float:
+    """Seconds until the next judgement: the grid's next interval, or sooner when looking close."""
+    assert inp.spec.analysis is not None
+    interval = parse_duration(inp.spec.analysis.interval)
+    return analysis.next_judgement_in(d.status.analysis.last_at, inp.now, interval,
+                                      close=analysis.close_to_fail(d.status, interval))
 
 
 def judge(inp: Inputs, d: Draft, obs: AnalysisObservation) -> Draft:
@@ -71,7 +79,7 @@ def judge(inp: Inputs, d: Draft, obs: AnalysisObservation) -> Draft:
                             f"judgements in a row (spec.analysis.maxInconclusive {spec.max_inconclusive})")
     elif changed:
         d = d.record(inp, Reason.ANALYSIS_PASSED, f"wave {label}: {analysis.summary(judgements, obs.alerts)}")
-    return d.wait(analysis.next_judgement_in(stamp(inp.now), inp.now, parse_duration(spec.interval)))
+    return d.wait(next_judgement(inp, d))
 
 
 def pre_rollout(state: AnalysisStatus, obs: AnalysisObservation) -> list[PreRolloutCounts]:

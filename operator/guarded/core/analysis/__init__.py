@@ -15,10 +15,12 @@ The queries themselves are PromQL, rendered and run by the metric provider (guar
 from guarded.api.analysis import Direction, Verdict
 from guarded.core.analysis.judgement import (
     ANALYSIS_STAGES,
+    CLOSE_LOOK_SECONDS,
     RECENT_LIMIT,
     SCRAPE_LAG_SECONDS,
     AnalysisObservation,
     analysis_due,
+    close_to_fail,
     evaluate,
     fresh,
     kept_records,
@@ -42,6 +44,7 @@ from guarded.core.analysis.statistics import Counts, JudgeConfig, MetricData, ju
 
 __all__ = [
     "ANALYSIS_STAGES",
+    "CLOSE_LOOK_SECONDS",
     "LATENCY_GUARD",
     "LE",
     "RECENT_LIMIT",
@@ -53,6 +56,7 @@ __all__ = [
     "MetricData",
     "Verdict",
     "analysis_due",
+    "close_to_fail",
     "detection_of",
     "effective_metrics",
     "evaluate",

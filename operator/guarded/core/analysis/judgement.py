@@ -47,6 +47,17 @@ class AnalysisObservation:
 # judgement (bench/floor: the 2 s this was before were a sixth of a collapse's time to rollback).
 SCRAPE_LAG_SECONDS = 0.2
 
+# A close look: once a judge's evidence is within reach of its Fail threshold, the rollout is judged every
+# CLOSE_LOOK_SECONDS on the interval still under way as well (gather reads it for this rollout alone), so a
+# crossing is seen a scrape after it happens, not when the grid's interval ends (bench/floor: a collapsed
+# canary's crossing scrape waited 0.5-1.5 s for that, at a 2 s interval and 1 s scrapes). "Within reach":
+# at the evidence's pace since the wave's analysis began, CLOSE_REACH intervals more would cross. A healthy
+# canary's log likelihood ratio drifts below zero (it is a martingale of mean 1 in the ratio), so looks close
+# are the exception a degrading canary makes, and their cost is its own. Another look at the same statistic
+# costs the guarantee nothing: the bound on a false Fail holds at any time the statistic is read.
+CLOSE_LOOK_SECONDS = 0.25
+CLOSE_REACH = 2.0
+
 
 def on_grid(interval: float) -> bool:
     return interval >= 1 and float(interval).is_integer()
@@ -57,13 +68,34 @@ def readable_step(at: datetime, interval: float) -> int:
     return math.floor((at.timestamp() - SCRAPE_LAG_SECONDS) / interval)
 
 
-def next_judgement_in(last_at: str | None, now: datetime, interval: float) -> float:
+def close_to_fail(status: GuardedRolloutStatus, interval: float) -> bool:
+    """Whether the newest judgement of the current wave has a judge within reach of its Fail threshold
+    (CLOSE_LOOK_SECONDS): its log likelihood ratio, grown at its pace since the wave's analysis began, would
+    cross it within CLOSE_REACH intervals. Only on the grid (an interval of whole seconds)."""
+    state = status.analysis
+    newest = state.recent[-1] if state.recent else None
+    if not on_grid(interval) or newest is None or newest.wave != status.wave or state.since is None:
+        return False
+    elapsed = seconds_between(state.since, parse(newest.time))
+    if elapsed <= 0:
+        return False
+    for j in newest.judgements:
+        for e in j.evidence:
+            if e.log_threshold is not None and e.log_lr > 0 and (
+                    e.log_lr * (1 + CLOSE_REACH * interval / elapsed) >= e.log_threshold):
+                return True
+    return False
+
+
+def next_judgement_in(last_at: str | None, now: datetime, interval: float, *, close: bool = False) -> float:
     """Seconds until the next judgement is due: when the next interval can be read (on the grid), else an
-    interval after the last judgement."""
+    interval after the last judgement; looking close (close_to_fail), CLOSE_LOOK_SECONDS after the last."""
     if on_grid(interval):
         due = (readable_step(now, interval) + 1) * interval + SCRAPE_LAG_SECONDS
         if last_at is not None and readable_step(parse(last_at), interval) < readable_step(now, interval):
             return 0.05   # a new interval is readable already (this decision did not judge)
+        if close and last_at is not None:
+            due = min(due, parse(last_at).timestamp() + CLOSE_LOOK_SECONDS)
         return max(0.05, due - now.timestamp())
     return interval if last_at is None else max(0.05, interval - seconds_between(last_at, now))
 
@@ -76,7 +108,8 @@ def analysis_due(spec: GuardedRolloutSpec, status: GuardedRolloutStatus, now: da
         return True
     interval = parse_duration(spec.analysis.interval)
     if on_grid(interval):
-        return readable_step(now, interval) > readable_step(parse(last), interval)
+        return readable_step(now, interval) > readable_step(parse(last), interval) or (
+            seconds_between(last, now) >= CLOSE_LOOK_SECONDS * 0.95 and close_to_fail(status, interval))
     return seconds_between(last, now) >= interval * 0.95
 
 
