@@ -116,8 +116,12 @@ def stamp(text: str) -> float:
 
 
 def breakdown(*, ready_at: float, decided_at: float, failing_at: float, requests_by_pod: dict, floor: float,
-              interval: float) -> dict[str, Any]:
-    """The time from the first canary pod Ready to the rollback decision, cut where the evidence was."""
+              interval: float, read_requests: float | None = None) -> dict[str, Any]:
+    """The time from the first canary pod Ready to the rollback decision, cut where the evidence was.
+
+    The evidence the Fail read ends at the canary's scrape whose requests (every canary pod's counters, from
+    zero) are the ones its Stable judge counted (`read_requests`); without them, at the end of the grid's
+    interval the judgement could read."""
     first_pod = min(requests_by_pod, key=lambda p: requests_by_pod[p][0][0])
     reqs = requests_by_pod[first_pod]
     t1, v1 = reqs[0]
@@ -138,6 +142,9 @@ def breakdown(*, ready_at: float, decided_at: float, failing_at: float, requests
             floor_at = prev + (need - before) / max(served - before, 1e-9) * (t - prev)
             break
     read_end = math.floor((failing_at - SCRAPE_LAG_SECONDS) / interval) * interval
+    if read_requests is not None:
+        read_end = next((t for t in times if sum(_value_at(series, t) for series in requests_by_pod.values())
+                         >= read_requests - 0.5), read_end)
     last_served = max((u for series in requests_by_pod.values() for (_, v), (u, w) in itertools.pairwise(series)
                        if w > v), default=t1)
     out = {
@@ -155,6 +162,15 @@ def breakdown(*, ready_at: float, decided_at: float, failing_at: float, requests
                "decided": decided_at, "last_served": last_served},
     }
     return out
+
+
+def _read_requests(record: dict[str, Any]) -> float | None:
+    """The canary requests the order-rate's Stable judge counted in a record (None if not kept)."""
+    for j in record.get("judgements", []):
+        for e in j.get("evidence", []):
+            if j.get("metric") == "order-rate" and e.get("judge") == "Stable" and e.get("canaryRequests"):
+                return float(e["canaryRequests"])
+    return None
 
 
 def _value_at(series: list[tuple[float, float]], t: float) -> float:
@@ -198,8 +214,8 @@ def run_case(cluster: Cluster, floor: float, cap: float, interval: str) -> dict[
         out["error"] = "no rollback on analysis, or no canary samples"
         return out
     out.update(breakdown(ready_at=ready_at, decided_at=stamp(back["time"]), failing_at=stamp(failing[0]["time"]),
-                         requests_by_pod=reqs, floor=floor,
-                         interval=float(interval.rstrip("s"))))
+                         requests_by_pod=reqs, floor=floor, interval=float(interval.rstrip("s")),
+                         read_requests=_read_requests(failing[0])))
     judged = [r for r in recs if any(e.get("canaryRequests") for j in r.get("judgements", [])
                                      for e in j.get("evidence", []))]
     out["judgements_with_canary_data"] = len(judged)
@@ -238,8 +254,8 @@ def markdown(results: dict[str, Any]) -> str:
     for key, label in (("ready_to_traffic", "to its first request (simulator)"),
                        ("first_sample_after_traffic", "first request to first scrape"),
                        ("floor", "the floor: traffic a healthy canary takes the floor's orders in"),
-                       ("beyond_floor", "beyond the floor: to the end of the last interval the Fail read"),
-                       ("read_lag", "that interval's end to the judgement"),
+                       ("beyond_floor", "beyond the floor: to the canary's last scrape the Fail read"),
+                       ("read_lag", "that scrape to the judgement"),
                        ("decision_after_judgement", "judgement to the rollback recorded"),
                        ("ready_to_decision", "**Ready to the rollback decision**"),
                        ("stopped_after_decision", "decision to the canary's last request")):

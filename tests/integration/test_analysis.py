@@ -3,6 +3,7 @@ their first wave, healthy ones go through, no data holds, alerts roll back at on
 
 from __future__ import annotations
 
+import itertools
 import json
 import time
 from datetime import datetime
@@ -72,6 +73,22 @@ def test_a_release_that_drops_orders_99_percent_is_rolled_back_in_its_first_wave
     assert shop.image() == "registry.example/shop:1.0.0"
     warning = [e for e in no_orders.events() if e.reason == "RollingBack"]
     assert warning and "order-rate" in warning[0].message
+
+
+def test_a_collapse_within_reach_of_its_threshold_is_judged_between_the_grid_s_steps(shop: Shop) -> None:
+    # At a 4 s interval, a judgement a grid step allows comes once per interval; once the order-rate judge's
+    # evidence is within reach of its Fail, the rollout is looked at every 0.25 s on the interval under way.
+    no_orders = released(shop, "close-look", patch=behaviour_change(order_ratio="0.0005"), interval="4s")
+    status = then.phase_is(no_orders, "RolledBack", within=120)
+    assert status["rollbackReason"] == "AnalysisFailed" and rollback_wave(status) == 0
+    records = [r for r in status["analysis"]["recent"] if r.get("wave") == 0]
+    assert records[-1]["verdict"] == "Fail"
+    times = [datetime.fromisoformat(r["time"].replace("Z", "+00:00")).timestamp() for r in records]
+    apart = [round(b - a, 2) for a, b in itertools.pairwise(times)]
+    # The grid alone allows one short gap, between the wave's first judgement (when its analysis began) and
+    # the next step; close looks make several (here about 0.3 s each).
+    assert sum(gap < 1.0 for gap in apart) >= 2, f"judgements {apart} s apart: none between the grid's steps"
+    assert shop.deployment("shop-canary") is None and shop.image() == "registry.example/shop:1.0.0"
 
 
 def test_a_release_that_raises_errors_from_half_a_percent_to_five_is_rolled_back(shop: Shop) -> None:
