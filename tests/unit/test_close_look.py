@@ -58,6 +58,10 @@ def test_a_judge_whose_pace_would_cross_within_two_intervals_is_looked_at_closel
     assert not close_to_fail(status(None), 2.0)
     assert not close_to_fail(status(5.5, wave=0), 2.0)
     assert not close_to_fail(status(5.5), 1.5)
+    # A wave's first read, 1.2 s in: its pace is taken over two intervals (4 s), not 1.2 s. 3.0 nats then
+    # reach 6.0 in two more, not 13.
+    assert not close_to_fail(status(3.0, 1.2), 2.0)
+    assert close_to_fail(status(4.2, 1.2), 2.0)
 
 
 def test_looking_closely_a_judgement_is_due_every_close_look_between_the_grid_s_steps() -> None:

@@ -70,15 +70,15 @@ def readable_step(at: datetime, interval: float) -> int:
 
 def close_to_fail(status: GuardedRolloutStatus, interval: float) -> bool:
     """Whether the newest judgement of the current wave has a judge within reach of its Fail threshold
-    (CLOSE_LOOK_SECONDS): its log likelihood ratio, grown at its pace since the wave's analysis began, would
-    cross it within CLOSE_REACH intervals. Only on the grid (an interval of whole seconds)."""
+    (CLOSE_LOOK_SECONDS): its log likelihood ratio, grown at its pace since the wave's analysis began (over
+    two intervals at least), would cross it within CLOSE_REACH intervals. Only on the grid (whole seconds)."""
     state = status.analysis
     newest = state.recent[-1] if state.recent else None
     if not on_grid(interval) or newest is None or newest.wave != status.wave or state.since is None:
         return False
-    elapsed = seconds_between(state.since, parse(newest.time))
-    if elapsed <= 0:
-        return False
+    # The pace over two intervals at least: a wave's first reads, over a second or two, would make a healthy
+    # canary's small positive start look fast.
+    elapsed = max(seconds_between(state.since, parse(newest.time)), 2 * interval)
     for j in newest.judgements:
         for e in j.evidence:
             if e.log_threshold is not None and e.log_lr > 0 and (
