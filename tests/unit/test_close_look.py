@@ -4,6 +4,7 @@ rather than when the grid's interval ends; a rollout far from it keeps the grid'
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta
 
 from guarded.api.analysis import AnalysisRecord, EvidenceRecord, JudgementRecord
@@ -80,29 +81,41 @@ def test_looking_closely_a_judgement_is_due_every_close_look_between_the_grid_s_
 
 
 class Shop:
-    """A canary pod and two stable pods, each serving 10 requests and taking 1 order a second, whose counts at
-    a step are what they served up to `now` (a step after it: up to now, as Prometheus answers at a time to
-    come); `scraped`: the last time the canary pod was scraped, after which it served nothing yet."""
+    """A canary pod and two stable pods, each serving 10 requests and taking 1 order a second. The grid's
+    shared range queries see whole intervals; an instant query over a window (`[<ms>ms]`) ending at `at` sees
+    what each pod served in it, the canary only up to its last scrape (`canary_scraped`)."""
 
-    def __init__(self, now: float, canary_scraped: float) -> None:
-        self.now, self.canary_scraped = now, canary_scraped
+    def __init__(self, canary_scraped: float) -> None:
+        self.canary_scraped = canary_scraped
         self.asked: list[tuple[str, float, float]] = []
+        self.instants: list[tuple[str, float]] = []
+
+    @staticmethod
+    def rate(query: str) -> float:
+        return 1.0 if "orders_total" in query else 10.0
 
     def range_by(self, query: str, label: str | tuple[str, ...], *, start: datetime, end: datetime,
                  step_seconds: float) -> Grouped:
         self.asked.append((query, start.timestamp(), end.timestamp()))
         n = round((end - start).total_seconds() / step_seconds) + 1
         steps = [start.timestamp() + step_seconds * i for i in range(n)]
-        rate = 1.0 if "orders_total" in query else 10.0
+        assert label == ("namespace", "pod"), "whole intervals come from the grid's shared queries"
+        return Grouped(series={f"shop\x00{p}": {t: self.rate(query) * step_seconds for t in steps} for p in PODS})
 
-        def served(pod: str, t: float) -> float:
-            seen_until = min(t, self.canary_scraped if "-canary-" in pod else self.now)
-            return rate * max(0.0, seen_until - max(t - step_seconds, SINCE.timestamp()))
+    def instant_by(self, query: str, label: str | tuple[str, ...], *, at: datetime | None = None) -> Grouped:
+        if label != "pod":
+            return Grouped()   # the pre-rollout window's shared query: asked again apart (instant)
+        assert at is not None and query.startswith("sum by (pod) (")
+        self.instants.append((query, at.timestamp()))
+        window = re.search(r"\[(\d+)ms\]", query)
+        assert window is not None
+        start = at.timestamp() - int(window[1]) / 1000
 
-        pods = [CANARY, "shop-7d9f8c6b5-abcde", "shop-7d9f8c6b5-fghij"]
-        if label == "pod":
-            return Grouped(series={p: {t: served(p, t) for t in steps} for p in pods})
-        return Grouped(series={f"shop\x00{p}": {t: served(p, t) for t in steps} for p in pods})
+        def served(pod: str) -> float:
+            until = min(at.timestamp(), self.canary_scraped) if "-canary-" in pod else at.timestamp()
+            return self.rate(query) * max(0.0, until - start)
+
+        return Grouped(series={p: {at.timestamp(): served(p)} for p in PODS})
 
     def range(self, query: str, *, start: datetime, end: datetime, step_seconds: float) -> Series:
         raise AssertionError("the built-in guards are read per pod")
@@ -110,31 +123,42 @@ class Shop:
     def instant(self, query: str, *, at: datetime | None = None) -> Series:
         return Series(values={0.0: 1000.0})
 
-    def instant_by(self, query: str, label: str | tuple[str, ...], *, at: datetime | None = None) -> Grouped:
-        return Grouped()
-
     def labels(self, query: str) -> Labels:
         return Labels()
 
 
-def look(shop: Shop, st: GuardedRolloutStatus, now: float, shared: SharedQueries) -> dict[str, list[float]]:
-    obs = gather(shop, spec(), st, namespace="shop", now=at(now), memory=SeenIntervals(),
+PODS = [CANARY, "shop-7d9f8c6b5-abcde", "shop-7d9f8c6b5-fghij"]
+
+
+def look(shop: Shop, st: GuardedRolloutStatus, now: float, shared: SharedQueries,
+         memory: SeenIntervals | None = None) -> dict[str, list[tuple[float, float]]]:
+    obs = gather(shop, spec(), st, namespace="shop", now=at(now), memory=memory or SeenIntervals(),
                  rollout=("shop", "release", "uid"), shared=shared)
-    return {name: [round(c.requests, 3) if c else -1 for c in m.canary] for name, m in obs.metrics.items()}
+    return {name: [(round(c.requests, 3), round(s.requests, 3)) if c and s else (-1, -1)
+                   for c, s in zip(m.canary, m.stable, strict=True)] for name, m in obs.metrics.items()}
 
 
-def test_a_close_look_reads_the_interval_under_way_for_itself_and_only_once_the_canary_served_in_it() -> None:
-    # 7.3 s into the wave: intervals ending at 2, 4 and 6 s are read; the one ending at 8 s is under way.
-    shop = Shop(now=at(7.3).timestamp(), canary_scraped=at(7.0).timestamp())
+def test_a_close_look_reads_the_interval_under_way_at_one_ingested_moment_apart_from_the_grid() -> None:
+    # 7.3 s into the wave: intervals ending at 2, 4 and 6 s are whole; the one ending at 8 s is under way.
+    # Its counts are cut at 7.1 s (the scrape lag before the look): the canary's up to its scrape at 7.0 s.
+    shop, memory = Shop(canary_scraped=at(7.0).timestamp()), SeenIntervals()
     shared = SharedQueries(shop)
-    counts = look(shop, status(5.5), 7.3, shared)
-    assert counts["order-rate"] == [20.0, 20.0, 20.0, 10.0], "the canary's second of the interval under way"
-    opened = [(q, end) for q, _, end in shop.asked if end == at(8).timestamp()]
-    assert opened and all(q.startswith("sum by (pod) (") for q, _ in opened), "read for itself, not in the grid"
-    # Far from a Fail, the same moment reads the grid's intervals only, from the shared queries.
-    shop.asked.clear()
-    assert look(shop, status(-1.0), 7.3, SharedQueries(shop))["order-rate"] == [20.0, 20.0, 20.0]
+    counts = look(shop, status(5.5), 7.3, shared, memory)
+    assert counts["order-rate"] == [(20.0, 40.0)] * 3 + [(10.0, 22.0)]
+    assert counts["error-rate"] == counts["order-rate"]
+    # Orders, errors and the requests they share: one instant query each, all at the same moment.
+    assert len(shop.instants) == 3 and {t for _, t in shop.instants} == {at(7.1).timestamp()}
     assert all(q.startswith("sum by (namespace, pod) (") and end <= at(6).timestamp() for q, _, end in shop.asked)
-    # No scrape of the canary yet in the interval under way: it is left out, as if the look were the grid's.
-    shop = Shop(now=at(6.4).timestamp(), canary_scraped=at(5.9).timestamp())
-    assert look(shop, status(5.5), 6.4, SharedQueries(shop))["order-rate"] == [20.0, 20.0, 19.0]
+    # The grid is untouched: the next step reads the interval ending at 8 s whole, from the same shared queries.
+    shop.instants.clear()
+    assert look(shop, status(-1.0), 8.3, shared, memory)["order-rate"] == [(20.0, 40.0)] * 4
+    assert shop.instants == [], "far from a Fail: the grid's intervals only"
+
+
+def test_a_close_look_before_the_canary_s_first_scrape_in_the_interval_judges_what_the_grid_read() -> None:
+    shop = Shop(canary_scraped=at(5.9).timestamp())
+    assert look(shop, status(5.5), 6.4, SharedQueries(shop))["order-rate"] == [(20.0, 40.0)] * 3
+    # Too soon after the grid's step to read anything new: no query at all.
+    shop.instants.clear()
+    assert look(shop, status(5.5), 6.25, SharedQueries(shop))["order-rate"] == [(20.0, 40.0)] * 3
+    assert shop.instants == []

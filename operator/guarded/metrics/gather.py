@@ -45,6 +45,7 @@ from guarded.metrics.queries import (
     service_split,
 )
 from guarded.metrics.shared import SharedQueries
+from guarded.metrics.under_way import UnderWay
 
 SCRAPE_LAG = timedelta(seconds=SCRAPE_LAG_SECONDS)  # judgements are due when an interval can be read (core)
 # Seconds of clock skew allowed between the API server (a pod's creationTimestamp) and Prometheus (its samples).
@@ -97,10 +98,9 @@ class _Reader:
 
     def __init__(self, provider: MetricProvider, memory: SeenIntervals | None, rollout: tuple[str, str],
                  analysis: str, now: datetime, shared: SharedQueries | None = None,
-                 born: Mapping[str, float] | None = None, open_at: float | None = None) -> None:
+                 born: Mapping[str, float] | None = None) -> None:
         self.provider, self.memory, self.rollout, self.analysis = provider, memory, rollout, analysis
         self.now, self.shared, self.born = now, shared, born or {}
-        self.open_at = None if open_at is None else round(open_at, 3)   # a close look's interval under way
         self.final = round((now - FINAL_AFTER).timestamp(), 3)
         self.answered: dict[str, Series] = {}
 
@@ -117,9 +117,8 @@ class _Reader:
         """Per pod, values at steps_dt[first:] (and the index they start at): from the shared queries when
         they can serve them all, else from a query of this rollout's own (at least two steps: a range whose
         start is its end answers nothing, metrics.prometheus)."""
-        steps = [round(t.timestamp(), 3) for t in steps_dt[first:]]
-        # The interval under way (a close look) is read apart: in the shared grid it would pass for a whole one.
-        if self.shared is not None and split.shared and (self.open_at is None or steps[-1] < self.open_at):
+        if self.shared is not None and split.shared:
+            steps = [round(t.timestamp(), 3) for t in steps_dt[first:]]
             served, error = self.shared.per_pod(split.shared, self.rollout[0], steps, interval, self.now)
             if error is not None:
                 return None, error, first
@@ -212,9 +211,8 @@ def grid_start(t: float, interval: float) -> float:
     return math.floor(t / interval) * interval if on_grid(interval) else math.ceil(t)
 
 
-def _steps(since_text: str, interval: float, now: datetime, *, open_step: bool = False) -> list[datetime]:
-    """The ends of the whole intervals since the analysis began that end before the newest scrape; with
-    `open_step`, and the end of the interval under way (a close look, core.analysis.close_to_fail).
+def _steps(since_text: str, interval: float, now: datetime) -> list[datetime]:
+    """The ends of the whole intervals since the analysis began that end before the newest scrape.
 
     On a grid common to every rollout with the same interval (its multiples since the epoch), so that one
     query serves them all (metrics/shared): the first interval may begin up to an interval before the
@@ -223,7 +221,7 @@ def _steps(since_text: str, interval: float, now: datetime, *, open_step: bool =
     # Off the grid (an interval of a fraction of a second, or not whole), whole seconds: the steps
     # Prometheus returns must line up with the ones judged here.
     since = datetime.fromtimestamp(grid_start(parse(since_text).timestamp(), interval), tz=UTC)
-    n_steps = int((now - SCRAPE_LAG - since).total_seconds() // interval) + (1 if open_step else 0)
+    n_steps = int((now - SCRAPE_LAG - since).total_seconds() // interval)
     if n_steps > MAX_STEPS:  # Prometheus answers at most 11,000 points per series
         since += timedelta(seconds=interval * (n_steps - MAX_STEPS))
         n_steps = MAX_STEPS
@@ -281,15 +279,6 @@ def _intervals(reader: _Reader, queries: MetricQueries, steps_dt: list[datetime]
     canary_events, canary_requests, stable_events, stable_requests = answers
     return MetricData(canary=_counts(canary_events, canary_requests, steps),
                       stable=_counts(stable_events, stable_requests, steps), pre_rollout=pre)
-
-
-def _closed_unless_served(metrics: dict[str, MetricData], n_steps: int) -> dict[str, MetricData]:
-    """A close look's metrics without the interval under way unless the canary was scraped in it for each."""
-    if all(d.error is not None or (len(d.canary) == n_steps and d.canary[-1] is not None
-                                   and d.canary[-1].requests > 0) for d in metrics.values()):
-        return metrics
-    return {name: d if len(d.canary) != n_steps else replace(d, canary=d.canary[:-1], stable=d.stable[:-1])
-            for name, d in metrics.items()}
 
 
 def _bound(text: str) -> float | None:
@@ -350,14 +339,15 @@ def gather(provider: MetricProvider, spec: GuardedRolloutSpec, status: GuardedRo
     analysis = spec.analysis
     assert analysis is not None and status.analysis.since is not None
     interval = parse_duration(analysis.interval)
-    steps_dt = _steps(status.analysis.since, interval, now, open_step=(open_step := close_to_fail(status, interval)))
+    steps_dt = _steps(status.analysis.since, interval, now)
     namespace_name = (rollout[0], rollout[1]) if rollout else (namespace, "")
     if not rollout:
         memory = shared = None
     reader = _Reader(provider, memory, namespace_name,
                      f"{rollout[2] if rollout else ''}@{status.analysis.since}@{analysis.interval}", now,
-                     shared if memory is not None else None, born,
-                     steps_dt[-1].timestamp() if open_step and steps_dt else None)
+                     shared if memory is not None else None, born)
+    under_way = UnderWay.of(provider, reader.from_zero, since=status.analysis.since, interval=interval, now=now,
+                            last_step=steps_dt[-1] if steps_dt else None, close=close_to_fail(status, interval))
     recorded_pre = {p.metric: Counts(events=p.events, requests=p.requests) for p in status.analysis.pre_rollout}
 
     metrics: dict[str, MetricData] = {}
@@ -392,8 +382,9 @@ def gather(provider: MetricProvider, spec: GuardedRolloutSpec, status: GuardedRo
                      for t in (metric.events, metric.requests)]
             data = _intervals(reader, queries, steps_dt, interval, data.pre_rollout,
                               (split[0], split[1]) if split[0] and split[1] else None)
+            if under_way is not None and data.error is None:
+                data = under_way.add(data, metric.events, metric.requests, namespace=namespace,
+                                     target=spec.target.name, le=le)
         metrics[metric.name] = data
-    if open_step:
-        metrics = _closed_unless_served(metrics, len(steps_dt))
     alerts, alerts_error = _alerts(provider, analysis, shared, now)
     return AnalysisObservation(metrics=metrics, alerts=alerts, alerts_error=alerts_error)

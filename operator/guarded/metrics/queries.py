@@ -151,9 +151,10 @@ def _with_first(body: str, series: str, by: str) -> str:
             f'"pod", "$1{FIRST}", "pod", "(.+)")')
 
 
-def pod_split(template: str, *, namespace: str, target: str, interval: str, le: str | None = None) -> PodSplit | None:
+def pod_split(template: str, *, namespace: str, target: str, interval: str, le: str | None = None,
+              look_back: str | None = None) -> PodSplit | None:
     """The per-pod form of a built-in template, or None for any other (it is then asked for canary and stable
-    apart, as written)."""
+    apart, as written). `look_back`: another `{{lookback}}` than the interval's own (metrics/under_way)."""
     m = _SUMMED_INCREASE.match(template)
     if m is None:
         return None
@@ -162,7 +163,7 @@ def pod_split(template: str, *, namespace: str, target: str, interval: str, le: 
     shared = render(_with_first(m["body"], m["series"], "namespace, pod"),
                     selector=f'namespace=~"{SHARED_NAMESPACES}"', interval=interval, namespace="", target="", le=le)
     return PodSplit(query=render(by_pod, selector=selectors(namespace, target).service, interval=interval,
-                                 namespace=namespace, target=target, le=le),
+                                 namespace=namespace, target=target, le=le, look_back=look_back),
                     canary=f"{name}-canary-{_POD_SUFFIX}", stable=f"{name}-{_POD_SUFFIX}", shared=shared)
 
 

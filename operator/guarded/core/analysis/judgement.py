@@ -48,13 +48,14 @@ class AnalysisObservation:
 SCRAPE_LAG_SECONDS = 0.2
 
 # A close look: once a judge's evidence is within reach of its Fail threshold, the rollout is judged every
-# CLOSE_LOOK_SECONDS on the interval still under way as well (gather reads it for this rollout alone), so a
-# crossing is seen a scrape after it happens, not when the grid's interval ends (bench/floor: a collapsed
-# canary's crossing scrape waited 0.5-1.5 s for that, at a 2 s interval and 1 s scrapes). "Within reach":
-# at the evidence's pace since the wave's analysis began, CLOSE_REACH intervals more would cross. A healthy
-# canary's log likelihood ratio drifts below zero (it is a martingale of mean 1 in the ratio), so looks close
-# are the exception a degrading canary makes, and their cost is its own. Another look at the same statistic
-# costs the guarantee nothing: the bound on a false Fail holds at any time the statistic is read.
+# CLOSE_LOOK_SECONDS on the interval still under way as well (metrics/under_way reads it for this rollout
+# alone, cut at one moment whose scrapes are in), so a crossing is seen a scrape after it happens, not when
+# the grid's interval ends (bench/floor: a collapsed canary's crossing scrape waited 0.5-1.5 s for that, at a
+# 2 s interval and 1 s scrapes). "Within reach": at the evidence's pace since the analysis began, CLOSE_REACH
+# intervals more would cross. A healthy canary's log likelihood ratio drifts below zero (the ratio is a
+# martingale of mean 1), so looks close are the exception a degrading canary makes, and their cost is its
+# own. More looks at the statistic keep its bound on a false Fail, which holds at any time it is read; the
+# Stable judge's is exact so only while the traffic split holds within an interval (bench/looks measures it).
 CLOSE_LOOK_SECONDS = 0.25
 CLOSE_REACH = 2.0
 
@@ -70,8 +71,8 @@ def readable_step(at: datetime, interval: float) -> int:
 
 def close_to_fail(status: GuardedRolloutStatus, interval: float) -> bool:
     """Whether the newest judgement of the current wave has a judge within reach of its Fail threshold
-    (CLOSE_LOOK_SECONDS): its log likelihood ratio, grown at its pace since the wave's analysis began (over
-    two intervals at least), would cross it within CLOSE_REACH intervals. Only on the grid (whole seconds)."""
+    (CLOSE_LOOK_SECONDS): its log likelihood ratio, grown at its pace since the analysis began (over two
+    intervals at least), would cross it within CLOSE_REACH intervals. Only on the grid (whole seconds)."""
     state = status.analysis
     newest = state.recent[-1] if state.recent else None
     if not on_grid(interval) or newest is None or newest.wave != status.wave or state.since is None:
