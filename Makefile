@@ -19,6 +19,7 @@ help:
 	@echo "make chart         refresh charts/guarded-rollouts from the kustomize manifests, then lint it"
 	@echo "make bench-detection  time-to-rollback and orders lost per bad-release scenario"
 	@echo "make bench-judges     our judge vs fixed-threshold judges on simulated rollouts (no cluster)"
+	@echo "make bench-looks      the false-rollback rate when judged at every scrape, not every interval (no cluster)"
 	@echo "make bench-fuzz       1,200 fuzzed objects against the API server and an operator of its own"
 	@echo "make bench-chaos      rollouts under operator kills, freezes, outages and conflicting writes (~20 min)"
 	@echo "make bench-floor      where the time goes from a collapsed canary's Ready to its rollback, vs the floor"
@@ -121,6 +122,12 @@ bench-detection: venv
 
 bench-judges: venv
 	$(PY) bench/judges.py
+
+# Does judging at every scrape (close looks) cost the false-rollback bound? In process, no cluster (~15 min):
+# LOOKS_ARGS="--runs 300" for a quicker run.
+.PHONY: bench-looks
+bench-looks: venv
+	$(PY) bench/looks.py $(LOOKS_ARGS)
 
 bench-fuzz: venv
 	$(TESTBED) up
