@@ -118,7 +118,8 @@ def test_a_bad_shared_configmap_is_rolled_back_across_all_three_and_the_other_tw
         assert all(s[name][0] == ("shop-config",) for s in readers.samples), f"{name}'s stable read the version"
         assert all(s[name][1][0] == 0 for s in readers.samples), f"{name} had a canary pod"
     assert all(s["cart"][0] == ("shop-config",) for s in readers.samples)
-    assert len(readers.samples) > 20
+    # The samples cover the wave the version ran in (not a count of them: a faster rollback makes fewer).
+    assert any(s["cart"][1][0] >= 1 for s in readers.samples), "no sample while cart's canary pod was Ready"
     for name in CONSUMERS:
         assert reads(shop, name) == ["shop-config"] and shop.ready(name) == 4
     assert json.loads(shop.core.read_namespaced_config_map("shop-config", shop.namespace).data["settings.json"]) == GOOD
