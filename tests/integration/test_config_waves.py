@@ -98,7 +98,8 @@ def test_a_configmap_that_drops_orders_is_rolled_back_in_wave_1_and_the_stable_n
     assert version.startswith("shop-config-") and version == status["config"][0]["version"]
     # Over the whole run (every 0.2 s), the stable pods read shop-config with its original content only.
     assert {refs for refs, _ in view.samples} == {("shop-config",)}
-    assert len({content for _, content in view.samples}) == 1 and len(view.samples) > 20
+    # At least 10 samples (2 s): the view kept sampling; a faster rollback makes fewer, so no more is asked.
+    assert len({content for _, content in view.samples}) == 1 and len(view.samples) >= 10
     assert json.loads(data(shop, "shop-config")["settings.json"]) == GOOD
     eventually(lambda: data(shop, version) is None, timeout=30, what="the bad version removed")
     then.canary_gone(shop, within=30)
