@@ -31,7 +31,6 @@ from guarded.core.analysis import (
 from guarded.core.clock import parse
 from guarded.metrics.provider import MetricProvider, Series
 from guarded.metrics.queries import (
-    FIRST,
     MetricQueries,
     Pair,
     PodSplit,
@@ -41,6 +40,7 @@ from guarded.metrics.queries import (
     lookback,
     metric_queries,
     pod_split,
+    pod_sums,
     regex_literal,
     service_split,
 )
@@ -175,13 +175,7 @@ class _Reader:
             if pods is None:
                 return Series(error=error), Series(error=error)
             for part, pattern in parts.items():
-                sums: dict[float, float] = {}
-                for pod in sorted(pods):
-                    name, before_first_scrape = pod.removesuffix(FIRST), pod.endswith(FIRST)
-                    if re.fullmatch(pattern, name):
-                        for t, v in pods[pod].items():
-                            if not before_first_scrape or self.from_zero(name, t, interval):
-                                sums[round(t, 3)] = sums.get(round(t, 3), 0.0) + v
+                sums = pod_sums(pods, pattern, lambda name, t: self.from_zero(name, t, interval))
                 values[part].update({t: sums.get(t, math.nan) for t in steps[first:]})
         answers: list[Series] = []
         for part, key in keys.items():

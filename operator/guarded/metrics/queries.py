@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from guarded.api.analysis import AlertSelector, Metric
@@ -134,6 +135,20 @@ class PodSplit:
 
 
 SHARED_NAMESPACES = "<<namespaces>>"
+
+
+def pod_sums(per_pod: Mapping[str, Mapping[float, float]], pattern: str,
+             counts_first: Callable[[str, float], bool]) -> dict[float, float]:
+    """Per time (to the millisecond), the sum of a per-pod answer's values over the pods `pattern` (a PodSplit
+    regex) names; a pod's first values (`<pod>/first`) only where `counts_first(pod, time)` says they count."""
+    sums: dict[float, float] = {}
+    for pod in sorted(per_pod):
+        name, before_first_scrape = pod.removesuffix(FIRST), pod.endswith(FIRST)
+        if re.fullmatch(pattern, name):
+            for t, v in per_pod[pod].items():
+                if not before_first_scrape or counts_first(name, t):
+                    sums[round(t, 3)] = sums.get(round(t, 3), 0.0) + v
+    return sums
 
 
 # The pods whose first values are asked: canary pods (<target>-canary-<hash>-<suffix>) only. A new canary

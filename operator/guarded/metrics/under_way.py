@@ -11,7 +11,6 @@ guards' templates (the per-pod form); a template of one's own is judged on whole
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -19,7 +18,7 @@ from datetime import UTC, datetime
 from guarded.core.analysis import SCRAPE_LAG_SECONDS, Counts, MetricData
 from guarded.core.clock import parse
 from guarded.metrics.provider import Grouped, MetricProvider
-from guarded.metrics.queries import FIRST, PodSplit, lookback, pod_split
+from guarded.metrics.queries import PodSplit, lookback, pod_split, pod_sums
 
 MIN_WINDOW_MS = 100   # a look sooner after the grid's step reads nothing new
 
@@ -58,16 +57,13 @@ class UnderWay:
 
     def _sums(self, split: PodSplit, grouped: Grouped) -> tuple[float | None, float | None]:
         """Canary and stable: each the sum over its pods (None: no pod of it has a value)."""
-        sums: dict[str, float] = {}
         step = self.start + self.interval   # the interval's end on the grid, as from_zero counts
-        for key, values in sorted(grouped.series.items()):
-            name, before_first_scrape = key.removesuffix(FIRST), key.endswith(FIRST)
-            if before_first_scrape and not self.from_zero(name, step, self.interval):
-                continue
-            for part, pattern in (("canary", split.canary), ("stable", split.stable)):
-                if re.fullmatch(pattern, name):
-                    sums[part] = sums.get(part, 0.0) + sum(values.values())
-        return sums.get("canary"), sums.get("stable")
+
+        def counts_first(name: str, _at: float) -> bool:
+            return self.from_zero(name, step, self.interval)
+
+        canary, stable = (pod_sums(grouped.series, pattern, counts_first) for pattern in (split.canary, split.stable))
+        return (sum(canary.values()) if canary else None), (sum(stable.values()) if stable else None)
 
     def add(self, data: MetricData, events: str, requests: str, *, namespace: str, target: str,
             le: str | None) -> MetricData:
