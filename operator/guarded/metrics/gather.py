@@ -340,7 +340,7 @@ def gather(provider: MetricProvider, spec: GuardedRolloutSpec, status: GuardedRo
     reader = _Reader(provider, memory, namespace_name,
                      f"{rollout[2] if rollout else ''}@{status.analysis.since}@{analysis.interval}", now,
                      shared if memory is not None else None, born)
-    under_way = UnderWay.of(provider, reader.from_zero, since=status.analysis.since, interval=interval, now=now,
+    under_way = UnderWay.of(provider, reader.from_zero, interval=interval, now=now,
                             last_step=steps_dt[-1] if steps_dt else None, close=close_to_fail(status, interval))
     recorded_pre = {p.metric: Counts(events=p.events, requests=p.requests) for p in status.analysis.pre_rollout}
 

@@ -16,7 +16,6 @@ from dataclasses import replace
 from datetime import UTC, datetime
 
 from guarded.core.analysis import SCRAPE_LAG_SECONDS, Counts, MetricData
-from guarded.core.clock import parse
 from guarded.metrics.provider import Grouped, MetricProvider
 from guarded.metrics.queries import PodSplit, lookback, pod_split, pod_sums
 
@@ -32,15 +31,13 @@ class UnderWay:
         self.answers: dict[str, Grouped] = {}
 
     @classmethod
-    def of(cls, provider: MetricProvider, from_zero: Callable[[str, float, float], bool], *, since: str,
+    def of(cls, provider: MetricProvider, from_zero: Callable[[str, float, float], bool], *,
            last_step: datetime | None, interval: float, now: datetime, close: bool) -> UnderWay | None:
-        """The interval after `last_step` (the newest whole one read; None: the analysis's first), when looking
-        close and some of it can be read."""
-        if not close:
+        """The interval after `last_step` (the newest whole one read), when looking close and some of it can be
+        read (none before the first whole interval: gather then reads no counts at all)."""
+        if not close or last_step is None:
             return None
-        # On the grid (close looks are only there): the first interval begins at the multiple before `since`.
-        start = (last_step.timestamp() if last_step is not None
-                 else math.floor(parse(since).timestamp() / interval) * interval)
+        start = last_step.timestamp()
         window_ms = math.floor(round((now.timestamp() - SCRAPE_LAG_SECONDS - start) * 1000, 2))
         if window_ms < MIN_WINDOW_MS:
             return None
