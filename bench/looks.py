@@ -35,23 +35,26 @@ from pathlib import Path
 
 import numpy as np
 
-from guarded.api.analysis import Analysis, JudgementRecord, Verdict
-from guarded.core.analysis import Counts, MetricData, effective_metrics, judge, judge_config
+# bench/judges' traffic model and judge configs, the same for both benches (bench/ is on the path of a script in it)
+from judges import (
+    ANALYSIS,
+    CONFIGS,
+    DT,
+    ERROR_RATIO,
+    ORDER_RATIO,
+    PRE_ROLLOUT_SECONDS,
+    RATES,
+    RESULTS,
+    STABLE_PODS,
+)
+
+from guarded.api.analysis import JudgementRecord, Verdict
+from guarded.core.analysis import Counts, MetricData, judge
 from guarded.core.analysis.judgement import CLOSE_REACH
 
-ROOT = Path(__file__).resolve().parent.parent
-RESULTS = ROOT / "bench" / "results"
-
 SCRAPES = 2                   # scrapes per interval (1 s scrapes, 2 s interval)
-DT = 2.0
-STABLE_PODS = 9
-ORDER_RATIO, ERROR_RATIO = 0.05, 0.005
-PRE_ROLLOUT_SECONDS = 600.0
-ANALYSIS = Analysis(interval="2s", requests="http_requests_total", orders="orders_total")
-CONFIGS = {m.name: judge_config(m, ANALYSIS) for m in effective_metrics(ANALYSIS)}
 SCENARIOS = {"healthy": (1.0, 1.0), "at tolerance (orders x0.8, errors x1.2)": (0.8, 1.2),
              "orders -99%": (0.01, 1.0)}
-RATES = (5, 30, 300)
 
 
 def within_reach(record: JudgementRecord, elapsed: float) -> bool:
