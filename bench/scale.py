@@ -181,6 +181,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                                                              changing="true"),
                        "wait_changing_p99_seconds": quantile(om1, om0, "guarded_reconcile_wait_seconds", 0.99,
                                                              changing="true"),
+                       "wait_pressing_p99_seconds": quantile(om1, om0, "guarded_reconcile_wait_seconds", 0.99,
+                                                             pressing="true"),
                        "steps": reconcile_steps(om1, om0)},
         "operator_cpu_seconds": round(cpu, 2),
         "operator_cpu_share_of_one_core": round(cpu / span, 3),

@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 
 from guarded.api.analysis import AnalysisRecord, EvidenceRecord, JudgementRecord
 from guarded.api.rollout import GuardedRolloutSpec, GuardedRolloutStatus
+from guarded.api.stages import Stage
 from guarded.core.analysis import (
     CLOSE_LOOK_SECONDS,
     SCRAPE_LAG_SECONDS,
@@ -17,6 +18,7 @@ from guarded.core.analysis import (
     next_judgement_in,
 )
 from guarded.core.clock import stamp
+from guarded.core.judging import pressing
 from guarded.metrics.gather import SeenIntervals, gather
 from guarded.metrics.provider import Grouped, Labels, Series
 from guarded.metrics.shared import SharedQueries
@@ -63,6 +65,19 @@ def test_a_judge_whose_pace_would_cross_within_two_intervals_is_looked_at_closel
     # reach 6.0 in two more, not 13.
     assert not close_to_fail(status(3.0, 1.2), 2.0)
     assert close_to_fail(status(4.2, 1.2), 2.0)
+
+
+def test_a_rollout_looked_at_closely_or_restoring_its_stable_presses_for_a_worker_and_the_others_do_not() -> None:
+    assert pressing(spec(), status(5.5)), "within reach of a Fail: its next look may roll back"
+    assert not pressing(spec(), status(3.0)) and not pressing(spec(), status(None))
+    rolling_back = status(None).model_copy(update={"stage": Stage.ROLLING_BACK})
+    assert pressing(spec(), rolling_back), "restoring the stable"
+    # Evidence near a Fail from a wave no longer judged (promoting) does not press.
+    promoting = status(5.5).model_copy(update={"stage": Stage.PROMOTE})
+    assert not pressing(spec(), promoting)
+    no_analysis = GuardedRolloutSpec.model_validate({"target": {"name": "shop"},
+                                                     "change": {"containers": [{"name": "app", "image": "shop:2"}]}})
+    assert not pressing(no_analysis, status(5.5))
 
 
 def test_looking_closely_a_judgement_is_due_every_close_look_between_the_grid_s_steps() -> None:

@@ -10,8 +10,9 @@ from guarded.handlers import operator as handlers
 from guarded.handlers.workers import Workers
 
 
-async def _hold(workers: Workers, name: str, urgent: bool, served: list[str], release: asyncio.Event) -> None:
-    async with workers.slot(urgent):
+async def _hold(workers: Workers, name: str, urgent: bool, served: list[str], release: asyncio.Event,
+                pressing: bool = False) -> None:
+    async with workers.slot(urgent, pressing):
         served.append(name)
         await release.wait()
 
@@ -45,6 +46,25 @@ def test_while_both_wait_three_of_every_four_freed_workers_go_to_changing_rollou
         return served
 
     assert asyncio.run(go()) == ["first", "u1", "u2", "u3", "o1", "u4", "u5", "u6", "o2", "u7", "u8"]
+
+
+def test_a_pressing_rollout_is_served_before_every_other_waiter_and_the_share_of_the_others_keeps_its_turn() -> None:
+    async def go() -> list[str]:
+        workers, served, release = Workers(1), [], asyncio.Event()
+        first = asyncio.create_task(_hold(workers, "first", False, served, release))
+        await asyncio.sleep(0.01)
+        waiting = [asyncio.create_task(_hold(workers, name, name.startswith(("u", "p")), served, release,
+                                             pressing=name.startswith("p")))
+                   for name in ("o1", "u1", "u2", "p1", "u3", "u4", "p2", "o2")]
+        await asyncio.sleep(0.01)
+        assert workers.waiting == 8
+        release.set()
+        await asyncio.gather(first, *waiting)
+        assert workers.busy == 0 and workers.waiting == 0
+        return served
+
+    # Both pressing ones first, in order of arrival; then three changing to one other, as without them.
+    assert asyncio.run(go()) == ["first", "p1", "p2", "u1", "u2", "u3", "o1", "u4", "o2"]
 
 
 def test_a_waiter_cancelled_gives_its_place_and_a_slot_handed_to_a_cancelled_one_goes_on() -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from guarded.api.analysis import Direction, JudgementRecord
 from guarded.api.common import parse_duration
 from guarded.api.reasons import Reason
-from guarded.api.rollout import AnalysisStatus, PreRolloutCounts
+from guarded.api.rollout import AnalysisStatus, GuardedRolloutSpec, GuardedRolloutStatus, PreRolloutCounts
 from guarded.api.stages import Stage
 from guarded.core import analysis
 from guarded.core import conditions as cond
@@ -42,6 +42,16 @@ def next_judgement(inp: Inputs, d: Draft) -> float:
     interval = parse_duration(inp.spec.analysis.interval)
     return analysis.next_judgement_in(d.status.analysis.last_at, inp.now, interval,
                                       close=analysis.close_to_fail(d.status, interval))
+
+
+def pressing(spec: GuardedRolloutSpec, status: GuardedRolloutStatus) -> bool:
+    """Whether the rollout's next reconcile should be served before every other waiting one
+    (handlers/workers.py): its stable is being restored (a rollback, a retire), or its canary is judged and its
+    evidence is within reach of a Fail (`close_to_fail`: looked at closely), so its next look may roll back."""
+    if status.stage.cleaning:
+        return True
+    return (spec.analysis is not None and status.stage.judged
+            and analysis.close_to_fail(status, parse_duration(spec.analysis.interval)))
 
 
 def judge(inp: Inputs, d: Draft, obs: AnalysisObservation) -> Draft:

@@ -259,18 +259,21 @@ async def run_rollout(namespace: str, name: str, stopped: kopf.DaemonStopped, me
     wake = _wakers.setdefault(key, asyncio.Event())
     log = logs.logger(rollout=name, namespace=namespace, wave=None)
     loop = asyncio.get_running_loop()
+    pressing = False  # the last decision said its next reconcile presses (core.judging.pressing)
     try:
         while not stopped:
             wake.clear()
             try:
                 due, urgent = loop.time(), changing(key)
-                async with _workers.slot(urgent):
-                    telemetry.TELEMETRY.reconcile_wait_seconds.labels(str(urgent).lower()).observe(loop.time() - due)
+                async with _workers.slot(urgent, pressing):
+                    telemetry.TELEMETRY.reconcile_wait_seconds.labels(
+                        str(urgent).lower(), str(pressing).lower()).observe(loop.time() - due)
                     with telemetry.reconciling():  # times it, counts the API error that failed it
                         outcome = await asyncio.wait_for(reconcile(memo.client, namespace, name, memo.provider),
                                                          timeout=RECONCILE_TIMEOUT)
                 if outcome.target:
                     _targets[key] = outcome.target
+                pressing = outcome.pressing
                 moved = outcome.decision is not None and not outcome.decision.status.stage.terminal
                 idle = SETTLED_IDLE_SECONDS if settled(key) and not moved else IDLE_SECONDS
                 delay = idle if outcome.requeue_after is None else min(outcome.requeue_after, idle)

@@ -28,6 +28,7 @@ from guarded.core.analysis import AnalysisObservation
 from guarded.core.clock import parse
 from guarded.core.consumers import PART_OF_LABEL, part_of_value
 from guarded.core.engine import Decision, decide, decide_cleanup, decide_fail_safe, needs
+from guarded.core.judging import pressing
 from guarded.core.observations import Claim, LinkedRollout, Observations
 from guarded.core.templates import CLAIM_ANNOTATION, canary_name, parse_claim
 from guarded.handlers import alerts, notify, telemetry
@@ -61,6 +62,7 @@ class Outcome:
     requeue_after: float | None
     target: str | None
     decision: Decision | None = None
+    pressing: bool = False  # its next reconcile is served before every other waiting one (core.judging.pressing)
 
 
 def _now() -> datetime:
@@ -274,7 +276,7 @@ async def _reconcile(client: KubeClient, obj: dict[str, Any], spec: GuardedRollo
         await _persist(client, obj, status, decision, log)
     telemetry.record(obs, status, decision, elapsed)  # after the write: a conflicted decision never counts
     log.debug("decided", seconds=round(elapsed, 6))
-    return Outcome(decision.requeue_after, spec.target.name, decision)
+    return Outcome(decision.requeue_after, spec.target.name, decision, pressing(spec, decision.status))
 
 
 async def _persist(client: KubeClient, obj: dict[str, Any], status: GuardedRolloutStatus, decision: Decision,
