@@ -95,7 +95,22 @@ def bad_release(item: dict[str, Any], created: float, ready: float | None, ended
             "canary_ready_after_create_seconds": round(ready - created, 1) if ready else None,
             "ended_after_create_seconds": round(ended - created, 1) if ended else None,
             "wave": wave + 1 if isinstance(wave, int) else None,
-            "message": (back or {}).get("message", "")[:300]}
+            "message": (back or {}).get("message", "")[:300],
+            "timeline": timeline(st, ready) if ready else None}
+
+
+def timeline(st: dict[str, Any], ready: float) -> dict[str, Any]:
+    """Where the bad release's time went after its canary was Ready: its history and analysis start, and each
+    judgement kept in status (the last 8) with its largest log LR, in seconds after Ready."""
+    def after(text: str | None) -> float | None:
+        return round(timestamp(text) - ready, 2) if text else None
+
+    analysis = st.get("analysis") or {}
+    return {"history": [[h["reason"], after(h["time"])] for h in st.get("history", []) if h.get("time")],
+            "analysis_since": after(analysis.get("since")),
+            "judgements": [[after(r.get("time")), r.get("verdict"), max(
+                (e.get("logLr", float("-inf")) for j in r.get("judgements", []) for e in j.get("evidence", [])),
+                default=None)] for r in analysis.get("recent", [])]}
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:

@@ -69,12 +69,15 @@ def test_a_judge_whose_pace_would_cross_within_two_intervals_is_looked_at_closel
 
 def test_a_rollout_looked_at_closely_or_restoring_its_stable_presses_for_a_worker_and_the_others_do_not() -> None:
     assert pressing(spec(), status(5.5)), "within reach of a Fail: its next look may roll back"
-    assert not pressing(spec(), status(3.0)) and not pressing(spec(), status(None))
-    rolling_back = status(None).model_copy(update={"stage": Stage.ROLLING_BACK})
+    assert not pressing(spec(), status(3.0)) and not pressing(spec(), status(-4.0))
+    # Not yet judged in this wave (no record, or only the previous wave's): a bad canary is first seen there.
+    assert pressing(spec(), status(None)) and pressing(spec(), status(-4.0, wave=0))
+    rolling_back = status(-4.0).model_copy(update={"stage": Stage.ROLLING_BACK})
     assert pressing(spec(), rolling_back), "restoring the stable"
     # Evidence near a Fail from a wave no longer judged (promoting) does not press.
     promoting = status(5.5).model_copy(update={"stage": Stage.PROMOTE})
-    assert not pressing(spec(), promoting)
+    assert not pressing(spec(), promoting) and not pressing(spec(), status(None).model_copy(
+        update={"stage": Stage.SCALE_CANARY}))
     no_analysis = GuardedRolloutSpec.model_validate({"target": {"name": "shop"},
                                                      "change": {"containers": [{"name": "app", "image": "shop:2"}]}})
     assert not pressing(no_analysis, status(5.5))

@@ -46,12 +46,16 @@ def next_judgement(inp: Inputs, d: Draft) -> float:
 
 def pressing(spec: GuardedRolloutSpec, status: GuardedRolloutStatus) -> bool:
     """Whether the rollout's next reconcile should be served before every other waiting one
-    (handlers/workers.py): its stable is being restored (a rollback, a retire), or its canary is judged and its
-    evidence is within reach of a Fail (`close_to_fail`: looked at closely), so its next look may roll back."""
+    (handlers/workers.py): its stable is being restored (a rollback, a retire), or its canary is judged and
+    either not yet judged in this wave (a bad canary is first seen there) or its evidence is within reach of a
+    Fail (`close_to_fail`: looked at closely), so its next look may roll back."""
     if status.stage.cleaning:
         return True
-    return (spec.analysis is not None and status.stage.judged
-            and analysis.close_to_fail(status, parse_duration(spec.analysis.interval)))
+    if spec.analysis is None or not status.stage.judged:
+        return False
+    recent = status.analysis.recent
+    return (not recent or recent[-1].wave != status.wave
+            or analysis.close_to_fail(status, parse_duration(spec.analysis.interval)))
 
 
 def judge(inp: Inputs, d: Draft, obs: AnalysisObservation) -> Draft:
