@@ -38,14 +38,14 @@ def spec(interval: str = "2s") -> GuardedRolloutSpec:
         "analysis": {"interval": interval, "requests": "http_requests_total", "orders": "orders_total"}})
 
 
-def status(log_lr: float | None, judged: float = 6.2, *, wave: int = 1) -> GuardedRolloutStatus:
+def status(log_lr: float | None, judged: float = 6.2, *, wave: int = 1, pre: float = -3.0) -> GuardedRolloutStatus:
     """Baking wave 1 since SINCE, last judged `judged` s later with the order-rate judge's `log_lr`."""
     base = GuardedRolloutStatus.model_validate({"stage": "Bake", "wave": 1, "startedAt": stamp(SINCE),
                                                 "analysis": {"since": stamp(SINCE), "lastAt": stamp(at(judged))}})
     if log_lr is None:
         return base
     evidence = [EvidenceRecord(judge="Stable", verdict="Inconclusive", log_lr=log_lr, log_threshold=THRESHOLD),
-                EvidenceRecord(judge="PreRollout", verdict="Inconclusive", log_lr=-3.0, log_threshold=THRESHOLD)]
+                EvidenceRecord(judge="PreRollout", verdict="Inconclusive", log_lr=pre, log_threshold=THRESHOLD)]
     rec = AnalysisRecord(time=stamp(at(judged)), wave=wave, verdict="Inconclusive", judgements=[
         JudgementRecord(metric="order-rate", verdict="Inconclusive", evidence=evidence)])
     return base.model_copy(update={"analysis": base.analysis.model_copy(update={"recent": [rec]})})
@@ -70,8 +70,10 @@ def test_a_judge_whose_pace_would_cross_within_two_intervals_is_looked_at_closel
 def test_a_rollout_looked_at_closely_or_restoring_its_stable_presses_for_a_worker_and_the_others_do_not() -> None:
     assert pressing(spec(), status(5.5)), "within reach of a Fail: its next look may roll back"
     assert not pressing(spec(), status(3.0)) and not pressing(spec(), status(-4.0))
-    # Not yet judged in this wave (no record, or only the previous wave's): a bad canary is first seen there.
+    # Not yet judged in this wave (no record, only the previous wave's, or one of no canary data: every log LR
+    # still 0): a bad canary is first seen by its first evidence.
     assert pressing(spec(), status(None)) and pressing(spec(), status(-4.0, wave=0))
+    assert pressing(spec(), status(0.0, pre=0.0)) and not pressing(spec(), status(0.0))
     rolling_back = status(-4.0).model_copy(update={"stage": Stage.ROLLING_BACK})
     assert pressing(spec(), rolling_back), "restoring the stable"
     # Evidence near a Fail from a wave no longer judged (promoting) does not press.

@@ -124,3 +124,26 @@ def test_a_rollout_counts_as_changing_while_its_status_or_its_canary_says_a_chan
     # but its canary is out.
     assert {name for (_, name) in seen if handlers.changing(("shop", name))} == {"baking", "rolling-back",
                                                                                   "promoting", "claimed"}
+
+
+def test_a_rollout_waiting_for_its_canary_presses_once_its_canary_s_pods_are_all_ready(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    def rollout(stage: str, target: str) -> dict[str, object]:
+        return {"spec": {"target": {"name": target}}, "status": {"stage": stage}}
+
+    def canary(want: int | None, ready: int | None) -> dict[str, object]:
+        return {"spec": {"replicas": want}, "status": {} if ready is None else {"readyReplicas": ready}}
+
+    seen = {("shop", "ready"): rollout("ScaleCanary", "a"), ("shop", "starting"): rollout("ScaleCanary", "b"),
+            ("shop", "no-pods-yet"): rollout("ScaleCanary", "c"), ("shop", "baking"): rollout("Bake", "d"),
+            ("shop", "no-canary"): rollout("ScaleCanary", "e"), ("shop", "zero"): rollout("ScaleCanary", "f")}
+    canaries = {("shop", "a-canary"): canary(2, 2), ("shop", "b-canary"): canary(2, 1),
+                ("shop", "c-canary"): canary(1, None), ("shop", "d-canary"): canary(1, 1),
+                ("shop", "f-canary"): canary(0, 0)}
+
+    def peek(resource: str, namespace: str, name: str) -> dict[str, object] | None:
+        return (canaries if resource == "deployments" else seen).get((namespace, name))
+
+    monkeypatch.setattr(handlers.CACHE, "peek", peek)
+    # Only "ready": its next reconcile starts the wave's analysis. "baking" presses by its decision, if at all.
+    assert {name for (_, name) in seen if handlers.canary_ready(("shop", name))} == {"ready"}

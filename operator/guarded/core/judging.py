@@ -47,15 +47,17 @@ def next_judgement(inp: Inputs, d: Draft) -> float:
 def pressing(spec: GuardedRolloutSpec, status: GuardedRolloutStatus) -> bool:
     """Whether the rollout's next reconcile should be served before every other waiting one
     (handlers/workers.py): its stable is being restored (a rollback, a retire), or its canary is judged and
-    either not yet judged in this wave (a bad canary is first seen there) or its evidence is within reach of a
-    Fail (`close_to_fail`: looked at closely), so its next look may roll back."""
+    either has no evidence yet in this wave (a bad canary is first seen by its first evidence) or its evidence
+    is within reach of a Fail (`close_to_fail`: looked at closely), so its next look may roll back."""
     if status.stage.cleaning:
         return True
     if spec.analysis is None or not status.stage.judged:
         return False
-    recent = status.analysis.recent
-    return (not recent or recent[-1].wave != status.wave
-            or analysis.close_to_fail(status, parse_duration(spec.analysis.interval)))
+    newest = status.analysis.recent[-1] if status.analysis.recent else None
+    if newest is None or newest.wave != status.wave or not any(
+            e.log_lr != 0 for j in newest.judgements for e in j.evidence):
+        return True  # no judgement of this wave yet, or only of no canary data (every log LR still 0)
+    return analysis.close_to_fail(status, parse_duration(spec.analysis.interval))
 
 
 def judge(inp: Inputs, d: Draft, obs: AnalysisObservation) -> Draft:

@@ -23,7 +23,7 @@ from guarded import logs
 from guarded.api.common import GROUP, VERSION
 from guarded.api.policy import APPROVAL_PLURAL, POLICY_PLURAL
 from guarded.api.rollout import PLURAL
-from guarded.api.stages import phase_in, stage_in
+from guarded.api.stages import Stage, phase_in, stage_in
 from guarded.core.consumers import PART_OF_LABEL
 from guarded.core.templates import canary_name
 from guarded.handlers import alerts, endpoints, notify, telemetry, tls, webhook_server
@@ -139,6 +139,21 @@ def changing(key: tuple[str, str]) -> bool:
         return True
     target = ((obj.get("spec") or {}).get("target") or {}).get("name")
     return isinstance(target, str) and CACHE.peek("deployments", key[0], canary_name(target)) is not None
+
+
+def canary_ready(key: tuple[str, str]) -> bool:
+    """The rollout waits for its canary's pods (stage ScaleCanary, as the watches last saw it) and its canary
+    Deployment now has every pod Ready: its next reconcile starts the wave's analysis, so it presses
+    (handlers/workers.py) as a wave's first judgement does."""
+    obj = CACHE.peek(PLURAL, *key)
+    if obj is None or stage_in(obj.get("status")) is not Stage.SCALE_CANARY:
+        return False
+    target = ((obj.get("spec") or {}).get("target") or {}).get("name")
+    canary = CACHE.peek("deployments", key[0], canary_name(target)) if isinstance(target, str) else None
+    if canary is None:
+        return False
+    want, ready = (canary.get("spec") or {}).get("replicas"), (canary.get("status") or {}).get("readyReplicas")
+    return isinstance(want, int) and isinstance(ready, int) and 0 < want <= ready
 
 
 def settled(key: tuple[str, str]) -> bool:
@@ -265,6 +280,7 @@ async def run_rollout(namespace: str, name: str, stopped: kopf.DaemonStopped, me
             wake.clear()
             try:
                 due, urgent = loop.time(), changing(key)
+                pressing = pressing or canary_ready(key)
                 async with _workers.slot(urgent, pressing):
                     telemetry.TELEMETRY.reconcile_wait_seconds.labels(
                         str(urgent).lower(), str(pressing).lower()).observe(loop.time() - due)

@@ -9,12 +9,13 @@ gets the rest, so it is served later but never starved. Within each kind, first 
 N = 1,000 a due reconcile waited up to 90 s, and a release under analysis waited as long as a gate check or
 an idle re-check (issue 11).
 
-Before both kinds, a pressing rollout (`core.judging.pressing`: its stable being restored, its canary awaiting
-the wave's first judgement, or its evidence within reach of a Fail and so looked at closely every quarter
-second) is served at once, strictly first: its next reconcile may be the rollback, and a close look that
+Before both kinds, a pressing rollout is served at once, strictly first: its stable being restored, its
+canary's pods just all Ready (`handlers.operator.canary_ready`: the next reconcile starts the wave's analysis),
+its canary without evidence yet in the wave, or its evidence within reach of a Fail and so looked at closely
+every quarter second (`core.judging.pressing`). Its next reconcile may be the rollback, and a close look that
 waits for a worker behind hundreds of bakes is no longer close. At N = 335 a due reconcile waited up to 19 s
 (p99) for a worker, and a bad release was rolled back 2x later than alone. Few rollouts press at once (a
-wave's first judgement is one reconcile; 0-5 of 1,000 healthy rollouts ever come within reach of a Fail,
+wave's start is a reconcile or two; 0-5 of 1,000 healthy rollouts ever come within reach of a Fail,
 bench/looks; a rollback ends), so the others are not starved.
 """
 
