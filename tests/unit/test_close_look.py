@@ -68,12 +68,17 @@ def test_a_judge_whose_pace_would_cross_within_two_intervals_is_looked_at_closel
 
 
 def test_a_rollout_looked_at_closely_or_restoring_its_stable_presses_for_a_worker_and_the_others_do_not() -> None:
-    assert pressing(spec(), status(5.5)), "within reach of a Fail: its next look may roll back"
-    assert not pressing(spec(), status(3.0)) and not pressing(spec(), status(-4.0))
-    # Not yet judged in this wave (no record, only the previous wave's, or one of no canary data: every log LR
-    # still 0): a bad canary is first seen by its first evidence.
+    def judged_twice(st: GuardedRolloutStatus) -> GuardedRolloutStatus:
+        return st.model_copy(update={"analysis": st.analysis.model_copy(update={
+            "recent": [*st.analysis.recent, *st.analysis.recent]})})
+
+    assert pressing(spec(), judged_twice(status(5.5))), "within reach of a Fail: its next look may roll back"
+    assert not pressing(spec(), judged_twice(status(3.0))) and not pressing(spec(), judged_twice(status(-4.0)))
+    # A wave's first two judgements press (a bad canary is first seen by its first evidence), then only a
+    # close look does: a wave judged on no data (every log LR 0) does not press for as long as that lasts.
     assert pressing(spec(), status(None)) and pressing(spec(), status(-4.0, wave=0))
-    assert pressing(spec(), status(0.0, pre=0.0)) and not pressing(spec(), status(0.0))
+    assert pressing(spec(), status(0.0, pre=0.0)), "one judgement of this wave so far"
+    assert not pressing(spec(), judged_twice(status(0.0, pre=0.0)))
     rolling_back = status(-4.0).model_copy(update={"stage": Stage.ROLLING_BACK})
     assert pressing(spec(), rolling_back), "restoring the stable"
     # Evidence near a Fail from a wave no longer judged (promoting) does not press.

@@ -67,6 +67,22 @@ def test_a_pressing_rollout_is_served_before_every_other_waiter_and_the_share_of
     assert asyncio.run(go()) == ["first", "p1", "p2", "u1", "u2", "u3", "o1", "u4", "o2"]
 
 
+def test_many_pressing_rollouts_get_three_of_every_four_freed_workers_and_never_starve_the_others() -> None:
+    async def go() -> list[str]:
+        workers, served, release = Workers(1), [], asyncio.Event()
+        first = asyncio.create_task(_hold(workers, "first", False, served, release))
+        await asyncio.sleep(0.01)
+        waiting = [asyncio.create_task(_hold(workers, name, name.startswith("u"), served, release,
+                                             pressing=name.startswith("p")))
+                   for name in ("p1", "p2", "p3", "p4", "p5", "p6", "p7", "u1", "o1")]
+        await asyncio.sleep(0.01)
+        release.set()
+        await asyncio.gather(first, *waiting)
+        return served
+
+    assert asyncio.run(go()) == ["first", "p1", "p2", "p3", "u1", "p4", "p5", "p6", "o1", "p7"]
+
+
 def test_a_waiter_cancelled_gives_its_place_and_a_slot_handed_to_a_cancelled_one_goes_on() -> None:
     async def go() -> list[str]:
         workers, served, release = Workers(1), [], asyncio.Event()

@@ -44,19 +44,24 @@ def next_judgement(inp: Inputs, d: Draft) -> float:
                                       close=analysis.close_to_fail(d.status, interval))
 
 
+# A wave's first judgements press (`pressing`): the first may come before the canary's first whole interval
+# (no evidence yet), the second then reads it. Bounded, so that a wave judged on no data (Prometheus down, no
+# canary traffic) does not press for as long as it lasts.
+PRESSING_JUDGEMENTS = 2
+
+
 def pressing(spec: GuardedRolloutSpec, status: GuardedRolloutStatus) -> bool:
-    """Whether the rollout's next reconcile should be served before every other waiting one
+    """Whether the rollout's next reconcile should be served before the other waiting ones
     (handlers/workers.py): its stable is being restored (a rollback, a retire), or its canary is judged and
-    either has no evidence yet in this wave (a bad canary is first seen by its first evidence) or its evidence
-    is within reach of a Fail (`close_to_fail`: looked at closely), so its next look may roll back."""
+    either has had fewer than PRESSING_JUDGEMENTS judgements in this wave (a bad canary is first seen by its
+    first evidence) or its evidence is within reach of a Fail (`close_to_fail`: looked at closely), so its
+    next look may roll back."""
     if status.stage.cleaning:
         return True
     if spec.analysis is None or not status.stage.judged:
         return False
-    newest = status.analysis.recent[-1] if status.analysis.recent else None
-    if newest is None or newest.wave != status.wave or not any(
-            e.log_lr != 0 for j in newest.judgements for e in j.evidence):
-        return True  # no judgement of this wave yet, or only of no canary data (every log LR still 0)
+    if sum(1 for r in status.analysis.recent if r.wave == status.wave) < PRESSING_JUDGEMENTS:
+        return True
     return analysis.close_to_fail(status, parse_duration(spec.analysis.interval))
 
 

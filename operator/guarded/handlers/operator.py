@@ -300,6 +300,7 @@ async def run_rollout(namespace: str, name: str, stopped: kopf.DaemonStopped, me
                 delay = 0.05  # the object moved on; decide again on fresh data (from the API server: the
                 memo.client.distrust(PLURAL, namespace, name)  # watch may not have shown the move yet)
             except kubernetes.client.rest.ApiException as exc:
+                pressing = False  # a failing reconcile does not jump the queue (a 409 Conflict keeps its place)
                 if exc.status != 429:
                     log.exception("reconcile failed", error=str(exc))
                     delay = ERROR_BACKOFF
@@ -308,7 +309,7 @@ async def run_rollout(namespace: str, name: str, stopped: kopf.DaemonStopped, me
                     log.warning("API server busy (429): reconciling again later", seconds=round(delay, 1))
             except Exception as exc:  # one bad reconcile must not kill the loop
                 log.exception("reconcile failed", error=str(exc))
-                delay = ERROR_BACKOFF
+                delay, pressing = ERROR_BACKOFF, False
             finished = loop.time()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(wake.wait(), timeout=max(delay, 0.05))

@@ -104,7 +104,7 @@ async def reconcile(client: KubeClient, namespace: str, name: str,
         error = describe_error(exc)
         log.exception("reconcile failed: failing safe", error=error)
         decision = await _fail_safe(client, obj, spec, status, error)
-        return Outcome(2.0, spec.target.name, decision)
+        return Outcome(2.0, spec.target.name, decision)  # not pressing: a failing reconcile does not jump the queue
 
 
 def describe_error(exc: BaseException) -> str:

@@ -9,14 +9,14 @@ gets the rest, so it is served later but never starved. Within each kind, first 
 N = 1,000 a due reconcile waited up to 90 s, and a release under analysis waited as long as a gate check or
 an idle re-check (issue 11).
 
-Before both kinds, a pressing rollout is served at once, strictly first: its stable being restored, its
-canary's pods just all Ready (`handlers.operator.canary_ready`: the next reconcile starts the wave's analysis),
-its canary without evidence yet in the wave, or its evidence within reach of a Fail and so looked at closely
-every quarter second (`core.judging.pressing`). Its next reconcile may be the rollback, and a close look that
-waits for a worker behind hundreds of bakes is no longer close. At N = 335 a due reconcile waited up to 19 s
-(p99) for a worker, and a bad release was rolled back 2x later than alone. Few rollouts press at once (a
-wave's start is a reconcile or two; 0-5 of 1,000 healthy rollouts ever come within reach of a Fail,
-bench/looks; a rollback ends), so the others are not starved.
+Before both kinds, a pressing rollout is served first: its stable being restored, its canary's pods just all
+Ready (`handlers.operator.canary_ready`: the next reconcile starts the wave's analysis), its wave's first two
+judgements, or its evidence within reach of a Fail and so looked at closely every quarter second
+(`core.judging.pressing`). Its next reconcile may be the rollback, and a close look that waits for a worker
+behind hundreds of bakes is no longer close. At N = 335 a due reconcile waited up to 19 s (p99) for a worker,
+and a bad release was rolled back 2x later than alone. Few rollouts press at once (0-5 of 1,000 healthy ones
+ever come within reach of a Fail, bench/looks), and still they get PRESSING_SHARE of every PRESSING_SHARE + 1
+workers freed while others wait, so a rollback that never ends or many starting at once starve no one.
 """
 
 from __future__ import annotations
@@ -29,11 +29,15 @@ from collections.abc import AsyncIterator
 # While both wait, of every SHARE + 1 workers freed, SHARE go to rollouts with a change out and one to the
 # others: a rollout waiting to start is served later, never starved.
 SHARE = 3
+# The same bound for pressing rollouts against all the others: of every PRESSING_SHARE + 1 workers freed while
+# both wait, PRESSING_SHARE go to pressing ones. A rollback whose stable never becomes Ready, or many rollouts
+# pressing at once, so never starve the rest.
+PRESSING_SHARE = 3
 
 
 class Workers:
-    """`size` slots; `slot(urgent, pressing)` waits for one: pressing waiters first, then urgent ones before
-    the others (SHARE to 1), each kind in order of arrival."""
+    """`size` slots; `slot(urgent, pressing)` waits for one: pressing waiters before the others
+    (PRESSING_SHARE to 1), then urgent ones before the rest (SHARE to 1), each kind in order of arrival."""
 
     def __init__(self, size: int) -> None:
         self.size = size
@@ -42,6 +46,7 @@ class Workers:
         self._urgent: deque[asyncio.Future[None]] = deque()
         self._other: deque[asyncio.Future[None]] = deque()
         self._turn = 0
+        self._pressing_turn = 0
 
     @property
     def busy(self) -> int:
@@ -77,8 +82,11 @@ class Workers:
             while queue and queue[0].done():  # cancelled waiters are passed over
                 queue.popleft()
         if self._pressing:
-            self._pressing.popleft().set_result(None)  # not a turn of the share: the others keep their order
-            return
+            self._pressing_turn += 1
+            others = self._urgent or self._other
+            if not others or self._pressing_turn % (PRESSING_SHARE + 1):
+                self._pressing.popleft().set_result(None)  # not a turn of SHARE: the others keep their order
+                return
         if self._urgent and self._other:
             queue = self._other if self._turn % (SHARE + 1) == SHARE else self._urgent
         else:
