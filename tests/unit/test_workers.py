@@ -83,6 +83,33 @@ def test_many_pressing_rollouts_get_three_of_every_four_freed_workers_and_never_
     assert asyncio.run(go()) == ["first", "p1", "p2", "p3", "u1", "p4", "p5", "p6", "o1", "p7"]
 
 
+def test_a_waiter_whose_rollout_becomes_pressing_while_it_waits_is_moved_up() -> None:
+    async def go() -> tuple[list[str], list[bool]]:
+        workers, served, release = Workers(1), [], asyncio.Event()
+
+        async def hold(name: str, urgent: bool) -> None:
+            async with workers.slot(urgent, key=("shop", name)):
+                served.append(name)
+                await release.wait()
+
+        first = asyncio.create_task(hold("first", False))
+        await asyncio.sleep(0.01)
+        waiting = [asyncio.create_task(hold(name, name.startswith("u"))) for name in ("u1", "u2", "u3", "o1")]
+        await asyncio.sleep(0.01)
+        # u3's canary became Ready while it waited; o1's too (a rollout not seen as changing yet). Unknown keys,
+        # the one being served and a second press change nothing.
+        moved = [workers.press(("shop", "u3")), workers.press(("shop", "o1")), workers.press(("shop", "u3")),
+                 workers.press(("shop", "nobody")), workers.press(("shop", "first"))]
+        assert workers.waiting == 4
+        release.set()
+        await asyncio.gather(first, *waiting)
+        return served, moved
+
+    served, moved = asyncio.run(go())
+    assert moved == [True, True, False, False, False]
+    assert served == ["first", "u3", "o1", "u1", "u2"]
+
+
 def test_a_waiter_cancelled_gives_its_place_and_a_slot_handed_to_a_cancelled_one_goes_on() -> None:
     async def go() -> list[str]:
         workers, served, release = Workers(1), [], asyncio.Event()
@@ -163,3 +190,25 @@ def test_a_rollout_waiting_for_its_canary_presses_once_its_canary_s_pods_are_all
     monkeypatch.setattr(handlers.CACHE, "peek", peek)
     # Only "ready": its next reconcile starts the wave's analysis. "baking" presses by its decision, if at all.
     assert {name for (_, name) in seen if handlers.canary_ready(("shop", name))} == {"ready"}
+
+
+def test_the_watch_showing_a_canary_all_ready_moves_its_rollout_s_waiting_reconcile_up(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    seen = {("shop", "release"): {"spec": {"target": {"name": "cart"}}, "status": {"stage": "ScaleCanary"}}}
+    canaries = {("shop", "cart-canary"): {"spec": {"replicas": 1}, "status": {"readyReplicas": 1}}}
+
+    def peek(resource: str, namespace: str, name: str) -> dict[str, object] | None:
+        return (canaries if resource == "deployments" else seen).get((namespace, name))
+
+    pressed: list[tuple[str, str]] = []
+    monkeypatch.setattr(handlers.CACHE, "peek", peek)
+    monkeypatch.setattr(handlers._workers, "press", pressed.append)
+    monkeypatch.setitem(handlers._targets, ("shop", "release"), "cart")
+    asyncio.run(handlers.deployment_changed(namespace="shop", name="cart"))         # the target: no
+    asyncio.run(handlers.deployment_changed(namespace="other", name="cart-canary"))  # another namespace: no
+    assert pressed == []
+    asyncio.run(handlers.deployment_changed(namespace="shop", name="cart-canary"))
+    assert pressed == [("shop", "release")]
+    canaries[("shop", "cart-canary")]["status"] = {"readyReplicas": 0}             # not all Ready yet: no
+    asyncio.run(handlers.deployment_changed(namespace="shop", name="cart-canary"))
+    assert pressed == [("shop", "release")]

@@ -281,7 +281,7 @@ async def run_rollout(namespace: str, name: str, stopped: kopf.DaemonStopped, me
             try:
                 due, urgent = loop.time(), changing(key)
                 pressing = pressing or canary_ready(key)
-                async with _workers.slot(urgent, pressing):
+                async with _workers.slot(urgent, pressing, key):
                     telemetry.TELEMETRY.reconcile_wait_seconds.labels(
                         str(urgent).lower(), str(pressing).lower()).observe(loop.time() - due)
                     with telemetry.reconciling():  # times it, counts the API error that failed it
@@ -348,6 +348,10 @@ async def deployment_changed(namespace: str, name: str, **_: Any) -> None:
     for (ns, rollout), target in list(_targets.items()):
         if ns == namespace and name in (target, canary_name(target)):
             _wake((ns, rollout))
+            # Its canary's pods just all became Ready (kopf's indexes, so the cache, are updated before this
+            # handler runs): a reconcile already waiting for a worker presses from now on, not from its next turn.
+            if name != target and canary_ready((ns, rollout)):
+                _workers.press((ns, rollout))
 
 
 @kopf.on.delete(GROUP, VERSION, PLURAL, id="cleanup")

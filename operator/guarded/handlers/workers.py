@@ -10,7 +10,8 @@ N = 1,000 a due reconcile waited up to 90 s, and a release under analysis waited
 an idle re-check (issue 11).
 
 Before both kinds, a pressing rollout is served first: its stable being restored, its canary's pods just all
-Ready (`handlers.operator.canary_ready`: the next reconcile starts the wave's analysis), its wave's first two
+Ready (`handlers.operator.canary_ready`: the next reconcile starts the wave's analysis; a reconcile already
+waiting when the watch shows it is moved up, `press`), its wave's first two
 judgements, or its evidence within reach of a Fail and so looked at closely every quarter second
 (`core.judging.pressing`). Its next reconcile may be the rollback, and a close look that waits for a worker
 behind hundreds of bakes is no longer close. At N = 335 a due reconcile waited up to 19 s (p99) for a worker,
@@ -24,7 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Hashable
 
 # While both wait, of every SHARE + 1 workers freed, SHARE go to rollouts with a change out and one to the
 # others: a rollout waiting to start is served later, never starved.
@@ -47,6 +48,7 @@ class Workers:
         self._other: deque[asyncio.Future[None]] = deque()
         self._turn = 0
         self._pressing_turn = 0
+        self._waiters: dict[Hashable, asyncio.Future[None]] = {}  # by key: whom `press` may move up
 
     @property
     def busy(self) -> int:
@@ -57,25 +59,45 @@ class Workers:
         return sum(1 for f in (*self._pressing, *self._urgent, *self._other) if not f.done())
 
     @contextlib.asynccontextmanager
-    async def slot(self, urgent: bool = False, pressing: bool = False) -> AsyncIterator[None]:
-        await self._acquire(self._pressing if pressing else self._urgent if urgent else self._other)
+    async def slot(self, urgent: bool = False, pressing: bool = False,
+                   key: Hashable | None = None) -> AsyncIterator[None]:
+        await self._acquire(self._pressing if pressing else self._urgent if urgent else self._other, key)
         try:
             yield
         finally:
             self._release()
 
-    async def _acquire(self, queue: deque[asyncio.Future[None]]) -> None:
+    def press(self, key: Hashable) -> bool:
+        """Move the waiter of `key` (from `slot(key=...)`), if it waits and does not press yet, to the end of
+        the pressing ones: its rollout became pressing while it waited (its canary's pods all Ready, seen by
+        the watch). Whether it moved."""
+        handed = self._waiters.get(key)
+        if handed is None or handed.done():
+            return False
+        for queue in (self._urgent, self._other):
+            if handed in queue:
+                queue.remove(handed)
+                self._pressing.append(handed)
+                return True
+        return False
+
+    async def _acquire(self, queue: deque[asyncio.Future[None]], key: Hashable | None) -> None:
         if self._free > 0:  # a slot is freed only when no one waits for it (_release hands it over first)
             self._free -= 1
             return
         handed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         queue.append(handed)
+        if key is not None:
+            self._waiters[key] = handed
         try:
             await handed
         except asyncio.CancelledError:
             if handed.done() and not handed.cancelled():
                 self._release()  # a slot was handed over as the waiter was cancelled: it goes to the next one
             raise
+        finally:
+            if key is not None and self._waiters.get(key) is handed:
+                del self._waiters[key]
 
     def _release(self) -> None:
         for queue in (self._pressing, self._urgent, self._other):
