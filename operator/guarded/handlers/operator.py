@@ -13,6 +13,7 @@ import contextlib
 import json
 import os
 import random
+from collections.abc import Mapping
 from typing import Any
 
 import kopf
@@ -137,8 +138,13 @@ def changing(key: tuple[str, str]) -> bool:
     stage = stage_in(obj.get("status"))
     if stage is not None and stage.active:
         return True
-    target = ((obj.get("spec") or {}).get("target") or {}).get("name")
-    return isinstance(target, str) and CACHE.peek("deployments", key[0], canary_name(target)) is not None
+    return _seen_canary(obj, key[0]) is not None
+
+
+def _seen_canary(rollout: Mapping[str, Any], namespace: str) -> Mapping[str, Any] | None:
+    """The rollout's canary Deployment as the watch last saw it (None: none, or no target named)."""
+    target = ((rollout.get("spec") or {}).get("target") or {}).get("name")
+    return CACHE.peek("deployments", namespace, canary_name(target)) if isinstance(target, str) else None
 
 
 def canary_ready(key: tuple[str, str]) -> bool:
@@ -148,8 +154,7 @@ def canary_ready(key: tuple[str, str]) -> bool:
     obj = CACHE.peek(PLURAL, *key)
     if obj is None or stage_in(obj.get("status")) is not Stage.SCALE_CANARY:
         return False
-    target = ((obj.get("spec") or {}).get("target") or {}).get("name")
-    canary = CACHE.peek("deployments", key[0], canary_name(target)) if isinstance(target, str) else None
+    canary = _seen_canary(obj, key[0])
     if canary is None:
         return False
     want, ready = (canary.get("spec") or {}).get("replicas"), (canary.get("status") or {}).get("readyReplicas")
