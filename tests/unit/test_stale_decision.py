@@ -18,6 +18,7 @@ from guarded.core.templates import CLAIM_ANNOTATION
 from guarded.handlers.fence import still_as_read
 from guarded.kube.act import apply_actions
 from guarded.kube.client import Conflict
+from guarded.kube.versions import Versions
 
 
 class Store:
@@ -31,6 +32,7 @@ class Store:
                                     "annotations": {CLAIM_ANNOTATION: "release/u1"}},
                        "spec": {"replicas": 2}}
         self.writes: list[dict[str, Any]] = []
+        self.versions: Versions | None = None   # the rollouts' version watch (kube/versions), when followed
 
     async def rollout_version(self, namespace: str, name: str) -> str | None:
         return self.rollout["metadata"]["resourceVersion"]
@@ -97,3 +99,78 @@ def test_one_check_stands_for_the_actions_that_follow_within_a_second_and_a_free
     with pytest.raises(Conflict, match="moved on"):
         asyncio.run(fence())
     assert gets == [1000.0, 1030.4]
+
+
+def watched(store: Store, clock: list[float]) -> Versions:
+    """A version watch that listed the store's rollout, and a clock for it and the fence."""
+    versions = Versions(clock=lambda: clock[0])
+    meta = store.rollout["metadata"]
+    versions.listed([(meta["namespace"], meta["name"], meta["resourceVersion"])], "10")
+    store.versions = versions
+    return versions
+
+
+def test_the_version_watch_vouches_for_a_rollout_only_past_a_fresh_write_of_ours(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """No GET while the watch has shown, at the rollout's read version, a status write sent under a second ago;
+    a GET as soon as that write is older, the watch shows another version, or it broke off."""
+    store, gets, clock = Store(), [], [1000.0]
+    real_get = store.rollout_version
+
+    async def counted(namespace: str, name: str) -> str | None:
+        gets.append(clock[0])
+        return await real_get(namespace, name)
+
+    store.rollout_version = counted  # type: ignore[method-assign]
+    monkeypatch.setattr("guarded.handlers.fence.time.monotonic", lambda: clock[0])
+    versions = watched(store, clock)
+    read = copy.deepcopy(store.rollout)
+
+    asyncio.run(still_as_read(store, read)())   # listed at 10, but no write of ours shown yet: no horizon
+    assert gets == [1000.0]
+
+    versions.wrote("12", sent_at=1000.1)        # our write to another rollout, sent at 1000.1 ...
+    clock[0] = 1000.5
+    asyncio.run(still_as_read(store, read)())   # ... not yet shown by the watch
+    assert gets == [1000.0, 1000.5]
+    versions.saw("MODIFIED", "other", "release", "12")    # shown: every change before 1000.1 is known here
+    asyncio.run(still_as_read(store, read)())
+    assert gets == [1000.0, 1000.5], "vouched for by the watch: no GET"
+
+    clock[0] = 1001.2                           # the write is 1.1 s old: a stopped process, a slow watch
+    asyncio.run(still_as_read(store, read)())
+    assert gets[-1] == 1001.2
+
+    versions.wrote("14", sent_at=1001.3)
+    versions.saw("MODIFIED", "shop", "release", "13")   # another replica (or a user) wrote the rollout
+    versions.saw("BOOKMARK", "", "", "14")
+    clock[0] = 1001.4
+    store.rollout["metadata"]["resourceVersion"] = "13"
+    with pytest.raises(Conflict, match="moved on"):      # the watch vouches for nothing: asked, refused
+        asyncio.run(still_as_read(store, read)())
+    assert gets[-1] == 1001.4
+
+    fresh = copy.deepcopy(store.rollout)
+    asyncio.run(still_as_read(store, fresh)())          # decided again from version 13: vouched for
+    assert gets[-1] == 1001.4
+    versions.lost()                                      # the watch broke off
+    asyncio.run(still_as_read(store, fresh)())
+    assert gets[-1] == 1001.4 and len(gets) == 5
+
+
+def test_a_write_the_watch_showed_before_its_answer_came_passes_at_once_and_unseen_writes_are_forgotten() -> None:
+    clock = [0.0]
+    versions = Versions(clock=lambda: clock[0])
+    versions.listed([("shop", "release", "5")], "5")
+    versions.saw("MODIFIED", "shop", "release", "7")   # the watch was quicker than the write's answer
+    versions.wrote("7", sent_at=0.0)
+    assert versions.vouch("shop", "release", "7") == 0.0
+    versions.wrote("9", sent_at=0.5)                   # never shown (the watch broke off after it)
+    versions.wrote("10", sent_at=0.6)
+    clock[0] = 100.0
+    versions.wrote("11", sent_at=99.0)                 # the pruning pass forgets writes older than a minute
+    assert [rv for rv, _ in versions._sent] == [11]
+    versions.saw("MODIFIED", "shop", "release", "11")
+    assert versions.vouch("shop", "release", "11") == 99.0
+    versions.saw("DELETED", "shop", "release", "12")
+    assert versions.vouch("shop", "release", "11") is None and len(versions) == 0

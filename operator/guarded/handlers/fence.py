@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from guarded import logs
+from guarded.handlers import telemetry
 from guarded.kube.client import Conflict, KubeClient
 
 # How long a passed check stands for the next action of one decision: well under the seconds a standby
@@ -28,7 +29,12 @@ def still_as_read(client: KubeClient, obj: dict[str, Any]) -> Callable[[], Await
     A check that passed less than FENCE_SECONDS ago (monotonic: a stopped process's clock runs on) stands
     for the next action of the same decision: another replica takes over only after the active one's
     peering lease has gone stale, seconds, so no other replica can have acted in between (issue 11: one GET
-    per action was a third of the operator's GETs)."""
+    per action was a third of the operator's GETs).
+
+    Nor is the API server asked when the version watch (kube/versions) vouches for the rollout: it shows the
+    rollout at the version read, and it has shown a status write of ours sent less than FENCE_SECONDS ago,
+    so every change committed before that write was sent; as good as a GET that answered then. A stopped
+    process's watch is as old as its stop, and it vouches for nothing then."""
     meta = obj["metadata"]
     passed_at: list[float] = []
 
@@ -36,6 +42,13 @@ def still_as_read(client: KubeClient, obj: dict[str, Any]) -> Callable[[], Await
         asked = time.monotonic()
         if passed_at and asked - passed_at[-1] < FENCE_SECONDS:
             return
+        if client.versions is not None:
+            horizon = client.versions.vouch(meta["namespace"], meta["name"], meta.get("resourceVersion"))
+            if horizon is not None and asked - horizon < FENCE_SECONDS:
+                telemetry.fence_check("watch")
+                passed_at.append(horizon)  # as of the horizon: the watch's answer is that old
+                return
+        telemetry.fence_check("server")
         # Always the API server, never the watch cache: a replica that was frozen holds a watch as old as
         # itself, whose copy would pass this check for the very decision it exists to void.
         # Its metadata only: the resourceVersion is all the check needs, and status is most of a rollout.

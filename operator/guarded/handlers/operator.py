@@ -33,6 +33,7 @@ from guarded.handlers.reconcile import SEEN, clean_up, reconcile
 from guarded.handlers.workers import Workers
 from guarded.kube.cache import WatchCache, kept
 from guarded.kube.client import Conflict, KubeClient
+from guarded.kube.versions import Follower, Versions
 from guarded.metrics.prometheus import PrometheusProvider
 
 IDLE_SECONDS = 10.0     # re-check a quiet rollout this often even without events
@@ -77,8 +78,15 @@ def busy_delay(exc: kubernetes.client.rest.ApiException, spread: float) -> float
 @kopf.on.startup()
 async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     tune(settings)
-    memo.client = KubeClient(kubernetes.client.ApiClient(kube_configuration()), observer=telemetry.api_request,
-                             cache=CACHE)
+    api_client = kubernetes.client.ApiClient(kube_configuration())
+    versions = None
+    # The version watch lets the split-brain fence pass without a GET (kube/versions); it watches every
+    # namespace's rollouts, so a namespaced operator (-n) goes without it. GUARDED_VERSION_WATCH=0 turns it off.
+    if not os.environ.get("GUARDED_WATCHED_NAMESPACES") and os.environ.get("GUARDED_VERSION_WATCH", "1") != "0":
+        versions = Versions()
+        memo.versions_follower = Follower(api_client, versions, observer=telemetry.api_request)
+        memo.versions_follower.start()
+    memo.client = KubeClient(api_client, observer=telemetry.api_request, cache=CACHE, versions=versions)
     notify.configure(memo.client)  # operator-wide sinks (GUARDED_NOTIFY_*): a bad value stops the start here
     url = os.environ.get("GUARDED_PROMETHEUS_URL")
     memo.provider = PrometheusProvider(url, observer=telemetry.metric_query) if url else None

@@ -121,6 +121,10 @@ class Telemetry:
             "and resource (kopf's watches and its own patches are not counted).", ("verb", "resource"), registry=r)
         self.metric_queries = Counter(f"{PREFIX}_metric_queries", "Prometheus queries sent, by kind "
                                       "(range, instant, labels).", ("kind",), registry=r)
+        self.fence_checks = Counter(
+            f"{PREFIX}_fence_checks", "Split-brain fence checks before a decision's actions, by what answered "
+            "(watch: the rollouts' version watch vouched; server: a metadata GET of the rollout).", ("by",),
+            registry=r)
         self.cache_reads = Counter(
             f"{PREFIX}_cache_reads", "Reads of an object from the watch cache, by resource and result (hit; miss: "
             "asked the API server, the copy not trusted).", ("resource", "result"), registry=r)
@@ -149,6 +153,10 @@ class Telemetry:
         sent = _SENT.get()
         if sent is not None:
             sent["api"] += 1
+
+    def fence_check(self, by: str) -> None:
+        """One split-brain fence check (handlers/fence), answered by the version watch or the API server."""
+        self.fence_checks.labels(by).inc()
 
     def cache_read(self, resource: str, hit: bool) -> None:
         """One read from the watch cache (kube.cache's observer)."""
@@ -281,5 +289,6 @@ forget = TELEMETRY.forget
 reconciling = TELEMETRY.reconciling
 step = TELEMETRY.step
 api_request = TELEMETRY.api_request
+fence_check = TELEMETRY.fence_check
 metric_query = TELEMETRY.metric_query
 cache_read = TELEMETRY.cache_read

@@ -16,6 +16,7 @@ import asyncio
 import contextvars
 import functools
 import os
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -29,6 +30,7 @@ from guarded.api.common import GROUP, VERSION
 from guarded.api.rollout import PLURAL
 from guarded.kube.cache import WatchCache
 from guarded.kube.rest import APPS, CORE, Resources, Rest
+from guarded.kube.versions import Versions
 
 REQUEST_TIMEOUT = (5.0, 30.0)  # connect, read (seconds)
 # The Accept header that asks the API server for an object's metadata only (PartialObjectMetadata).
@@ -106,9 +108,10 @@ class Conflict(Exception):
 
 class KubeClient:
     def __init__(self, api_client: kubernetes.client.ApiClient, *, observer: RequestObserver | None = None,
-                 cache: WatchCache | None = None) -> None:
+                 cache: WatchCache | None = None, versions: Versions | None = None) -> None:
         self.api_client = api_client
         self.cache = cache
+        self.versions = versions   # every rollout's version in the API server's order (kube/versions), if followed
         rest = Rest(api_client)
         send = rest.send
         if observer is not None or cache is not None:  # every request is told of before it is sent
@@ -176,6 +179,7 @@ class KubeClient:
 
     async def patch_rollout_status(self, namespace: str, name: str, patch: dict[str, Any]) -> dict[str, Any]:
         """A merge patch of .status; a metadata.resourceVersion in it guards it (a 409 raises Conflict)."""
+        sent_at = time.monotonic()
         try:
             resp = await self._replace(self.custom.patch_namespaced_custom_object_status, GROUP, VERSION,
                                        namespace, PLURAL, name, patch, _preload_content=False)
@@ -183,15 +187,16 @@ class KubeClient:
             self.distrust(PLURAL, namespace, name)
             raise
         result = orjson.loads(resp.data)   # the whole rollout: decoded here, not by the client's models
-        self._wrote(PLURAL, namespace, name, result)
+        self._wrote(PLURAL, namespace, name, result, sent_at)
         return dict(result)
 
     async def replace_rollout_status(self, body: dict[str, Any]) -> dict[str, Any]:
         meta = body["metadata"]
+        sent_at = time.monotonic()
         resp = await self._replace(self.custom.replace_namespaced_custom_object_status, GROUP, VERSION,
                                    meta["namespace"], PLURAL, meta["name"], body, _preload_content=False)
         result = orjson.loads(resp.data)
-        self._wrote(PLURAL, meta["namespace"], meta["name"], result)
+        self._wrote(PLURAL, meta["namespace"], meta["name"], result, sent_at)
         return dict(result)
 
     # -- the watch cache -----------------------------------------------------------------------
@@ -222,14 +227,16 @@ class KubeClient:
         if self.cache is not None:
             self.cache.touched(resource, namespace, name)
 
-    def _wrote(self, resource: str, namespace: str, name: str, result: Any) -> None:
-        """After a write: the resourceVersion it produced, and the object it returned when that is JSON."""
-        if self.cache is None:
-            return
+    def _wrote(self, resource: str, namespace: str, name: str, result: Any, sent_at: float | None = None) -> None:
+        """After a write: the resourceVersion it produced, and the object it returned when that is JSON; a
+        rollout's, sent at `sent_at` (monotonic), is a mark on the version watch (kube/versions)."""
         meta = (result or {}).get("metadata") if isinstance(result, dict) else getattr(result, "metadata", None)
         version = (meta.get("resourceVersion") if isinstance(meta, dict)
                    else getattr(meta, "resource_version", None)) if meta is not None else None
-        self.cache.wrote(resource, namespace, name, version or "", result if isinstance(result, dict) else None)
+        if self.versions is not None and sent_at is not None and version:
+            self.versions.wrote(version, sent_at)
+        if self.cache is not None:
+            self.cache.wrote(resource, namespace, name, version or "", result if isinstance(result, dict) else None)
 
     # -- Deployments -----------------------------------------------------------------------
     async def get_deployment(self, namespace: str, name: str) -> dict[str, Any] | None:
