@@ -116,8 +116,11 @@ def per_interval(om1: Samples, om0: Samples, intervals: float) -> dict[str, dict
     queries = delta(by(om1, "guarded_metric_queries_total", "kind"), by(om0, "guarded_metric_queries_total", "kind"))
     api_total, gets, query_total = sum(api.values()), sum(v for k, v in api.items() if k.startswith("get ")), \
         sum(queries.values())
+    fence = delta(by(om1, "guarded_fence_checks_total", "by"), by(om0, "guarded_fence_checks_total", "by"))
     return {"api_requests": {"total": api_total, "gets": gets, "per_interval": round(api_total / intervals, 2),
-                             "gets_per_interval": round(gets / intervals, 2), "by_verb_resource": api},
+                             "gets_per_interval": round(gets / intervals, 2), "by_verb_resource": api,
+                             # the split-brain fence's checks: vouched for by its version watch, or a GET
+                             "fence_checks": fence},
             "prometheus_queries": {"total": query_total, "per_interval": round(query_total / intervals, 2),
                                    "by_kind": queries}}
 
