@@ -129,7 +129,7 @@ def test_the_version_watch_vouches_for_a_rollout_only_past_a_fresh_write_of_ours
     asyncio.run(still_as_read(store, read)())   # listed at 10, but no write of ours shown yet: no horizon
     assert gets == [1000.0]
 
-    versions.wrote("12", sent_at=1000.1)        # our write to another rollout, sent at 1000.1 ...
+    versions.wrote("12", sent_at=1000.1, after="11")        # our write to another rollout, sent at 1000.1 ...
     clock[0] = 1000.5
     asyncio.run(still_as_read(store, read)())   # ... not yet shown by the watch
     assert gets == [1000.0, 1000.5]
@@ -141,21 +141,37 @@ def test_the_version_watch_vouches_for_a_rollout_only_past_a_fresh_write_of_ours
     asyncio.run(still_as_read(store, read)())
     assert gets[-1] == 1001.2
 
-    versions.wrote("14", sent_at=1001.3)
+    versions.wrote("14", sent_at=1001.3, after="12")
     versions.saw("MODIFIED", "shop", "release", "13")   # another replica (or a user) wrote the rollout
     versions.saw("BOOKMARK", "", "", "14")
     clock[0] = 1001.4
     store.rollout["metadata"]["resourceVersion"] = "13"
-    with pytest.raises(Conflict, match="moved on"):      # the watch vouches for nothing: asked, refused
+    with pytest.raises(Conflict, match="moved on"):      # the watch shows a later version: refused, unasked
         asyncio.run(still_as_read(store, read)())
-    assert gets[-1] == 1001.4
+    assert gets[-1] == 1001.2
 
     fresh = copy.deepcopy(store.rollout)
     asyncio.run(still_as_read(store, fresh)())          # decided again from version 13: vouched for
-    assert gets[-1] == 1001.4
+    assert gets[-1] == 1001.2
     versions.lost()                                      # the watch broke off
     asyncio.run(still_as_read(store, fresh)())
-    assert gets[-1] == 1001.4 and len(gets) == 5
+    assert gets[-1] == 1001.4 and len(gets) == 4
+
+
+def test_a_write_that_changed_nothing_vouches_for_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A status write the API server found a no-op answers the rollout's old version: below changes the watch
+    may not have shown yet (a replica just woken from a stop, its watch's backlog unread). It sets no horizon."""
+    clock = [50.0]
+    versions = Versions(clock=lambda: clock[0])
+    versions.listed([("shop", "release", "10"), ("shop", "other", "8")], "10")
+    versions.wrote("8", sent_at=50.0, after="8")         # no-op: the version it was conditioned on
+    assert versions.vouch("shop", "release", "10") is None
+    versions.wrote("11", sent_at=50.1, after="8")        # committed: a version above its condition
+    versions.saw("MODIFIED", "shop", "other", "11")
+    assert versions.vouch("shop", "release", "10") == 50.1
+    versions.wrote("12", sent_at=50.2, after=None)       # unconditioned: unknown whether it committed
+    versions.saw("MODIFIED", "shop", "other", "12")
+    assert versions.vouch("shop", "release", "10") == 50.1
 
 
 def test_a_write_the_watch_showed_before_its_answer_came_passes_at_once_and_unseen_writes_are_forgotten() -> None:
@@ -163,14 +179,32 @@ def test_a_write_the_watch_showed_before_its_answer_came_passes_at_once_and_unse
     versions = Versions(clock=lambda: clock[0])
     versions.listed([("shop", "release", "5")], "5")
     versions.saw("MODIFIED", "shop", "release", "7")   # the watch was quicker than the write's answer
-    versions.wrote("7", sent_at=0.0)
+    versions.wrote("7", sent_at=0.0, after="5")
     assert versions.vouch("shop", "release", "7") == 0.0
-    versions.wrote("9", sent_at=0.5)                   # never shown (the watch broke off after it)
-    versions.wrote("10", sent_at=0.6)
+    versions.wrote("9", sent_at=0.5, after="7")        # never shown (the watch broke off after it)
+    versions.wrote("10", sent_at=0.6, after="9")
     clock[0] = 100.0
-    versions.wrote("11", sent_at=99.0)                 # the pruning pass forgets writes older than a minute
+    versions.wrote("11", sent_at=99.0, after="10")     # the pruning pass forgets writes older than a minute
     assert [rv for rv, _ in versions._sent] == [11]
     versions.saw("MODIFIED", "shop", "release", "11")
     assert versions.vouch("shop", "release", "11") == 99.0
     versions.saw("DELETED", "shop", "release", "12")
     assert versions.vouch("shop", "release", "11") is None and len(versions) == 0
+
+
+def test_a_watch_stream_cut_anywhere_gives_its_events_whole() -> None:
+    from guarded.kube.versions import _lines
+
+    body = b'{"type":"ADDED","n":1}\n{"type":"MODIFIED","n":2}\n\n{"type":"BOOKMARK","n":3}\n{"type":"DELETED"}'
+
+    class Resp:
+        def __init__(self, cut: int) -> None:
+            self.chunks = [body[i:i + cut] for i in range(0, len(body), cut)]
+
+        def stream(self, amt: int, decode_content: bool) -> list[bytes]:
+            return self.chunks
+
+    want = [b'{"type":"ADDED","n":1}', b'{"type":"MODIFIED","n":2}', b'{"type":"BOOKMARK","n":3}',
+            b'{"type":"DELETED"}']
+    for cut in (1, 2, 7, 23, len(body)):
+        assert list(_lines(Resp(cut))) == want, cut

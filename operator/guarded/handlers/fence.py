@@ -40,10 +40,15 @@ def still_as_read(client: KubeClient, obj: dict[str, Any]) -> Callable[[], Await
 
     async def check() -> None:
         asked = time.monotonic()
+        versions = client.versions
+        if versions is not None:   # the watch already shows a later version: refused without asking anyone
+            later = versions.moved_on(meta["namespace"], meta["name"], meta.get("resourceVersion"))
+            if later is not None:
+                stale(later)
         if passed_at and asked - passed_at[-1] < FENCE_SECONDS:
             return
-        if client.versions is not None:
-            horizon = client.versions.vouch(meta["namespace"], meta["name"], meta.get("resourceVersion"))
+        if versions is not None:
+            horizon = versions.vouch(meta["namespace"], meta["name"], meta.get("resourceVersion"))
             if horizon is not None and asked - horizon < FENCE_SECONDS:
                 telemetry.fence_check("watch")
                 passed_at.append(horizon)  # as of the horizon: the watch's answer is that old
@@ -54,11 +59,14 @@ def still_as_read(client: KubeClient, obj: dict[str, Any]) -> Callable[[], Await
         # Its metadata only: the resourceVersion is all the check needs, and status is most of a rollout.
         seen = await client.rollout_version(meta["namespace"], meta["name"])
         if seen != meta.get("resourceVersion"):
-            logs.logger(rollout=meta["name"], namespace=meta["namespace"], wave=None).warning(
-                "stale decision: the rollout moved on since it was read; deciding again", read=meta.get(
-                    "resourceVersion"), now=seen)
-            raise Conflict(f"rollout {meta['name']} moved on (resourceVersion {meta.get('resourceVersion')} -> "
-                           f"{seen}) since this decision's read: not acting on it")
+            stale(seen)
         passed_at.append(asked)  # as of when it was asked: the answer may be that old
+
+    def stale(seen: str | None) -> None:
+        logs.logger(rollout=meta["name"], namespace=meta["namespace"], wave=None).warning(
+            "stale decision: the rollout moved on since it was read; deciding again", read=meta.get(
+                "resourceVersion"), now=seen)
+        raise Conflict(f"rollout {meta['name']} moved on (resourceVersion {meta.get('resourceVersion')} -> "
+                       f"{seen}) since this decision's read: not acting on it")
 
     return check

@@ -79,13 +79,11 @@ def busy_delay(exc: kubernetes.client.rest.ApiException, spread: float) -> float
 async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     tune(settings)
     api_client = kubernetes.client.ApiClient(kube_configuration())
-    versions = None
     # The version watch lets the split-brain fence pass without a GET (kube/versions); it watches every
     # namespace's rollouts, so a namespaced operator (-n) goes without it. GUARDED_VERSION_WATCH=0 turns it off.
+    versions = None
     if not os.environ.get("GUARDED_WATCHED_NAMESPACES") and os.environ.get("GUARDED_VERSION_WATCH", "1") != "0":
         versions = Versions()
-        memo.versions_follower = Follower(api_client, versions, observer=telemetry.api_request)
-        memo.versions_follower.start()
     memo.client = KubeClient(api_client, observer=telemetry.api_request, cache=CACHE, versions=versions)
     notify.configure(memo.client)  # operator-wide sinks (GUARDED_NOTIFY_*): a bad value stops the start here
     url = os.environ.get("GUARDED_PROMETHEUS_URL")
@@ -114,6 +112,16 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     metrics_listen = os.environ.get("GUARDED_METRICS_LISTEN", "")
     if metrics_listen:  # /metrics and /readyz (ready once kopf has finished every startup handler)
         memo.endpoints_runner = await endpoints.serve(metrics_listen, memo.client.api_client)
+    if versions is not None and memo.get("versions_follower") is None:   # last: a failed start starts none
+        memo.versions_follower = Follower(api_client, versions, observer=telemetry.api_request)
+        memo.versions_follower.start()
+
+
+@kopf.on.cleanup()
+async def cleanup(memo: kopf.Memo, **_: Any) -> None:
+    follower = memo.get("versions_follower")
+    if follower is not None:
+        follower.stop.set()   # its thread ends with its watch's next event, or with the process
 
 
 def wake_all(*, settled_too: bool = True) -> None:

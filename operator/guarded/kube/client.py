@@ -187,7 +187,7 @@ class KubeClient:
             self.distrust(PLURAL, namespace, name)
             raise
         result = orjson.loads(resp.data)   # the whole rollout: decoded here, not by the client's models
-        self._wrote(PLURAL, namespace, name, result, sent_at)
+        self._wrote(PLURAL, namespace, name, result, sent_at, (patch.get("metadata") or {}).get("resourceVersion"))
         return dict(result)
 
     async def replace_rollout_status(self, body: dict[str, Any]) -> dict[str, Any]:
@@ -196,7 +196,7 @@ class KubeClient:
         resp = await self._replace(self.custom.replace_namespaced_custom_object_status, GROUP, VERSION,
                                    meta["namespace"], PLURAL, meta["name"], body, _preload_content=False)
         result = orjson.loads(resp.data)
-        self._wrote(PLURAL, meta["namespace"], meta["name"], result, sent_at)
+        self._wrote(PLURAL, meta["namespace"], meta["name"], result, sent_at, meta.get("resourceVersion"))
         return dict(result)
 
     # -- the watch cache -----------------------------------------------------------------------
@@ -227,14 +227,17 @@ class KubeClient:
         if self.cache is not None:
             self.cache.touched(resource, namespace, name)
 
-    def _wrote(self, resource: str, namespace: str, name: str, result: Any, sent_at: float | None = None) -> None:
-        """After a write: the resourceVersion it produced, and the object it returned when that is JSON; a
-        rollout's, sent at `sent_at` (monotonic), is a mark on the version watch (kube/versions)."""
+    def _wrote(self, resource: str, namespace: str, name: str, result: Any, sent_at: float | None = None,
+               guard: str | None = None) -> None:
+        """After a write: the resourceVersion it produced, and the object it returned when that is JSON. A
+        rollout's status write, sent at `sent_at` (monotonic) on the condition of version `guard`, marks the
+        version watch (kube/versions) when it made a newer version: a write the API server found changed
+        nothing answers the old one, which proves nothing of when the watch caught up."""
         meta = (result or {}).get("metadata") if isinstance(result, dict) else getattr(result, "metadata", None)
         version = (meta.get("resourceVersion") if isinstance(meta, dict)
                    else getattr(meta, "resource_version", None)) if meta is not None else None
-        if self.versions is not None and sent_at is not None and version:
-            self.versions.wrote(version, sent_at)
+        if self.versions is not None and sent_at is not None and version and guard:
+            self.versions.wrote(version, sent_at, after=guard)
         if self.cache is not None:
             self.cache.wrote(resource, namespace, name, version or "", result if isinstance(result, dict) else None)
 

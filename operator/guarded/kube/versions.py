@@ -44,6 +44,7 @@ log = logging.getLogger(__name__)
 METADATA_ONLY = "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1"
 METADATA_LIST = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1"
 WATCH_SECONDS = 300     # the API server ends each watch after this; it is resumed from its last version
+READ_SECONDS = 90       # a watch that sends nothing for this long (bookmarks come about every minute) is cut
 PAGE = 500              # rollouts per page of the listing
 KEEP_SENT = 60.0        # seconds a write of ours the watch has not shown is waited for (then forgotten)
 BACKOFF = (0.5, 10.0)   # seconds before a failed watch or listing is tried again: first, most
@@ -73,10 +74,13 @@ class Versions:
         self._prune_at = 0.0
         self.synced = False
 
-    def wrote(self, version: Any, sent_at: float) -> None:
-        """A write of ours, sent at `sent_at` (monotonic), produced this resourceVersion of a rollout."""
-        rv = _rv(version)
-        if rv is None:
+    def wrote(self, version: Any, sent_at: float, *, after: Any) -> None:
+        """A write of ours, sent at `sent_at` (monotonic) on the condition that the rollout was at version
+        `after`, produced this resourceVersion. Only a write that committed, a version above its condition,
+        counts: one the API server found changed nothing answers the old version, which may be below changes
+        the watch has not shown yet."""
+        rv, before = _rv(version), _rv(after)
+        if rv is None or before is None or rv <= before:
             return
         with self._lock:
             if self.synced and rv <= self._seen:
@@ -135,6 +139,13 @@ class Versions:
                 return None
             return self._horizon
 
+    def moved_on(self, namespace: str, name: str, version: Any) -> str | None:
+        """The version the watch shows when it is later than `version`: the rollout moved on since that read."""
+        rv = _rv(version)
+        with self._lock:
+            seen = self._versions.get((namespace, name)) if self.synced else None
+        return str(seen) if rv is not None and seen is not None and seen > rv else None
+
     def __len__(self) -> int:
         with self._lock:
             return len(self._versions)
@@ -152,6 +163,7 @@ class Follower:
         self.versions = versions
         self.observer = observer
         self.stop = threading.Event()
+        self.version: str | None = None   # the last version the watch showed (None: list first)
         self.thread = threading.Thread(target=self.run, name="guarded-versions", daemon=True)
 
     def start(self) -> None:
@@ -171,14 +183,16 @@ class Follower:
                + urlencode(query))
         if self.observer is not None:
             self.observer("watch" if query.get("watch") else "list", PLURAL)
-        timeout = urllib3.Timeout(connect=5.0, read=WATCH_SECONDS + 30.0 if stream else 30.0)
+        timeout = urllib3.Timeout(connect=5.0, read=READ_SECONDS if stream else 30.0)
         headers = self._headers(METADATA_ONLY if stream else METADATA_LIST)
         resp = self.api_client.rest_client.pool_manager.request(
             "GET", url, headers=headers, timeout=timeout, preload_content=not stream)
-        if resp.status == 410:
-            raise Expired()
         if not 200 <= resp.status <= 299:
-            data = resp.data if not stream else resp.read()
+            data = resp.data if not stream else resp.read(1024)
+            if stream:
+                _discard(resp)
+            if resp.status == 410:
+                raise Expired()
             raise RuntimeError(f"{resp.status} {resp.reason}: {data[:200]!r}")
         return resp
 
@@ -199,9 +213,9 @@ class Follower:
         self.versions.listed(items, version)
         return str(version)
 
-    def watch(self, version: str) -> str:
-        """Follow the watch from `version` until the API server ends it; the last version shown."""
-        resp = self._get({"watch": "true", "resourceVersion": version, "allowWatchBookmarks": "true",
+    def watch(self) -> None:
+        """Follow the watch from self.version until the API server ends it (self.version: the last shown)."""
+        resp = self._get({"watch": "true", "resourceVersion": self.version, "allowWatchBookmarks": "true",
                           "timeoutSeconds": WATCH_SECONDS}, stream=True)
         try:
             for line in _lines(resp):
@@ -214,41 +228,51 @@ class Follower:
                 meta = obj.get("metadata") or {}
                 rv = meta.get("resourceVersion")
                 self.versions.saw(str(kind), meta.get("namespace", ""), meta.get("name", ""), rv)
-                version = rv or version
+                self.version = rv or self.version
                 if self.stop.is_set():
                     break
         finally:
-            resp.release_conn()
-        return version
+            _discard(resp)
 
     def run(self) -> None:
-        version: str | None = None
         delay = BACKOFF[0]
         while not self.stop.is_set():
+            began = time.monotonic()
             try:
-                if version is None:
+                if self.version is None:
                     self.versions.lost()
-                    version = self.list()
-                version = self.watch(version)
-                delay = BACKOFF[0]
-            except Expired:
-                version = None
-            except Exception as exc:   # the API server unreachable, a dropped stream: resume after a pause
+                    self.version = self.list()
+                self.watch()
+            except Expired:   # too old to resume from: list again (after a pause, should it repeat at once)
+                self.version = None
+                log.info("the rollouts' version watch expired; listing them again")
+            except Exception as exc:   # unreachable, refused, a dropped stream: resume from the last version
                 log.warning("the rollouts' version watch failed (the fence asks the API server meanwhile): %s", exc)
-                self.versions.lost()
-                version = None
+            if time.monotonic() - began > 2 * BACKOFF[1]:
+                delay = BACKOFF[0]   # it ran a while: the next failure starts the pauses afresh
+            else:
                 self.stop.wait(delay)
                 delay = min(delay * 2, BACKOFF[1])
+
+
+def _discard(resp: Any) -> None:
+    """Close a streamed response before its connection goes back to the pool: a watch cut short would leave
+    the API server writing on a socket that the next request of the operator's client would be given."""
+    resp.close()
+    resp.release_conn()
 
 
 def _lines(resp: Any) -> Iterator[bytes]:
     """The newline-separated JSON documents of a watch's streamed body."""
     rest = b""
     for chunk in resp.stream(65536, decode_content=True):
-        rest += chunk
-        *whole, rest = rest.split(b"\n")
-        for line in whole:
-            if line.strip():
-                yield line
+        *whole, tail = chunk.split(b"\n")
+        if whole:
+            whole[0], rest = rest + whole[0], tail
+            for line in whole:
+                if line.strip():
+                    yield line
+        else:
+            rest += tail
     if rest.strip():
         yield rest
