@@ -212,3 +212,33 @@ def test_the_watch_showing_a_canary_all_ready_moves_its_rollout_s_waiting_reconc
     canaries[("shop", "cart-canary")]["status"] = {"readyReplicas": 0}             # not all Ready yet: no
     asyncio.run(handlers.deployment_changed(namespace="shop", name="cart-canary"))
     assert pressed == [("shop", "release")]
+
+
+def test_a_rollout_restoring_its_stable_or_with_a_user_s_request_unhandled_presses_and_its_waiter_moves_up(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A rollback begun by a replica before this one, or a user's abort arriving while a reconcile waits: its
+    next reconcile presses, and one already waiting is moved up. A request already handled does not."""
+    from guarded.api.rollout import REQUEST_ANNOTATION
+
+    def rollout(stage: str, asked: str | None = None, handled: str | None = None) -> dict[str, object]:
+        meta = {"annotations": {REQUEST_ANNOTATION: f'{{"id": "{asked}", "action": "abort"}}'}} if asked else {}
+        status: dict[str, object] = {"stage": stage}
+        if handled:
+            status["lastRequest"] = {"id": handled, "action": "abort", "result": "Accepted", "time": "t"}
+        return {"metadata": meta, "spec": {"target": {"name": "cart"}}, "status": status}
+
+    seen = {("shop", "rolling-back"): rollout("RollingBack"), ("shop", "retiring"): rollout("Retiring"),
+            ("shop", "aborted"): rollout("Bake", asked="r2", handled="r1"),
+            ("shop", "handled"): rollout("Bake", asked="r1", handled="r1"),
+            ("shop", "baking"): rollout("Bake"), ("shop", "done"): rollout("RolledBack")}
+    monkeypatch.setattr(handlers.CACHE, "peek", lambda resource, ns, name: seen.get((ns, name)))
+    assert {name for (_, name) in seen if handlers.restoring_or_asked(("shop", name))} == {
+        "rolling-back", "retiring", "aborted"}
+
+    pressed: list[tuple[str, str]] = []
+    monkeypatch.setattr(handlers._workers, "press", pressed.append)
+    monkeypatch.setattr(handlers, "_wake", lambda key: None)
+    monkeypatch.setattr(handlers, "_seen", {})   # each a first sight: woken
+    for name in ("baking", "aborted"):
+        asyncio.run(handlers.rollout_changed(namespace="shop", name=name, body=seen[("shop", name)], type=None))
+    assert pressed == [("shop", "aborted")]

@@ -33,6 +33,7 @@ from guarded.handlers.reconcile import SEEN, clean_up, reconcile
 from guarded.handlers.workers import Workers
 from guarded.kube.cache import WatchCache, kept
 from guarded.kube.client import Conflict, KubeClient
+from guarded.kube.observe import request_from
 from guarded.kube.versions import Follower, Versions
 from guarded.metrics.prometheus import PrometheusProvider
 
@@ -177,6 +178,20 @@ def canary_ready(key: tuple[str, str]) -> bool:
     return isinstance(want, int) and isinstance(ready, int) and 0 < want <= ready
 
 
+def restoring_or_asked(key: tuple[str, str]) -> bool:
+    """As the watch last saw it, the rollout is restoring its stable (a rollback or a retire, perhaps begun by a
+    replica before this one), or a user's request (abort, pause, promote) waits to be handled: its next
+    reconcile presses (handlers/workers.py), and one already waiting is moved up (`rollout_changed`)."""
+    obj = CACHE.peek(PLURAL, *key)
+    if obj is None:
+        return False
+    stage = stage_in(obj.get("status"))
+    if stage is not None and stage.cleaning:
+        return True
+    asked = request_from((obj.get("metadata") or {}).get("annotations"))
+    return asked is not None and asked.id != (((obj.get("status") or {}).get("lastRequest") or {}).get("id"))
+
+
 def settled(key: tuple[str, str]) -> bool:
     """Whether the rollout, as last seen, `is_settled`: then nothing another rollout does (a slot freed, a
     claim released) changes what it decides."""
@@ -296,12 +311,13 @@ async def run_rollout(namespace: str, name: str, stopped: kopf.DaemonStopped, me
     log = logs.logger(rollout=name, namespace=namespace, wave=None)
     loop = asyncio.get_running_loop()
     pressing = False  # the last decision said its next reconcile presses (core.judging.pressing)
+    failed = False    # the last reconcile failed: it presses again only once one succeeds
     try:
         while not stopped:
             wake.clear()
             try:
                 due, urgent = loop.time(), changing(key)
-                pressing = pressing or canary_ready(key)
+                pressing = pressing or canary_ready(key) or (not failed and restoring_or_asked(key))
                 async with _workers.slot(urgent, pressing, key):
                     telemetry.TELEMETRY.reconcile_wait_seconds.labels(
                         str(urgent).lower(), str(pressing).lower()).observe(loop.time() - due)
@@ -310,7 +326,7 @@ async def run_rollout(namespace: str, name: str, stopped: kopf.DaemonStopped, me
                                                          timeout=RECONCILE_TIMEOUT)
                 if outcome.target:
                     _targets[key] = outcome.target
-                pressing = outcome.pressing
+                pressing, failed = outcome.pressing, False
                 moved = outcome.decision is not None and not outcome.decision.status.stage.terminal
                 idle = SETTLED_IDLE_SECONDS if settled(key) and not moved else IDLE_SECONDS
                 delay = idle if outcome.requeue_after is None else min(outcome.requeue_after, idle)
@@ -321,7 +337,7 @@ async def run_rollout(namespace: str, name: str, stopped: kopf.DaemonStopped, me
                 delay = 0.05  # the object moved on; decide again on fresh data (from the API server: the
                 memo.client.distrust(PLURAL, namespace, name)  # watch may not have shown the move yet)
             except kubernetes.client.rest.ApiException as exc:
-                pressing = False  # a failing reconcile does not jump the queue (a 409 Conflict keeps its place)
+                pressing, failed = False, True  # a failing reconcile does not jump the queue (a 409 keeps its place)
                 if exc.status != 429:
                     log.exception("reconcile failed", error=str(exc))
                     delay = ERROR_BACKOFF
@@ -330,7 +346,7 @@ async def run_rollout(namespace: str, name: str, stopped: kopf.DaemonStopped, me
                     log.warning("API server busy (429): reconciling again later", seconds=round(delay, 1))
             except Exception as exc:  # one bad reconcile must not kill the loop
                 log.exception("reconcile failed", error=str(exc))
-                delay, pressing = ERROR_BACKOFF, False
+                delay, pressing, failed = ERROR_BACKOFF, False, True
             finished = loop.time()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(wake.wait(), timeout=max(delay, 0.05))
@@ -350,6 +366,8 @@ async def rollout_changed(namespace: str, name: str, body: kopf.Body, type: str 
     wake_self, wake_others = seen((namespace, name), body, type == "DELETED")
     if wake_self:
         _wake((namespace, name))
+        if restoring_or_asked((namespace, name)):   # a user's request: a reconcile already waiting presses
+            _workers.press((namespace, name))
     if wake_others:
         wake_all(settled_too=False)  # a concurrency slot may have freed up, a claim or a consumer ended
 

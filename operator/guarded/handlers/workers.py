@@ -9,7 +9,9 @@ gets the rest, so it is served later but never starved. Within each kind, first 
 N = 1,000 a due reconcile waited up to 90 s, and a release under analysis waited as long as a gate check or
 an idle re-check (issue 11).
 
-Before both kinds, a pressing rollout is served first: its stable being restored, its canary's pods just all
+Before both kinds, a pressing rollout is served first: its stable being restored (also by a rollback a replica
+before this one began), a user's request not yet handled (`handlers.operator.restoring_or_asked`; a waiting
+reconcile is moved up when it arrives), its canary's pods just all
 Ready (`handlers.operator.canary_ready`: the next reconcile starts the wave's analysis; a reconcile already
 waiting when the watch shows it is moved up, `press`), its wave's first two
 judgements, or its evidence within reach of a Fail and so looked at closely every quarter second
