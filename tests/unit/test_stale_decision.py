@@ -77,8 +77,8 @@ def test_a_decision_from_the_rollout_as_it_is_is_acted_on() -> None:
     assert store.target["spec"]["replicas"] == 2 and len(store.writes) == 1
 
 
-def test_one_check_stands_for_the_actions_that_follow_within_a_second_and_a_freeze_checks_again(
-        monkeypatch: pytest.MonkeyPatch) -> None:
+def counting_gets(monkeypatch: pytest.MonkeyPatch) -> tuple[Store, list[float], list[float]]:
+    """A store whose metadata GETs of the rollout are noted (at the clock's time), and the fence's clock."""
     store, gets, clock = Store(), [], [1000.0]
     real_get = store.rollout_version
 
@@ -88,6 +88,12 @@ def test_one_check_stands_for_the_actions_that_follow_within_a_second_and_a_free
 
     store.rollout_version = counted  # type: ignore[method-assign]
     monkeypatch.setattr("guarded.handlers.fence.time.monotonic", lambda: clock[0])
+    return store, gets, clock
+
+
+def test_one_check_stands_for_the_actions_that_follow_within_a_second_and_a_freeze_checks_again(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    store, gets, clock = counting_gets(monkeypatch)
     fence = still_as_read(store, copy.deepcopy(store.rollout))  # type: ignore[arg-type]
 
     asyncio.run(fence())
@@ -114,15 +120,7 @@ def test_the_version_watch_vouches_for_a_rollout_only_past_a_fresh_write_of_ours
         monkeypatch: pytest.MonkeyPatch) -> None:
     """No GET while the watch has shown, at the rollout's read version, a status write sent under a second ago;
     a GET as soon as that write is older, the watch shows another version, or it broke off."""
-    store, gets, clock = Store(), [], [1000.0]
-    real_get = store.rollout_version
-
-    async def counted(namespace: str, name: str) -> str | None:
-        gets.append(clock[0])
-        return await real_get(namespace, name)
-
-    store.rollout_version = counted  # type: ignore[method-assign]
-    monkeypatch.setattr("guarded.handlers.fence.time.monotonic", lambda: clock[0])
+    store, gets, clock = counting_gets(monkeypatch)
     versions = watched(store, clock)
     read = copy.deepcopy(store.rollout)
 

@@ -80,11 +80,9 @@ def busy_delay(exc: kubernetes.client.rest.ApiException, spread: float) -> float
 async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     tune(settings)
     api_client = kubernetes.client.ApiClient(kube_configuration())
-    # The version watch lets the split-brain fence pass without a GET (kube/versions); it watches every
-    # namespace's rollouts, so a namespaced operator (-n) goes without it. GUARDED_VERSION_WATCH=0 turns it off.
-    versions = None
-    if not os.environ.get("GUARDED_WATCHED_NAMESPACES") and os.environ.get("GUARDED_VERSION_WATCH", "1") != "0":
-        versions = Versions()
+    # The split-brain fence's version watch (kube/versions) sees every namespace: not for a namespaced operator.
+    cluster_wide = not os.environ.get("GUARDED_WATCHED_NAMESPACES")
+    versions = Versions() if cluster_wide and os.environ.get("GUARDED_VERSION_WATCH", "1") != "0" else None
     memo.client = KubeClient(api_client, observer=telemetry.api_request, cache=CACHE, versions=versions)
     notify.configure(memo.client)  # operator-wide sinks (GUARDED_NOTIFY_*): a bad value stops the start here
     url = os.environ.get("GUARDED_PROMETHEUS_URL")
@@ -120,9 +118,8 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
 
 @kopf.on.cleanup()
 async def cleanup(memo: kopf.Memo, **_: Any) -> None:
-    follower = memo.get("versions_follower")
-    if follower is not None:
-        follower.stop.set()   # its thread ends with its watch's next event, or with the process
+    if memo.get("versions_follower") is not None:
+        memo.versions_follower.stop.set()   # its thread ends with its watch's next event, or with the process
 
 
 def wake_all(*, settled_too: bool = True) -> None:
@@ -149,13 +146,18 @@ def changing(key: tuple[str, str]) -> bool:
     """The rollout has a change out, as the watches last saw it: its status says so (a wave, a promotion, a
     rollback), or its target's canary Deployment exists (made by a decision whose status write has not been
     seen yet, or conflicted). Its reconciles wait for a worker before those of rollouts pending, held or ended."""
-    obj = CACHE.peek(PLURAL, *key)
+    obj, stage = _seen_rollout(key)
     if obj is None:
         return False
-    stage = stage_in(obj.get("status"))
     if stage is not None and stage.active:
         return True
     return _seen_canary(obj, key[0]) is not None
+
+
+def _seen_rollout(key: tuple[str, str]) -> tuple[Mapping[str, Any] | None, Stage | None]:
+    """The rollout as the watch last saw it (a hint: whom to serve first), and its stage."""
+    obj = CACHE.peek(PLURAL, *key)
+    return obj, None if obj is None else stage_in(obj.get("status"))
 
 
 def _seen_canary(rollout: Mapping[str, Any], namespace: str) -> Mapping[str, Any] | None:
@@ -168,8 +170,8 @@ def canary_ready(key: tuple[str, str]) -> bool:
     """The rollout waits for its canary's pods (stage ScaleCanary, as the watches last saw it) and its canary
     Deployment now has every pod Ready: its next reconcile starts the wave's analysis, so it presses
     (handlers/workers.py) as a wave's first judgement does."""
-    obj = CACHE.peek(PLURAL, *key)
-    if obj is None or stage_in(obj.get("status")) is not Stage.SCALE_CANARY:
+    obj, stage = _seen_rollout(key)
+    if obj is None or stage is not Stage.SCALE_CANARY:
         return False
     canary = _seen_canary(obj, key[0])
     if canary is None:
@@ -182,10 +184,9 @@ def restoring_or_asked(key: tuple[str, str]) -> bool:
     """As the watch last saw it, the rollout is restoring its stable (a rollback or a retire, perhaps begun by a
     replica before this one), or a user's request (abort, pause, promote) waits to be handled: its next
     reconcile presses (handlers/workers.py), and one already waiting is moved up (`rollout_changed`)."""
-    obj = CACHE.peek(PLURAL, *key)
+    obj, stage = _seen_rollout(key)
     if obj is None:
         return False
-    stage = stage_in(obj.get("status"))
     if stage is not None and stage.cleaning:
         return True
     asked = request_from((obj.get("metadata") or {}).get("annotations"))
