@@ -82,6 +82,36 @@ def test_a_rollout_shows_in_prometheus_as_wave_transitions_and_a_succeeded_phase
     assert shown["Rollouts by phase"] and shown["Decision latency (decide)"] and shown["Reconciles by result"], shown
 
 
+def fence_checks(operator: OperatorProcess) -> dict[str, float]:
+    """guarded_fence_checks_total by what answered, from the operator's /metrics."""
+    text = requests.get(f"http://{operator.metrics_address}/metrics", timeout=10).text
+    out: dict[str, float] = {}
+    for line in text.splitlines():
+        if line.startswith("guarded_fence_checks_total{"):
+            by = line.split('by="', 1)[1].split('"', 1)[0]
+            out[by] = float(line.rsplit(" ", 1)[1])
+    return out
+
+
+def test_the_split_brain_fence_is_answered_by_the_version_watch_not_a_get(
+        cluster: Cluster, namespace: str, operator: OperatorProcess) -> None:
+    """A cluster-wide operator's fence takes the rollouts' version watch (kube/versions) for a GET of the
+    rollout when it has shown a status write of ours sent under a second ago: a rollout's actions, each
+    right after the status write that moved it on, are fenced without a request of their own."""
+    before = fence_checks(operator)
+    shop = Shop(cluster, namespace)
+    shop.deploy(4)
+    shop.create_rollout(guarded_rollout("release", waves=WAVES))
+    shop.wait_phase("release", "Succeeded", timeout=180)
+    after = fence_checks(operator)
+    by_watch = after.get("watch", 0.0) - before.get("watch", 0.0)
+    checks = sum(after.values()) - sum(before.values())
+    # Each wave's canary and stable moves, the promotion and the canary's removal: a dozen decisions with
+    # actions; other tests' rollouts may run beside it, so only a lower bound holds for the count.
+    assert checks >= 6, (before, after)
+    assert by_watch >= 1, f"no fence check was answered by the version watch: {before} -> {after}"
+
+
 def dashboard_results(cluster: Cluster, namespace: str) -> dict[str, list[dict]]:
     """Each panel's results, with Grafana's variables filled in; a query Prometheus rejects fails here."""
     model = json.loads(DASHBOARD.read_text())
