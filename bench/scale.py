@@ -180,7 +180,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                          "gets_per_interval": api["gets_per_interval"],
                          "per_rollout": round(api["total"] / in_flight, 1),
                          "per_rollout_per_interval": round(api["total"] / per, 2),
-                         "by_verb_resource": api["by_verb_resource"]},
+                         "by_verb_resource": api["by_verb_resource"],
+                         "fence_checks": api["fence_checks"],
+                         "version_watch_lag_p50_p99": [quantile(om1, om0, "guarded_version_watch_lag_seconds", q)
+                                                       for q in (0.5, 0.99)]},
         "prometheus_queries": {"total": queries["total"], "per_interval": queries["per_interval"],
                                "per_interval_per_template": round(queries["per_interval"] / TEMPLATES, 2),
                                "per_analysis_step": round(queries["total"] / max(steps, 1), 2),

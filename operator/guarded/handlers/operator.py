@@ -81,8 +81,8 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     tune(settings)
     api_client = kubernetes.client.ApiClient(kube_configuration())
     # The split-brain fence's version watch (kube/versions) sees every namespace: not for a namespaced operator.
-    cluster_wide = not os.environ.get("GUARDED_WATCHED_NAMESPACES")
-    versions = Versions() if cluster_wide and os.environ.get("GUARDED_VERSION_WATCH", "1") != "0" else None
+    wanted = not os.environ.get("GUARDED_WATCHED_NAMESPACES") and os.environ.get("GUARDED_VERSION_WATCH", "1") != "0"
+    versions = Versions(lag=telemetry.version_lag) if wanted else None
     memo.client = KubeClient(api_client, observer=telemetry.api_request, cache=CACHE, versions=versions)
     notify.configure(memo.client)  # operator-wide sinks (GUARDED_NOTIFY_*): a bad value stops the start here
     url = os.environ.get("GUARDED_PROMETHEUS_URL")

@@ -125,6 +125,10 @@ class Telemetry:
             f"{PREFIX}_fence_checks", "Split-brain fence checks before a decision's actions, by what answered "
             "(watch: the rollouts' version watch vouched; server: a metadata GET of the rollout).", ("by",),
             registry=r)
+        self.version_watch_lag = Histogram(
+            f"{PREFIX}_version_watch_lag_seconds", "From sending a status write of a rollout to the rollouts' "
+            "version watch showing it: the fence's watch vouches only while this is under a second.",
+            buckets=WAIT_BUCKETS, registry=r)
         self.cache_reads = Counter(
             f"{PREFIX}_cache_reads", "Reads of an object from the watch cache, by resource and result (hit; miss: "
             "asked the API server, the copy not trusted).", ("resource", "result"), registry=r)
@@ -158,6 +162,10 @@ class Telemetry:
     def fence_check(self, by: str) -> None:
         """One split-brain fence check (handlers/fence), answered by the version watch or the API server."""
         self.fence_checks.labels(by).inc()
+
+    def version_lag(self, seconds: float) -> None:
+        """How long the version watch took to show a status write of ours (kube.versions' observer); any thread."""
+        self.version_watch_lag.observe(seconds)
 
     def cache_read(self, resource: str, hit: bool) -> None:
         """One read from the watch cache (kube.cache's observer)."""
@@ -291,5 +299,6 @@ reconciling = TELEMETRY.reconciling
 step = TELEMETRY.step
 api_request = TELEMETRY.api_request
 fence_check = TELEMETRY.fence_check
+version_lag = TELEMETRY.version_lag
 metric_query = TELEMETRY.metric_query
 cache_read = TELEMETRY.cache_read

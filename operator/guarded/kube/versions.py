@@ -64,8 +64,11 @@ def _rv(value: Any) -> int | None:
 class Versions:
     """The rollouts' versions as the watch last showed them, and the horizon (thread-safe)."""
 
-    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, clock: Callable[[], float] = time.monotonic,
+                 lag: Callable[[float], None] | None = None) -> None:
+        """`lag(seconds)`: told, for each write of ours the watch shows, how long after its sending it did."""
         self.clock = clock
+        self.lag = lag
         self._lock = threading.Lock()
         self._versions: dict[tuple[str, str], int] = {}
         self._sent: list[tuple[int, float]] = []   # a heap of (version, monotonic time sent): writes not yet shown
@@ -101,7 +104,10 @@ class Versions:
         """The watch has shown every change up to `rv` (lock held)."""
         self._seen = max(self._seen, rv)
         while self._sent and self._sent[0][0] <= self._seen:
-            self._pass(heapq.heappop(self._sent)[1])
+            sent_at = heapq.heappop(self._sent)[1]
+            self._pass(sent_at)
+            if self.lag is not None:
+                self.lag(self.clock() - sent_at)
 
     def listed(self, items: list[tuple[str, str, Any]], version: Any) -> None:
         """A listing's rollouts (namespace, name, resourceVersion), as of its resourceVersion."""
