@@ -206,3 +206,16 @@ def test_a_watch_stream_cut_anywhere_gives_its_events_whole() -> None:
             b'{"type":"DELETED"}']
     for cut in (1, 2, 7, 23, len(body)):
         assert list(_lines(Resp(cut))) == want, cut
+
+
+def test_the_watch_s_lag_is_told_for_each_write_of_ours_it_shows() -> None:
+    clock, lags = [10.0], []
+    versions = Versions(clock=lambda: clock[0], lag=lags.append)
+    versions.listed([], "1")
+    versions.wrote("3", sent_at=9.0, after="2")
+    versions.wrote("5", sent_at=9.5, after="4")
+    clock[0] = 12.0
+    versions.saw("MODIFIED", "shop", "release", "4")    # past the first write only
+    assert lags == [3.0]
+    versions.saw("BOOKMARK", "", "", "6")
+    assert lags == [3.0, 2.5] and versions.vouch("shop", "release", "4") == 9.5
