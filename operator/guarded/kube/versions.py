@@ -37,6 +37,7 @@ import urllib3
 
 from guarded.api.common import GROUP, VERSION
 from guarded.api.rollout import PLURAL
+from guarded.kube.rest import Rest
 
 log = logging.getLogger(__name__)
 
@@ -176,13 +177,7 @@ class Follower:
         self.thread.start()
 
     def _headers(self, accept: str) -> dict[str, str]:
-        cfg = self.api_client.configuration
-        out = {str(k): str(v) for k, v in (self.api_client.default_headers or {}).items()}
-        for setting in (cfg.auth_settings() or {}).values():
-            if setting.get("in") == "header" and setting.get("value"):
-                out[setting["key"]] = setting["value"]
-        out["Accept"] = accept
-        return out
+        return {**Rest(self.api_client).headers(), "Accept": accept}   # credentials taken afresh each time
 
     def _get(self, query: dict[str, Any], *, stream: bool) -> Any:
         url = (self.api_client.configuration.host.rstrip("/") + f"/apis/{GROUP}/{VERSION}/{PLURAL}?"
