@@ -136,8 +136,8 @@ class Telemetry:
             f"{PREFIX}_reconcile_wait_seconds", "Time a due reconcile waited for one of the operator's reconcile "
             "workers (GUARDED_RECONCILE_WORKERS), before its round began; changing: the rollout had a change out "
             "(such reconciles get 3 of every 4 workers freed); pressing: restoring the stable, a user's request "
-            "not yet handled, its canary just "
-            "Ready or in its wave's first two judgements, or within reach of a Fail (served first).",
+            "not yet handled, its canary just Ready or in its wave's first two judgements, or within reach of a "
+            "Fail (served first).",
             ("changing", "pressing"), buckets=WAIT_BUCKETS, registry=r)
         self.reconcile_api_requests = Histogram(
             f"{PREFIX}_reconcile_api_requests", "Kubernetes API requests sent by one reconcile.",

@@ -29,12 +29,10 @@ from kubernetes.client.rest import ApiException
 from guarded.api.common import GROUP, VERSION
 from guarded.api.rollout import PLURAL
 from guarded.kube.cache import WatchCache
-from guarded.kube.rest import APPS, CORE, Resources, Rest
+from guarded.kube.rest import APPS, CORE, METADATA_ONLY, Resources, Rest
 from guarded.kube.versions import Versions
 
 REQUEST_TIMEOUT = (5.0, 30.0)  # connect, read (seconds)
-# The Accept header that asks the API server for an object's metadata only (PartialObjectMetadata).
-METADATA_ONLY = "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1"
 IO_THREADS = max(1, int(os.environ.get("GUARDED_IO_THREADS", "16")))  # Kubernetes calls in flight at once
 _POOL = ThreadPoolExecutor(max_workers=IO_THREADS, thread_name_prefix="guarded-io")
 # Analysis (Prometheus queries, and a step waiting for a query another step shares: metrics/shared.py) runs on

@@ -27,6 +27,11 @@ import orjson
 import urllib3
 from kubernetes.client.rest import ApiException
 
+# The Accept headers that ask the API server for metadata only: an object's (PartialObjectMetadata; also each
+# event of a watch) and a listing's (PartialObjectMetadataList).
+METADATA_ONLY = "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1"
+METADATA_LIST = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1"
+
 # (method, url, headers, body, timeout) -> the HTTP response, its body read
 Send = Callable[[str, str, dict[str, str], bytes | None, Any], Any]
 

@@ -37,13 +37,10 @@ import urllib3
 
 from guarded.api.common import GROUP, VERSION
 from guarded.api.rollout import PLURAL
-from guarded.kube.rest import Rest
+from guarded.kube.rest import METADATA_LIST, METADATA_ONLY, Rest
 
 log = logging.getLogger(__name__)
 
-# Metadata only: a listing asks for a PartialObjectMetadataList, a watch's events carry PartialObjectMetadata.
-METADATA_ONLY = "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1"
-METADATA_LIST = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1"
 WATCH_SECONDS = 300     # the API server ends each watch after this; it is resumed from its last version
 READ_SECONDS = 90       # a watch that sends nothing for this long (bookmarks come about every minute) is cut
 PAGE = 500              # rollouts per page of the listing
